@@ -1,0 +1,207 @@
+import { randomUUID } from 'node:crypto';
+import type { ResolvedConfig } from '../config.js';
+import { DEFAULT_BUCKET_COUNT } from '../config.js';
+import { ShardRouterError } from '../errors.js';
+import { BucketMap } from '../router/bucket-map.js';
+import { hashKey } from '../router/hash.js';
+import type { ShardSession } from './shard-io.js';
+
+/**
+ * The catalog: every shard holds, in its own schema (default `shard_router`), its identity
+ * (cluster id, shard id, bucket count) and a full copy of the versioned bucket map. There is no
+ * metadata server: any router can read the map from any shard, and a shard can tell whether a
+ * connection string really points at it.
+ *
+ * Creation is two passes under an advisory lock on the lowest shard id: install identity and
+ * map on every shard, then mark every shard `complete`. A creation cut short leaves no shard
+ * complete, and the next connect finishes it with the same cluster id. Once any shard is
+ * complete, a configured shard without a catalog is an error (a new or wiped server), never
+ * silently adopted.
+ */
+
+const CATALOG_FORMAT = 1;
+/** Advisory-lock class id ("PSHR"); the object id is derived from the catalog schema name. */
+const LOCK_CLASS = 0x50534852;
+
+export interface ShardIdentity {
+  readonly clusterId: string;
+  readonly shardId: string;
+  readonly bucketCount: number;
+  readonly complete: boolean;
+}
+
+export interface OpenedCatalog {
+  readonly clusterId: string;
+  readonly map: BucketMap;
+  /** True when this connect created the cluster. */
+  readonly created: boolean;
+}
+
+/** `schema` must already be validated (config does), so quoting it is enough. */
+function q(schema: string): string {
+  return `"${schema}"`;
+}
+
+export async function readIdentity(session: ShardSession, schema: string): Promise<ShardIdentity | null> {
+  const exists = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [`${q(schema)}.shard_identity`]);
+  if (!exists.rows[0]?.present) return null;
+  const { rows } = await session.query<{ cluster_id: string; shard_id: string; bucket_count: number; complete: boolean }>(
+    `SELECT cluster_id::text, shard_id, bucket_count, complete FROM ${q(schema)}.shard_identity`,
+  );
+  const row = rows[0];
+  if (!row) return null;
+  return { clusterId: row.cluster_id, shardId: row.shard_id, bucketCount: row.bucket_count, complete: row.complete };
+}
+
+export async function readLatestMap(session: ShardSession, schema: string): Promise<BucketMap | null> {
+  const { rows } = await session.query<{ version: string; owners: string[] }>(
+    `SELECT version::text, owners FROM ${q(schema)}.bucket_map ORDER BY version DESC LIMIT 1`,
+  );
+  const row = rows[0];
+  return row ? BucketMap.fromOwners(Number(row.version), row.owners) : null;
+}
+
+async function installCatalog(session: ShardSession, schema: string, identity: ShardIdentity, map: BucketMap): Promise<void> {
+  await session.query('BEGIN');
+  try {
+    await session.query(`CREATE SCHEMA IF NOT EXISTS ${q(schema)}`);
+    await session.query(
+      `CREATE TABLE IF NOT EXISTS ${q(schema)}.shard_identity (
+         only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+         format integer NOT NULL,
+         cluster_id uuid NOT NULL,
+         shard_id text NOT NULL,
+         bucket_count integer NOT NULL CHECK (bucket_count > 0),
+         complete boolean NOT NULL DEFAULT false,
+         created_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    await session.query(
+      `CREATE TABLE IF NOT EXISTS ${q(schema)}.bucket_map (
+         version bigint PRIMARY KEY CHECK (version > 0),
+         owners text[] NOT NULL,
+         created_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    await session.query(
+      `INSERT INTO ${q(schema)}.shard_identity (format, cluster_id, shard_id, bucket_count) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (only_row) DO NOTHING`,
+      [CATALOG_FORMAT, identity.clusterId, identity.shardId, identity.bucketCount],
+    );
+    await session.query(`INSERT INTO ${q(schema)}.bucket_map (version, owners) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING`, [
+      map.version,
+      map.owners,
+    ]);
+    await session.query('COMMIT');
+  } catch (error) {
+    await session.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * Verifies that every configured connection is the shard it claims to be, creating the cluster
+ * on first use, and returns the cluster id and the newest bucket map.
+ * `sessions` holds one session per configured shard, in config order.
+ */
+export async function openCatalog(config: ResolvedConfig, sessions: readonly ShardSession[]): Promise<OpenedCatalog> {
+  const schema = config.catalogSchema;
+  const lockHolder = [...sessions].sort((a, b) => (a.shardId < b.shardId ? -1 : 1))[0]!;
+  const lockArgs = [LOCK_CLASS, hashKey(`pg-shard-router:${schema}`) | 0];
+  await lockHolder.query('SELECT pg_advisory_lock($1, $2)', lockArgs);
+  try {
+    return await openLocked(config, sessions);
+  } finally {
+    await lockHolder.query('SELECT pg_advisory_unlock($1, $2)', lockArgs).catch(() => undefined);
+  }
+}
+
+async function openLocked(config: ResolvedConfig, sessions: readonly ShardSession[]): Promise<OpenedCatalog> {
+  const schema = config.catalogSchema;
+  const displayUrl = new Map(config.shards.map((shard) => [shard.id, shard.displayUrl]));
+  const identities = await Promise.all(sessions.map((session) => readIdentity(session, schema)));
+
+  const known = identities.flatMap((identity, index) => (identity ? [{ identity, session: sessions[index]! }] : []));
+  for (const { identity, session } of known) {
+    if (identity.shardId !== session.shardId) {
+      throw new ShardRouterError(
+        'SHARD_IDENTITY_MISMATCH',
+        `the connection configured as shard ${session.shardId} (${displayUrl.get(session.shardId)}) reaches shard ` +
+          `${identity.shardId} of cluster ${identity.clusterId}: are the shard connection strings swapped?`,
+        { shardId: session.shardId },
+      );
+    }
+  }
+  const clusterIds = new Set(known.map(({ identity }) => identity.clusterId));
+  if (clusterIds.size > 1) {
+    const byCluster = known.map(({ identity }) => `${identity.shardId} -> cluster ${identity.clusterId}`).join(', ');
+    throw new ShardRouterError('SHARD_IDENTITY_MISMATCH', `the configured shards belong to different clusters (${byCluster})`);
+  }
+
+  let created = false;
+  let clusterId: string;
+  let map: BucketMap;
+  if (known.length === 0) {
+    clusterId = randomUUID();
+    map = BucketMap.even(
+      sessions.map((session) => session.shardId),
+      config.bucketCount ?? DEFAULT_BUCKET_COUNT,
+    );
+    created = true;
+  } else {
+    clusterId = known[0]!.identity.clusterId;
+    const maps = await Promise.all(known.map(({ session }) => readLatestMap(session, schema)));
+    const newest = maps.reduce<BucketMap | null>((best, m) => (m && (!best || m.version > best.version) ? m : best), null);
+    if (!newest) throw new ShardRouterError('SHARD_IDENTITY_MISMATCH', `cluster ${clusterId} has an identity but no bucket map`);
+    map = newest;
+  }
+
+  const missing = sessions.filter((_, index) => identities[index] === null);
+  if (missing.length > 0 && known.some(({ identity }) => identity.complete)) {
+    const ids = missing.map((session) => session.shardId).join(', ');
+    throw new ShardRouterError(
+      'SHARD_IDENTITY_MISMATCH',
+      `shard(s) ${ids} have no pg-shard-router catalog (schema ${schema}) but cluster ${clusterId} was created without ` +
+        'them: a new or wiped server cannot join by connecting; check the connection strings',
+      { shardId: missing[0]!.shardId },
+    );
+  }
+
+  if (config.bucketCount !== undefined && config.bucketCount !== map.bucketCount) {
+    throw new ShardRouterError(
+      'INVALID_CONFIG',
+      `bucketCount ${config.bucketCount} differs from cluster ${clusterId}'s ${map.bucketCount}, fixed when it was created; omit it`,
+    );
+  }
+  const configured = new Set(sessions.map((session) => session.shardId));
+  const unknownOwners = map.shardIds().filter((id) => !configured.has(id));
+  if (unknownOwners.length > 0) {
+    throw new ShardRouterError(
+      'INVALID_CONFIG',
+      `bucket map version ${map.version} of cluster ${clusterId} assigns buckets to shard(s) ${unknownOwners.join(', ')}, ` +
+        'which the config does not list',
+    );
+  }
+
+  // Finish (or do) creation: install on the shards that lack a catalog, check that each really
+  // took (two "shards" that are one database would both claim it), then mark all complete.
+  if (missing.length > 0 || !known.every(({ identity }) => identity.complete)) {
+    for (const session of missing) {
+      const identity = { clusterId, shardId: session.shardId, bucketCount: map.bucketCount, complete: false };
+      await installCatalog(session, schema, identity, map);
+    }
+    for (const session of sessions) {
+      const identity = await readIdentity(session, schema);
+      if (identity?.clusterId !== clusterId || identity.shardId !== session.shardId) {
+        throw new ShardRouterError(
+          'SHARD_IDENTITY_MISMATCH',
+          `the connection configured as shard ${session.shardId} (${displayUrl.get(session.shardId)}) reaches the database ` +
+            `of shard ${identity?.shardId ?? '?'}: two shard ids point at the same database`,
+          { shardId: session.shardId },
+        );
+      }
+    }
+    for (const session of sessions) {
+      await session.query(`UPDATE ${q(schema)}.shard_identity SET complete = true WHERE NOT complete`);
+    }
+  }
+  return { clusterId, map, created };
+}

@@ -1,0 +1,12 @@
+import type { QueryResult, QueryResultRow } from 'pg';
+
+/**
+ * A connection borrowed from one shard: the single seam through which everything above the
+ * cluster layer talks to PostgreSQL. Unit tests substitute a recording fake.
+ */
+export interface ShardSession {
+  readonly shardId: string;
+  query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
+  /** Returns the connection (or destroys it if it broke or was left inside a transaction). Idempotent. */
+  release(): void;
+}

@@ -1,0 +1,123 @@
+import { z } from 'zod';
+import { ShardRouterError } from './errors.js';
+
+/** Shard ids end up in catalog rows and transaction ids, so they are kept to a safe alphabet. */
+const SHARD_ID = /^[A-Za-z0-9_-]{1,63}$/;
+/** A lower-case, unquoted-safe PostgreSQL identifier (at most 63 bytes, PostgreSQL's limit). */
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export const DEFAULT_BUCKET_COUNT = 1024;
+export const MAX_BUCKET_COUNT = 65536;
+
+function isPostgresUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'postgres:' || url.protocol === 'postgresql:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+const shardSchema = z.strictObject({
+  id: z.string().regex(SHARD_ID, 'must be 1-63 characters of A-Z, a-z, 0-9, _ or -'),
+  // The message never echoes the value: a connection string may carry a password.
+  connectionString: z.string().refine(isPostgresUrl, 'must be a postgres:// or postgresql:// URL with a host'),
+});
+
+const poolSchema = z
+  .strictObject({
+    max: z.int().min(1).max(1000).default(10),
+    min: z.int().min(0).max(1000).default(0),
+    acquireTimeoutMillis: z.int().min(1).default(5000),
+    idleTimeoutMillis: z.int().min(1).default(30_000),
+    connectTimeoutMillis: z.int().min(1).default(5000),
+  })
+  .refine((pool) => pool.min <= pool.max, { message: 'min must not exceed max', path: ['min'] });
+
+const configSchema = z
+  .strictObject({
+    shards: z.array(shardSchema).min(1, 'at least one shard is required'),
+    /** Used only when the cluster is first created; afterwards it must match (or be omitted). */
+    bucketCount: z.int().min(1).max(MAX_BUCKET_COUNT).optional(),
+    pool: poolSchema.default(() => poolSchema.parse({})),
+    catalogSchema: z
+      .string()
+      .regex(SCHEMA_NAME, 'must be a lower-case identifier: a-z, 0-9, _ (not starting with a digit), at most 63')
+      .default('shard_router'),
+  })
+  .superRefine((config, ctx) => {
+    const seenIds = new Set<string>();
+    const seenUrls = new Set<string>();
+    config.shards.forEach((shard, index) => {
+      if (seenIds.has(shard.id)) {
+        ctx.addIssue({ code: 'custom', path: ['shards', index, 'id'], message: `duplicate shard id "${shard.id}"` });
+      }
+      seenIds.add(shard.id);
+      if (seenUrls.has(shard.connectionString)) {
+        ctx.addIssue({ code: 'custom', path: ['shards', index, 'connectionString'], message: 'duplicate connection string' });
+      }
+      seenUrls.add(shard.connectionString);
+    });
+  });
+
+/** What `ShardRouter.connect` accepts. */
+export type ShardRouterConfig = z.input<typeof configSchema>;
+
+export type PoolConfig = z.output<typeof poolSchema>;
+
+/** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
+export interface ResolvedShardConfig {
+  readonly id: string;
+  /** The connection string with its password replaced by `***`, safe to print. */
+  readonly displayUrl: string;
+  readonly connectionString: string;
+}
+
+export interface ResolvedConfig {
+  readonly shards: readonly ResolvedShardConfig[];
+  readonly bucketCount: number | undefined;
+  readonly pool: Readonly<PoolConfig>;
+  readonly catalogSchema: string;
+}
+
+/** Replaces the password of a connection string with `***`. */
+export function redactConnectionString(connectionString: string): string {
+  try {
+    const url = new URL(connectionString);
+    if (url.password !== '') url.password = '***';
+    for (const name of ['password', 'sslpassword']) {
+      if (url.searchParams.has(name)) url.searchParams.set(name, '***');
+    }
+    return url.toString();
+  } catch {
+    return '<unparseable connection string>';
+  }
+}
+
+/**
+ * Validates a config once, at the edge, and freezes it. Every invalid field is listed in the
+ * INVALID_CONFIG error; values are never echoed, so secrets cannot leak through it.
+ */
+export function resolveConfig(input: unknown): ResolvedConfig {
+  const parsed = configSchema.safeParse(input);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const path = issue.path.length === 0 ? '(config)' : issue.path.map(String).join('.');
+      return `${path}: ${issue.message}`;
+    });
+    throw new ShardRouterError('INVALID_CONFIG', `invalid pg-shard-router config:\n  - ${problems.join('\n  - ')}`);
+  }
+  const { shards, bucketCount, pool, catalogSchema } = parsed.data;
+  return Object.freeze({
+    shards: Object.freeze(
+      shards.map((shard) => {
+        const resolved = { id: shard.id, displayUrl: redactConnectionString(shard.connectionString) };
+        Object.defineProperty(resolved, 'connectionString', { value: shard.connectionString, enumerable: false });
+        return Object.freeze(resolved as ResolvedShardConfig);
+      }),
+    ),
+    bucketCount,
+    pool: Object.freeze({ ...pool }),
+    catalogSchema,
+  });
+}

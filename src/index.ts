@@ -1,0 +1,12 @@
+export { ShardRouter } from './router/shard-router.js';
+export type { ExecuteResult } from './router/shard-router.js';
+export { hashKey, bucketOf } from './router/hash.js';
+export type { ShardKey } from './router/hash.js';
+export { BucketMap } from './router/bucket-map.js';
+export type { ShardRouterConfig } from './config.js';
+export { redactConnectionString } from './config.js';
+export { ShardRouterError, QueryError, ERROR_CODES } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export type { PoolStats } from './cluster/shard-pool.js';
+export { startLocalCluster } from './local/local-cluster.js';
+export type { LocalCluster, LocalClusterOptions, LocalShardServer } from './local/local-cluster.js';

@@ -1,0 +1,175 @@
+import { ShardRouterError } from '../errors.js';
+
+/** A shard key. 42, 42n and '42' are the same key: all hash the UTF-8 bytes of `String(key)`. */
+export type ShardKey = string | number | bigint;
+
+const C1 = 0xcc9e2d51;
+const C2 = 0x1b873593;
+
+/**
+ * Scratch space for the UTF-8 bytes of non-ASCII keys, grown on demand and reused, so hashing
+ * never allocates per call. Safe because hashing is synchronous.
+ */
+let utf8Scratch = new Uint8Array(256);
+const utf8Encoder = new TextEncoder();
+
+/**
+ * MurmurHash3 x86 32-bit, seed 0, of the UTF-8 bytes of `key`: bit-identical to
+ * `murmurhash.v3(key)` (which encodes with TextEncoder, so lone surrogates hash as U+FFFD).
+ * ASCII keys, the common case, are hashed straight from their UTF-16 code units without
+ * encoding; `Math.imul` replaces the 16-bit split multiplications of the reference code.
+ */
+function murmur3OfString(key: string): number {
+  const length = key.length;
+  const blockEnd = length & ~3;
+  let h = 0;
+  let i = 0;
+  for (; i < blockEnd; i += 4) {
+    const b0 = key.charCodeAt(i);
+    const b1 = key.charCodeAt(i + 1);
+    const b2 = key.charCodeAt(i + 2);
+    const b3 = key.charCodeAt(i + 3);
+    if ((b0 | b1 | b2 | b3) > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
+    let k = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
+    k = Math.imul(k, C1);
+    k = (k << 15) | (k >>> 17);
+    h ^= Math.imul(k, C2);
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+  let k = 0;
+  switch (length & 3) {
+    case 3: {
+      const c = key.charCodeAt(i + 2);
+      if (c > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
+      k ^= c << 16;
+    }
+    // falls through
+    case 2: {
+      const c = key.charCodeAt(i + 1);
+      if (c > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
+      k ^= c << 8;
+    }
+    // falls through
+    case 1: {
+      const c = key.charCodeAt(i);
+      if (c > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
+      k ^= c;
+      k = Math.imul(k, C1);
+      k = (k << 15) | (k >>> 17);
+      h ^= Math.imul(k, C2);
+    }
+  }
+  return finalize(h, length);
+}
+
+/** Encodes into the shared scratch buffer; the returned view is valid until the next call. */
+function utf8BytesOf(key: string): Uint8Array {
+  // A UTF-16 code unit never becomes more than 3 UTF-8 bytes.
+  if (utf8Scratch.length < key.length * 3) utf8Scratch = new Uint8Array(key.length * 3);
+  const { written } = utf8Encoder.encodeInto(key, utf8Scratch);
+  return utf8Scratch.subarray(0, written);
+}
+
+function murmur3OfBytes(bytes: Uint8Array): number {
+  const length = bytes.length;
+  const blockEnd = length & ~3;
+  let h = 0;
+  let i = 0;
+  for (; i < blockEnd; i += 4) {
+    let k = bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24);
+    k = Math.imul(k, C1);
+    k = (k << 15) | (k >>> 17);
+    h ^= Math.imul(k, C2);
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+  let k = 0;
+  switch (length & 3) {
+    case 3:
+      k ^= bytes[i + 2]! << 16;
+    // falls through
+    case 2:
+      k ^= bytes[i + 1]! << 8;
+    // falls through
+    case 1:
+      k ^= bytes[i]!;
+      k = Math.imul(k, C1);
+      k = (k << 15) | (k >>> 17);
+      h ^= Math.imul(k, C2);
+  }
+  return finalize(h, length);
+}
+
+function finalize(h: number, length: number): number {
+  h ^= length;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/**
+ * The canonical text of a shard key, or an INVALID_KEY error. Runs before any I/O.
+ * Accepted: non-empty strings, safe integers (so -0 is "0"), bigints.
+ */
+export function keyText(key: unknown): string {
+  switch (typeof key) {
+    case 'string':
+      if (key.length > 0) return key;
+      break;
+    case 'number':
+      if (Number.isSafeInteger(key)) return String(key);
+      break;
+    case 'bigint':
+      return key.toString();
+  }
+  throw new ShardRouterError(
+    'INVALID_KEY',
+    `invalid shard key (${describeInvalidKey(key)}): expected a non-empty string, a safe integer or a bigint`,
+  );
+}
+
+function describeInvalidKey(key: unknown): string {
+  if (key === null) return 'null';
+  if (Array.isArray(key)) return 'an array';
+  switch (typeof key) {
+    case 'string':
+      return 'the empty string';
+    case 'number':
+      return Number.isInteger(key) ? `unsafe integer ${key}` : `number ${key}`;
+    case 'object':
+      return 'an object';
+    default:
+      return typeof key;
+  }
+}
+
+/**
+ * MurmurHash3 x86 32-bit (seed 0) of the UTF-8 bytes of `String(key)`, as an unsigned 32-bit
+ * integer. Equal to `murmurhash.v3(String(key))` for every valid key.
+ *
+ * @example
+ * hashKey('user-42') === hashKey('user-42'); // stable across processes and machines
+ * hashKey(42) === hashKey(42n) && hashKey(42n) === hashKey('42'); // true
+ */
+export function hashKey(key: ShardKey): number {
+  // Strings skip keyText's switch: this is the hot path.
+  if (typeof key === 'string' && key.length > 0) return murmur3OfString(key);
+  return murmur3OfString(keyText(key));
+}
+
+/**
+ * The virtual bucket of a key: `hashKey(key) % bucketCount`.
+ *
+ * @example
+ * bucketOf('user-42', 1024); // an integer in [0, 1024)
+ */
+export function bucketOf(key: ShardKey, bucketCount: number): number {
+  if (!Number.isSafeInteger(bucketCount) || bucketCount < 1) {
+    throw new ShardRouterError('INVALID_ARGUMENT', `bucketCount must be a positive integer, got ${String(bucketCount)}`);
+  }
+  return hashKey(key) % bucketCount;
+}

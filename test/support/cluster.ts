@@ -1,0 +1,62 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { ShardRouter } from '../../src/index.js';
+import type { ShardRouterConfig } from '../../src/index.js';
+
+/** The URLs of the run's shard servers (at least 4). */
+export function shardUrls(): string[] {
+  return inject('shardUrls');
+}
+
+/** Shard configs s0..s(n-1) over the first `count` servers (or the given server indexes). */
+export function shardConfigs(servers: number | readonly number[] = shardUrls().length): { id: string; connectionString: string }[] {
+  const urls = shardUrls();
+  const indexes = typeof servers === 'number' ? Array.from({ length: servers }, (_, i) => i) : servers;
+  return indexes.map((server, i) => ({ id: `s${i}`, connectionString: urls[server]! }));
+}
+
+/** A fresh lower-case identifier, so test files sharing the servers never collide. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${randomBytes(5).toString('hex')}`;
+}
+
+/**
+ * A router over a brand-new cluster: its catalog lives in a schema of its own, so every test
+ * file (or test) gets an independent cluster on the shared servers.
+ */
+export function connectFreshRouter(overrides: Partial<ShardRouterConfig> = {}): Promise<ShardRouter> {
+  return ShardRouter.connect({ shards: shardConfigs(), catalogSchema: uniqueName('cat'), ...overrides });
+}
+
+/** Runs `work` with a plain pg.Client on one server, bypassing the router (to verify its effects). */
+export async function withServer<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Drops the given schemas on every server (test clean-up). */
+export async function dropSchemas(...schemas: string[]): Promise<void> {
+  await Promise.all(
+    shardUrls().map((url) =>
+      withServer(url, async (client) => {
+        for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      }),
+    ),
+  );
+}
+
+/** Awaits a promise that must reject, and returns what it rejected with. */
+export async function rejectionOf(promise: Promise<unknown> | (() => unknown)): Promise<unknown> {
+  try {
+    await (typeof promise === 'function' ? promise() : promise);
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected a rejection, but it resolved');
+}
