@@ -40,6 +40,8 @@ const configSchema = z
     /** Used only when the cluster is first created; afterwards it must match (or be omitted). */
     bucketCount: z.int().min(1).max(MAX_BUCKET_COUNT).optional(),
     pool: poolSchema.default(() => poolSchema.parse({})),
+    /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
+    applicationName: z.string().min(1).max(63).regex(/^[\x20-\x7e]+$/, 'must be printable ASCII').default('pg-shard-router'),
     catalogSchema: z
       .string()
       .regex(SCHEMA_NAME, 'must be a lower-case identifier: a-z, 0-9, _ (not starting with a digit), at most 63')
@@ -78,6 +80,7 @@ export interface ResolvedConfig {
   readonly bucketCount: number | undefined;
   readonly pool: Readonly<PoolConfig>;
   readonly catalogSchema: string;
+  readonly applicationName: string;
 }
 
 /** Replaces the password of a connection string with `***`. */
@@ -107,7 +110,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     });
     throw new ShardRouterError('INVALID_CONFIG', `invalid pg-shard-router config:\n  - ${problems.join('\n  - ')}`);
   }
-  const { shards, bucketCount, pool, catalogSchema } = parsed.data;
+  const { shards, bucketCount, pool, catalogSchema, applicationName } = parsed.data;
   return Object.freeze({
     shards: Object.freeze(
       shards.map((shard) => {
@@ -119,5 +122,6 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     bucketCount,
     pool: Object.freeze({ ...pool }),
     catalogSchema,
+    applicationName,
   });
 }

@@ -1,6 +1,6 @@
 import genericPool from 'generic-pool';
 import pg from 'pg';
-import type { QueryResult, QueryResultRow } from 'pg';
+import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { PoolConfig, ResolvedShardConfig } from '../config.js';
 import { QueryError, ShardRouterError, isDatabaseError } from '../errors.js';
 import type { ShardSession } from './shard-io.js';
@@ -20,10 +20,15 @@ export interface PoolStats {
   readonly max: number;
 }
 
-interface Waiter {
-  settled: boolean;
-  resolve(client: pg.Client): void;
-  reject(error: unknown): void;
+/**
+ * The one generic-pool internal we touch: its queue of waiting acquire() calls. generic-pool
+ * retries a failed create silently and leaves callers waiting until their acquire timeout; we
+ * reject them at once instead. The version is pinned in package.json; if the field ever goes
+ * away, callers simply wait for POOL_TIMEOUT as before.
+ */
+interface WaitingQueue {
+  readonly length: number;
+  dequeue(): { reject(reason: unknown): void } | undefined;
 }
 
 /**
@@ -34,8 +39,8 @@ interface Waiter {
  *   pg_terminate_backend, unexpected end) is destroyed, never handed out again.
  * - A client is returned only when idle: one left inside a transaction (the caller ran BEGIN
  *   through `execute`) is destroyed, which makes the server roll that transaction back.
- * - A failed connection attempt fails one waiting caller at once with SHARD_UNAVAILABLE instead
- *   of letting it sit until the acquire timeout (generic-pool itself would retry silently).
+ * - A failed connection attempt fails every caller waiting at that moment with SHARD_UNAVAILABLE
+ *   instead of letting them sit until the acquire timeout; further attempts are spaced out.
  */
 export class ShardPool {
   readonly shardId: string;
@@ -43,11 +48,9 @@ export class ShardPool {
   readonly #config: Readonly<PoolConfig>;
   /** Clients that must be destroyed rather than reused. */
   readonly #broken = new WeakSet<pg.Client>();
-  /** Callers waiting in acquire(), oldest first (generic-pool serves them FIFO too). */
-  readonly #waiters = new Set<Waiter>();
   #closing: Promise<void> | undefined;
 
-  constructor(shard: ResolvedShardConfig, config: Readonly<PoolConfig>) {
+  constructor(shard: ResolvedShardConfig, config: Readonly<PoolConfig>, applicationName: string) {
     this.shardId = shard.id;
     this.#config = config;
     const connectionString = shard.connectionString;
@@ -57,7 +60,7 @@ export class ShardPool {
           const client = new pg.Client({
             connectionString,
             connectionTimeoutMillis: config.connectTimeoutMillis,
-            application_name: 'pg-shard-router',
+            application_name: applicationName,
           });
           // Without a listener an idle client's socket error would crash the process.
           client.on('error', () => this.#broken.add(client));
@@ -67,7 +70,7 @@ export class ShardPool {
             return client;
           } catch (error) {
             void client.end().catch(() => undefined);
-            this.#failOldestWaiter(this.#unavailable(error));
+            this.#failWaiting(this.#unavailable(error));
             await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_DELAY_MS));
             throw error;
           }
@@ -90,13 +93,16 @@ export class ShardPool {
   }
 
   /**
-   * Runs one statement on a pooled connection. PostgreSQL errors become QUERY_FAILED (the pg
-   * error is the `cause`); a broken connection becomes CONNECTION_LOST.
+   * Runs one statement on a pooled connection, always with the extended protocol, so a string
+   * holding several statements is an error rather than a way around parameters. PostgreSQL
+   * errors become QUERY_FAILED (the pg error is the `cause`); a broken connection becomes
+   * CONNECTION_LOST.
    */
-  async query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+  async query<R extends QueryResultRow = QueryResultRow>(sql: string, params: readonly unknown[]): Promise<QueryResult<R>> {
     const client = await this.acquireClient();
     try {
-      const result = await client.query<R>(sql, params as unknown[] | undefined);
+      // The extended protocol even without parameters: exactly one statement per call.
+      const result = await client.query<R>({ text: sql, values: params as unknown[], queryMode: 'extended' } as QueryConfig);
       this.releaseClient(client);
       return result;
     } catch (error) {
@@ -112,30 +118,13 @@ export class ShardPool {
   }
 
   /** @internal Borrow a raw client; pair with releaseClient. */
-  acquireClient(): Promise<pg.Client> {
-    if (this.#closing) return Promise.reject(closedError());
-    return new Promise<pg.Client>((resolve, reject) => {
-      const waiter: Waiter = { settled: false, resolve, reject };
-      this.#waiters.add(waiter);
-      this.#pool.acquire().then(
-        (client) => {
-          this.#waiters.delete(waiter);
-          if (waiter.settled) {
-            // The caller was already failed (the shard seemed down); keep the client for others.
-            this.releaseClient(client);
-            return;
-          }
-          waiter.settled = true;
-          resolve(client);
-        },
-        (error: unknown) => {
-          this.#waiters.delete(waiter);
-          if (waiter.settled) return;
-          waiter.settled = true;
-          reject(this.#acquireError(error));
-        },
-      );
-    });
+  async acquireClient(): Promise<pg.Client> {
+    if (this.#closing) throw closedError();
+    try {
+      return await this.#pool.acquire();
+    } catch (error) {
+      throw this.#acquireError(error);
+    }
   }
 
   /** @internal Return a client; it is destroyed if it broke, errored at connection level or sits in a transaction. */
@@ -172,29 +161,20 @@ export class ShardPool {
     };
   }
 
-  /** Waits for lent-out clients to come back, then closes every connection. Idempotent. */
+  /** Fails waiting callers, waits for lent-out clients to come back, then closes every connection. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      for (const waiter of this.#waiters) this.#settleWithError(waiter, closedError());
+      this.#failWaiting(closedError());
       await this.#pool.drain();
       await this.#pool.clear();
     })();
     return this.#closing;
   }
 
-  #failOldestWaiter(error: ShardRouterError): void {
-    for (const waiter of this.#waiters) {
-      if (!waiter.settled) {
-        this.#settleWithError(waiter, error);
-        return;
-      }
-    }
-  }
-
-  #settleWithError(waiter: Waiter, error: unknown): void {
-    if (waiter.settled) return;
-    waiter.settled = true;
-    waiter.reject(error);
+  #failWaiting(error: ShardRouterError): void {
+    const waiting = (this.#pool as unknown as { _waitingClientsQueue?: WaitingQueue })._waitingClientsQueue;
+    if (!waiting) return;
+    for (let request = waiting.dequeue(); request; request = waiting.dequeue()) request.reject(error);
   }
 
   #unavailable(cause: unknown): ShardRouterError {
@@ -206,6 +186,7 @@ export class ShardPool {
   }
 
   #acquireError(error: unknown): unknown {
+    if (error instanceof ShardRouterError) return error;
     if (error instanceof Error && error.name === 'TimeoutError') {
       return new ShardRouterError(
         'POOL_TIMEOUT',

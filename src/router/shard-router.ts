@@ -59,7 +59,7 @@ export class ShardRouter {
    */
   static async connect(config: ShardRouterConfig): Promise<ShardRouter> {
     const resolved = resolveConfig(config);
-    const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool)]));
+    const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool, resolved.applicationName)]));
     try {
       const { clusterId, map } = await withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions));
       return new ShardRouter(pools, clusterId, map);
@@ -150,7 +150,6 @@ export class ShardRouter {
   async #run<R extends QueryResultRow>(pool: ShardPool, sql: string, params: readonly unknown[] | undefined): Promise<ExecuteResult<R>> {
     if (typeof sql !== 'string' || sql.length === 0) throw new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string');
     if (params !== undefined && !Array.isArray(params)) throw new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
-    // Always the extended protocol (params ?? []): exactly one statement per call, values never inlined.
     const result = await pool.query<R>(sql, params ?? []);
     return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardId: pool.shardId };
   }

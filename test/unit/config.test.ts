@@ -60,6 +60,7 @@ describe('config validation', () => {
     const config = resolveConfig({ shards: [good('s0')] });
     expect(config.pool).toEqual({ max: 10, min: 0, acquireTimeoutMillis: 5000, idleTimeoutMillis: 30000, connectTimeoutMillis: 5000 });
     expect(config.catalogSchema).toBe('shard_router');
+    expect(config.applicationName).toBe('pg-shard-router');
     expect(config.bucketCount).toBeUndefined();
   });
 
