@@ -1,12 +1,22 @@
 import genericPool from 'generic-pool';
 import pg from 'pg';
-import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
+import type { FieldDef, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { PoolConfig, ResolvedShardConfig } from '../config.js';
 import { QueryError, ShardRouterError, isDatabaseError } from '../errors.js';
 import type { ShardSession } from './shard-io.js';
 
 /** How long a failed connection attempt holds its pool slot, so a down shard is not hammered. */
 const CONNECT_RETRY_DELAY_MS = 250;
+
+/** pg's result shape plus the shard that produced it. */
+export interface ShardQueryResult<R extends QueryResultRow = QueryResultRow> {
+  readonly rows: R[];
+  readonly rowCount: number | null;
+  readonly fields: FieldDef[];
+  /** The command tag's verb: 'SELECT', 'INSERT', ... */
+  readonly command: string;
+  readonly shardId: string;
+}
 
 /** Point-in-time counters of one shard's pool. */
 export interface PoolStats {
@@ -78,15 +88,14 @@ export class ShardPool {
         destroy: async (client) => {
           await client.end().catch(() => undefined);
         },
-        validate: async (client) => !this.#broken.has(client),
       },
       {
         max: config.max,
         min: config.min,
-        acquireTimeoutMillis: config.acquireTimeoutMillis,
+        // No acquireTimeoutMillis here: generic-pool would arm a timer on every acquire, even one
+        // served at once from an idle connection; #borrow arms one only when the caller must wait.
         idleTimeoutMillis: config.idleTimeoutMillis,
         evictionRunIntervalMillis: Math.min(config.idleTimeoutMillis, 10_000),
-        testOnBorrow: true,
         autostart: true,
       },
     );
@@ -96,15 +105,21 @@ export class ShardPool {
    * Runs one statement on a pooled connection, always with the extended protocol, so a string
    * holding several statements is an error rather than a way around parameters. PostgreSQL
    * errors become QUERY_FAILED (the pg error is the `cause`); a broken connection becomes
-   * CONNECTION_LOST.
+   * CONNECTION_LOST. This is the router's hot path: one async frame from borrow to release.
    */
-  async query<R extends QueryResultRow = QueryResultRow>(sql: string, params: readonly unknown[]): Promise<QueryResult<R>> {
-    const client = await this.acquireClient();
+  async query<R extends QueryResultRow = QueryResultRow>(sql: string, params: readonly unknown[]): Promise<ShardQueryResult<R>> {
+    if (this.#closing) throw closedError();
+    let client = await this.#borrow();
+    if (this.#broken.has(client)) client = await this.#replaceBroken(client);
     try {
-      // The extended protocol even without parameters: exactly one statement per call.
-      const result = await client.query<R>({ text: sql, values: params as unknown[], queryMode: 'extended' } as QueryConfig);
+      // pg uses the extended protocol by itself when there are values; the config-object form
+      // (which pg copies, so it costs more) only when there are none.
+      const result =
+        params.length > 0
+          ? await client.query<R>(sql, params as unknown[])
+          : await client.query<R>({ text: sql, queryMode: 'extended' } as QueryConfig);
       this.releaseClient(client);
-      return result;
+      return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardId: this.shardId };
     } catch (error) {
       this.releaseClient(client, error);
       throw this.translateError(client, error);
@@ -120,11 +135,51 @@ export class ShardPool {
   /** @internal Borrow a raw client; pair with releaseClient. */
   async acquireClient(): Promise<pg.Client> {
     if (this.#closing) throw closedError();
-    try {
-      return await this.#pool.acquire();
-    } catch (error) {
-      throw this.#acquireError(error);
-    }
+    const client = await this.#borrow();
+    return this.#broken.has(client) ? this.#replaceBroken(client) : client;
+  }
+
+  /**
+   * generic-pool's acquire with our acquire timeout. An idle connection is handed over within
+   * acquire() itself, so the timer is armed only when the caller has to wait. A request that
+   * timed out stays in generic-pool's queue; the connection it eventually gets goes straight back.
+   */
+  #borrow(): Promise<pg.Client> {
+    const servedAtOnce = this.#pool.available > 0;
+    const request = this.#pool.acquire();
+    // Served at once: it cannot fail (acquire rejects only while draining, checked by callers).
+    if (servedAtOnce) return request;
+    return new Promise<pg.Client>((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        reject(this.#timeoutError());
+      }, this.#config.acquireTimeoutMillis);
+      request.then(
+        (client) => {
+          if (settled) return this.releaseClient(client);
+          settled = true;
+          clearTimeout(timer);
+          resolve(client);
+        },
+        (error: unknown) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          reject(this.#acquireError(error));
+        },
+      );
+    });
+  }
+
+  /**
+   * A client whose connection broke while it sat idle: destroy it and borrow another. Checked
+   * on borrow with a synchronous look at a flag set by the client's error/end events, rather
+   * than by generic-pool's async validate-on-borrow, which would add promise hops to every borrow.
+   */
+  async #replaceBroken(client: pg.Client): Promise<pg.Client> {
+    void this.#pool.destroy(client).catch(() => undefined);
+    return this.acquireClient();
   }
 
   /** @internal Return a client; it is destroyed if it broke, errored at connection level or sits in a transaction. */
@@ -133,7 +188,9 @@ export class ShardPool {
       this.#broken.add(client);
       void this.#pool.destroy(client).catch(() => undefined);
     } else {
-      void this.#pool.release(client).catch(() => undefined);
+      // No .catch: release rejects only for a client not lent from this pool, which cannot
+      // happen here, and a .catch would cost a promise on every statement.
+      void this.#pool.release(client);
     }
   }
 
@@ -187,15 +244,16 @@ export class ShardPool {
 
   #acquireError(error: unknown): unknown {
     if (error instanceof ShardRouterError) return error;
-    if (error instanceof Error && error.name === 'TimeoutError') {
-      return new ShardRouterError(
-        'POOL_TIMEOUT',
-        `shard ${this.shardId}: no connection became free within ${this.#config.acquireTimeoutMillis} ms (pool max ${this.#config.max})`,
-        { shardId: this.shardId, cause: error },
-      );
-    }
     if (this.#closing) return closedError();
     return this.#unavailable(error);
+  }
+
+  #timeoutError(): ShardRouterError {
+    return new ShardRouterError(
+      'POOL_TIMEOUT',
+      `shard ${this.shardId}: no connection became free within ${this.#config.acquireTimeoutMillis} ms (pool max ${this.#config.max})`,
+      { shardId: this.shardId },
+    );
   }
 }
 

@@ -25,42 +25,34 @@ function murmur3OfString(key: string): number {
   let h = 0;
   let i = 0;
   for (; i < blockEnd; i += 4) {
-    const b0 = key.charCodeAt(i);
-    const b1 = key.charCodeAt(i + 1);
-    const b2 = key.charCodeAt(i + 2);
-    const b3 = key.charCodeAt(i + 3);
-    if ((b0 | b1 | b2 | b3) > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
-    let k = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
-    k = Math.imul(k, C1);
-    k = (k << 15) | (k >>> 17);
-    h ^= Math.imul(k, C2);
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    const c0 = key.charCodeAt(i);
+    const c1 = key.charCodeAt(i + 1);
+    const c2 = key.charCodeAt(i + 2);
+    const c3 = key.charCodeAt(i + 3);
+    if ((c0 | c1 | c2 | c3) > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
+    h = mixBlock(h, c0 | (c1 << 8) | (c2 << 16) | (c3 << 24));
   }
-  let k = 0;
-  switch (length & 3) {
-    case 3: {
-      const c = key.charCodeAt(i + 2);
-      if (c > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
-      k ^= c << 16;
-    }
-    // falls through
-    case 2: {
-      const c = key.charCodeAt(i + 1);
-      if (c > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
-      k ^= c << 8;
-    }
-    // falls through
-    case 1: {
-      const c = key.charCodeAt(i);
-      if (c > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
-      k ^= c;
-      k = Math.imul(k, C1);
-      k = (k << 15) | (k >>> 17);
-      h ^= Math.imul(k, C2);
-    }
+  const rest = length & 3;
+  if (rest !== 0) {
+    const c0 = key.charCodeAt(i);
+    const c1 = rest > 1 ? key.charCodeAt(i + 1) : 0;
+    const c2 = rest > 2 ? key.charCodeAt(i + 2) : 0;
+    if ((c0 | c1 | c2) > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
+    h ^= mixTail(c0 | (c1 << 8) | (c2 << 16));
   }
   return finalize(h, length);
+}
+
+function mixBlock(h: number, k: number): number {
+  h ^= mixTail(k);
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+function mixTail(k: number): number {
+  k = Math.imul(k, C1);
+  k = (k << 15) | (k >>> 17);
+  return Math.imul(k, C2);
 }
 
 /** Encodes into the shared scratch buffer; the returned view is valid until the next call. */
@@ -77,38 +69,28 @@ function murmur3OfBytes(bytes: Uint8Array): number {
   let h = 0;
   let i = 0;
   for (; i < blockEnd; i += 4) {
-    let k = bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24);
-    k = Math.imul(k, C1);
-    k = (k << 15) | (k >>> 17);
-    h ^= Math.imul(k, C2);
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    h = mixBlock(h, bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24));
   }
-  let k = 0;
-  switch (length & 3) {
-    case 3:
-      k ^= bytes[i + 2]! << 16;
-    // falls through
-    case 2:
-      k ^= bytes[i + 1]! << 8;
-    // falls through
-    case 1:
-      k ^= bytes[i]!;
-      k = Math.imul(k, C1);
-      k = (k << 15) | (k >>> 17);
-      h ^= Math.imul(k, C2);
+  const rest = length & 3;
+  if (rest !== 0) {
+    const b1 = rest > 1 ? bytes[i + 1]! : 0;
+    const b2 = rest > 2 ? bytes[i + 2]! : 0;
+    h ^= mixTail(bytes[i]! | (b1 << 8) | (b2 << 16));
   }
   return finalize(h, length);
 }
 
+/**
+ * Returns the hash as a *signed* int32: V8 keeps those unboxed, while a uint32 above 2^31 is a
+ * heap number when returned from a function too large to inline. Callers apply `>>> 0`.
+ */
 function finalize(h: number, length: number): number {
   h ^= length;
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return h ^ (h >>> 16);
 }
 
 /**
@@ -156,6 +138,15 @@ function describeInvalidKey(key: unknown): string {
  * hashKey(42) === hashKey(42n) && hashKey(42n) === hashKey('42'); // true
  */
 export function hashKey(key: ShardKey): number {
+  return signedHashKey(key) >>> 0;
+}
+
+/**
+ * hashKey as a signed int32 (same bits), for the routing hot path: `(signedHashKey(k) >>> 0) % n`
+ * inlines into the caller without boxing.
+ * @internal
+ */
+export function signedHashKey(key: ShardKey): number {
   // Strings skip keyText's switch: this is the hot path.
   if (typeof key === 'string' && key.length > 0) return murmur3OfString(key);
   return murmur3OfString(keyText(key));

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { ShardRouter } from '../../src/index.js';
+import { ShardRouter, bucketOf } from '../../src/index.js';
 import { dropSchemas, rejectionOf, shardConfigs, shardUrls, uniqueName, withServer } from '../support/cluster.js';
 
 /** Every catalog schema a test creates, dropped at the end. */
@@ -53,6 +53,19 @@ describe('bucket map and shard identity', () => {
     await expect(ShardRouter.connect({ shards: shardConfigs(), catalogSchema, bucketCount: 256 })).rejects.toMatchObject({
       code: 'INVALID_CONFIG',
     });
+  });
+
+  it.each([1024, 1000, 7, 1])('routes by hashKey %% bucketCount, power of two or not (bucketCount %i)', async (bucketCount) => {
+    const router = await ShardRouter.connect({ shards: shardConfigs(), catalogSchema: newCatalog(), bucketCount });
+    try {
+      for (const key of ['a', 'user-1', 'ü', 12345, -7, 2n ** 70n, ...Array.from({ length: 2000 }, (_, i) => `k${i}`)]) {
+        const bucket = bucketOf(key, bucketCount);
+        expect(router.bucketFor(key)).toBe(bucket);
+        expect(router.shardFor(key)).toBe(router.bucketMap.ownerOf(bucket));
+      }
+    } finally {
+      await router.close();
+    }
   });
 
   it('fails with SHARD_IDENTITY_MISMATCH when shard URLs are swapped, and names the shard', async () => {

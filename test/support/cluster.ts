@@ -60,3 +60,30 @@ export async function rejectionOf(promise: Promise<unknown> | (() => unknown)): 
   }
   throw new Error('expected a rejection, but it resolved');
 }
+
+/**
+ * A fresh database on every server, for code that uses fixed names (README examples, the demo):
+ * it touches nothing outside its own databases. Returns their URLs and a clean-up.
+ */
+export async function createScratchDatabases(): Promise<{ urls: string[]; drop(): Promise<void> }> {
+  const database = uniqueName('scratch');
+  for (const url of shardUrls()) await withServer(url, (client) => client.query(`CREATE DATABASE ${database}`));
+  return {
+    urls: shardUrls().map((url) => {
+      const scratch = new URL(url);
+      scratch.pathname = `/${database}`;
+      return scratch.toString();
+    }),
+    drop: async () => {
+      for (const url of shardUrls()) await withServer(url, (client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
+    },
+  };
+}
+
+/** Runs a TypeScript file of this repository with tsx and returns its output. */
+export async function runTypeScript(file: string, env: Record<string, string>): Promise<{ stdout: string; stderr: string }> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const root = new URL('../..', import.meta.url).pathname;
+  return promisify(execFile)(`${root}node_modules/.bin/tsx`, [file], { cwd: root, env: { ...process.env, ...env } });
+}
