@@ -54,17 +54,17 @@ export function keysOnShard(router: ShardRouter, shardId: string, count: number)
   return keys;
 }
 
-/**
- * Runs `total` queries with `concurrency` workers pulling the next key from a shared cursor;
- * returns queries per second. Checks every answer (the sum of the returned values must equal the
- * sum of the keys sent), which also keeps the results alive.
- */
 interface RoundResult {
   readonly queriesPerSecond: number;
   /** This process's CPU time (user + system) per query, in microseconds: far less noisy than throughput. */
   readonly cpuMicrosPerQuery: number;
 }
 
+/**
+ * Runs one query per key with `concurrency` workers pulling the next key from a shared cursor.
+ * Checks every answer (the sum of the returned values must equal the sum of the keys sent),
+ * which also keeps the results alive.
+ */
 async function runRound(query: (key: number) => Promise<number>, keys: readonly number[], concurrency: number): Promise<RoundResult> {
   let cursor = 0;
   let sum = 0;

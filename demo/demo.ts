@@ -37,20 +37,21 @@ async function main(): Promise<void> {
     shards = cluster.shardConfigs();
   }
 
-  const router = await ShardRouter.connect({ shards, catalogSchema: 'demo_router' });
+  let router: ShardRouter | undefined;
   try {
+    router = await ShardRouter.connect({ shards, catalogSchema: 'demo_shard_router' });
     log(`cluster ${router.clusterId}: ${router.bucketCount} buckets over ${router.shardIds.join(', ')} (map version ${router.bucketMap.version})`);
     const perShard = [...router.bucketMap.bucketsPerShard()].map(([id, n]) => `${id}=${n}`).join(' ');
     log(`buckets per shard: ${perShard}\n`);
 
     // The same schema on every shard (DDL goes to each shard by id).
     for (const shardId of router.shardIds) {
-      await router.executeOn(shardId, 'DROP SCHEMA IF EXISTS demo CASCADE');
-      await router.executeOn(shardId, 'CREATE SCHEMA demo');
-      await router.executeOn(shardId, 'CREATE TABLE demo.users (id bigint PRIMARY KEY, name text NOT NULL, country text NOT NULL)');
+      await router.executeOn(shardId, 'DROP SCHEMA IF EXISTS shard_router_demo CASCADE');
+      await router.executeOn(shardId, 'CREATE SCHEMA shard_router_demo');
+      await router.executeOn(shardId, 'CREATE TABLE shard_router_demo.users (id bigint PRIMARY KEY, name text NOT NULL, country text NOT NULL)');
       await router.executeOn(
         shardId,
-        'CREATE TABLE demo.orders (id bigint GENERATED ALWAYS AS IDENTITY, user_id bigint NOT NULL, amount numeric(10,2) NOT NULL, PRIMARY KEY (user_id, id))',
+        'CREATE TABLE shard_router_demo.orders (id bigint GENERATED ALWAYS AS IDENTITY, user_id bigint NOT NULL, amount numeric(10,2) NOT NULL, PRIMARY KEY (user_id, id))',
       );
     }
 
@@ -58,12 +59,12 @@ async function main(): Promise<void> {
     const expectedTotals = new Map<number, number>();
     for (const [index, [name, country]] of USERS.entries()) {
       const userId = 1000 + index;
-      await router.execute(userId, 'INSERT INTO demo.users (id, name, country) VALUES ($1, $2, $3)', [userId, name, country]);
+      await router.execute(userId, 'INSERT INTO shard_router_demo.users (id, name, country) VALUES ($1, $2, $3)', [userId, name, country]);
       let total = 0;
       for (let n = 1; n <= (index % 4) + 1; n++) {
         const amount = (userId % 97) + n * 10.25;
         total += amount;
-        await router.execute(userId, 'INSERT INTO demo.orders (user_id, amount) VALUES ($1, $2)', [userId, amount]);
+        await router.execute(userId, 'INSERT INTO shard_router_demo.orders (user_id, amount) VALUES ($1, $2)', [userId, amount]);
       }
       expectedTotals.set(userId, Math.round(total * 100) / 100);
     }
@@ -75,7 +76,7 @@ async function main(): Promise<void> {
       const { rows, shardId } = await router.execute<{ name: string; orders: number; total: string }>(
         userId,
         `SELECT u.name, count(o.id)::int AS orders, coalesce(sum(o.amount), 0)::text AS total
-           FROM demo.users u LEFT JOIN demo.orders o ON o.user_id = u.id
+           FROM shard_router_demo.users u LEFT JOIN shard_router_demo.orders o ON o.user_id = u.id
           WHERE u.id = $1 GROUP BY u.name`,
         [userId],
       );
@@ -90,16 +91,16 @@ async function main(): Promise<void> {
     for (const shardId of router.shardIds) {
       const { rows } = await router.executeOn<{ users: number; orders: number }>(
         shardId,
-        'SELECT (SELECT count(*) FROM demo.users)::int AS users, (SELECT count(*) FROM demo.orders)::int AS orders',
+        'SELECT (SELECT count(*) FROM shard_router_demo.users)::int AS users, (SELECT count(*) FROM shard_router_demo.orders)::int AS orders',
       );
       log(`  ${shardId}: ${rows[0]!.users} users, ${rows[0]!.orders} orders`);
     }
 
     if (mismatches > 0) throw new Error(`${mismatches} user(s) read back differently from what was written`);
     log('\nevery user read back exactly as written, from the shard that owns it');
-    for (const shardId of router.shardIds) await router.executeOn(shardId, 'DROP SCHEMA demo CASCADE');
+    for (const shardId of router.shardIds) await router.executeOn(shardId, 'DROP SCHEMA shard_router_demo CASCADE');
   } finally {
-    await router.close();
+    await router?.close();
     if (cluster) {
       await cluster.stop();
       log('local shards stopped and their data removed');

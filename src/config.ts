@@ -8,6 +8,7 @@ const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 export const DEFAULT_BUCKET_COUNT = 1024;
 export const MAX_BUCKET_COUNT = 65536;
+const MAX_TIMER_MS = 2_147_483_647;
 
 function isPostgresUrl(value: string): boolean {
   try {
@@ -28,9 +29,10 @@ const poolSchema = z
   .strictObject({
     max: z.int().min(1).max(1000).default(10),
     min: z.int().min(0).max(1000).default(0),
-    acquireTimeoutMillis: z.int().min(1).default(5000),
-    idleTimeoutMillis: z.int().min(1).default(30_000),
-    connectTimeoutMillis: z.int().min(1).default(5000),
+    // setTimeout's limit: a longer delay would fire after 1 ms.
+    acquireTimeoutMillis: z.int().min(1).max(MAX_TIMER_MS).default(5000),
+    idleTimeoutMillis: z.int().min(1).max(MAX_TIMER_MS).default(30_000),
+    connectTimeoutMillis: z.int().min(1).max(MAX_TIMER_MS).default(5000),
   })
   .refine((pool) => pool.min <= pool.max, { message: 'min must not exceed max', path: ['min'] });
 
@@ -45,6 +47,7 @@ const configSchema = z
     catalogSchema: z
       .string()
       .regex(SCHEMA_NAME, 'must be a lower-case identifier: a-z, 0-9, _ (not starting with a digit), at most 63')
+      .refine((name) => !name.startsWith('pg_'), 'must not start with pg_ (reserved by PostgreSQL)')
       .default('shard_router'),
   })
   .superRefine((config, ctx) => {

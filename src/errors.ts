@@ -67,3 +67,8 @@ export function isDatabaseError(error: unknown): error is Error & { code: string
     typeof (error as { severity?: unknown }).severity === 'string'
   );
 }
+
+/** @internal The error of every call on a closed router or pool. */
+export function closedError(): ShardRouterError {
+  return new ShardRouterError('ROUTER_CLOSED', 'the router is closed');
+}

@@ -13,15 +13,17 @@ import type { ShardSession } from './shard-io.js';
  * connection string really points at it.
  *
  * Creation is two passes under an advisory lock on the lowest shard id: install identity and
- * map on every shard, then mark every shard `complete`. A creation cut short leaves no shard
- * complete, and the next connect finishes it with the same cluster id. Once any shard is
- * complete, a configured shard without a catalog is an error (a new or wiped server), never
- * silently adopted.
+ * map on every shard, then mark every shard `complete`. A creation cut short during the first
+ * pass leaves no shard complete, and the next connect finishes it with the same cluster id and
+ * map; one cut short during the second pass leaves every shard installed and is finished by
+ * marking the rest. Once any shard is complete, a configured shard without a catalog is an
+ * error (a new or wiped server), never silently adopted.
  */
 
 const CATALOG_FORMAT = 1;
 /** Advisory-lock class id ("PSHR"); the object id is derived from the catalog schema name. */
 const LOCK_CLASS = 0x50534852;
+const LOCK_WAIT_MS = 30_000;
 
 export interface ShardIdentity {
   readonly clusterId: string;
@@ -106,7 +108,21 @@ export async function openCatalog(config: ResolvedConfig, sessions: readonly Sha
   const schema = config.catalogSchema;
   const lockHolder = [...sessions].sort((a, b) => (a.shardId < b.shardId ? -1 : 1))[0]!;
   const lockArgs = [LOCK_CLASS, hashKey(`pg-shard-router:${schema}`) | 0];
-  await lockHolder.query('SELECT pg_advisory_lock($1, $2)', lockArgs);
+  // Bounded wait: a router stuck inside openLocked (an unresponsive shard) must not block every
+  // other router's connect forever.
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    const { rows } = await lockHolder.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS locked', lockArgs);
+    if (rows[0]?.locked) break;
+    if (Date.now() > deadline) {
+      throw new ShardRouterError(
+        'SHARD_UNAVAILABLE',
+        `another router has held the catalog lock on shard ${lockHolder.shardId} for over ${LOCK_WAIT_MS / 1000} s`,
+        { shardId: lockHolder.shardId },
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   try {
     return await openLocked(config, sessions);
   } finally {
@@ -172,6 +188,19 @@ async function openLocked(config: ResolvedConfig, sessions: readonly ShardSessio
     );
   }
   const configured = new Set(sessions.map((session) => session.shardId));
+  if (!created && !known.some(({ identity }) => identity.complete)) {
+    // An unfinished creation is finished with its own map; a config that has since changed
+    // its shards would silently give a new shard no buckets, so say so instead.
+    const planned = new Set(map.shardIds());
+    const differs = planned.size !== configured.size || [...planned].some((id) => !configured.has(id));
+    if (differs) {
+      throw new ShardRouterError(
+        'INVALID_CONFIG',
+        `cluster ${clusterId} was being created over shards ${[...planned].join(', ')} and that creation did not finish; ` +
+          'connect once with exactly those shards to finish it',
+      );
+    }
+  }
   const unknownOwners = map.shardIds().filter((id) => !configured.has(id));
   if (unknownOwners.length > 0) {
     throw new ShardRouterError(

@@ -2,7 +2,7 @@ import genericPool from 'generic-pool';
 import pg from 'pg';
 import type { FieldDef, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { PoolConfig, ResolvedShardConfig } from '../config.js';
-import { QueryError, ShardRouterError, isDatabaseError } from '../errors.js';
+import { QueryError, ShardRouterError, closedError, isDatabaseError } from '../errors.js';
 import type { ShardSession } from './shard-io.js';
 
 /** How long a failed connection attempt holds its pool slot, so a down shard is not hammered. */
@@ -37,7 +37,6 @@ export interface PoolStats {
  * away, callers simply wait for POOL_TIMEOUT as before.
  */
 interface WaitingQueue {
-  readonly length: number;
   dequeue(): { reject(reason: unknown): void } | undefined;
 }
 
@@ -67,20 +66,28 @@ export class ShardPool {
     this.#pool = genericPool.createPool<pg.Client>(
       {
         create: async () => {
-          const client = new pg.Client({
-            connectionString,
-            connectionTimeoutMillis: config.connectTimeoutMillis,
-            application_name: applicationName,
-          });
-          // Without a listener an idle client's socket error would crash the process.
-          client.on('error', () => this.#broken.add(client));
-          client.on('end', () => this.#broken.add(client));
+          let client: pg.Client | undefined;
           try {
-            await client.connect();
-            return client;
+            // Inside the try: pg can throw while building a client (e.g. an sslrootcert file
+            // that does not exist), and a create that fails without the delay below would let
+            // generic-pool retry in a tight loop that starves the event loop.
+            const created = new pg.Client({
+              connectionString,
+              connectionTimeoutMillis: config.connectTimeoutMillis,
+              application_name: applicationName,
+              keepAlive: true,
+            });
+            client = created;
+            // Without a listener an idle client's socket error would crash the process.
+            created.on('error', () => this.#broken.add(created));
+            created.on('end', () => this.#broken.add(created));
+            await created.connect();
+            return created;
           } catch (error) {
-            void client.end().catch(() => undefined);
-            this.#failWaiting(this.#unavailable(error));
+            void client?.end().catch(() => undefined);
+            // No live connection at all: the shard looks down, so nobody waiting should sit
+            // until the acquire timeout. With live connections, waiters get the next one back.
+            if (this.#pool.borrowed + this.#pool.available === 0) this.#failWaiting(this.#unavailable(error));
             await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_DELAY_MS));
             throw error;
           }
@@ -94,8 +101,12 @@ export class ShardPool {
         min: config.min,
         // No acquireTimeoutMillis here: generic-pool would arm a timer on every acquire, even one
         // served at once from an idle connection; #borrow arms one only when the caller must wait.
-        idleTimeoutMillis: config.idleTimeoutMillis,
+        // Soft idle eviction keeps `min` connections open (the hard idleTimeoutMillis would close
+        // them too, and _ensureMinimum would reopen them, churning every period).
+        softIdleTimeoutMillis: config.idleTimeoutMillis,
+        idleTimeoutMillis: Number.MAX_SAFE_INTEGER,
         evictionRunIntervalMillis: Math.min(config.idleTimeoutMillis, 10_000),
+        numTestsPerEvictionRun: config.max,
         autostart: true,
       },
     );
@@ -145,10 +156,10 @@ export class ShardPool {
    * timed out stays in generic-pool's queue; the connection it eventually gets goes straight back.
    */
   #borrow(): Promise<pg.Client> {
-    const servedAtOnce = this.#pool.available > 0;
     const request = this.#pool.acquire();
-    // Served at once: it cannot fail (acquire rejects only while draining, checked by callers).
-    if (servedAtOnce) return request;
+    // The queue is FIFO: if nothing is left waiting, this request was served within acquire()
+    // (and cannot fail: acquire rejects only while draining, which callers check first).
+    if (this.#pool.pending === 0) return request;
     return new Promise<pg.Client>((resolve, reject) => {
       let settled = false;
       const timer = setTimeout(() => {
@@ -203,8 +214,13 @@ export class ShardPool {
         { shardId: this.shardId, cause: error },
       );
     }
-    if (error instanceof Error) return new QueryError(this.shardId, error);
-    return error;
+    if (isDatabaseError(error)) return new QueryError(this.shardId, error);
+    // What remains are pg's client-side failures to serialize a parameter (TypeError/RangeError).
+    const reason = error instanceof Error ? error.message : String(error);
+    return new ShardRouterError('INVALID_ARGUMENT', `shard ${this.shardId}: a parameter could not be sent: ${reason}`, {
+      shardId: this.shardId,
+      cause: error,
+    });
   }
 
   stats(): PoolStats {
@@ -249,6 +265,14 @@ export class ShardPool {
   }
 
   #timeoutError(): ShardRouterError {
+    if (this.#pool.borrowed + this.#pool.available === 0) {
+      // Not one live connection, only attempts still under way: a blackholed shard.
+      return new ShardRouterError(
+        'SHARD_UNAVAILABLE',
+        `shard ${this.shardId} is unavailable: no connection could be opened within ${this.#config.acquireTimeoutMillis} ms`,
+        { shardId: this.shardId },
+      );
+    }
     return new ShardRouterError(
       'POOL_TIMEOUT',
       `shard ${this.shardId}: no connection became free within ${this.#config.acquireTimeoutMillis} ms (pool max ${this.#config.max})`,
@@ -305,6 +329,3 @@ function isConnectionLevel(error: unknown): boolean {
   return !(error instanceof TypeError || error instanceof RangeError);
 }
 
-function closedError(): ShardRouterError {
-  return new ShardRouterError('ROUTER_CLOSED', 'the router is closed');
-}

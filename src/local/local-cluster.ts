@@ -176,31 +176,42 @@ class LocalServer implements LocalShardServer {
   }
 
   async initialise(): Promise<void> {
-    this.#port = await findFreePort();
     this.#instance = this.#newInstance();
-    await this.#instance.initialise();
+    try {
+      await this.#instance.initialise();
+    } catch (cause) {
+      throw this.#failure('could not be initialised (initdb)', cause);
+    }
   }
 
   async start(): Promise<void> {
     if (this.#running) return;
-    // Another process may take the port between findFreePort and bind: retry on a new one.
+    // The port is probed right before binding (a restart keeps it); another process may still
+    // take it in between, so a failure to bind is retried on a new one.
+    if (this.#port === 0) this.#port = await findFreePort();
     for (let attempt = 1; ; attempt++) {
+      this.#logTail.length = 0;
+      this.#instance = this.#newInstance();
       try {
-        await this.#instance!.start();
+        await this.#instance.start();
         this.#running = true;
         return;
       } catch (cause) {
         if (attempt >= 3 || !this.#logTail.some((line) => /could not bind|Address already in use/.test(line))) {
-          throw new ShardRouterError(
-            'SHARD_UNAVAILABLE',
-            `local PostgreSQL server ${this.index} did not start:\n${this.#logTail.slice(-15).join('\n')}`,
-            { cause },
-          );
+          throw this.#failure('did not start', cause);
         }
         this.#port = await findFreePort();
-        this.#instance = this.#newInstance();
       }
     }
+  }
+
+  #failure(what: string, cause: unknown): ShardRouterError {
+    const detail = cause instanceof Error && cause.message ? `${cause.message}\n` : '';
+    return new ShardRouterError(
+      'SHARD_UNAVAILABLE',
+      `local PostgreSQL server ${this.index} ${what}:\n${detail}${this.#logTail.slice(-15).join('\n')}`,
+      { cause },
+    );
   }
 
   async stop(): Promise<void> {

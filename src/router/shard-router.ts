@@ -5,7 +5,7 @@ import { ShardPool } from '../cluster/shard-pool.js';
 import type { PoolStats, ShardQueryResult } from '../cluster/shard-pool.js';
 import { resolveConfig } from '../config.js';
 import type { ShardRouterConfig } from '../config.js';
-import { ShardRouterError } from '../errors.js';
+import { ShardRouterError, closedError } from '../errors.js';
 import type { BucketMap } from './bucket-map.js';
 import { signedHashKey } from './hash.js';
 import type { ShardKey } from './hash.js';
@@ -53,7 +53,8 @@ export class ShardRouter {
    * Validates the config, connects to every shard, checks that each connection is the shard it
    * claims to be, and loads the bucket map (creating the cluster on first use).
    *
-   * @throws ShardRouterError INVALID_CONFIG, SHARD_UNAVAILABLE, SHARD_IDENTITY_MISMATCH
+   * @throws ShardRouterError INVALID_CONFIG, SHARD_UNAVAILABLE, SHARD_IDENTITY_MISMATCH (and
+   * POOL_TIMEOUT, CONNECTION_LOST or QUERY_FAILED if a shard misbehaves while the catalog is read)
    */
   static async connect(config: ShardRouterConfig): Promise<ShardRouter> {
     const resolved = resolveConfig(config);
@@ -181,6 +182,3 @@ async function withOneSessionPerShard<T>(pools: readonly ShardPool[], work: (ses
   }
 }
 
-function closedError(): ShardRouterError {
-  return new ShardRouterError('ROUTER_CLOSED', 'the router is closed');
-}

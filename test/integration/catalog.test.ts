@@ -81,7 +81,10 @@ describe('bucket map and shard identity', () => {
     const error = await rejectionOf(ShardRouter.connect({ shards: swapped, catalogSchema }));
     expect(error).toMatchObject({ code: 'SHARD_IDENTITY_MISMATCH' });
     expect((error as Error).message).toMatch(/configured as shard s[01] .* reaches shard s[01] of cluster/);
-    expect((error as Error).message).not.toMatch(/:[0-9a-f]{24}@/); // no password
+    for (const url of urls) {
+      const password = new URL(url).password;
+      if (password !== '') expect((error as Error).message).not.toContain(password);
+    }
   });
 
   it("fails with SHARD_IDENTITY_MISMATCH when a shard id points at another cluster's server", async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShardRouter } from '../../src/index.js';
-import { dropSchemas, rejectionOf, shardConfigs, uniqueName, withServer } from '../support/cluster.js';
+import { dropSchemas, eventually, rejectionOf, shardConfigs, uniqueName, withServer } from '../support/cluster.js';
 
 const catalog = uniqueName('cat');
 /** Names this file's connections in pg_stat_activity, apart from other files running alongside. */
@@ -33,13 +33,9 @@ async function backendPid(): Promise<number> {
 }
 
 async function waitUntilGone(pid: number): Promise<void> {
-  await withServer(s0Url, async (client) => {
-    for (;;) {
-      const { rowCount } = await client.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid]);
-      if (rowCount === 0) return;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  });
+  await withServer(s0Url, (client) =>
+    eventually(`backend ${pid} gone`, async () => (await client.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rowCount === 0),
+  );
 }
 
 describe('shard pools', () => {
@@ -48,7 +44,6 @@ describe('shard pools', () => {
     // Fill the pool (2 connections) so both are idle in it when we terminate them.
     await Promise.all([router.execute(key, 'SELECT pg_sleep(0.05)'), router.execute(key, 'SELECT pg_sleep(0.05)')]);
     for (let i = 0; i < 4; i++) pids.add(await backendPid());
-    expect(pids.size).toBeGreaterThan(0);
     await withServer(s0Url, async (client) => {
       for (const pid of pids) await client.query('SELECT pg_terminate_backend($1)', [pid]);
     });
@@ -65,13 +60,14 @@ describe('shard pools', () => {
     const victim = rejectionOf(router.execute(key, 'SELECT pg_sleep(30)'));
     let victimPid = 0;
     await withServer(s0Url, async (client) => {
-      while (victimPid === 0) {
+      await eventually('the statement is running', async () => {
         const { rows } = await client.query<{ pid: number }>(
           "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND application_name = $1",
           [applicationName],
         );
         victimPid = rows[0]?.pid ?? 0;
-      }
+        return victimPid !== 0;
+      });
       await client.query('SELECT pg_terminate_backend($1)', [victimPid]);
     });
     const error = await victim;
@@ -98,14 +94,28 @@ describe('shard pools', () => {
   });
 
   it('yields POOL_TIMEOUT when the pool stays exhausted, then recovers', async () => {
-    const holders = [router.execute(key, 'SELECT pg_sleep(1.5)'), router.execute(key, 'SELECT pg_sleep(1.5)')];
+    // Both connections are held by statements that would run for 60 s: no timing race.
+    const holders = [router.execute(key, 'SELECT pg_sleep(60)'), router.execute(key, 'SELECT pg_sleep(60)')].map((p) => rejectionOf(p));
     const error = await rejectionOf(router.execute(key, 'SELECT 1'));
     expect(error).toMatchObject({ code: 'POOL_TIMEOUT', shardId: 's0' });
     // Other shards are unaffected while s0's pool is exhausted.
     const otherKey = Array.from({ length: 100 }, (_, i) => `o${i}`).find((k) => router.shardFor(k) !== 's0')!;
     expect((await router.execute(otherKey, 'SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
-    await Promise.all(holders);
+    // Cancel the holders; their connections come back and the shard serves again.
+    await withServer(s0Url, (client) =>
+      client.query("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND query = 'SELECT pg_sleep(60)'", [
+        applicationName,
+      ]),
+    );
+    for (const holder of await Promise.all(holders)) expect(holder).toMatchObject({ code: 'QUERY_FAILED', sqlState: '57014' });
     expect((await router.execute(key, 'SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+  });
+
+  it('rejects a parameter pg cannot serialize with INVALID_ARGUMENT and keeps the connection usable', async () => {
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    await expect(router.execute(key, 'SELECT $1::jsonb', [circular])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', shardId: 's0' });
+    expect((await router.execute(key, 'SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
   });
 
   it('does not return a connection left inside a transaction to the pool', async () => {
@@ -116,16 +126,14 @@ describe('shard pools', () => {
       await expect(router.execute(key, 'SAVEPOINT probe')).rejects.toMatchObject({ code: 'QUERY_FAILED', sqlState: '25P01' });
     }
     // The destroyed connection's server session goes away (its transaction rolled back).
-    await withServer(s0Url, async (client) => {
-      for (let attempt = 0; ; attempt++) {
+    await withServer(s0Url, (client) =>
+      eventually('no session idle in transaction', async () => {
         const { rowCount } = await client.query(
           "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
           [applicationName],
         );
-        if (rowCount === 0) return;
-        if (attempt > 250) throw new Error('a session stayed idle in transaction');
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-    });
+        return rowCount === 0;
+      }),
+    );
   });
 });

@@ -9,8 +9,11 @@ export function shardUrls(): string[] {
   return inject('shardUrls');
 }
 
+/** How many servers the tests use (the harness may be given more). */
+export const TEST_SHARDS = 4;
+
 /** Shard configs s0..s(n-1) over the first `count` servers (or the given server indexes). */
-export function shardConfigs(servers: number | readonly number[] = shardUrls().length): { id: string; connectionString: string }[] {
+export function shardConfigs(servers: number | readonly number[] = TEST_SHARDS): { id: string; connectionString: string }[] {
   const urls = shardUrls();
   const indexes = typeof servers === 'number' ? Array.from({ length: servers }, (_, i) => i) : servers;
   return indexes.map((server, i) => ({ id: `s${i}`, connectionString: urls[server]! }));
@@ -51,6 +54,15 @@ export async function dropSchemas(...schemas: string[]): Promise<void> {
   );
 }
 
+/** Polls `check` until it returns true; fails after `attempts` tries `intervalMs` apart. */
+export async function eventually(what: string, check: () => Promise<boolean>, attempts = 250, intervalMs = 20): Promise<void> {
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  throw new Error(`never happened: ${what}`);
+}
+
 /** Awaits a promise that must reject, and returns what it rejected with. */
 export async function rejectionOf(promise: Promise<unknown> | (() => unknown)): Promise<unknown> {
   try {
@@ -67,15 +79,16 @@ export async function rejectionOf(promise: Promise<unknown> | (() => unknown)): 
  */
 export async function createScratchDatabases(): Promise<{ urls: string[]; drop(): Promise<void> }> {
   const database = uniqueName('scratch');
-  for (const url of shardUrls()) await withServer(url, (client) => client.query(`CREATE DATABASE ${database}`));
+  const servers = shardUrls().slice(0, TEST_SHARDS);
+  for (const url of servers) await withServer(url, (client) => client.query(`CREATE DATABASE ${database}`));
   return {
-    urls: shardUrls().map((url) => {
+    urls: servers.map((url) => {
       const scratch = new URL(url);
       scratch.pathname = `/${database}`;
       return scratch.toString();
     }),
     drop: async () => {
-      for (const url of shardUrls()) await withServer(url, (client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
+      for (const url of servers) await withServer(url, (client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
     },
   };
 }

@@ -28,6 +28,7 @@ describe('config validation', () => {
     ['a string bucketCount', { shards: [good('s0')], bucketCount: '1024' }, 'bucketCount'],
     ['an unsafe shard id', { shards: [{ ...good('s0'), id: "s0'; DROP" }] }, 'shards.0.id'],
     ['an unsafe catalog schema', { shards: [good('s0')], catalogSchema: 'Bad-Name' }, 'catalogSchema'],
+    ['a reserved catalog schema', { shards: [good('s0')], catalogSchema: 'pg_catalog' }, 'catalogSchema: must not start with pg_'],
     ['pool min above max', { shards: [good('s0')], pool: { min: 5, max: 2 } }, 'pool.min'],
     ['an unknown field (a typo)', { shards: [good('s0')], bucketcount: 8 }, 'bucketcount'],
     ['a non-object', 'postgres://x', '(config)'],
