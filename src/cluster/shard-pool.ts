@@ -57,6 +57,15 @@ export class ShardPool {
   readonly #config: Readonly<PoolConfig>;
   /** Clients that must be destroyed rather than reused. */
   readonly #broken = new WeakSet<pg.Client>();
+  /**
+   * Connections borrowed from generic-pool but idle: the hot path's own LIFO stack. A statement
+   * takes one here and puts it back synchronously, without generic-pool's per-borrow promises and
+   * objects. generic-pool still creates, counts and evicts: parked connections go back to it
+   * whenever a caller waits in its queue, at every sweep (so its idle eviction sees them), and
+   * at close.
+   */
+  readonly #parked: pg.Client[] = [];
+  readonly #sweeper: NodeJS.Timeout;
   #closing: Promise<void> | undefined;
 
   constructor(shard: ResolvedShardConfig, config: Readonly<PoolConfig>, applicationName: string) {
@@ -85,7 +94,7 @@ export class ShardPool {
             return created;
           } catch (error) {
             void client?.end().catch(() => undefined);
-            // No live connection at all: the shard looks down, so nobody waiting should sit
+            // No live connection at all (parked ones count as borrowed): the shard looks down, so nobody waiting should sit
             // until the acquire timeout. With live connections, waiters get the next one back.
             if (this.#pool.borrowed + this.#pool.available === 0) this.#failWaiting(this.#unavailable(error));
             await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_DELAY_MS));
@@ -110,6 +119,8 @@ export class ShardPool {
         autostart: true,
       },
     );
+    this.#sweeper = setInterval(() => this.#unpark(), Math.min(config.idleTimeoutMillis, 10_000));
+    this.#sweeper.unref();
   }
 
   /**
@@ -120,7 +131,7 @@ export class ShardPool {
    */
   async query<R extends QueryResultRow = QueryResultRow>(sql: string, params: readonly unknown[]): Promise<ShardQueryResult<R>> {
     if (this.#closing) throw closedError();
-    let client = await this.#borrow();
+    let client = this.#parked.pop() ?? (await this.#borrow());
     if (this.#broken.has(client)) client = await this.#replaceBroken(client);
     try {
       // pg uses the extended protocol by itself when there are values; the config-object form
@@ -146,7 +157,7 @@ export class ShardPool {
   /** @internal Borrow a raw client; pair with releaseClient. */
   async acquireClient(): Promise<pg.Client> {
     if (this.#closing) throw closedError();
-    const client = await this.#borrow();
+    const client = this.#parked.pop() ?? (await this.#borrow());
     return this.#broken.has(client) ? this.#replaceBroken(client) : client;
   }
 
@@ -198,11 +209,17 @@ export class ShardPool {
     if (this.#broken.has(client) || isConnectionLevel(error) || client.getTransactionStatus() !== 'I') {
       this.#broken.add(client);
       void this.#pool.destroy(client).catch(() => undefined);
+    } else if (this.#pool.pending === 0 && !this.#closing) {
+      this.#parked.push(client);
     } else {
-      // No .catch: release rejects only for a client not lent from this pool, which cannot
-      // happen here, and a .catch would cost a promise on every statement.
+      // Someone waits in generic-pool's queue (or we are closing): hand it over there.
       void this.#pool.release(client);
     }
+  }
+
+  /** Returns every parked connection to generic-pool. */
+  #unpark(): void {
+    for (let client = this.#parked.pop(); client; client = this.#parked.pop()) void this.#pool.release(client);
   }
 
   /** @internal Map an error from client.query to this library's typed errors. */
@@ -226,8 +243,8 @@ export class ShardPool {
   stats(): PoolStats {
     return {
       size: this.#pool.size,
-      available: this.#pool.available,
-      borrowed: this.#pool.borrowed,
+      available: this.#pool.available + this.#parked.length,
+      borrowed: this.#pool.borrowed - this.#parked.length,
       pending: this.#pool.pending,
       min: this.#config.min,
       max: this.#config.max,
@@ -237,7 +254,9 @@ export class ShardPool {
   /** Fails waiting callers, waits for lent-out clients to come back, then closes every connection. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      clearInterval(this.#sweeper);
       this.#failWaiting(closedError());
+      this.#unpark();
       await this.#pool.drain();
       await this.#pool.clear();
     })();

@@ -136,4 +136,25 @@ describe('shard pools', () => {
       }),
     );
   });
+
+  it('closes idle connections above min after idleTimeoutMillis, keeping min open', async () => {
+    const idleCatalog = uniqueName('cat');
+    const idleRouter = await ShardRouter.connect({
+      shards: shardConfigs(),
+      catalogSchema: idleCatalog,
+      applicationName,
+      pool: { max: 3, min: 1, idleTimeoutMillis: 100 },
+    });
+    try {
+      await Promise.all(Array.from({ length: 6 }, () => idleRouter.execute(key, 'SELECT pg_sleep(0.05)')));
+      expect(idleRouter.poolStats().s0!.size).toBeGreaterThan(1);
+      await eventually('idle connections evicted down to min', async () => idleRouter.poolStats().s0!.size === 1, 200, 50);
+      const stats = idleRouter.poolStats().s0!;
+      expect(stats).toMatchObject({ size: 1, available: 1, borrowed: 0, pending: 0 });
+      expect((await idleRouter.execute(key, 'SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await idleRouter.close();
+      await dropSchemas(idleCatalog);
+    }
+  });
 });
