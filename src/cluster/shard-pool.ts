@@ -88,14 +88,15 @@ export class ShardPool {
             });
             client = created;
             // Without a listener an idle client's socket error would crash the process.
-            created.on('error', () => this.#broken.add(created));
-            created.on('end', () => this.#broken.add(created));
+            created.on('error', () => this.#markBroken(created));
+            created.on('end', () => this.#markBroken(created));
             await created.connect();
             return created;
           } catch (error) {
             void client?.end().catch(() => undefined);
-            // No live connection at all (parked ones count as borrowed): the shard looks down, so nobody waiting should sit
-            // until the acquire timeout. With live connections, waiters get the next one back.
+            // No live connection at all (parked ones count as borrowed, broken ones are gone):
+            // the shard looks down, so nobody waiting should sit until the acquire timeout.
+            // With live connections, waiters get the next one back.
             if (this.#pool.borrowed + this.#pool.available === 0) this.#failWaiting(this.#unavailable(error));
             await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_DELAY_MS));
             throw error;
@@ -131,8 +132,7 @@ export class ShardPool {
    */
   async query<R extends QueryResultRow = QueryResultRow>(sql: string, params: readonly unknown[]): Promise<ShardQueryResult<R>> {
     if (this.#closing) throw closedError();
-    let client = this.#parked.pop() ?? (await this.#borrow());
-    if (this.#broken.has(client)) client = await this.#replaceBroken(client);
+    const client = this.#parked.pop() ?? (await this.#borrowHealthy());
     try {
       // pg uses the extended protocol by itself when there are values; the config-object form
       // (which pg copies, so it costs more) only when there are none.
@@ -157,8 +157,31 @@ export class ShardPool {
   /** @internal Borrow a raw client; pair with releaseClient. */
   async acquireClient(): Promise<pg.Client> {
     if (this.#closing) throw closedError();
-    const client = this.#parked.pop() ?? (await this.#borrow());
-    return this.#broken.has(client) ? this.#replaceBroken(client) : client;
+    return this.#parked.pop() ?? this.#borrowHealthy();
+  }
+
+  /**
+   * A client from generic-pool whose connection has not broken while it sat idle there (broken
+   * ones are destroyed and another is borrowed). Checked with a synchronous look at a flag set
+   * by the client's error/end events, rather than generic-pool's async validate-on-borrow,
+   * which would add promise hops to every borrow. Parked clients need no check: one that
+   * breaks is taken off the stack at once (#markBroken).
+   */
+  async #borrowHealthy(): Promise<pg.Client> {
+    for (;;) {
+      const client = await this.#borrow();
+      if (!this.#broken.has(client)) return client;
+      void this.#pool.destroy(client).catch(() => undefined);
+    }
+  }
+
+  #markBroken(client: pg.Client): void {
+    this.#broken.add(client);
+    const parkedAt = this.#parked.indexOf(client);
+    if (parkedAt >= 0) {
+      this.#parked.splice(parkedAt, 1);
+      void this.#pool.destroy(client).catch(() => undefined);
+    }
   }
 
   /**
@@ -192,16 +215,6 @@ export class ShardPool {
         },
       );
     });
-  }
-
-  /**
-   * A client whose connection broke while it sat idle: destroy it and borrow another. Checked
-   * on borrow with a synchronous look at a flag set by the client's error/end events, rather
-   * than by generic-pool's async validate-on-borrow, which would add promise hops to every borrow.
-   */
-  async #replaceBroken(client: pg.Client): Promise<pg.Client> {
-    void this.#pool.destroy(client).catch(() => undefined);
-    return this.acquireClient();
   }
 
   /** @internal Return a client; it is destroyed if it broke, errored at connection level or sits in a transaction. */
