@@ -36,12 +36,33 @@ const poolSchema = z
   })
   .refine((pool) => pool.min <= pool.max, { message: 'min must not exceed max', path: ['min'] });
 
+/** The longest a transaction may be configured to run; see docs/twopc.md (decision-record retention). */
+export const MAX_TRANSACTION_TIMEOUT_MS = 3_600_000;
+
+const transactionSchema = z.strictObject({
+  /** Default bound on a transaction's lifetime (callback + commit), enforced on the servers too. */
+  timeoutMillis: z.int().min(1).max(MAX_TRANSACTION_TIMEOUT_MS).default(30_000),
+  /** Default lock_timeout inside transactions: how a lock cycle across shards ends. */
+  lockTimeoutMillis: z.int().min(1).max(MAX_TRANSACTION_TIMEOUT_MS).default(5_000),
+});
+
+const recoverySchema = z.strictObject({
+  /** How often a router settles in-doubt prepared transactions in the background; 0 = never. */
+  intervalMillis: z.int().min(0).max(MAX_TIMER_MS).default(30_000),
+  /** Prepared transactions younger than this are left to their (probably live) coordinator. */
+  graceMillis: z.int().min(0).max(MAX_TRANSACTION_TIMEOUT_MS).default(10_000),
+  /** Run one recovery pass in the background right after connect. */
+  atConnect: z.boolean().default(true),
+});
+
 const configSchema = z
   .strictObject({
     shards: z.array(shardSchema).min(1, 'at least one shard is required'),
     /** Used only when the cluster is first created; afterwards it must match (or be omitted). */
     bucketCount: z.int().min(1).max(MAX_BUCKET_COUNT).optional(),
     pool: poolSchema.default(() => poolSchema.parse({})),
+    transactions: transactionSchema.default(() => transactionSchema.parse({})),
+    recovery: recoverySchema.default(() => recoverySchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z.string().min(1).max(63).regex(/^[\x20-\x7e]+$/, 'must be printable ASCII').default('pg-shard-router'),
     catalogSchema: z
@@ -69,6 +90,8 @@ const configSchema = z
 export type ShardRouterConfig = z.input<typeof configSchema>;
 
 export type PoolConfig = z.output<typeof poolSchema>;
+export type TransactionConfig = z.output<typeof transactionSchema>;
+export type RecoveryConfig = z.output<typeof recoverySchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -82,6 +105,8 @@ export interface ResolvedConfig {
   readonly shards: readonly ResolvedShardConfig[];
   readonly bucketCount: number | undefined;
   readonly pool: Readonly<PoolConfig>;
+  readonly transactions: Readonly<TransactionConfig>;
+  readonly recovery: Readonly<RecoveryConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
 }
@@ -113,7 +138,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     });
     throw new ShardRouterError('INVALID_CONFIG', `invalid pg-shard-router config:\n  - ${problems.join('\n  - ')}`);
   }
-  const { shards, bucketCount, pool, catalogSchema, applicationName } = parsed.data;
+  const { shards, bucketCount, pool, transactions, recovery, catalogSchema, applicationName } = parsed.data;
   return Object.freeze({
     shards: Object.freeze(
       shards.map((shard) => {
@@ -124,6 +149,8 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     ),
     bucketCount,
     pool: Object.freeze({ ...pool }),
+    transactions: Object.freeze({ ...transactions }),
+    recovery: Object.freeze({ ...recovery }),
     catalogSchema,
     applicationName,
   });

@@ -21,26 +21,64 @@ export const ERROR_CODES = [
   'ROUTER_CLOSED',
   /** PostgreSQL rejected a statement; `sqlState` holds its SQLSTATE and `cause` the pg error. */
   'QUERY_FAILED',
+  /** A statement waited longer than the transaction's `lockTimeoutMillis` for a lock (a cross-shard lock cycle ends here). Retryable. */
+  'LOCK_TIMEOUT',
+  /** The transaction outlived its `timeoutMillis` and was rolled back. Retryable. */
+  'TRANSACTION_TIMEOUT',
+  /** A cross-shard transaction was rolled back on every shard because a participant could not prepare (the cause says why). */
+  'TRANSACTION_ABORTED',
+  /** The coordinator could not learn whether the transaction committed; `gid` names it, recovery settles it. */
+  'IN_DOUBT',
+  /** `tx.execute` got a key whose shard is not among the keys the transaction declared. */
+  'KEY_NOT_IN_TRANSACTION',
+  /** The transaction handle was used after its callback settled. */
+  'TRANSACTION_CLOSED',
+  /** A shard has max_prepared_transactions = 0, so it cannot take part in a cross-shard transaction. */
+  'PREPARED_TRANSACTIONS_DISABLED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export interface ShardRouterErrorContext {
-  readonly shardId?: string;
+  readonly shardId?: string | undefined;
+  /** The global transaction id of the cross-shard transaction concerned. */
+  readonly gid?: string | undefined;
   readonly cause?: unknown;
 }
+
+/**
+ * SQLSTATEs after which running the whole transaction again may well succeed:
+ * serialization_failure, deadlock_detected, lock_not_available (lock_timeout).
+ */
+const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', '55P03']);
+const RETRYABLE_CODES = new Set<ErrorCode>(['LOCK_TIMEOUT', 'TRANSACTION_TIMEOUT', 'POOL_TIMEOUT']);
 
 /** The one base class of every error thrown by pg-shard-router. */
 export class ShardRouterError extends Error {
   readonly code: ErrorCode;
   /** The shard the failure happened on, when there is one. */
   readonly shardId: string | undefined;
+  /** The cross-shard transaction's global id, when there is one (always on IN_DOUBT). */
+  readonly gid: string | undefined;
 
   constructor(code: ErrorCode, message: string, context: ShardRouterErrorContext = {}) {
     super(message, context.cause === undefined ? undefined : { cause: context.cause });
     this.name = 'ShardRouterError';
     this.code = code;
     this.shardId = context.shardId;
+    this.gid = context.gid;
+  }
+
+  /**
+   * True when nothing was committed and running the whole transaction again may succeed:
+   * lock and transaction timeouts, serialization failures and deadlocks (also when they are
+   * the cause of a TRANSACTION_ABORTED).
+   */
+  get retryable(): boolean {
+    if (RETRYABLE_CODES.has(this.code)) return true;
+    const cause = this.cause;
+    if (this.code === 'TRANSACTION_ABORTED') return cause instanceof ShardRouterError && cause.retryable;
+    return this instanceof QueryError && RETRYABLE_SQLSTATES.has(this.sqlState);
   }
 }
 
@@ -52,8 +90,8 @@ export class ShardRouterError extends Error {
 export class QueryError extends ShardRouterError {
   readonly sqlState: string;
 
-  constructor(shardId: string, cause: Error & { code?: unknown }) {
-    super('QUERY_FAILED', `shard ${shardId}: ${cause.message}`, { shardId, cause });
+  constructor(shardId: string, cause: Error & { code?: unknown }, code: 'QUERY_FAILED' | 'LOCK_TIMEOUT' = 'QUERY_FAILED') {
+    super(code, `shard ${shardId}: ${cause.message}`, { shardId, cause });
     this.name = 'QueryError';
     this.sqlState = typeof cause.code === 'string' ? cause.code : '';
   }

@@ -1,5 +1,10 @@
 export { ShardRouter } from './router/shard-router.js';
-export type { ExecuteResult } from './router/shard-router.js';
+export type { ExecuteResult, RouterStatus, ShardStatus } from './router/shard-router.js';
+export type { Transaction } from './twopc/coordinator.js';
+export { ISOLATION_LEVELS } from './twopc/transaction-options.js';
+export type { IsolationLevel, TransactionOptions } from './twopc/transaction-options.js';
+export type { RecoveryReport, SettledTransaction, InDoubtTransaction, ShardRecoveryReport } from './twopc/recovery.js';
+export type { PreparedTransactionInfo } from './twopc/status.js';
 export { hashKey, bucketOf } from './router/hash.js';
 export type { ShardKey } from './router/hash.js';
 export { BucketMap } from './router/bucket-map.js';

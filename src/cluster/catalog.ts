@@ -4,6 +4,7 @@ import { DEFAULT_BUCKET_COUNT } from '../config.js';
 import { ShardRouterError } from '../errors.js';
 import { BucketMap } from '../router/bucket-map.js';
 import { hashKey } from '../router/hash.js';
+import { decisionTableDdl } from '../twopc/decision-log.js';
 import type { ShardSession } from './shard-io.js';
 
 /**
@@ -37,6 +38,22 @@ export interface OpenedCatalog {
   readonly map: BucketMap;
   /** True when this connect created the cluster. */
   readonly created: boolean;
+  /** What each shard's server can do, by shard id. */
+  readonly capabilities: ReadonlyMap<string, ShardCapabilities>;
+}
+
+export interface ShardCapabilities {
+  /** server_version_num, e.g. 170002. */
+  readonly serverVersion: number;
+  /** 0 means the shard cannot take part in two-phase commit. */
+  readonly maxPreparedTransactions: number;
+}
+
+async function probeCapabilities(session: ShardSession): Promise<ShardCapabilities> {
+  const { rows } = await session.query<{ version: number; max_prepared: number }>(
+    "SELECT current_setting('server_version_num')::int AS version, current_setting('max_prepared_transactions')::int AS max_prepared",
+  );
+  return { serverVersion: rows[0]?.version ?? 0, maxPreparedTransactions: rows[0]?.max_prepared ?? 0 };
 }
 
 /** `schema` must already be validated (config does), so quoting it is enough. */
@@ -232,5 +249,12 @@ async function openLocked(config: ResolvedConfig, sessions: readonly ShardSessio
       await session.query(`UPDATE ${q(schema)}.shard_identity SET complete = true WHERE NOT complete`);
     }
   }
-  return { clusterId, map, created };
+  // The 2PC decision table (catalogs created before it existed get it here too).
+  const capabilities = new Map<string, ShardCapabilities>();
+  for (const session of sessions) {
+    const present = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [`${q(schema)}.twopc_decisions`]);
+    if (!present.rows[0]?.present) await session.query(decisionTableDdl(schema));
+    capabilities.set(session.shardId, await probeCapabilities(session));
+  }
+  return { clusterId, map, created, capabilities };
 }

@@ -6,6 +6,10 @@ import type { QueryResult, QueryResultRow } from 'pg';
  */
 export interface ShardSession {
   readonly shardId: string;
+  /** The connection has failed: nothing more can be sent on it, and nothing sent later was received. */
+  readonly broken: boolean;
+  /** The server process serving this connection (pg_stat_activity.pid), when known. */
+  readonly backendPid: number | undefined;
   query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
   /** Returns the connection (or destroys it if it broke or was left inside a transaction). Idempotent. */
   release(): void;

@@ -175,6 +175,11 @@ export class ShardPool {
     }
   }
 
+  /** @internal Whether a client's connection has failed (set synchronously by its error/end events). */
+  isBroken(client: pg.Client): boolean {
+    return this.#broken.has(client);
+  }
+
   #markBroken(client: pg.Client): void {
     this.#broken.add(client);
     const parkedAt = this.#parked.indexOf(client);
@@ -244,7 +249,9 @@ export class ShardPool {
         { shardId: this.shardId, cause: error },
       );
     }
-    if (isDatabaseError(error)) return new QueryError(this.shardId, error);
+    // 55P03 lock_not_available: lock_timeout (or NOWAIT) gave up on a lock, e.g. one side of a
+    // lock cycle across two shards, which no single server can detect.
+    if (isDatabaseError(error)) return new QueryError(this.shardId, error, error.code === '55P03' ? 'LOCK_TIMEOUT' : 'QUERY_FAILED');
     // What remains are pg's client-side failures to serialize a parameter (TypeError/RangeError).
     const reason = error instanceof Error ? error.message : String(error);
     return new ShardRouterError('INVALID_ARGUMENT', `shard ${this.shardId}: a parameter could not be sent: ${reason}`, {
@@ -326,6 +333,14 @@ class PooledSession implements ShardSession {
 
   get shardId(): string {
     return this.#pool.shardId;
+  }
+
+  get broken(): boolean {
+    return this.#lastError !== undefined || this.#pool.isBroken(this.#client);
+  }
+
+  get backendPid(): number | undefined {
+    return (this.#client as unknown as { processID?: number | null }).processID ?? undefined;
   }
 
   async query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {

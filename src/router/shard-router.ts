@@ -1,17 +1,51 @@
 import type { QueryResultRow } from 'pg';
 import { openCatalog } from '../cluster/catalog.js';
+import type { ShardCapabilities } from '../cluster/catalog.js';
 import type { ShardSession } from '../cluster/shard-io.js';
 import { ShardPool } from '../cluster/shard-pool.js';
 import type { PoolStats, ShardQueryResult } from '../cluster/shard-pool.js';
 import { resolveConfig } from '../config.js';
-import type { ShardRouterConfig } from '../config.js';
+import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import { ShardRouterError, closedError } from '../errors.js';
+import { runTransaction } from '../twopc/coordinator.js';
+import type { CoordinatorContext, Transaction } from '../twopc/coordinator.js';
+import { gidPrefix } from '../twopc/gid.js';
+import { recover } from '../twopc/recovery.js';
+import type { RecoveryContext, RecoveryReport } from '../twopc/recovery.js';
+import { listAllPrepared } from '../twopc/status.js';
+import type { PreparedTransactionInfo } from '../twopc/status.js';
+import { resolveTransactionOptions } from '../twopc/transaction-options.js';
+import type { TransactionOptions } from '../twopc/transaction-options.js';
 import type { BucketMap } from './bucket-map.js';
 import { signedHashKey } from './hash.js';
 import type { ShardKey } from './hash.js';
 
 /** pg's result shape plus the shard that produced it. */
 export type ExecuteResult<R extends QueryResultRow = QueryResultRow> = ShardQueryResult<R>;
+
+/** One shard in {@link ShardRouter.status}. */
+export interface ShardStatus {
+  readonly shardId: string;
+  /** False when the shard could not be asked; `error` says why. */
+  readonly reachable: boolean;
+  readonly error?: string;
+  readonly serverVersion: number;
+  readonly maxPreparedTransactions: number;
+  readonly pool: PoolStats;
+  /** Prepared transactions in the shard's database, oldest first (ours and anyone else's). */
+  readonly preparedTransactions: readonly PreparedTransactionInfo[];
+}
+
+/** What {@link ShardRouter.status} returns. */
+export interface RouterStatus {
+  readonly clusterId: string;
+  readonly bucketMapVersion: number;
+  readonly shards: readonly ShardStatus[];
+  /** The newest finished background or explicit recovery pass of this router, if any. */
+  readonly lastRecovery: RecoveryReport | undefined;
+  /** Why the newest background recovery pass failed, if it did. */
+  readonly lastRecoveryError: string | undefined;
+}
 
 /**
  * Routes statements to the PostgreSQL shard that owns a key.
@@ -38,15 +72,47 @@ export class ShardRouter {
   /** bucketCount - 1 when it is a power of two (the default 1024), else -1: `h & mask` beats `%`. */
   #bucketMask: number;
   #closing: Promise<void> | undefined;
+  readonly #config: ResolvedConfig;
+  readonly #capabilities: ReadonlyMap<string, ShardCapabilities>;
+  readonly #coordinator: CoordinatorContext;
+  readonly #recoveryContext: RecoveryContext;
+  #recoveryTimer: NodeJS.Timeout | undefined;
+  #soonRecovery: NodeJS.Timeout | undefined;
+  #backgroundRecovery: Promise<void> | undefined;
+  #lastRecovery: RecoveryReport | undefined;
+  #lastRecoveryError: string | undefined;
 
-  private constructor(pools: ReadonlyMap<string, ShardPool>, clusterId: string, map: BucketMap) {
+  private constructor(
+    config: ResolvedConfig,
+    pools: ReadonlyMap<string, ShardPool>,
+    clusterId: string,
+    map: BucketMap,
+    capabilities: ReadonlyMap<string, ShardCapabilities>,
+  ) {
+    this.#config = config;
     this.#pools = pools;
+    this.#capabilities = capabilities;
     this.clusterId = clusterId;
     this.#map = map;
     this.#bucketCount = map.bucketCount;
     this.#bucketMask = (map.bucketCount & (map.bucketCount - 1)) === 0 ? map.bucketCount - 1 : -1;
     this.#poolByBucket = map.owners.map((owner) => pools.get(owner)!);
     this.#shardIdByBucket = map.owners;
+    const acquire = (shardId: string) => this.#pool(shardId).acquire();
+    this.#coordinator = {
+      clusterId,
+      catalogSchema: config.catalogSchema,
+      shardFor: (key) => this.shardFor(key),
+      acquire,
+      serverVersion: (shardId) => capabilities.get(shardId)?.serverVersion ?? 0,
+      onUnfinished: () => this.#recoverSoon(),
+    };
+    this.#recoveryContext = { clusterId, catalogSchema: config.catalogSchema, shardIds: [...pools.keys()], acquire };
+    if (config.recovery.atConnect) this.#recoverSoon(0);
+    if (config.recovery.intervalMillis > 0) {
+      this.#recoveryTimer = setInterval(() => this.#recoverInBackground(), config.recovery.intervalMillis);
+      this.#recoveryTimer.unref();
+    }
   }
 
   /**
@@ -60,8 +126,8 @@ export class ShardRouter {
     const resolved = resolveConfig(config);
     const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool, resolved.applicationName)]));
     try {
-      const { clusterId, map } = await withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions));
-      return new ShardRouter(pools, clusterId, map);
+      const { clusterId, map, capabilities } = await withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions));
+      return new ShardRouter(resolved, pools, clusterId, map, capabilities);
     } catch (error) {
       await Promise.all([...pools.values()].map((pool) => pool.close()));
       throw error;
@@ -138,6 +204,110 @@ export class ShardRouter {
     return this.#run<R>(pool, sql, params);
   }
 
+  /**
+   * Runs `work` as one atomic transaction over the shards of `keys`. When everything it ran
+   * touched one shard, that is a plain transaction on it; when it touched several, a two-phase
+   * commit whose decision is durable in PostgreSQL: either every shard commits or none does,
+   * whatever crashes in between. Throwing from `work` rolls everything back and rethrows.
+   *
+   * Every error except IN_DOUBT means nothing was committed. IN_DOUBT (carrying `gid`) means
+   * the router lost the decision shard at the commit point; recovery settles it, all or nothing.
+   *
+   * @example
+   * await router.transaction([from, to], async (tx) => {
+   *   await tx.execute(from, 'UPDATE accounts SET balance = balance - $2 WHERE id = $1', [from, 100]);
+   *   await tx.execute(to, 'UPDATE accounts SET balance = balance + $2 WHERE id = $1', [to, 100]);
+   * }, { isolation: 'repeatable read', timeoutMillis: 10_000 });
+   * @throws ShardRouterError INVALID_KEY, INVALID_ARGUMENT, PREPARED_TRANSACTIONS_DISABLED,
+   * TRANSACTION_ABORTED, TRANSACTION_TIMEOUT, LOCK_TIMEOUT, IN_DOUBT, POOL_TIMEOUT,
+   * SHARD_UNAVAILABLE, ROUTER_CLOSED, and whatever `work` throws
+   */
+  async transaction<T>(keys: readonly ShardKey[], work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    if (this.#closing) throw closedError();
+    if (!Array.isArray(keys) || keys.length === 0) throw new ShardRouterError('INVALID_ARGUMENT', 'keys must be a non-empty array of shard keys');
+    if (typeof work !== 'function') throw new ShardRouterError('INVALID_ARGUMENT', 'work must be a function (tx) => Promise');
+    const resolved = resolveTransactionOptions(options, this.#config.transactions);
+    const declared = keys.map((key) => this.shardFor(key));
+    // One fixed order (by shard id) for taking connections, in every router: no two
+    // transactions can each hold a connection the other waits for.
+    const shardIds = [...new Set(declared)].sort();
+    if (shardIds.length > 1 && !resolved.readOnly) {
+      const disabled = shardIds.find((id) => this.#capabilities.get(id)?.maxPreparedTransactions === 0);
+      if (disabled !== undefined) {
+        throw new ShardRouterError(
+          'PREPARED_TRANSACTIONS_DISABLED',
+          `shard ${disabled} has max_prepared_transactions = 0, so it cannot take part in a cross-shard transaction. ` +
+            'Set max_prepared_transactions on every shard (at least the number of connections that may commit at once, ' +
+            'e.g. the same as max_connections) in postgresql.conf or with `-c max_prepared_transactions=100`, and restart the server',
+          { shardId: disabled },
+        );
+      }
+    }
+    return runTransaction(this.#coordinator, shardIds, declared[0]!, resolved, work);
+  }
+
+  /**
+   * Settles this cluster's prepared transactions left by crashed or disconnected coordinators,
+   * on every shard: commit where the durable decision is commit, roll back otherwise. Safe to
+   * run from several routers at once and while transactions run. Also runs at connect and every
+   * `recovery.intervalMillis`.
+   *
+   * @example
+   * const report = await router.recover();
+   * console.log(report.committed.length, report.rolledBack.length, report.inDoubt);
+   * @throws ShardRouterError ROUTER_CLOSED (per-shard failures are in the report)
+   */
+  async recover(options: { graceMillis?: number } = {}): Promise<RecoveryReport> {
+    if (this.#closing) throw closedError();
+    const graceMillis = options.graceMillis ?? this.#config.recovery.graceMillis;
+    if (!Number.isSafeInteger(graceMillis) || graceMillis < 0) throw new ShardRouterError('INVALID_ARGUMENT', 'graceMillis must be a non-negative integer');
+    const report = await recover(this.#recoveryContext, { graceMillis });
+    this.#lastRecovery = report;
+    return report;
+  }
+
+  /**
+   * Per shard: reachability, server version, max_prepared_transactions, pool counters and the
+   * prepared transactions with their age; plus the last recovery report.
+   *
+   * @example
+   * const { shards } = await router.status();
+   * for (const shard of shards) console.log(shard.shardId, shard.preparedTransactions.length);
+   */
+  async status(): Promise<RouterStatus> {
+    if (this.#closing) throw closedError();
+    const prefix = gidPrefix(this.clusterId);
+    const shards = await Promise.all(
+      [...this.#pools].map(async ([shardId, pool]): Promise<ShardStatus> => {
+        const capabilities = this.#capabilities.get(shardId);
+        const base = {
+          shardId,
+          serverVersion: capabilities?.serverVersion ?? 0,
+          maxPreparedTransactions: capabilities?.maxPreparedTransactions ?? 0,
+        };
+        try {
+          const session = await pool.acquire();
+          try {
+            const preparedTransactions = await listAllPrepared(session, prefix);
+            return { ...base, reachable: true, pool: pool.stats(), preparedTransactions };
+          } finally {
+            session.release();
+          }
+        } catch (error) {
+          const message = error instanceof ShardRouterError ? `${error.code}: ${error.message}` : String(error);
+          return { ...base, reachable: false, error: message, pool: pool.stats(), preparedTransactions: [] };
+        }
+      }),
+    );
+    return {
+      clusterId: this.clusterId,
+      bucketMapVersion: this.#map.version,
+      shards,
+      lastRecovery: this.#lastRecovery,
+      lastRecoveryError: this.#lastRecoveryError,
+    };
+  }
+
   /** Pool counters per shard id. */
   poolStats(): Record<string, PoolStats> {
     return Object.fromEntries([...this.#pools].map(([id, pool]) => [id, pool.stats()]));
@@ -145,8 +315,50 @@ export class ShardRouter {
 
   /** Lets borrowed connections finish, then closes every pool. Idempotent; later calls get ROUTER_CLOSED. */
   close(): Promise<void> {
-    this.#closing ??= Promise.all([...this.#pools.values()].map((pool) => pool.close())).then(() => undefined);
+    this.#closing ??= (async () => {
+      clearInterval(this.#recoveryTimer);
+      clearTimeout(this.#soonRecovery);
+      await this.#backgroundRecovery;
+      await Promise.all([...this.#pools.values()].map((pool) => pool.close()));
+    })();
     return this.#closing;
+  }
+
+  #pool(shardId: string): ShardPool {
+    const pool = this.#pools.get(shardId);
+    if (!pool) throw new ShardRouterError('INVALID_ARGUMENT', `unknown shard id "${shardId}"`);
+    return pool;
+  }
+
+  /** A background pass once the gids just left behind are past the grace age. */
+  #recoverSoon(delayMillis = this.#config.recovery.graceMillis + 100): void {
+    // intervalMillis 0 turns background recovery off entirely (the passes at connect aside).
+    if (delayMillis > 0 && this.#config.recovery.intervalMillis === 0) return;
+    if (this.#soonRecovery !== undefined || this.#closing) return;
+    this.#soonRecovery = setTimeout(() => {
+      this.#soonRecovery = undefined;
+      this.#recoverInBackground();
+    }, delayMillis);
+    this.#soonRecovery.unref();
+  }
+
+  /** One background pass at a time; its outcome is kept for status(). */
+  #recoverInBackground(): void {
+    if (this.#backgroundRecovery || this.#closing) return;
+    this.#backgroundRecovery = recover(this.#recoveryContext, { graceMillis: this.#config.recovery.graceMillis })
+      .then(
+        (report) => {
+          this.#lastRecovery = report;
+          this.#lastRecoveryError = undefined;
+          if (report.inDoubt.length > 0) this.#recoverSoon(Math.max(1_000, this.#config.recovery.graceMillis));
+        },
+        (error: unknown) => {
+          this.#lastRecoveryError = error instanceof Error ? error.message : String(error);
+        },
+      )
+      .finally(() => {
+        this.#backgroundRecovery = undefined;
+      });
   }
 
   #poolFor(key: ShardKey): ShardPool {

@@ -1,0 +1,464 @@
+import type { QueryResult, QueryResultRow } from 'pg';
+import type { ShardSession } from '../cluster/shard-io.js';
+import type { ShardQueryResult } from '../cluster/shard-pool.js';
+import { ShardRouterError, isDatabaseError } from '../errors.js';
+import type { ShardKey } from '../router/hash.js';
+import { recordCommit, settleDecision } from './decision-log.js';
+import type { Outcome } from './decision-log.js';
+import { gidLiteral, newGid } from './gid.js';
+import type { Gid } from './gid.js';
+import { testHooks } from './test-hooks.js';
+import type { FaultPoint } from './test-hooks.js';
+import { SERVER_SLACK_MS, beginSql } from './transaction-options.js';
+import type { ResolvedTransactionOptions } from './transaction-options.js';
+
+/**
+ * The transaction engine: one plain transaction when the work touched one shard, two-phase
+ * commit when it touched several. The protocol and its correctness argument are in
+ * docs/twopc.md; the invariants the code below keeps are:
+ *
+ * 1. The decision is D's COMMIT: the 'commit' row is inserted inside D's own transaction, and
+ *    COMMIT is sent to D only after every other participant voted yes (PREPARE succeeded).
+ * 2. COMMIT PREPARED is sent only after D's COMMIT is known to have succeeded, or after a
+ *    settleDecision read 'commit'. ROLLBACK PREPARED only when D's transaction cannot commit
+ *    any more (COMMIT was never sent to it, or settleDecision read 'abort').
+ * 3. Every error thrown by `run` other than IN_DOUBT means nothing was committed anywhere.
+ */
+
+/** What the engine needs from the router. */
+export interface CoordinatorContext {
+  readonly clusterId: string;
+  readonly catalogSchema: string;
+  /** Owner shard of a key (throws INVALID_KEY). */
+  shardFor(key: ShardKey): string;
+  /** A connection to a shard, to be released by the caller. */
+  acquire(shardId: string): Promise<ShardSession>;
+  serverVersion(shardId: string): number;
+  /** Called with gids left prepared somewhere after their decision, for recovery to finish. */
+  onUnfinished(gid: Gid): void;
+}
+
+/**
+ * The handle a transaction callback gets.
+ *
+ * @example
+ * await router.transaction([from, to], async (tx) => {
+ *   await tx.execute(from, 'UPDATE accounts SET balance = balance - $2 WHERE id = $1', [from, 100]);
+ *   await tx.execute(to, 'UPDATE accounts SET balance = balance + $2 WHERE id = $1', [to, 100]);
+ * });
+ */
+export interface Transaction {
+  /**
+   * Runs one parameterized statement inside the transaction, on the shard that owns `key`.
+   * @throws ShardRouterError KEY_NOT_IN_TRANSACTION (the key's shard was not declared),
+   * TRANSACTION_CLOSED, TRANSACTION_TIMEOUT, LOCK_TIMEOUT, QUERY_FAILED, CONNECTION_LOST, INVALID_KEY
+   */
+  execute<R extends QueryResultRow = QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]): Promise<ShardQueryResult<R>>;
+  /** The participating shards, in the order their connections were taken. */
+  readonly shardIds: readonly string[];
+}
+
+/** How settleDecision may wait for a live coordinator's uncommitted decision row. */
+const SETTLE_LOCK_TIMEOUT_MS = 5_000;
+/** How long the coordinator keeps trying to reach D after losing the connection at the commit point. */
+const LEARN_OUTCOME_ATTEMPTS = 4;
+const LEARN_OUTCOME_BACKOFF_MS = 250;
+/** How long clean-up (ROLLBACK after a failure) may take before the connection is dropped instead. */
+const CLEANUP_WAIT_MS = 2_000;
+
+type Vote = 'yes' | 'no' | 'unknown';
+
+class Participant {
+  readonly shardId: string;
+  readonly session: ShardSession;
+  #began: Promise<unknown> | undefined;
+  /** The first error a statement got here: the reason a later PREPARE votes no. */
+  firstError: unknown;
+
+  constructor(session: ShardSession) {
+    this.shardId = session.shardId;
+    this.session = session;
+  }
+
+  get began(): boolean {
+    return this.#began !== undefined;
+  }
+
+  send<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+    testHooks.statement?.(this.shardId, sql);
+    return this.session.query<R>(sql, params);
+  }
+
+  /**
+   * Runs a statement, opening the transaction first if this is the shard's first one. BEGIN is
+   * lazy (a declared shard that is never used costs nothing, and work that touched one shard
+   * commits in one phase) and pipelined: both statements are queued at once on the connection.
+   */
+  async run<R extends QueryResultRow>(sql: string, params: readonly unknown[] | undefined, begin: () => string): Promise<QueryResult<R>> {
+    const began = (this.#began ??= this.send(begin()));
+    const statement = this.send<R>(sql, params);
+    try {
+      await began;
+    } catch (error) {
+      statement.catch(() => undefined);
+      this.firstError ??= error;
+      throw error;
+    }
+    try {
+      return await statement;
+    } catch (error) {
+      this.firstError ??= error;
+      throw error;
+    }
+  }
+}
+
+/**
+ * Runs `work` as one transaction over the shards in `shardIds` (sorted: every transaction takes
+ * its connections in the same order, so two of them cannot deadlock on the pools).
+ */
+export async function runTransaction<T>(
+  context: CoordinatorContext,
+  shardIds: readonly string[],
+  decisionShardId: string,
+  options: ResolvedTransactionOptions,
+  work: (tx: Transaction) => Promise<T>,
+): Promise<T> {
+  const deadline = Date.now() + options.timeoutMillis;
+  const sessions: ShardSession[] = [];
+  try {
+    for (const shardId of shardIds) sessions.push(await context.acquire(shardId));
+    const run = new TransactionRun<T>(context, sessions, decisionShardId, options, deadline);
+    return await run.execute(work);
+  } finally {
+    for (const session of sessions) session.release();
+  }
+}
+
+class TransactionRun<T> {
+  readonly #context: CoordinatorContext;
+  readonly #participants: ReadonlyMap<string, Participant>;
+  readonly #decisionShardId: string;
+  readonly #options: ResolvedTransactionOptions;
+  readonly #deadline: number;
+  #state: 'open' | 'closed' | 'timed-out' = 'open';
+
+  constructor(
+    context: CoordinatorContext,
+    sessions: readonly ShardSession[],
+    decisionShardId: string,
+    options: ResolvedTransactionOptions,
+    deadline: number,
+  ) {
+    this.#context = context;
+    this.#participants = new Map(sessions.map((session) => [session.shardId, new Participant(session)]));
+    this.#decisionShardId = decisionShardId;
+    this.#options = options;
+    this.#deadline = deadline;
+  }
+
+  async execute(work: (tx: Transaction) => Promise<T>): Promise<T> {
+    const tx: Transaction = Object.freeze({
+      execute: <R extends QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]) => this.#statement<R>(key, sql, params),
+      shardIds: Object.freeze([...this.#participants.keys()]),
+    });
+    let timer: NodeJS.Timeout | undefined;
+    let value: T;
+    try {
+      const expired = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          this.#state = 'timed-out';
+          reject(this.#timeoutError());
+        }, Math.max(0, this.#deadline - Date.now()));
+      });
+      // Started inside a promise chain so a callback that throws synchronously is handled the
+      // same way; after a timeout it keeps running on its own, so its rejection is swallowed.
+      const working = Promise.resolve().then(() => work(tx));
+      working.catch(() => undefined);
+      value = await Promise.race([working, expired]);
+    } catch (error) {
+      const timedOut = this.#state === 'timed-out';
+      this.#state = 'closed';
+      await this.#rollbackOpen();
+      throw timedOut && !(error instanceof ShardRouterError && error.code === 'TRANSACTION_TIMEOUT') ? this.#timeoutError(error) : error;
+    } finally {
+      clearTimeout(timer);
+    }
+    this.#state = 'closed';
+    await this.#commit();
+    return value;
+  }
+
+  async #statement<R extends QueryResultRow>(key: ShardKey, sql: string, params: readonly unknown[] | undefined): Promise<ShardQueryResult<R>> {
+    if (this.#state !== 'open') {
+      throw this.#state === 'timed-out'
+        ? this.#timeoutError()
+        : new ShardRouterError('TRANSACTION_CLOSED', 'the transaction is over: tx.execute was called after its callback settled');
+    }
+    const shardId = this.#context.shardFor(key);
+    const participant = this.#participants.get(shardId);
+    if (!participant) {
+      throw new ShardRouterError(
+        'KEY_NOT_IN_TRANSACTION',
+        `the key belongs to shard ${shardId}, which is not among the transaction's shards (${[...this.#participants.keys()].join(', ')}); ` +
+          'declare every key the transaction touches',
+        { shardId },
+      );
+    }
+    if (typeof sql !== 'string' || sql.length === 0) throw new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string');
+    if (params !== undefined && !Array.isArray(params)) throw new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
+    try {
+      const result = await participant.run<R>(sql, params, () =>
+        beginSql(this.#options, this.#deadline - Date.now(), this.#context.serverVersion(shardId)),
+      );
+      return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardId };
+    } catch (error) {
+      throw this.#isTimeout(error) ? this.#timeoutError(error) : error;
+    }
+  }
+
+  /** The server ended the statement or session because the transaction's bound passed. */
+  #isTimeout(error: unknown): boolean {
+    const cause = error instanceof Error ? error.cause : undefined;
+    const sqlState = isDatabaseError(cause) ? cause.code : undefined;
+    // 25P03/25P04: idle_in_transaction_session_timeout / transaction_timeout; 57014: a cancel,
+    // ours when it comes from statement_timeout at the deadline.
+    return sqlState === '25P03' || sqlState === '25P04' || (sqlState === '57014' && Date.now() >= this.#deadline - 50);
+  }
+
+  #timeoutError(cause?: unknown): ShardRouterError {
+    return new ShardRouterError('TRANSACTION_TIMEOUT', `the transaction did not finish within ${this.#options.timeoutMillis} ms and was rolled back`, {
+      cause,
+    });
+  }
+
+  #touched(): Participant[] {
+    return [...this.#participants.values()].filter((participant) => participant.began);
+  }
+
+  /** After a failure before any commit step: ROLLBACK wherever a transaction was opened. */
+  async #rollbackOpen(): Promise<void> {
+    await Promise.all(this.#touched().map((participant) => cleanup(participant.send('ROLLBACK'))));
+  }
+
+  async #commit(): Promise<void> {
+    const touched = this.#touched();
+    if (touched.length === 0) return;
+    if (this.#options.readOnly) {
+      // Nothing to make durable: end the snapshots.
+      await Promise.all(touched.map((participant) => cleanup(participant.send('ROLLBACK'))));
+      return;
+    }
+    if (touched.length === 1) return this.#commitOnePhase(touched[0]!);
+    return this.#commitTwoPhase(touched);
+  }
+
+  async #commitOnePhase(participant: Participant): Promise<void> {
+    if (participant.session.broken) throw aborted(participant.shardId, undefined, participant.firstError);
+    let command: string;
+    try {
+      command = (await participant.send('COMMIT')).command;
+    } catch (error) {
+      if (error instanceof ShardRouterError && error.code === 'CONNECTION_LOST') {
+        throw new ShardRouterError(
+          'IN_DOUBT',
+          `shard ${participant.shardId}: the connection broke during COMMIT, so the transaction may or may not have committed`,
+          { shardId: participant.shardId, cause: error },
+        );
+      }
+      throw error; // PostgreSQL refused the commit (e.g. a deferred constraint): rolled back.
+    }
+    if (command !== 'COMMIT') throw aborted(participant.shardId, undefined, participant.firstError);
+  }
+
+  async #commitTwoPhase(touched: Participant[]): Promise<void> {
+    const decider = touched.find((participant) => participant.shardId === this.#decisionShardId) ?? touched[0]!;
+    const voters = touched.filter((participant) => participant !== decider);
+    const gid = newGid(this.#context.clusterId, decider.shardId);
+    const schema = this.#context.catalogSchema;
+
+    // Phase 1. PREPARE everywhere but D and, at the same time, the decision row on D (it stays
+    // uncommitted, so invisible and not yet a decision, until D's COMMIT below).
+    let preparedCount = 0;
+    const votes = voters.map(async (voter, index): Promise<Vote> => {
+      try {
+        await this.#fault('before-prepare', gid, voter, index + 1, voters.length);
+      } catch (error) {
+        voter.firstError ??= error;
+        return 'no';
+      }
+      let command: string;
+      try {
+        command = (await voter.send(`PREPARE TRANSACTION ${gidLiteral(gid)}`)).command;
+      } catch (error) {
+        voter.firstError ??= error;
+        // A server error means the PREPARE did not happen; a lost connection leaves it unknown.
+        return error instanceof ShardRouterError && error.code === 'CONNECTION_LOST' ? 'unknown' : 'no';
+      }
+      // A transaction that had already failed answers PREPARE with ROLLBACK: a no vote.
+      if (command !== 'PREPARE') return 'no';
+      preparedCount++;
+      try {
+        await this.#fault('after-prepare', gid, voter, preparedCount, voters.length);
+      } catch (error) {
+        voter.firstError ??= error;
+        return 'unknown';
+      }
+      return 'yes';
+    });
+    testHooks.statement?.(decider.shardId, 'INSERT INTO twopc_decisions');
+    const decisionRow = recordCommit(decider.session, schema, gid, this.#options.timeoutMillis + SERVER_SLACK_MS).then(
+      (inserted) => (inserted ? undefined : this.#timeoutError()),
+      (error: unknown) => error ?? new Error('decision row failed'),
+    );
+    const results = await Promise.all(votes);
+    const rowError = await decisionRow;
+
+    const noVoter = voters.find((_, index) => results[index] !== 'yes');
+    if (noVoter || rowError !== undefined) {
+      await this.#abort(gid, decider, voters, results);
+      if (rowError instanceof ShardRouterError && rowError.code === 'TRANSACTION_TIMEOUT') throw rowError;
+      if (rowError !== undefined && isUniqueViolation(rowError)) {
+        throw aborted(decider.shardId, gid, rowError, 'recovery had already decided to abort it (it saw a participant prepared for longer than the grace age)');
+      }
+      const culprit = noVoter ?? decider;
+      throw aborted(culprit.shardId, gid, noVoter ? noVoter.firstError : rowError);
+    }
+
+    // The commit point: D's COMMIT makes its writes and the 'commit' row durable together.
+    let outcome: Outcome;
+    let commitSent = false;
+    try {
+      await this.#fault('before-decision', gid, decider, 1, 1);
+      commitSent = true;
+      const { command } = await decider.send('COMMIT');
+      outcome = command === 'COMMIT' ? 'commit' : 'abort';
+      if (outcome === 'commit') await this.#fault('after-decision', gid, decider, 1, 1);
+    } catch (error) {
+      decider.firstError ??= error;
+      if (!commitSent) {
+        // D never got COMMIT, so it cannot commit: the decision is abort.
+        outcome = 'abort';
+        await cleanup(decider.send('ROLLBACK'));
+      } else if (isDatabaseError(error instanceof ShardRouterError ? error.cause : undefined) && !decider.session.broken) {
+        // PostgreSQL refused D's COMMIT (e.g. a deferred constraint): D rolled back, row and all.
+        outcome = 'abort';
+      } else {
+        outcome = await this.#learnOutcome(gid, decider.shardId, error);
+      }
+    }
+    if (outcome === 'abort') {
+      await this.#rollbackPrepared(gid, voters, results);
+      throw aborted(decider.shardId, gid, decider.firstError, 'the decision shard could not commit');
+    }
+
+    // Phase 2. Decided: from here on the caller gets success whatever happens to the others.
+    let unfinished = false;
+    await Promise.all(
+      voters.map(async (voter, index) => {
+        if (!(await this.#finishPrepared(gid, voter, 'COMMIT', index + 1, voters.length))) unfinished = true;
+      }),
+    );
+    if (unfinished) this.#context.onUnfinished(gid);
+  }
+
+  /** The decision stays abort: D never got COMMIT. Roll D back and undo every PREPARE that may have happened. */
+  async #abort(gid: Gid, decider: Participant, voters: Participant[], votes: Vote[]): Promise<void> {
+    await cleanup(decider.send('ROLLBACK'));
+    await this.#rollbackPrepared(gid, voters, votes);
+  }
+
+  async #rollbackPrepared(gid: Gid, voters: Participant[], votes: Vote[]): Promise<void> {
+    let unfinished = false;
+    await Promise.all(
+      voters.map(async (voter, index) => {
+        if (votes[index] === 'no') return;
+        if (!(await this.#finishPrepared(gid, voter, 'ROLLBACK', index + 1, voters.length))) unfinished = true;
+      }),
+    );
+    if (unfinished) this.#context.onUnfinished(gid);
+  }
+
+  /**
+   * COMMIT/ROLLBACK PREPARED on one participant: on its own connection, and once more on a fresh
+   * one if that broke. True when done (or already done: 42704 after our own decision). False
+   * leaves it to recovery, which will reach the same decision from D.
+   */
+  async #finishPrepared(gid: Gid, voter: Participant, verb: 'COMMIT' | 'ROLLBACK', index: number, of: number): Promise<boolean> {
+    const sql = `${verb} PREPARED ${gidLiteral(gid)}`;
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      let fresh: ShardSession | undefined;
+      try {
+        const target = attempt === 1 && !voter.session.broken ? voter.session : (fresh = await this.#context.acquire(voter.shardId));
+        if (verb === 'COMMIT') await this.#fault('before-commit-prepared', gid, voter, index, of, attempt, target);
+        testHooks.statement?.(voter.shardId, sql);
+        await target.query(sql);
+        if (verb === 'COMMIT') await this.#fault('after-commit-prepared', gid, voter, index, of, attempt, target);
+        return true;
+      } catch (error) {
+        const sqlState = error instanceof ShardRouterError && isDatabaseError(error.cause) ? error.cause.code : undefined;
+        if (sqlState === '42704') return true; // someone (recovery) already finished it, with the same decision
+        if (sqlState !== undefined && attempt === 1 && !voter.session.broken) return false; // a server refusal: no point in retrying
+      } finally {
+        fresh?.release();
+      }
+    }
+    return false;
+  }
+
+  /**
+   * The connection to D broke at the commit point: whether D committed is unknown. Ask D on a
+   * new connection, the way recovery does: insert 'abort' unless a decision exists, then read.
+   * If D cannot be reached, the honest answer is IN_DOUBT.
+   */
+  async #learnOutcome(gid: Gid, deciderId: string, cause: unknown): Promise<Outcome> {
+    let lastError: unknown = cause;
+    for (let attempt = 0; attempt < LEARN_OUTCOME_ATTEMPTS; attempt++) {
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, LEARN_OUTCOME_BACKOFF_MS * attempt));
+      let fresh: ShardSession | undefined;
+      try {
+        fresh = await this.#context.acquire(deciderId);
+        return await settleDecision(fresh, this.#context.catalogSchema, gid, SETTLE_LOCK_TIMEOUT_MS);
+      } catch (error) {
+        lastError = error;
+      } finally {
+        fresh?.release();
+      }
+    }
+    this.#context.onUnfinished(gid);
+    throw new ShardRouterError(
+      'IN_DOUBT',
+      `transaction ${gid}: the connection to its decision shard ${deciderId} broke at the commit point and the shard ` +
+        'cannot be reached, so whether it committed is unknown; recovery will settle it (all shards or none)',
+      { shardId: deciderId, gid, cause: lastError },
+    );
+  }
+
+  async #fault(point: FaultPoint, gid: Gid, participant: Participant, index: number, of: number, attempt = 1, target?: ShardSession): Promise<void> {
+    const hook = testHooks.fault;
+    if (hook) {
+      await hook({ point, gid, shardId: participant.shardId, backendPid: (target ?? participant.session).backendPid, index, of, attempt });
+    }
+  }
+}
+
+function aborted(shardId: string, gid: Gid | undefined, cause: unknown, why?: string): ShardRouterError {
+  const reason = why ?? (cause instanceof Error ? cause.message : 'its transaction had already failed');
+  return new ShardRouterError('TRANSACTION_ABORTED', `the transaction was rolled back on every shard: shard ${shardId} could not commit: ${reason}`, {
+    shardId,
+    gid,
+    cause,
+  });
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  const cause = error instanceof ShardRouterError ? error.cause : undefined;
+  return isDatabaseError(cause) && cause.code === '23505';
+}
+
+/** Waits a bounded time for a clean-up statement; failures are fine (the pool destroys a connection left mid-transaction). */
+async function cleanup(statement: Promise<unknown>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([statement.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, CLEANUP_WAIT_MS)))]);
+  clearTimeout(timer);
+}
