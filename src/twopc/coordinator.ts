@@ -3,7 +3,7 @@ import type { ShardSession } from '../cluster/shard-io.js';
 import type { ShardQueryResult } from '../cluster/shard-pool.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
 import type { ShardKey } from '../router/hash.js';
-import { recordCommit, settleDecision } from './decision-log.js';
+import { COORDINATOR_SETTLE_WINDOW_MS, UnsettledError, recordCommit, settleDecision } from './decision-log.js';
 import type { Outcome } from './decision-log.js';
 import { gidLiteral, newGid } from './gid.js';
 import type { Gid } from './gid.js';
@@ -307,8 +307,13 @@ class TransactionRun<T> {
       return 'yes';
     });
     testHooks.statement?.(decider.shardId, 'INSERT INTO twopc_decisions');
+    let insertedAt = Number.NaN;
     const decisionRow = recordCommit(decider.session, schema, gid, this.#options.timeoutMillis + SERVER_SLACK_MS).then(
-      (inserted) => (inserted ? undefined : this.#timeoutError()),
+      (at) => {
+        if (at === null) return this.#timeoutError();
+        insertedAt = Number(at);
+        return undefined;
+      },
       (error: unknown) => error ?? new Error('decision row failed'),
     );
     const results = await Promise.all(votes);
@@ -344,7 +349,7 @@ class TransactionRun<T> {
         // PostgreSQL refused D's COMMIT (e.g. a deferred constraint): D rolled back, row and all.
         outcome = 'abort';
       } else {
-        outcome = await this.#learnOutcome(gid, decider.shardId, error);
+        outcome = await this.#learnOutcome(gid, decider.shardId, insertedAt, error);
       }
     }
     if (outcome === 'abort') {
@@ -411,16 +416,18 @@ class TransactionRun<T> {
    * new connection, the way recovery does: insert 'abort' unless a decision exists, then read.
    * If D cannot be reached, the honest answer is IN_DOUBT.
    */
-  async #learnOutcome(gid: Gid, deciderId: string, cause: unknown): Promise<Outcome> {
+  async #learnOutcome(gid: Gid, deciderId: string, insertedAt: number, cause: unknown): Promise<Outcome> {
     let lastError: unknown = cause;
+    const notAfter = insertedAt + COORDINATOR_SETTLE_WINDOW_MS / 1000;
     for (let attempt = 0; attempt < LEARN_OUTCOME_ATTEMPTS; attempt++) {
       if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, LEARN_OUTCOME_BACKOFF_MS * attempt));
       let fresh: ShardSession | undefined;
       try {
         fresh = await this.#context.acquire(deciderId);
-        return await settleDecision(fresh, this.#context.catalogSchema, gid, SETTLE_LOCK_TIMEOUT_MS);
+        return await settleDecision(fresh, this.#context.catalogSchema, gid, SETTLE_LOCK_TIMEOUT_MS, notAfter);
       } catch (error) {
         lastError = error;
+        if (error instanceof UnsettledError) break;
       } finally {
         fresh?.release();
       }
@@ -428,8 +435,8 @@ class TransactionRun<T> {
     this.#context.onUnfinished(gid);
     throw new ShardRouterError(
       'IN_DOUBT',
-      `transaction ${gid}: the connection to its decision shard ${deciderId} broke at the commit point and the shard ` +
-        'cannot be reached, so whether it committed is unknown; recovery will settle it (all shards or none)',
+      `transaction ${gid}: the connection to its decision shard ${deciderId} broke at the commit point and the ` +
+        'decision could not be read back, so whether it committed is unknown; recovery will settle it (all shards or none)',
       { shardId: deciderId, gid, cause: lastError },
     );
   }

@@ -388,9 +388,9 @@ describe('recovery', () => {
       await client.query(`PREPARE TRANSACTION '${gid('undecided')}'`);
     });
     await withServer(s0, async (client) => {
-      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'commit', now() - interval '2 minutes')`, [gid('committed')]);
+      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'commit', now() - interval '10 minutes')`, [gid('committed')]);
       // Old rows of finished transactions: a commit row (nothing prepared) and an abort row past retention.
-      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'commit', now() - interval '2 minutes')`, [gid('finished')]);
+      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'commit', now() - interval '10 minutes')`, [gid('finished')]);
       await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'abort', now() - interval '25 hours')`, [gid('ancient')]);
       await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'abort', now() - interval '1 hour')`, [gid('recent')]);
     });

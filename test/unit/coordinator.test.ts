@@ -58,7 +58,7 @@ class Recorder {
           throw reply;
         }
         const command = sql.startsWith('PREPARE') ? 'PREPARE' : (sql.split(' ')[0] ?? '').replace(';', '');
-        return { command, rowCount: 1, rows: sql.startsWith('SELECT outcome') ? [{ outcome: 'commit' }] : [], fields: [], oid: 0, ...reply } as QueryResult;
+        return { command, rowCount: 1, rows: sql.startsWith('SELECT outcome') ? [{ outcome: 'commit' }] : sql.includes('RETURNING') ? [{ at: String(Date.now() / 1000) }] : [], fields: [], oid: 0, ...reply } as QueryResult;
       },
       release() {
         trace.push(`${shardId}#${id} release`);
