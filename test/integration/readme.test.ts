@@ -38,6 +38,23 @@ describe('README and demo', () => {
     }
   });
 
+  it('transfer example runs as written: the transfer commits on two shards, the failing one on neither', async () => {
+    mkdirSync(path.join(root, '.tmp'), { recursive: true });
+    const file = path.join(root, '.tmp', `${uniqueName('readme')}.ts`);
+    writeFileSync(file, readmeExample('transfer').replace(`from 'pg-shard-router'`, `from '../src/index.js'`));
+    try {
+      const { stdout } = await runTypeScript(file, { PG_SHARD_URLS: scratch.urls.join(',') });
+      expect(stdout).toBe('refused: QUERY_FAILED, nothing committed\nuser 1 on s0: 70\nuser 2 on s2: 130\n');
+      // Nothing left prepared on any shard.
+      for (const url of scratch.urls) {
+        const { rows } = await withServer(url, (client) => client.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()'));
+        expect(rows).toEqual([]);
+      }
+    } finally {
+      rmSync(file, { force: true });
+    }
+  });
+
   it('npm run demo writes and reads back every user from its owning shard', async () => {
     const { stdout } = await runTypeScript('demo/demo.ts', { PG_SHARD_URLS: scratch.urls.join(',') });
     expect(stdout).toContain('every user read back exactly as written, from the shard that owns it');
