@@ -349,6 +349,9 @@ class TransactionRun<T> {
         // PostgreSQL refused D's COMMIT (e.g. a deferred constraint): D rolled back, row and all.
         outcome = 'abort';
       } else {
+        // Give the broken connection back first: while it counts as borrowed, the pool would
+        // make us wait out the acquire timeout instead of failing fast on a down shard.
+        if (decider.session.broken) decider.session.release();
         outcome = await this.#learnOutcome(gid, decider.shardId, insertedAt, error);
       }
     }
@@ -393,6 +396,7 @@ class TransactionRun<T> {
     const sql = `${verb} PREPARED ${gidLiteral(gid)}`;
     for (let attempt = 1; attempt <= 2; attempt++) {
       let fresh: ShardSession | undefined;
+      if (voter.session.broken) voter.session.release(); // see #learnOutcome's caller
       try {
         const target = attempt === 1 && !voter.session.broken ? voter.session : (fresh = await this.#context.acquire(voter.shardId));
         if (verb === 'COMMIT') await this.#fault('before-commit-prepared', gid, voter, index, of, attempt, target);
