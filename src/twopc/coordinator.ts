@@ -3,7 +3,7 @@ import type { ShardSession } from '../cluster/shard-io.js';
 import type { ShardQueryResult } from '../cluster/shard-pool.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
 import type { ShardKey } from '../router/hash.js';
-import { COORDINATOR_SETTLE_WINDOW_MS, UnsettledError, recordCommit, settleDecision } from './decision-log.js';
+import { COORDINATOR_SETTLE_WINDOW_MS, UnsettledError, commitDecisionSql, settleDecision } from './decision-log.js';
 import type { Outcome } from './decision-log.js';
 import { gidLiteral, newGid } from './gid.js';
 import type { Gid } from './gid.js';
@@ -74,6 +74,8 @@ class Participant {
   #began: Promise<unknown> | undefined;
   /** The first error a statement got here: the reason a later PREPARE votes no. */
   firstError: unknown;
+  /** When this shard's transaction began, on its own clock (epoch seconds); NaN until known. */
+  startedAt = Number.NaN;
 
   constructor(session: ShardSession) {
     this.shardId = session.shardId;
@@ -95,7 +97,11 @@ class Participant {
    * commits in one phase) and pipelined: both statements are queued at once on the connection.
    */
   async run<R extends QueryResultRow>(sql: string, params: readonly unknown[] | undefined, begin: () => string): Promise<QueryResult<R>> {
-    const began = (this.#began ??= this.send(begin()));
+    const began = (this.#began ??= this.send(begin()).then((result) => {
+      // A multi-statement simple query answers with one result per statement; the last is the SELECT.
+      const last = (Array.isArray(result) ? result.at(-1) : result) as QueryResult<{ started?: string }> | undefined;
+      this.startedAt = Number(last?.rows[0]?.started);
+    }));
     const statement = this.send<R>(sql, params);
     try {
       await began;
@@ -275,69 +281,57 @@ class TransactionRun<T> {
     const decider = touched.find((participant) => participant.shardId === this.#decisionShardId) ?? touched[0]!;
     const voters = touched.filter((participant) => participant !== decider);
     const gid = newGid(this.#context.clusterId, decider.shardId);
-    const schema = this.#context.catalogSchema;
 
-    // Phase 1. PREPARE everywhere but D and, at the same time, the decision row on D (it stays
-    // uncommitted, so invisible and not yet a decision, until D's COMMIT below).
+    // Phase 1: PREPARE everywhere but D, in parallel.
     let preparedCount = 0;
-    const votes = voters.map(async (voter, index): Promise<Vote> => {
-      try {
-        await this.#fault('before-prepare', gid, voter, index + 1, voters.length);
-      } catch (error) {
-        voter.firstError ??= error;
-        return 'no';
-      }
-      let command: string;
-      try {
-        command = (await voter.send(`PREPARE TRANSACTION ${gidLiteral(gid)}`)).command;
-      } catch (error) {
-        voter.firstError ??= error;
-        // A server error means the PREPARE did not happen; a lost connection leaves it unknown.
-        return error instanceof ShardRouterError && error.code === 'CONNECTION_LOST' ? 'unknown' : 'no';
-      }
-      // A transaction that had already failed answers PREPARE with ROLLBACK: a no vote.
-      if (command !== 'PREPARE') return 'no';
-      preparedCount++;
-      try {
-        await this.#fault('after-prepare', gid, voter, preparedCount, voters.length);
-      } catch (error) {
-        voter.firstError ??= error;
-        return 'unknown';
-      }
-      return 'yes';
-    });
-    testHooks.statement?.(decider.shardId, 'INSERT INTO twopc_decisions');
-    let insertedAt = Number.NaN;
-    const decisionRow = recordCommit(decider.session, schema, gid, this.#options.timeoutMillis + SERVER_SLACK_MS).then(
-      (at) => {
-        if (at === null) return this.#timeoutError();
-        insertedAt = Number(at);
-        return undefined;
-      },
-      (error: unknown) => error ?? new Error('decision row failed'),
+    const results = await Promise.all(
+      voters.map(async (voter, index): Promise<Vote> => {
+        try {
+          await this.#fault('before-prepare', gid, voter, index + 1, voters.length);
+        } catch (error) {
+          voter.firstError ??= error;
+          return 'no';
+        }
+        let command: string;
+        try {
+          command = (await voter.send(`PREPARE TRANSACTION ${gidLiteral(gid)}`)).command;
+        } catch (error) {
+          voter.firstError ??= error;
+          // A server error means the PREPARE did not happen; a lost connection leaves it unknown.
+          return error instanceof ShardRouterError && error.code === 'CONNECTION_LOST' ? 'unknown' : 'no';
+        }
+        // A transaction that had already failed answers PREPARE with ROLLBACK: a no vote.
+        if (command !== 'PREPARE') return 'no';
+        preparedCount++;
+        try {
+          await this.#fault('after-prepare', gid, voter, preparedCount, voters.length);
+        } catch (error) {
+          voter.firstError ??= error;
+          return 'unknown';
+        }
+        return 'yes';
+      }),
     );
-    const results = await Promise.all(votes);
-    const rowError = await decisionRow;
-
     const noVoter = voters.find((_, index) => results[index] !== 'yes');
-    if (noVoter || rowError !== undefined) {
-      await this.#abort(gid, decider, voters, results);
-      if (rowError instanceof ShardRouterError && rowError.code === 'TRANSACTION_TIMEOUT') throw rowError;
-      if (rowError !== undefined && isUniqueViolation(rowError)) {
-        throw aborted(decider.shardId, gid, rowError, 'recovery had already decided to abort it (it saw a participant prepared for longer than the grace age)');
-      }
-      const culprit = noVoter ?? decider;
-      throw aborted(culprit.shardId, gid, noVoter ? noVoter.firstError : rowError);
+    if (noVoter) {
+      await cleanup(decider.send('ROLLBACK'));
+      await this.#rollbackPrepared(gid, voters, results);
+      throw aborted(noVoter.shardId, gid, noVoter.firstError);
     }
 
-    // The commit point: D's COMMIT makes its writes and the 'commit' row durable together.
+    // Phase 2, the commit point: on D, the 'commit' row and COMMIT in one message. D's writes
+    // and the decision become durable in one local commit. The row is kept long enough for a
+    // coordinator that loses the answer to settle within its window (decision-log.ts).
+    const keepMillis = this.#options.timeoutMillis + SERVER_SLACK_MS + COORDINATOR_SETTLE_WINDOW_MS;
     let outcome: Outcome;
     let commitSent = false;
+    let refusal: unknown;
     try {
       await this.#fault('before-decision', gid, decider, 1, 1);
       commitSent = true;
-      const { command } = await decider.send('COMMIT');
-      outcome = command === 'COMMIT' ? 'commit' : 'abort';
+      const answer = (await decider.send(commitDecisionSql(this.#context.catalogSchema, gid, keepMillis))) as unknown as QueryResult[] | QueryResult;
+      const last = Array.isArray(answer) ? answer.at(-1) : answer;
+      outcome = last?.command === 'COMMIT' ? 'commit' : 'abort';
       if (outcome === 'commit') await this.#fault('after-decision', gid, decider, 1, 1);
     } catch (error) {
       decider.firstError ??= error;
@@ -346,21 +340,28 @@ class TransactionRun<T> {
         outcome = 'abort';
         await cleanup(decider.send('ROLLBACK'));
       } else if (isDatabaseError(error instanceof ShardRouterError ? error.cause : undefined) && !decider.session.broken) {
-        // PostgreSQL refused D's COMMIT (e.g. a deferred constraint): D rolled back, row and all.
+        // PostgreSQL refused the insert (recovery's 'abort' row is there, or the lifetime
+        // guard) or the COMMIT (e.g. a deferred constraint): D did not commit.
         outcome = 'abort';
+        refusal = error;
+        await cleanup(decider.send('ROLLBACK'));
       } else {
         // Give the broken connection back first: while it counts as borrowed, the pool would
         // make us wait out the acquire timeout instead of failing fast on a down shard.
         if (decider.session.broken) decider.session.release();
-        outcome = await this.#learnOutcome(gid, decider.shardId, insertedAt, error);
+        outcome = await this.#learnOutcome(gid, decider.shardId, decider.startedAt + keepMillis / 1000, error);
       }
     }
     if (outcome === 'abort') {
       await this.#rollbackPrepared(gid, voters, results);
+      if (refusal !== undefined && sqlStateOf(refusal) === '23505') {
+        throw aborted(decider.shardId, gid, refusal, 'recovery had already decided to abort it (it saw a participant prepared for longer than the grace age)');
+      }
+      if (refusal !== undefined && sqlStateOf(refusal) === '23514') throw this.#timeoutError(refusal);
       throw aborted(decider.shardId, gid, decider.firstError, 'the decision shard could not commit');
     }
 
-    // Phase 2. Decided: from here on the caller gets success whatever happens to the others.
+    // Phase 3. Decided: from here on the caller gets success whatever happens to the others.
     let unfinished = false;
     await Promise.all(
       voters.map(async (voter, index) => {
@@ -370,14 +371,7 @@ class TransactionRun<T> {
     if (unfinished) this.#context.onUnfinished(gid);
   }
 
-  /** The decision stays abort: D never got COMMIT. Roll D back and undo every PREPARE that may have happened. */
-  async #abort(gid: Gid, decider: Participant, voters: Participant[], votes: Vote[]): Promise<void> {
-    await cleanup(decider.send('ROLLBACK'));
-    await this.#rollbackPrepared(gid, voters, votes);
-  }
-
-  async #rollbackPrepared(gid: Gid, voters: Participant[], votes: Vote[]): Promise<void> {
-    let unfinished = false;
+  async #rollbackPrepared(gid: Gid, voters: Participant[], votes: Vote[]): Promise<void> {    let unfinished = false;
     await Promise.all(
       voters.map(async (voter, index) => {
         if (votes[index] === 'no') return;
@@ -420,9 +414,10 @@ class TransactionRun<T> {
    * new connection, the way recovery does: insert 'abort' unless a decision exists, then read.
    * If D cannot be reached, the honest answer is IN_DOUBT.
    */
-  async #learnOutcome(gid: Gid, deciderId: string, insertedAt: number, cause: unknown): Promise<Outcome> {
+  async #learnOutcome(gid: Gid, deciderId: string, notAfterEpoch: number, cause: unknown): Promise<Outcome> {
     let lastError: unknown = cause;
-    const notAfter = insertedAt + COORDINATOR_SETTLE_WINDOW_MS / 1000;
+    // Unknown start (never expected): only read, never decide.
+    const notAfter = Number.isFinite(notAfterEpoch) ? notAfterEpoch : 0;
     for (let attempt = 0; attempt < LEARN_OUTCOME_ATTEMPTS; attempt++) {
       if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, LEARN_OUTCOME_BACKOFF_MS * attempt));
       let fresh: ShardSession | undefined;
@@ -462,9 +457,9 @@ function aborted(shardId: string, gid: Gid | undefined, cause: unknown, why?: st
   });
 }
 
-function isUniqueViolation(error: unknown): boolean {
+function sqlStateOf(error: unknown): string | undefined {
   const cause = error instanceof ShardRouterError ? error.cause : undefined;
-  return isDatabaseError(cause) && cause.code === '23505';
+  return isDatabaseError(cause) ? cause.code : undefined;
 }
 
 /** Waits a bounded time for a clean-up statement; failures are fine (the pool destroys a connection left mid-transaction). */

@@ -1,5 +1,8 @@
 import type { ShardSession } from '../cluster/shard-io.js';
+import { MAX_TRANSACTION_TIMEOUT_MS } from '../config.js';
+import { gidLiteral } from './gid.js';
 import type { Gid } from './gid.js';
+import { SERVER_SLACK_MS } from './transaction-options.js';
 
 /**
  * The durable commit decisions of cross-shard transactions: one table per shard, in the
@@ -12,21 +15,19 @@ import type { Gid } from './gid.js';
 export type Outcome = 'commit' | 'abort';
 
 /**
- * How long after its insert a coordinator may still settle its own gid (after losing D's answer
- * to COMMIT). Enforced on D's clock by settleDecision's guard, so it holds whatever the
- * coordinator's clock or pool does.
+ * How long after its transaction on D began a coordinator may still settle its own gid (after
+ * losing D's answer to COMMIT), beyond the transaction's lifetime. Enforced on D's clock by
+ * settleDecision's guard, so it holds whatever the coordinator's clock or pool does.
  */
 export const COORDINATOR_SETTLE_WINDOW_MS = 120_000;
 /**
- * Commit rows are kept at least this long, and then only while some shard still has the gid
- * prepared. Longer than the settle window: a coordinator that settles late must find its row,
- * or it would insert 'abort' and report a committed transaction as failed.
+ * The longest any coordinator transaction on D can live, on D's clock: the longest allowed
+ * timeout plus the servers' slack. The table's CHECK refuses a commit row from an older one.
  */
-export const COMMIT_ROW_MIN_AGE_MS = 300_000;
+export const MAX_DECIDER_LIFETIME_MS = MAX_TRANSACTION_TIMEOUT_MS + SERVER_SLACK_MS;
 /**
  * Abort rows must outlive any coordinator transaction that could still insert 'commit' for the
- * same gid. recordCommit refuses to insert once D's transaction is older than its lifetime
- * bound (at most MAX_TRANSACTION_TIMEOUT_MS + slack, one hour and a bit), so a day is ample.
+ * same gid, i.e. MAX_DECIDER_LIFETIME_MS (one hour and a bit); a day is ample.
  */
 export const ABORT_ROW_RETENTION_MS = 24 * 3_600_000;
 
@@ -34,28 +35,33 @@ function table(schema: string): string {
   return `"${schema}".twopc_decisions`;
 }
 
+/**
+ * created_at is the insert time; keep_until (commit rows only) is the earliest time the row
+ * may be collected. The CHECK is the lifetime guard: a commit row can only be inserted by a
+ * transaction that began less than MAX_DECIDER_LIFETIME_MS ago (now() is its start), whatever
+ * the server's timeout settings, which is what makes collecting abort rows safe.
+ */
 export function decisionTableDdl(schema: string): string {
   return `CREATE TABLE IF NOT EXISTS ${table(schema)} (
     gid text PRIMARY KEY CHECK (octet_length(gid) < 200),
     outcome text NOT NULL CHECK (outcome IN ('commit', 'abort')),
-    created_at timestamptz NOT NULL DEFAULT now())`;
+    created_at timestamptz NOT NULL DEFAULT now(),
+    keep_until timestamptz,
+    CONSTRAINT commit_within_lifetime CHECK (outcome = 'abort' OR created_at < now() + interval '${MAX_DECIDER_LIFETIME_MS} milliseconds'))`;
 }
 
 /**
- * Inside D's open transaction: the 'commit' row, durable only when D commits. Refused (returns
- * null) when D's transaction has run longer than `lifetimeMillis`: abort rows are garbage
- * collected on that assumption. A 'abort' row already there (recovery got first) makes this fail
- * with a unique violation; an uncommitted one makes it wait for that recovery to commit.
- * Returns the insert time on D's clock (epoch seconds, as text to keep every digit).
+ * The commit point, one round trip on D: the 'commit' row and COMMIT in one simple-protocol
+ * message, so D's writes and the decision become durable in one local commit. If the insert
+ * fails (an 'abort' row is there: unique violation; the lifetime CHECK) PostgreSQL skips the
+ * COMMIT and D's transaction stays failed, to be rolled back. The gid is validated (gidLiteral);
+ * the numbers are ours. `keepMillis` keeps the row at least that long (see settleDecision).
  */
-export async function recordCommit(session: ShardSession, schema: string, gid: Gid, lifetimeMillis: number): Promise<string | null> {
-  const { rows } = await session.query<{ at: string }>(
-    `INSERT INTO ${table(schema)} (gid, outcome, created_at)
-     SELECT $1, 'commit', clock_timestamp() WHERE clock_timestamp() < now() + make_interval(secs => $2::float8 / 1000)
-     RETURNING extract(epoch FROM created_at)::text AS at`,
-    [gid, lifetimeMillis],
+export function commitDecisionSql(schema: string, gid: Gid, keepMillis: number): string {
+  return (
+    `INSERT INTO ${table(schema)} (gid, outcome, created_at, keep_until) ` +
+    `VALUES (${gidLiteral(gid)}, 'commit', clock_timestamp(), clock_timestamp() + interval '${Math.trunc(keepMillis)} milliseconds'); COMMIT`
   );
-  return rows[0]?.at ?? null;
 }
 
 /** The decision could not be settled: too late for a coordinator to decide, and no row to read. */
@@ -68,9 +74,9 @@ export class UnsettledError extends Error {}
  * read needs a snapshot taken after the insert stopped waiting. `lockTimeoutMillis` bounds
  * that wait (a frozen coordinator); it surfaces as LOCK_TIMEOUT and nothing is decided.
  *
- * A coordinator settling its own gid passes `notAfterEpoch` (its insert time + the settle
- * window, on D's clock): past it, the commit row may have been collected, so it must not
- * insert 'abort' any more, and a missing row means "unknown" (UnsettledError), not abort.
+ * A coordinator settling its own gid passes `notAfterEpoch` (on D's clock): past it, its commit
+ * row may have been collected, so it must not insert 'abort' any more, and a missing row then
+ * means "unknown" (UnsettledError), not abort. Commit rows are kept until after that time.
  */
 export async function settleDecision(
   session: ShardSession,
@@ -100,11 +106,10 @@ export async function settleDecision(
   throw new UnsettledError(`no decision row for ${gid}, and too late to record one`);
 }
 
-/** Commit rows old enough to be collected if no shard still has their gid prepared. */
+/** Commit rows past their keep_until: collectable if no shard still has their gid prepared. */
 export async function commitRowCandidates(session: ShardSession, schema: string): Promise<string[]> {
   const { rows } = await session.query<{ gid: string }>(
-    `SELECT gid FROM ${table(schema)} WHERE outcome = 'commit' AND created_at < now() - make_interval(secs => $1::float8 / 1000) LIMIT 10000`,
-    [COMMIT_ROW_MIN_AGE_MS],
+    `SELECT gid FROM ${table(schema)} WHERE outcome = 'commit' AND keep_until < now() LIMIT 10000`,
   );
   return rows.map((row) => row.gid);
 }

@@ -161,7 +161,7 @@ describe('router.transaction: commit and rollback', () => {
     expect(sent).toEqual(['s2: BEGIN', 's2: INSERT', 's2: COMMIT']);
   });
 
-  it('a two-shard transaction sends PREPARE to every participant but the decision shard, and COMMIT PREPARED only after its COMMIT', async () => {
+  it('a two-shard transaction sends PREPARE to every participant but the decision shard, and COMMIT PREPARED only after its decision commit', async () => {
     const keys = freshKeys('s2', 's0', 's3');
     await open(keys);
     const sent: string[] = [];
@@ -171,7 +171,7 @@ describe('router.transaction: commit and rollback', () => {
     });
     const prepares = sent.filter((line) => line.includes('PREPARE TRANSACTION'));
     expect(prepares.sort()).toEqual(['s0: PREPARE TRANSACTION', 's3: PREPARE TRANSACTION']);
-    const commitAt = sent.indexOf('s2: COMMIT');
+    const commitAt = sent.indexOf('s2: INSERT INTO');
     expect(commitAt).toBeGreaterThan(Math.max(...prepares.map((line) => sent.indexOf(line))));
     const finishes = sent.filter((line) => line.includes('COMMIT PREPARED'));
     expect(finishes.sort()).toEqual(['s0: COMMIT PREPARED', 's3: COMMIT PREPARED']);
@@ -388,10 +388,12 @@ describe('recovery', () => {
       await client.query(`PREPARE TRANSACTION '${gid('undecided')}'`);
     });
     await withServer(s0, async (client) => {
-      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'commit', now() - interval '10 minutes')`, [gid('committed')]);
+      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at, keep_until) VALUES ($1, 'commit', now() - interval '10 minutes', now() - interval '1 minute')`, [gid('committed')]);
       // Old rows of finished transactions: a commit row (nothing prepared) and an abort row past retention.
-      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'commit', now() - interval '10 minutes')`, [gid('finished')]);
+      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at, keep_until) VALUES ($1, 'commit', now() - interval '10 minutes', now() - interval '1 minute')`, [gid('finished')]);
       await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'abort', now() - interval '25 hours')`, [gid('ancient')]);
+      // A commit row still inside its keep window (its coordinator may yet settle): kept.
+      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at, keep_until) VALUES ($1, 'commit', now() - interval '10 minutes', now() + interval '1 hour')`, [gid('kept')]);
       await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'abort', now() - interval '1 hour')`, [gid('recent')]);
     });
 
@@ -407,12 +409,13 @@ describe('recovery', () => {
       (await withServer(s0, (client) => client.query<{ gid: string; outcome: string }>(`SELECT gid, outcome FROM ${catalog}.twopc_decisions WHERE gid LIKE $1 ORDER BY gid`, [`${prefix}:s0:%-0000000000000000`]))).rows;
     expect(await rows()).toEqual([
       { gid: gid('committed'), outcome: 'commit' },
+      { gid: gid('kept'), outcome: 'commit' },
       { gid: gid('recent'), outcome: 'abort' },
       { gid: gid('undecided'), outcome: 'abort' },
     ]);
     const second = await router.recover({ graceMillis: 0 });
     expect(second.decisionsCollected).toBe(1);
-    expect((await rows()).map((row) => row.gid)).toEqual([gid('recent'), gid('undecided')]);
+    expect((await rows()).map((row) => row.gid)).toEqual([gid('kept'), gid('recent'), gid('undecided')]);
   });
 
   it('leaves prepared transactions younger than the grace age to their coordinator', async () => {

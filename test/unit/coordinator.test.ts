@@ -49,7 +49,11 @@ class Recorder {
       },
       backendPid: id,
       async query(sql: string) {
-        const verb = sql.startsWith('BEGIN') ? 'BEGIN' : sql.replace(/'psr:[^']+'/, '<gid>').replace(/ INTO "shard_router".twopc_decisions.*/s, ' decision');
+        const verb = sql.startsWith('BEGIN')
+          ? 'BEGIN'
+          : sql.endsWith('; COMMIT')
+            ? 'INSERT decision; COMMIT'
+            : sql.replace(/'psr:[^']+'/, '<gid>').replace(/ INTO "shard_router".twopc_decisions.*/s, ' decision');
         trace.push(`${shardId}#${id} ${verb}`);
         await new Promise((resolve) => setImmediate(resolve));
         const reply = script(shardId, sql, id);
@@ -58,7 +62,11 @@ class Recorder {
           throw reply;
         }
         const command = sql.startsWith('PREPARE') ? 'PREPARE' : (sql.split(' ')[0] ?? '').replace(';', '');
-        return { command, rowCount: 1, rows: sql.startsWith('SELECT outcome') ? [{ outcome: 'commit' }] : sql.includes('RETURNING') ? [{ at: String(Date.now() / 1000) }] : [], fields: [], oid: 0, ...reply } as QueryResult;
+        const result = (fields: Partial<QueryResult>) => ({ command, rowCount: 1, rows: [], fields: [], oid: 0, ...fields, ...reply }) as QueryResult;
+        // Multi-statement simple queries answer with one result per statement.
+        if (sql.startsWith('BEGIN')) return [result({ command: 'BEGIN' }), result({ command: 'SELECT', rows: [{ started: String(Date.now() / 1000) }] })];
+        if (sql.endsWith('; COMMIT')) return [result({ command: 'INSERT' }), result({ command: 'COMMIT', ...reply })];
+        return result({ rows: sql.startsWith('SELECT outcome') ? [{ outcome: 'commit' }] : [] });
       },
       release() {
         trace.push(`${shardId}#${id} release`);
@@ -77,7 +85,7 @@ function transfer(recorder: Recorder, keys: string[]) {
 }
 
 describe('two-phase commit protocol order (recording fake)', () => {
-  it('PREPAREs every voter and writes the decision row before D commits; COMMIT PREPARED only after', async () => {
+  it('PREPAREs every voter before D commits together with its decision row; COMMIT PREPARED only after', async () => {
     const recorder = new Recorder();
     expect(await transfer(recorder, ['s1:a', 's0:b', 's2:c'])).toBe('ok');
     const t = recorder.trace;
@@ -91,8 +99,8 @@ describe('two-phase commit protocol order (recording fake)', () => {
       return index;
     };
     // The first key's shard (s1) decides.
-    const commit = at('s1#2 COMMIT');
-    for (const line of ['s0#1 PREPARE TRANSACTION <gid>', 's2#3 PREPARE TRANSACTION <gid>', 's1#2 INSERT decision']) expect(at(line)).toBeLessThan(commit);
+    const commit = at('s1#2 INSERT decision; COMMIT');
+    for (const line of ['s0#1 PREPARE TRANSACTION <gid>', 's2#3 PREPARE TRANSACTION <gid>']) expect(at(line)).toBeLessThan(commit);
     for (const line of ['s0#1 COMMIT PREPARED <gid>', 's2#3 COMMIT PREPARED <gid>']) expect(at(line)).toBeGreaterThan(commit);
     expect(t.filter((line) => line.includes('PREPARE TRANSACTION'))).toHaveLength(2);
     expect(t.filter((line) => line.endsWith('release'))).toHaveLength(3);
@@ -103,7 +111,7 @@ describe('two-phase commit protocol order (recording fake)', () => {
     const error = await transfer(recorder, ['s0:a', 's1:b', 's2:c']).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'TRANSACTION_ABORTED', shardId: 's2' });
     const t = recorder.trace;
-    expect(t).not.toContain('s0#1 COMMIT');
+    expect(t).not.toContain('s0#1 INSERT decision; COMMIT');
     expect(t).toContain('s0#1 ROLLBACK');
     expect(t).toContain('s1#2 ROLLBACK PREPARED <gid>');
     expect(t.some((line) => line.startsWith('s2') && line.includes('ROLLBACK PREPARED'))).toBe(false);
@@ -111,10 +119,10 @@ describe('two-phase commit protocol order (recording fake)', () => {
   });
 
   it('a lost answer to D\'s COMMIT is settled on a fresh connection (insert abort unless decided, then read) before anything else', async () => {
-    const recorder = new Recorder((shardId, sql, session) => (shardId === 's0' && session === 1 && sql === 'COMMIT' ? lost('s0') : undefined));
+    const recorder = new Recorder((shardId, sql, session) => (shardId === 's0' && session === 1 && sql.endsWith('; COMMIT') ? lost('s0') : undefined));
     expect(await transfer(recorder, ['s0:a', 's1:b'])).toBe('ok');
     const t = recorder.trace.filter((line) => !line.endsWith('release'));
-    const settle = t.slice(t.indexOf('s0#1 COMMIT') + 1);
+    const settle = t.slice(t.indexOf('s0#1 INSERT decision; COMMIT') + 1);
     expect(settle).toEqual([
       's0#3 BEGIN',
       expect.stringMatching(/^s0#3 INSERT decision/),
@@ -125,7 +133,7 @@ describe('two-phase commit protocol order (recording fake)', () => {
   });
 
   it('raises IN_DOUBT with the gid, never a guess, when D cannot be reached after a lost COMMIT', async () => {
-    const recorder = new Recorder((shardId, sql, session) => (shardId === 's0' && (session > 1 || sql === 'COMMIT') ? lost('s0') : undefined));
+    const recorder = new Recorder((shardId, sql, session) => (shardId === 's0' && (session > 1 || sql.endsWith('; COMMIT')) ? lost('s0') : undefined));
     const error = await transfer(recorder, ['s0:a', 's1:b']).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'IN_DOUBT', shardId: 's0' });
     expect((error as ShardRouterError).gid).toMatch(new RegExp(`^psr:${CLUSTER}:s0:`));
