@@ -61,5 +61,11 @@ describe('README and demo', () => {
     const perShard = [...stdout.matchAll(/ {2}(s\d): (\d+) users, (\d+) orders/g)];
     expect(perShard).toHaveLength(4);
     expect(perShard.reduce((sum, match) => sum + Number(match[2]), 0)).toBe(12);
+    // The cross-shard transfer: both balances moved, on two different shards, by 2PC.
+    const balances = /balances: Ada 75\.00 on (s\d), \w+ 125\.00 on (s\d)/.exec(stdout);
+    expect(balances).not.toBeNull();
+    expect(balances![1]).not.toBe(balances![2]);
+    expect(stdout).toContain('committed with a two-phase commit');
+    expect(stdout).toMatch(/recovery pass: committed 0, rolled back 0, in doubt 0/);
   });
 });
