@@ -287,12 +287,14 @@ export class ShardRouter {
         };
         try {
           const session = await pool.acquire();
+          let preparedTransactions;
           try {
-            const preparedTransactions = await listAllPrepared(session, prefix);
-            return { ...base, reachable: true, pool: pool.stats(), preparedTransactions };
+            preparedTransactions = await listAllPrepared(session, prefix);
           } finally {
             session.release();
           }
+          // Counted after the release, so status' own connection does not show as borrowed.
+          return { ...base, reachable: true, pool: pool.stats(), preparedTransactions };
         } catch (error) {
           const message = error instanceof ShardRouterError ? `${error.code}: ${error.message}` : String(error);
           return { ...base, reachable: false, error: message, pool: pool.stats(), preparedTransactions: [] };

@@ -145,7 +145,7 @@ export async function recover(context: RecoveryContext, options: RecoveryOptions
         }
         const deciderId = decisionShardOf(gid, context.clusterId)!;
         if (!known.has(deciderId)) {
-          doubt(`its decision shard ${deciderId} is not in this router's config`);
+          doubt(`its decision shard ${deciderId} is not among the shards given to this router`);
           continue;
         }
         let outcome: Outcome;
