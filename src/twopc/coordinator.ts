@@ -287,7 +287,7 @@ class TransactionRun<T> {
     const results = await Promise.all(
       voters.map(async (voter, index): Promise<Vote> => {
         try {
-          await this.#fault('before-prepare', gid, voter, index + 1, voters.length);
+          if (testHooks.fault) await this.#fault('before-prepare', gid, voter, index + 1, voters.length);
         } catch (error) {
           voter.firstError ??= error;
           return 'no';
@@ -304,7 +304,7 @@ class TransactionRun<T> {
         if (command !== 'PREPARE') return 'no';
         preparedCount++;
         try {
-          await this.#fault('after-prepare', gid, voter, preparedCount, voters.length);
+          if (testHooks.fault) await this.#fault('after-prepare', gid, voter, preparedCount, voters.length);
         } catch (error) {
           voter.firstError ??= error;
           return 'unknown';
@@ -327,12 +327,12 @@ class TransactionRun<T> {
     let commitSent = false;
     let refusal: unknown;
     try {
-      await this.#fault('before-decision', gid, decider, 1, 1);
+      if (testHooks.fault) await this.#fault('before-decision', gid, decider, 1, 1);
       commitSent = true;
       const answer = (await decider.send(commitDecisionSql(this.#context.catalogSchema, gid, keepMillis))) as unknown as QueryResult[] | QueryResult;
       const last = Array.isArray(answer) ? answer.at(-1) : answer;
       outcome = last?.command === 'COMMIT' ? 'commit' : 'abort';
-      if (outcome === 'commit') await this.#fault('after-decision', gid, decider, 1, 1);
+      if (outcome === 'commit' && testHooks.fault) await this.#fault('after-decision', gid, decider, 1, 1);
     } catch (error) {
       decider.firstError ??= error;
       if (!commitSent) {
@@ -393,10 +393,10 @@ class TransactionRun<T> {
       if (voter.session.broken) voter.session.release(); // see #learnOutcome's caller
       try {
         const target = attempt === 1 && !voter.session.broken ? voter.session : (fresh = await this.#context.acquire(voter.shardId));
-        if (verb === 'COMMIT') await this.#fault('before-commit-prepared', gid, voter, index, of, attempt, target);
+        if (verb === 'COMMIT' && testHooks.fault) await this.#fault('before-commit-prepared', gid, voter, index, of, attempt, target);
         testHooks.statement?.(voter.shardId, sql);
         await target.query(sql);
-        if (verb === 'COMMIT') await this.#fault('after-commit-prepared', gid, voter, index, of, attempt, target);
+        if (verb === 'COMMIT' && testHooks.fault) await this.#fault('after-commit-prepared', gid, voter, index, of, attempt, target);
         return true;
       } catch (error) {
         const sqlState = error instanceof ShardRouterError && isDatabaseError(error.cause) ? error.cause.code : undefined;
@@ -440,11 +440,9 @@ class TransactionRun<T> {
     );
   }
 
+  /** Runs the test hook; call sites check `testHooks.fault` first, so production pays no await. */
   async #fault(point: FaultPoint, gid: Gid, participant: Participant, index: number, of: number, attempt = 1, target?: ShardSession): Promise<void> {
-    const hook = testHooks.fault;
-    if (hook) {
-      await hook({ point, gid, shardId: participant.shardId, backendPid: (target ?? participant.session).backendPid, index, of, attempt });
-    }
+    await testHooks.fault?.({ point, gid, shardId: participant.shardId, backendPid: (target ?? participant.session).backendPid, index, of, attempt });
   }
 }
 
