@@ -159,13 +159,9 @@ async function probe(url: string, schema: string): Promise<Probe> {
 }
 
 /** Just enough of a ShardSession for the catalog readers, over a plain client. */
-function sessionOf(client: pg.Client): ShardSession {
+function sessionOf(client: pg.Client): Pick<ShardSession, 'query'> {
   return {
-    shardId: '?',
-    broken: false,
-    backendPid: undefined,
     query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => client.query<R>(sql, params ? [...params] : undefined),
-    release: () => undefined,
   };
 }
 

@@ -61,7 +61,7 @@ function q(schema: string): string {
   return `"${schema}"`;
 }
 
-export async function readIdentity(session: ShardSession, schema: string): Promise<ShardIdentity | null> {
+export async function readIdentity(session: Pick<ShardSession, 'query'>, schema: string): Promise<ShardIdentity | null> {
   const exists = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [`${q(schema)}.shard_identity`]);
   if (!exists.rows[0]?.present) return null;
   const { rows } = await session.query<{ cluster_id: string; shard_id: string; bucket_count: number; complete: boolean }>(
@@ -72,7 +72,7 @@ export async function readIdentity(session: ShardSession, schema: string): Promi
   return { clusterId: row.cluster_id, shardId: row.shard_id, bucketCount: row.bucket_count, complete: row.complete };
 }
 
-export async function readLatestMap(session: ShardSession, schema: string): Promise<BucketMap | null> {
+export async function readLatestMap(session: Pick<ShardSession, 'query'>, schema: string): Promise<BucketMap | null> {
   const { rows } = await session.query<{ version: string; owners: string[] }>(
     `SELECT version::text, owners FROM ${q(schema)}.bucket_map ORDER BY version DESC LIMIT 1`,
   );

@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { FieldDef, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { PoolConfig, ResolvedShardConfig } from '../config.js';
 import { QueryError, ShardRouterError, closedError, isDatabaseError } from '../errors.js';
+import { PipelinedQuery } from './pipelined-query.js';
 import type { ShardSession } from './shard-io.js';
 
 /** How long a failed connection attempt holds its pool slot, so a down shard is not hammered. */
@@ -349,6 +350,22 @@ class PooledSession implements ShardSession {
     }
     try {
       return await this.#client.query<R>(sql, params as unknown[] | undefined);
+    } catch (error) {
+      if (isConnectionLevel(error)) this.#lastError = error;
+      throw this.#pool.translateError(this.#client, error);
+    }
+  }
+
+  async queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[]): Promise<QueryResult[]> {
+    if (this.#released) {
+      throw new ShardRouterError('INVALID_ARGUMENT', `shard ${this.shardId}: session used after release`, { shardId: this.shardId });
+    }
+    try {
+      return await new Promise<QueryResult[]>((resolve, reject) => {
+        // pg accepts any submittable; its types only describe QueryConfig.
+        const submittable = new PipelinedQuery(preamble, sql, (params ?? []) as unknown[], (error, results) => (error ? reject(error) : resolve(results)));
+        this.#client.query(submittable as unknown as pg.QueryConfig);
+      });
     } catch (error) {
       if (isConnectionLevel(error)) this.#lastError = error;
       throw this.#pool.translateError(this.#client, error);

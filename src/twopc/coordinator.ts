@@ -9,7 +9,7 @@ import { gidLiteral, newGid } from './gid.js';
 import type { Gid } from './gid.js';
 import { testHooks } from './test-hooks.js';
 import type { FaultPoint } from './test-hooks.js';
-import { SERVER_SLACK_MS, beginSql } from './transaction-options.js';
+import { SERVER_SLACK_MS, beginStatements } from './transaction-options.js';
 import type { ResolvedTransactionOptions } from './transaction-options.js';
 
 /**
@@ -71,7 +71,7 @@ type Vote = 'yes' | 'no' | 'unknown';
 class Participant {
   readonly shardId: string;
   readonly session: ShardSession;
-  #began: Promise<unknown> | undefined;
+  #began = false;
   /** The first error a statement got here: the reason a later PREPARE votes no. */
   firstError: unknown;
   /** When this shard's transaction began, on its own clock (epoch seconds); NaN until known. */
@@ -83,7 +83,7 @@ class Participant {
   }
 
   get began(): boolean {
-    return this.#began !== undefined;
+    return this.#began;
   }
 
   send<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
@@ -94,24 +94,18 @@ class Participant {
   /**
    * Runs a statement, opening the transaction first if this is the shard's first one. BEGIN is
    * lazy (a declared shard that is never used costs nothing, and work that touched one shard
-   * commits in one phase) and pipelined: both statements are queued at once on the connection.
+   * commits in one phase) and rides in the same round trip as the first statement.
    */
-  async run<R extends QueryResultRow>(sql: string, params: readonly unknown[] | undefined, begin: () => string): Promise<QueryResult<R>> {
-    const began = (this.#began ??= this.send(begin()).then((result) => {
-      // A multi-statement simple query answers with one result per statement; the last is the SELECT.
-      const last = (Array.isArray(result) ? result.at(-1) : result) as QueryResult<{ started?: string }> | undefined;
-      this.startedAt = Number(last?.rows[0]?.started);
-    }));
-    const statement = this.send<R>(sql, params);
+  async run<R extends QueryResultRow>(sql: string, params: readonly unknown[] | undefined, begin: () => readonly string[]): Promise<QueryResult<R>> {
     try {
-      await began;
-    } catch (error) {
-      statement.catch(() => undefined);
-      this.firstError ??= error;
-      throw error;
-    }
-    try {
-      return await statement;
+      if (this.#began) return await this.send<R>(sql, params);
+      this.#began = true;
+      const preamble = begin();
+      testHooks.statement?.(this.shardId, preamble.join('; '));
+      testHooks.statement?.(this.shardId, sql);
+      const results = await this.session.queryPipelined(preamble, sql, params);
+      this.startedAt = Number((results[1]?.rows[0] as { started?: string } | undefined)?.started);
+      return results[results.length - 1] as QueryResult<R>;
     } catch (error) {
       this.firstError ??= error;
       throw error;
@@ -215,7 +209,7 @@ class TransactionRun<T> {
     if (params !== undefined && !Array.isArray(params)) throw new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
     try {
       const result = await participant.run<R>(sql, params, () =>
-        beginSql(this.#options, this.#deadline - Date.now(), this.#context.serverVersion(shardId)),
+        beginStatements(this.#options, this.#deadline - Date.now(), this.#context.serverVersion(shardId)),
       );
       return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardId };
     } catch (error) {

@@ -65,21 +65,21 @@ export function resolveTransactionOptions(options: unknown, defaults: Readonly<T
 export const SERVER_SLACK_MS = 5_000;
 
 /**
- * The one simple-protocol round trip that opens a participant's transaction with its bounds:
- * statement_timeout and lock_timeout; transaction_timeout (PostgreSQL 17+) or, before 17,
- * idle_in_transaction_session_timeout, so a frozen or vanished coordinator cannot hold locks
- * past the bound. set_config(..., true) is SET LOCAL; one SELECT is cheaper for the server than
- * one SET command per setting. It also returns the transaction's start on the server's clock
- * (`started`, epoch seconds), which bounds how late a coordinator may settle its own decision.
- * Every value is an integer computed here, never user text.
+ * The statements that open a participant's transaction with its bounds, sent in the same
+ * round trip as its first statement (PipelinedQuery): statement_timeout and lock_timeout;
+ * transaction_timeout (PostgreSQL 17+) or, before 17, idle_in_transaction_session_timeout, so a
+ * frozen or vanished coordinator cannot hold locks past the bound. set_config(..., true) is SET
+ * LOCAL; one SELECT is cheaper for the server than one SET command per setting. It also returns
+ * the transaction's start on the server's clock (`started`, epoch seconds), which bounds how
+ * late a coordinator may settle its own decision. Every value is an integer computed here.
  */
-export function beginSql(options: ResolvedTransactionOptions, remainingMillis: number, serverVersion: number): string {
+export function beginStatements(options: ResolvedTransactionOptions, remainingMillis: number, serverVersion: number): [string, string] {
   const remaining = Math.max(1, Math.trunc(remainingMillis));
   const serverBound = remaining + SERVER_SLACK_MS;
   const lifetime = serverVersion >= 170000 ? 'transaction_timeout' : 'idle_in_transaction_session_timeout';
-  return (
-    `BEGIN ISOLATION LEVEL ${options.isolation.toUpperCase()}${options.readOnly ? ' READ ONLY' : ''}; ` +
+  return [
+    `BEGIN ISOLATION LEVEL ${options.isolation.toUpperCase()}${options.readOnly ? ' READ ONLY' : ''}`,
     `SELECT set_config('statement_timeout', '${remaining}', true), set_config('lock_timeout', '${Math.min(options.lockTimeoutMillis, remaining)}', true), ` +
-    `set_config('${lifetime}', '${serverBound}', true), extract(epoch FROM now())::text AS started`
-  );
+      `set_config('${lifetime}', '${serverBound}', true), extract(epoch FROM now())::text AS started`,
+  ];
 }

@@ -48,6 +48,12 @@ class Recorder {
         return broken;
       },
       backendPid: id,
+      async queryPipelined(preamble: readonly string[], sql: string) {
+        // One round trip: recorded as the transaction's BEGIN followed by its first statement.
+        trace.push(`${shardId}#${id} BEGIN`);
+        const result = (await this.query(sql)) as QueryResult;
+        return [{ command: 'BEGIN', rows: [] }, { command: 'SELECT', rows: [{ started: String(Date.now() / 1000) }] }, result] as QueryResult[];
+      },
       async query(sql: string) {
         const verb = sql.startsWith('BEGIN')
           ? 'BEGIN'
@@ -64,7 +70,6 @@ class Recorder {
         const command = sql.startsWith('PREPARE') ? 'PREPARE' : (sql.split(' ')[0] ?? '').replace(';', '');
         const result = (fields: Partial<QueryResult>) => ({ command, rowCount: 1, rows: [], fields: [], oid: 0, ...fields, ...reply }) as QueryResult;
         // Multi-statement simple queries answer with one result per statement.
-        if (sql.startsWith('BEGIN')) return [result({ command: 'BEGIN' }), result({ command: 'SELECT', rows: [{ started: String(Date.now() / 1000) }] })];
         if (sql.endsWith('; COMMIT')) return [result({ command: 'INSERT' }), result({ command: 'COMMIT', ...reply })];
         return result({ rows: sql.startsWith('SELECT outcome') ? [{ outcome: 'commit' }] : [] });
       },
