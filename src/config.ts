@@ -10,7 +10,8 @@ export const DEFAULT_BUCKET_COUNT = 1024;
 export const MAX_BUCKET_COUNT = 65536;
 const MAX_TIMER_MS = 2_147_483_647;
 
-function isPostgresUrl(value: string): boolean {
+/** True for a postgres:// or postgresql:// URL with a host. */
+export function isPostgresUrl(value: string): boolean {
   try {
     const url = new URL(value);
     return (url.protocol === 'postgres:' || url.protocol === 'postgresql:') && url.hostname !== '';

@@ -3,7 +3,7 @@ import type { QueryResultRow } from 'pg';
 import { readIdentity, readLatestMap } from '../cluster/catalog.js';
 import type { ShardIdentity } from '../cluster/catalog.js';
 import type { ShardSession } from '../cluster/shard-io.js';
-import { redactConnectionString, resolveConfig } from '../config.js';
+import { isPostgresUrl, redactConnectionString, resolveConfig } from '../config.js';
 import { ShardRouterError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 
@@ -165,14 +165,6 @@ function sessionOf(client: pg.Client): Pick<ShardSession, 'query'> {
   };
 }
 
-function isPostgresUrl(value: string): boolean {
-  try {
-    const url = new URL(value);
-    return (url.protocol === 'postgres:' || url.protocol === 'postgresql:') && url.hostname !== '';
-  } catch {
-    return false;
-  }
-}
 
 /** s2 before s10. */
 export function byShardId(a: string, b: string): number {
