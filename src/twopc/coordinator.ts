@@ -21,7 +21,8 @@ import type { ResolvedTransactionOptions } from './transaction-options.js';
  *    COMMIT is sent to D only after every other participant voted yes (PREPARE succeeded).
  * 2. COMMIT PREPARED is sent only after D's COMMIT is known to have succeeded, or after a
  *    settleDecision read 'commit'. ROLLBACK PREPARED only when D's transaction cannot commit
- *    any more (COMMIT was never sent to it, or settleDecision read 'abort').
+ *    any more (COMMIT was never sent to it, PostgreSQL answered it with an error on a live
+ *    connection, or settleDecision read 'abort').
  * 3. Every error thrown by `run` other than IN_DOUBT means nothing was committed anywhere.
  */
 
