@@ -245,11 +245,8 @@ class TransactionRun<T> {
   async #commit(): Promise<void> {
     const touched = this.#touched();
     if (touched.length === 0) return;
-    if (this.#options.readOnly) {
-      // Nothing to make durable: end the snapshots.
-      await Promise.all(touched.map((participant) => cleanup(participant.send('ROLLBACK'))));
-      return;
-    }
+    // Read-only: nothing to make durable, so just end the snapshots.
+    if (this.#options.readOnly) return this.#rollbackOpen();
     if (touched.length === 1) return this.#commitOnePhase(touched[0]!);
     return this.#commitTwoPhase(touched);
   }

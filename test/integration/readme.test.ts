@@ -14,6 +14,19 @@ function readmeExample(name: string): string {
   return match[1]!;
 }
 
+/** Runs a README example as written against the scratch shards; returns its output. */
+async function runReadmeExample(name: string): Promise<string> {
+  mkdirSync(path.join(root, '.tmp'), { recursive: true });
+  const file = path.join(root, '.tmp', `${uniqueName('readme')}.ts`);
+  // The only edit: the package name resolves to this checkout's source.
+  writeFileSync(file, readmeExample(name).replace(`from 'pg-shard-router'`, `from '../src/index.js'`));
+  try {
+    return (await runTypeScript(file, { PG_SHARD_URLS: scratch.urls.join(',') })).stdout;
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
 beforeAll(async () => {
   scratch = await createScratchDatabases();
 });
@@ -22,36 +35,21 @@ afterAll(() => scratch.drop());
 
 describe('README and demo', () => {
   it('quick start example runs as written against real shards', async () => {
-    mkdirSync(path.join(root, '.tmp'), { recursive: true });
-    const file = path.join(root, '.tmp', `${uniqueName('readme')}.ts`);
-    // The only edit: the package name resolves to this checkout's source.
-    writeFileSync(file, readmeExample('quickstart').replace(`from 'pg-shard-router'`, `from '../src/index.js'`));
-    try {
-      const { stdout } = await runTypeScript(file, { PG_SHARD_URLS: scratch.urls.join(',') });
-      expect(stdout).toMatch(/^user 42 lives on s[0-3]: balance 100\n$/);
-      // And the row really is on that shard.
-      const shard = Number(/on s(\d)/.exec(stdout)![1]);
-      const { rows } = await withServer(scratch.urls[shard]!, (client) => client.query('SELECT balance::int AS b FROM accounts WHERE user_id = 42'));
-      expect(rows).toEqual([{ b: 100 }]);
-    } finally {
-      rmSync(file, { force: true });
-    }
+    const stdout = await runReadmeExample('quickstart');
+    expect(stdout).toMatch(/^user 42 lives on s[0-3]: balance 100\n$/);
+    // And the row really is on that shard.
+    const shard = Number(/on s(\d)/.exec(stdout)![1]);
+    const { rows } = await withServer(scratch.urls[shard]!, (client) => client.query('SELECT balance::int AS b FROM accounts WHERE user_id = 42'));
+    expect(rows).toEqual([{ b: 100 }]);
   });
 
   it('transfer example runs as written: the transfer commits on two shards, the failing one on neither', async () => {
-    mkdirSync(path.join(root, '.tmp'), { recursive: true });
-    const file = path.join(root, '.tmp', `${uniqueName('readme')}.ts`);
-    writeFileSync(file, readmeExample('transfer').replace(`from 'pg-shard-router'`, `from '../src/index.js'`));
-    try {
-      const { stdout } = await runTypeScript(file, { PG_SHARD_URLS: scratch.urls.join(',') });
-      expect(stdout).toBe('refused: QUERY_FAILED, nothing committed\nuser 1 on s0: 70\nuser 2 on s2: 130\n');
-      // Nothing left prepared on any shard.
-      for (const url of scratch.urls) {
-        const { rows } = await withServer(url, (client) => client.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()'));
-        expect(rows).toEqual([]);
-      }
-    } finally {
-      rmSync(file, { force: true });
+    const stdout = await runReadmeExample('transfer');
+    expect(stdout).toBe('refused: QUERY_FAILED, nothing committed\nuser 1 on s0: 70\nuser 2 on s2: 130\n');
+    // Nothing left prepared on any shard.
+    for (const url of scratch.urls) {
+      const { rows } = await withServer(url, (client) => client.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()'));
+      expect(rows).toEqual([]);
     }
   });
 

@@ -196,6 +196,20 @@ describe('router.transaction: misuse gets typed errors and leaves the router usa
     expect((await router.execute(outsider, 'SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
   });
 
+  it('a parameter pg cannot send on the first statement is INVALID_ARGUMENT, and the transaction stays usable', async () => {
+    const keys = freshKeys('s1', 's2');
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    await router.transaction(keys, async (tx) => {
+      // The first statement rides with BEGIN in one pipeline; its bind fails on the client.
+      const error = await rejectionOf(tx.execute(keys[0]!, 'SELECT $1::jsonb', [circular]));
+      expect(error).toMatchObject({ code: 'INVALID_ARGUMENT', shardId: 's1' });
+      for (const key of keys) await tx.execute(key, `INSERT INTO ${data}.accounts (id, balance) VALUES ($1, 3)`, [key]);
+    });
+    expect(await balances(keys)).toEqual([3, 3]);
+    expect(await preparedEverywhere()).toEqual([]);
+  });
+
   it('refuses tx use after the callback settled', async () => {
     const [key] = freshKeys('s2');
     let leaked: { execute: (key: string, sql: string) => Promise<unknown> } | undefined;
