@@ -3,6 +3,7 @@ import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { ShardRouter } from '../../src/index.js';
 import { testHooks } from '../../src/twopc/test-hooks.js';
+import { requiredEnv } from './child-env.js';
 import type { FaultPoint } from '../../src/twopc/test-hooks.js';
 
 /**
@@ -35,19 +36,13 @@ import type { FaultPoint } from '../../src/twopc/test-hooks.js';
  *   ack <id> | fail <id> <code> | doubt <id>
  */
 
-function required(name: string): string {
-  const value = process.env[name];
-  if (value === undefined || value === '') throw new Error(`${name} is not set`);
-  return value;
-}
-
-const urls = required('BANK_SHARD_URLS').split(',');
-const data = required('BANK_DATA');
-const label = required('BANK_WORKER');
-const accounts = JSON.parse(required('BANK_ACCOUNTS')) as string[];
-const loops = Number(required('BANK_LOOPS'));
-const terminateProbability = Number(required('BANK_TERMINATE_PROBABILITY'));
-const selfKillAt = Number(required('BANK_SELF_KILL_AT'));
+const urls = requiredEnv('BANK_SHARD_URLS').split(',');
+const data = requiredEnv('BANK_DATA');
+const label = requiredEnv('BANK_WORKER');
+const accounts = JSON.parse(requiredEnv('BANK_ACCOUNTS')) as string[];
+const loops = Number(requiredEnv('BANK_LOOPS'));
+const terminateProbability = Number(requiredEnv('BANK_TERMINATE_PROBABILITY'));
+const selfKillAt = Number(requiredEnv('BANK_SELF_KILL_AT'));
 
 /** The steps followed by a statement on the participant: a terminated backend there is a real failure of that statement. */
 const TERMINABLE: ReadonlySet<FaultPoint> = new Set(['before-prepare', 'before-decision', 'before-commit-prepared']);
@@ -60,7 +55,7 @@ async function connect(): Promise<ShardRouter> {
     try {
       return await ShardRouter.connect({
         shards: urls.map((connectionString, i) => ({ id: `s${i}`, connectionString })),
-        catalogSchema: required('BANK_CATALOG'),
+        catalogSchema: requiredEnv('BANK_CATALOG'),
         applicationName: `bank-worker-${label}`,
         recovery: { intervalMillis: 1_000, graceMillis: 500, atConnect: true },
       });

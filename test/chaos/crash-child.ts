@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { ShardRouter } from '../../src/index.js';
 import { testHooks } from '../../src/twopc/test-hooks.js';
+import { requiredEnv } from './child-env.js';
 import type { FaultPoint } from '../../src/twopc/test-hooks.js';
 
 /**
@@ -37,24 +38,18 @@ export interface KillRule {
 /** Transfer id -> the step at which its first callback (index 1, first attempt) never returns. */
 export type Holds = Readonly<Record<string, FaultPoint>>;
 
-function required(name: string): string {
-  const value = process.env[name];
-  if (value === undefined || value === '') throw new Error(`${name} is not set`);
-  return value;
-}
-
-const urls = required('CHAOS_SHARD_URLS').split(',');
-const data = required('CHAOS_DATA');
-const transfers = JSON.parse(required('CHAOS_TRANSFERS')) as PlannedTransfer[];
-const kill = JSON.parse(required('CHAOS_KILL')) as KillRule;
+const urls = requiredEnv('CHAOS_SHARD_URLS').split(',');
+const data = requiredEnv('CHAOS_DATA');
+const transfers = JSON.parse(requiredEnv('CHAOS_TRANSFERS')) as PlannedTransfer[];
+const kill = JSON.parse(requiredEnv('CHAOS_KILL')) as KillRule;
 const holds = JSON.parse(process.env.CHAOS_HOLD ?? '{}') as Holds;
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
 const router = await ShardRouter.connect({
   shards: urls.map((connectionString, i) => ({ id: `s${i}`, connectionString })),
-  catalogSchema: required('CHAOS_CATALOG'),
-  applicationName: required('CHAOS_APPLICATION'),
+  catalogSchema: requiredEnv('CHAOS_CATALOG'),
+  applicationName: requiredEnv('CHAOS_APPLICATION'),
   // The parent is the only recoverer: a pass in here could settle what the crash should leave.
   recovery: { intervalMillis: 0, atConnect: false },
 });
