@@ -35,6 +35,12 @@ export const ERROR_CODES = [
   'TRANSACTION_CLOSED',
   /** A shard has max_prepared_transactions = 0, so it cannot take part in a cross-shard transaction. */
   'PREPARED_TRANSACTIONS_DISABLED',
+  /** The statement does not parse as PostgreSQL SQL (checked by PostgreSQL's own parser before anything is sent). */
+  'INVALID_SQL',
+  /** A broadcast statement uses a construct whose result cannot be merged exactly across shards; the message names it. */
+  'UNSUPPORTED',
+  /** A broadcast ran longer than its `timeoutMillis`; the shard queries still running were cancelled. Retryable. */
+  'BROADCAST_TIMEOUT',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -51,7 +57,7 @@ export interface ShardRouterErrorContext {
  * serialization_failure, deadlock_detected, lock_not_available (lock_timeout).
  */
 const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', '55P03']);
-const RETRYABLE_CODES = new Set<ErrorCode>(['LOCK_TIMEOUT', 'TRANSACTION_TIMEOUT', 'POOL_TIMEOUT']);
+const RETRYABLE_CODES = new Set<ErrorCode>(['LOCK_TIMEOUT', 'TRANSACTION_TIMEOUT', 'POOL_TIMEOUT', 'BROADCAST_TIMEOUT']);
 
 /** The one base class of every error thrown by pg-shard-router. */
 export class ShardRouterError extends Error {
