@@ -56,6 +56,11 @@ const recoverySchema = z.strictObject({
   atConnect: z.boolean().default(true),
 });
 
+const broadcastSchema = z.strictObject({
+  /** Default bound on one broadcast: the shard queries still running then are cancelled. */
+  timeoutMillis: z.int().min(1).max(MAX_TRANSACTION_TIMEOUT_MS).default(30_000),
+});
+
 const configSchema = z
   .strictObject({
     shards: z.array(shardSchema).min(1, 'at least one shard is required'),
@@ -64,6 +69,7 @@ const configSchema = z
     pool: poolSchema.default(() => poolSchema.parse({})),
     transactions: transactionSchema.default(() => transactionSchema.parse({})),
     recovery: recoverySchema.default(() => recoverySchema.parse({})),
+    broadcast: broadcastSchema.default(() => broadcastSchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z.string().min(1).max(63).regex(/^[\x20-\x7e]+$/, 'must be printable ASCII').default('pg-shard-router'),
     catalogSchema: z
@@ -93,6 +99,7 @@ export type ShardRouterConfig = z.input<typeof configSchema>;
 export type PoolConfig = z.output<typeof poolSchema>;
 export type TransactionConfig = z.output<typeof transactionSchema>;
 export type RecoveryConfig = z.output<typeof recoverySchema>;
+export type BroadcastConfig = z.output<typeof broadcastSchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -108,6 +115,7 @@ export interface ResolvedConfig {
   readonly pool: Readonly<PoolConfig>;
   readonly transactions: Readonly<TransactionConfig>;
   readonly recovery: Readonly<RecoveryConfig>;
+  readonly broadcast: Readonly<BroadcastConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
 }
@@ -139,7 +147,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     });
     throw new ShardRouterError('INVALID_CONFIG', `invalid pg-shard-router config:\n  - ${problems.join('\n  - ')}`);
   }
-  const { shards, bucketCount, pool, transactions, recovery, catalogSchema, applicationName } = parsed.data;
+  const { shards, bucketCount, pool, transactions, recovery, broadcast, catalogSchema, applicationName } = parsed.data;
   return Object.freeze({
     shards: Object.freeze(
       shards.map((shard) => {
@@ -152,6 +160,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     pool: Object.freeze({ ...pool }),
     transactions: Object.freeze({ ...transactions }),
     recovery: Object.freeze({ ...recovery }),
+    broadcast: Object.freeze({ ...broadcast }),
     catalogSchema,
     applicationName,
   });

@@ -5,6 +5,7 @@ export { ISOLATION_LEVELS } from './twopc/transaction-options.js';
 export type { IsolationLevel, TransactionOptions } from './twopc/transaction-options.js';
 export type { RecoveryReport, SettledTransaction, InDoubtTransaction, ShardRecoveryReport } from './twopc/recovery.js';
 export type { PreparedTransactionInfo } from './twopc/status.js';
+export type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions, ShardFailure } from './broadcast/types.js';
 export { hashKey, bucketOf } from './router/hash.js';
 export type { ShardKey } from './router/hash.js';
 export { BucketMap } from './router/bucket-map.js';

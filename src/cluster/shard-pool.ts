@@ -19,6 +19,21 @@ export interface ShardQueryResult<R extends QueryResultRow = QueryResultRow> {
   readonly shardId: string;
 }
 
+/** A shard's rows exactly as the server sent them: text forms by column, null for NULL. */
+export interface RawQueryResult {
+  readonly fields: FieldDef[];
+  readonly rows: (string | null)[][];
+  readonly rowCount: number | null;
+  readonly command: string;
+  readonly shardId: string;
+}
+
+/** How long a cancelled statement may take to stop before its socket is closed. */
+const RETIRE_GRACE_MS = 2_000;
+
+/** pg type parsing turned off: every value stays the server's text, for exact merging. */
+const RAW_TEXT = { getTypeParser: () => (text: string) => text };
+
 /** Point-in-time counters of one shard's pool. */
 export interface PoolStats {
   /** Open connections, idle or lent out. */
@@ -68,11 +83,15 @@ export class ShardPool {
   readonly #parked: pg.Client[] = [];
   readonly #sweeper: NodeJS.Timeout;
   #closing: Promise<void> | undefined;
+  readonly #connectionString: string;
+  readonly #applicationName: string;
 
   constructor(shard: ResolvedShardConfig, config: Readonly<PoolConfig>, applicationName: string) {
     this.shardId = shard.id;
     this.#config = config;
     const connectionString = shard.connectionString;
+    this.#connectionString = connectionString;
+    this.#applicationName = applicationName;
     this.#pool = genericPool.createPool<pg.Client>(
       {
         create: async () => {
@@ -147,6 +166,87 @@ export class ShardPool {
       this.releaseClient(client, error);
       throw this.translateError(client, error);
     }
+  }
+
+  /**
+   * Runs one statement and returns the raw text of every value (no type parsing), as arrays.
+   * When `signal` aborts while the statement runs, the server is asked to cancel it, the
+   * connection is discarded (so a late cancel can never hit a later statement), and the call
+   * rejects with the signal's reason.
+   */
+  async queryRaw(sql: string, params: readonly unknown[], signal?: AbortSignal): Promise<RawQueryResult> {
+    if (this.#closing) throw closedError();
+    signal?.throwIfAborted();
+    const client = this.#parked.pop() ?? (await this.#borrowHealthy());
+    if (signal?.aborted) {
+      this.releaseClient(client);
+      throw signal.reason;
+    }
+    const running = client.query<(string | null)[]>({
+      text: sql,
+      values: params as unknown[],
+      rowMode: 'array',
+      types: RAW_TEXT,
+      queryMode: 'extended',
+    } as QueryConfig);
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        reject(signal!.reason);
+        // The caller has its answer; the connection is retired once the statement is over.
+        running.catch(() => undefined);
+        void this.#retire(client, running);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    aborted.catch(() => undefined);
+    try {
+      const result = await (signal ? Promise.race([running, aborted]) : running);
+      signal?.removeEventListener('abort', onAbort!);
+      this.releaseClient(client);
+      return { fields: result.fields, rows: result.rows as unknown as (string | null)[][], rowCount: result.rowCount, command: result.command, shardId: this.shardId };
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      signal?.removeEventListener('abort', onAbort!);
+      this.releaseClient(client, error);
+      throw this.translateError(client, error);
+    }
+  }
+
+  /**
+   * Cancels the statement `client` runs and destroys the connection once the statement is
+   * over (or after a grace period, by closing its socket): a cancel that arrives late can then
+   * never hit a later statement.
+   */
+  async #retire(client: pg.Client, running: Promise<unknown>): Promise<void> {
+    this.#broken.add(client);
+    await this.#cancel(client);
+    const settled = await Promise.race([running.then(() => true, () => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), RETIRE_GRACE_MS).unref())]);
+    if (!settled) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    await running.catch(() => undefined);
+    this.releaseClient(client);
+  }
+
+  /** Asks the server to cancel what `client` is running (pg_cancel_backend on a short-lived connection). Never throws. */
+  async #cancel(client: pg.Client): Promise<void> {
+    const pid = (client as unknown as { processID?: number | null }).processID;
+    if (!pid) return;
+    const canceller = new pg.Client({ connectionString: this.#connectionString, application_name: this.#applicationName, connectionTimeoutMillis: 5_000 });
+    canceller.on('error', () => undefined);
+    try {
+      await canceller.connect();
+      await canceller.query('SELECT pg_cancel_backend($1)', [pid]);
+    } catch {
+      // Best effort: the connection is discarded either way, which ends the statement at the latest when it next writes.
+    } finally {
+      await canceller.end().catch(() => undefined);
+    }
+  }
+
+  /** @internal Cancel whatever a borrowed client runs and mark it for destruction on release. */
+  async cancelAndDiscard(client: pg.Client): Promise<void> {
+    this.#broken.add(client);
+    await this.#cancel(client);
   }
 
   /** Borrows a connection for several statements; the session must be released exactly once. */

@@ -1,4 +1,9 @@
 import type { QueryResultRow } from 'pg';
+import { Broadcaster } from '../broadcast/broadcaster.js';
+import { probeBroadcastCapabilities, serverRanker } from '../broadcast/server-probe.js';
+import type { BroadcastCapabilities } from '../broadcast/server-probe.js';
+import { loadParser } from '../broadcast/sql-parser.js';
+import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from '../broadcast/types.js';
 import { openCatalog } from '../cluster/catalog.js';
 import type { ShardCapabilities } from '../cluster/catalog.js';
 import type { ShardSession } from '../cluster/shard-io.js';
@@ -81,6 +86,7 @@ export class ShardRouter {
   #backgroundRecovery: Promise<void> | undefined;
   #lastRecovery: RecoveryReport | undefined;
   #lastRecoveryError: string | undefined;
+  readonly #broadcaster: Broadcaster;
 
   private constructor(
     config: ResolvedConfig,
@@ -88,6 +94,7 @@ export class ShardRouter {
     clusterId: string,
     map: BucketMap,
     capabilities: ReadonlyMap<string, ShardCapabilities>,
+    broadcastCapabilities: BroadcastCapabilities,
   ) {
     this.#config = config;
     this.#pools = pools;
@@ -108,6 +115,18 @@ export class ShardRouter {
       onUnfinished: () => this.#recoverSoon(),
     };
     this.#recoveryContext = { clusterId, catalogSchema: config.catalogSchema, shardIds: [...pools.keys()], acquire };
+    this.#broadcaster = new Broadcaster({
+      shardIds: [...pools.keys()],
+      pool: (shardId) => this.#pool(shardId),
+      capabilities: broadcastCapabilities,
+      ranker: serverRanker([...pools.values()]),
+      defaultTimeoutMillis: config.broadcast.timeoutMillis,
+      runWrite: (shardIds, timeoutMillis, work) => {
+        this.#requirePreparedTransactions(shardIds);
+        const options = resolveTransactionOptions({ timeoutMillis }, config.transactions);
+        return runTransaction(this.#coordinator, [...shardIds].sort(), shardIds[0]!, options, work);
+      },
+    });
     if (config.recovery.atConnect) this.#recoverSoon(0);
     if (config.recovery.intervalMillis > 0) {
       this.#recoveryTimer = setInterval(() => this.#recoverInBackground(), config.recovery.intervalMillis);
@@ -126,8 +145,12 @@ export class ShardRouter {
     const resolved = resolveConfig(config);
     const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool, resolved.applicationName)]));
     try {
-      const { clusterId, map, capabilities } = await withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions));
-      return new ShardRouter(resolved, pools, clusterId, map, capabilities);
+      const [{ clusterId, map, capabilities }, broadcastCapabilities] = await Promise.all([
+        withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions)),
+        probeBroadcastCapabilities([...pools.values()]),
+        loadParser(),
+      ]);
+      return new ShardRouter(resolved, pools, clusterId, map, capabilities, broadcastCapabilities);
     } catch (error) {
       await Promise.all([...pools.values()].map((pool) => pool.close()));
       throw error;
@@ -231,19 +254,69 @@ export class ShardRouter {
     // One fixed order (by shard id) for taking connections, in every router: no two
     // transactions can each hold a connection the other waits for.
     const shardIds = [...new Set(declared)].sort();
-    if (shardIds.length > 1 && !resolved.readOnly) {
-      const disabled = shardIds.find((id) => this.#capabilities.get(id)?.maxPreparedTransactions === 0);
-      if (disabled !== undefined) {
-        throw new ShardRouterError(
-          'PREPARED_TRANSACTIONS_DISABLED',
-          `shard ${disabled} has max_prepared_transactions = 0, so it cannot take part in a cross-shard transaction. ` +
-            'Set max_prepared_transactions on every shard (at least the number of connections that may commit at once, ' +
-            'e.g. the same as max_connections) in postgresql.conf or with `-c max_prepared_transactions=100`, and restart the server',
-          { shardId: disabled },
-        );
-      }
-    }
+    if (shardIds.length > 1 && !resolved.readOnly) this.#requirePreparedTransactions(shardIds);
     return runTransaction(this.#coordinator, shardIds, declared[0]!, resolved, work);
+  }
+
+  /**
+   * Runs one statement on every shard and returns one result, as if all the data lived on one
+   * PostgreSQL server. A SELECT is parsed by PostgreSQL's own parser, rewritten so that each
+   * shard returns partial results (partial aggregates, helper columns, LIMIT limit+offset), and
+   * merged exactly: count/sum/avg/min/max/bool_and/bool_or, GROUP BY, HAVING, ORDER BY (k-way
+   * merge), LIMIT/OFFSET, DISTINCT. What cannot merge exactly (count(DISTINCT), window
+   * functions, joins, ...) fails with UNSUPPORTED naming the construct. Any other statement
+   * (DDL, UPDATE, DELETE) runs on every shard in one transaction: two-phase commit, so it lands
+   * on all shards or none; `rowCount` is the sum. Plans are cached by SQL text.
+   *
+   * Reads on different shards are separate snapshots: a broadcast is not a cross-shard snapshot.
+   *
+   * @example
+   * const { rows } = await router.broadcast<{ status: string; orders: string; avg_total: string }>(
+   *   'SELECT status, count(*) AS orders, avg(total) AS avg_total FROM orders GROUP BY status ORDER BY orders DESC LIMIT 5',
+   * );
+   * @throws ShardRouterError INVALID_SQL, UNSUPPORTED, BROADCAST_TIMEOUT, INVALID_ARGUMENT, and
+   * (without `partial`) the first failing shard's error (QUERY_FAILED, SHARD_UNAVAILABLE, ...,
+   * with its `shardId`); for writes also the errors of {@link transaction}
+   */
+  async broadcast<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[], options: BroadcastOptions = {}): Promise<BroadcastResult<R>> {
+    if (this.#closing) throw closedError();
+    if (params !== undefined && !Array.isArray(params)) throw new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
+    return this.#broadcaster.run<R>(sql, params ?? NO_PARAMS, options);
+  }
+
+  /**
+   * Streams a SELECT's merged rows: shard cursors are read `batchSize` rows at a time and an
+   * ORDER BY is a k-way merge, so memory stays near shards x batchSize however many rows
+   * there are. Aggregate and DISTINCT queries are merged whole first (their results are small).
+   * Breaking out of the loop closes the cursors.
+   *
+   * @example
+   * for await (const order of router.broadcastStream('SELECT id, total FROM orders ORDER BY total DESC', [], { batchSize: 500 })) {
+   *   process(order);
+   * }
+   * @throws ShardRouterError like {@link broadcast}; also UNSUPPORTED for an ORDER BY only the server can order (add COLLATE "C")
+   */
+  async *broadcastStream<R extends QueryResultRow = QueryResultRow>(
+    sql: string,
+    params?: readonly unknown[],
+    options: BroadcastStreamOptions = {},
+  ): AsyncGenerator<R, void, undefined> {
+    if (this.#closing) throw closedError();
+    if (params !== undefined && !Array.isArray(params)) throw new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
+    yield* this.#broadcaster.stream<R>(sql, params ?? NO_PARAMS, options);
+  }
+
+  /**
+   * The plan of a broadcast, as text: the query every shard runs and the merge steps. Plans are
+   * cached by SQL text, so this is also what broadcast(sql) will do.
+   *
+   * @example
+   * console.log(router.explain('SELECT status, avg(total) FROM orders GROUP BY status'));
+   * @throws ShardRouterError INVALID_SQL, UNSUPPORTED
+   */
+  explain(sql: string): string {
+    if (this.#closing) throw closedError();
+    return this.#broadcaster.explain(sql);
   }
 
   /**
@@ -324,6 +397,19 @@ export class ShardRouter {
       await Promise.all([...this.#pools.values()].map((pool) => pool.close()));
     })();
     return this.#closing;
+  }
+
+  /** Cross-shard writes need max_prepared_transactions > 0 on every participant. */
+  #requirePreparedTransactions(shardIds: readonly string[]): void {
+    const disabled = shardIds.find((id) => this.#capabilities.get(id)?.maxPreparedTransactions === 0);
+    if (disabled === undefined) return;
+    throw new ShardRouterError(
+      'PREPARED_TRANSACTIONS_DISABLED',
+      `shard ${disabled} has max_prepared_transactions = 0, so it cannot take part in a cross-shard transaction. ` +
+        'Set max_prepared_transactions on every shard (at least the number of connections that may commit at once, ' +
+        'e.g. the same as max_connections) in postgresql.conf or with `-c max_prepared_transactions=100`, and restart the server',
+      { shardId: disabled },
+    );
   }
 
   #pool(shardId: string): ShardPool {

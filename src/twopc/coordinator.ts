@@ -55,6 +55,12 @@ export interface Transaction {
    * TRANSACTION_CLOSED, TRANSACTION_TIMEOUT, LOCK_TIMEOUT, QUERY_FAILED, CONNECTION_LOST, INVALID_KEY
    */
   execute<R extends QueryResultRow = QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]): Promise<ShardQueryResult<R>>;
+  /**
+   * Runs one parameterized statement inside the transaction on a participant shard named by id
+   * (one of `shardIds`): for DDL and maintenance that belong to no key.
+   * @throws ShardRouterError INVALID_ARGUMENT (not a participant) and the errors of {@link execute}
+   */
+  executeOn<R extends QueryResultRow = QueryResultRow>(shardId: string, sql: string, params?: readonly unknown[]): Promise<ShardQueryResult<R>>;
   /** The participating shards, in the order their connections were taken. */
   readonly shardIds: readonly string[];
 }
@@ -160,7 +166,9 @@ class TransactionRun<T> {
 
   async execute(work: (tx: Transaction) => Promise<T>): Promise<T> {
     const tx: Transaction = Object.freeze({
-      execute: <R extends QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]) => this.#statement<R>(key, sql, params),
+      execute: <R extends QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]) => this.#statement<R>(key, undefined, sql, params),
+      executeOn: <R extends QueryResultRow>(shardId: string, sql: string, params?: readonly unknown[]) =>
+        this.#statement<R>(undefined, shardId, sql, params),
       shardIds: Object.freeze([...this.#participants.keys()]),
     });
     let timer: NodeJS.Timeout | undefined;
@@ -190,14 +198,25 @@ class TransactionRun<T> {
     return value;
   }
 
-  async #statement<R extends QueryResultRow>(key: ShardKey, sql: string, params: readonly unknown[] | undefined): Promise<ShardQueryResult<R>> {
+  async #statement<R extends QueryResultRow>(
+    key: ShardKey | undefined,
+    namedShard: string | undefined,
+    sql: string,
+    params: readonly unknown[] | undefined,
+  ): Promise<ShardQueryResult<R>> {
     if (this.#state !== 'open') {
       throw this.#state === 'timed-out'
         ? this.#timeoutError()
         : new ShardRouterError('TRANSACTION_CLOSED', 'the transaction is over: tx.execute was called after its callback settled');
     }
-    const shardId = this.#context.shardFor(key);
+    const shardId = namedShard ?? this.#context.shardFor(key!);
     const participant = this.#participants.get(shardId);
+    if (!participant && namedShard !== undefined) {
+      throw new ShardRouterError(
+        'INVALID_ARGUMENT',
+        `shard "${String(namedShard)}" is not among the transaction's shards (${[...this.#participants.keys()].join(', ')})`,
+      );
+    }
     if (!participant) {
       throw new ShardRouterError(
         'KEY_NOT_IN_TRANSACTION',

@@ -1,0 +1,306 @@
+import type { FieldDef, QueryResultRow } from 'pg';
+import Cursor from 'pg-cursor';
+import type pg from 'pg';
+import type { RawQueryResult, ShardPool } from '../cluster/shard-pool.js';
+import { ShardRouterError } from '../errors.js';
+import type { Transaction } from '../twopc/coordinator.js';
+import { mergeSortedBatches } from './k-way-merge.js';
+import type { BatchSource } from './k-way-merge.js';
+import { mergeSelect, parseRows } from './merge.js';
+import type { ShardRows } from './merge.js';
+import { formatPlan } from './plan.js';
+import type { BroadcastPlan, SelectPlan } from './plan.js';
+import { planBroadcast } from './planner.js';
+import { rowComparator } from './row-order.js';
+import type { RawRow, ServerRanker } from './row-order.js';
+import type { BroadcastCapabilities } from './server-probe.js';
+import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions, ShardFailure } from './types.js';
+
+/** How many distinct SQL texts keep their plan. */
+const PLAN_CACHE_SIZE = 1_000;
+const DEFAULT_BATCH_SIZE = 1_000;
+const MAX_TIMEOUT_MS = 3_600_000;
+const RAW_TEXT = { getTypeParser: () => (text: string) => text };
+
+/** What the broadcast engine needs from the router. */
+export interface BroadcastContext {
+  /** Shard ids in config order. */
+  readonly shardIds: readonly string[];
+  pool(shardId: string): ShardPool;
+  readonly capabilities: BroadcastCapabilities;
+  readonly ranker: ServerRanker;
+  readonly defaultTimeoutMillis: number;
+  /** Runs `work` in one transaction over all the given shards (two-phase commit when it writes to several). */
+  runWrite<T>(shardIds: readonly string[], timeoutMillis: number, work: (tx: Transaction) => Promise<T>): Promise<T>;
+}
+
+/** Plans (cached by SQL text), runs and merges broadcasts. */
+export class Broadcaster {
+  readonly #context: BroadcastContext;
+  readonly #plans = new Map<string, BroadcastPlan>();
+
+  constructor(context: BroadcastContext) {
+    this.#context = context;
+  }
+
+  /** The cached plan of `sql`, planning it on first use. */
+  plan(sql: string): BroadcastPlan {
+    if (typeof sql !== 'string' || sql.trim() === '') throw new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string');
+    const cached = this.#plans.get(sql);
+    if (cached) return cached;
+    const aggregates = this.#context.capabilities.aggregateNames;
+    const plan = planBroadcast(sql, { isAggregate: (name) => aggregates.has(name) });
+    if (this.#plans.size >= PLAN_CACHE_SIZE) this.#plans.delete(this.#plans.keys().next().value!);
+    this.#plans.set(sql, plan);
+    return plan;
+  }
+
+  explain(sql: string): string {
+    return formatPlan(this.plan(sql));
+  }
+
+  async run<R extends QueryResultRow>(sql: string, params: readonly unknown[], options: BroadcastOptions): Promise<BroadcastResult<R>> {
+    const plan = this.plan(sql);
+    const timeoutMillis = this.#timeout(options.timeoutMillis ?? this.#context.defaultTimeoutMillis);
+    switch (plan.kind) {
+      case 'write':
+        return this.#write<R>(plan.sql, params, timeoutMillis);
+      case 'single':
+      case 'select':
+        return this.#read<R>(plan, params, timeoutMillis, options.partial === true);
+      default: {
+        const never: never = plan;
+        throw new Error(`unknown plan ${String(never)}`);
+      }
+    }
+  }
+
+  #timeout(value: unknown): number {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > MAX_TIMEOUT_MS) {
+      throw new ShardRouterError('INVALID_ARGUMENT', `timeoutMillis must be an integer from 1 to ${MAX_TIMEOUT_MS}, got ${String(value)}`);
+    }
+    return value;
+  }
+
+  /** Reads on every shard (or one, for a plan that reads no sharded table) and merges. */
+  async #read<R extends QueryResultRow>(plan: SelectPlan | { kind: 'single'; sql: string }, params: readonly unknown[], timeoutMillis: number, partial: boolean): Promise<BroadcastResult<R>> {
+    const shardIds = plan.kind === 'single' ? this.#context.shardIds.slice(0, 1) : this.#context.shardIds;
+    const sql = plan.kind === 'single' ? plan.sql : plan.shardSql;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
+    const failures: ShardFailure[] = [];
+    const answered: RawQueryResult[] = [];
+    try {
+      await Promise.all(
+        shardIds.map(async (shardId) => {
+          try {
+            answered.push(await this.#context.pool(shardId).queryRaw(sql, params, controller.signal));
+          } catch (error) {
+            const failure = asShardError(error, shardId);
+            if (failure.code === 'BROADCAST_TIMEOUT' || !partial) {
+              // All or error: stop the other shards' work at once rather than wait for it.
+              if (!controller.signal.aborted) controller.abort(failure);
+              throw controller.signal.reason;
+            }
+            failures.push({ shardId, error: failure });
+          }
+        }),
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+    if (answered.length === 0) throw failures[0]!.error;
+    // Shard order, not arrival order: the merge is then deterministic.
+    answered.sort((a, b) => shardIds.indexOf(a.shardId) - shardIds.indexOf(b.shardId));
+    if (plan.kind === 'single') {
+      const only = answered[0]!;
+      return { rows: parseRows<R>(only.rows, only.fields), rowCount: only.rowCount ?? only.rows.length, fields: only.fields, command: only.command, failures };
+    }
+    const results: ShardRows[] = answered.map((answer) => ({ shardId: answer.shardId, fields: answer.fields, rows: answer.rows }));
+    const { rows, fields } = await mergeSelect<R>(plan, results, {
+      params,
+      textOrder: this.#context.capabilities.textOrder,
+      ranker: this.#context.ranker,
+    });
+    return { rows, rowCount: rows.length, fields, command: 'SELECT', failures };
+  }
+
+  /** A write on every shard in one transaction: a schema change lands everywhere or nowhere. */
+  async #write<R extends QueryResultRow>(sql: string, params: readonly unknown[], timeoutMillis: number): Promise<BroadcastResult<R>> {
+    const shardIds = [...this.#context.shardIds].sort();
+    const results = await this.#context.runWrite(shardIds, timeoutMillis, (tx) =>
+      Promise.all(shardIds.map((shardId) => tx.executeOn<R>(shardId, sql, params as unknown[]))),
+    );
+    const first = results[0]!;
+    return {
+      rows: results.flatMap((result) => result.rows),
+      rowCount: results.reduce((sum, result) => sum + (result.rowCount ?? 0), 0),
+      fields: first.fields,
+      command: first.command,
+      failures: [],
+    };
+  }
+
+  /**
+   * Streams a SELECT: for plain (non-aggregate) queries, shard cursors read `batchSize` rows at
+   * a time and an ORDER BY is a k-way merge of them, so memory stays near shards x batchSize
+   * whatever the result size. Aggregate and DISTINCT queries are merged whole, then streamed.
+   */
+  async *stream<R extends QueryResultRow>(sql: string, params: readonly unknown[], options: BroadcastStreamOptions): AsyncGenerator<R, void, undefined> {
+    const plan = this.plan(sql);
+    const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+    if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 1_000_000) {
+      throw new ShardRouterError('INVALID_ARGUMENT', `batchSize must be an integer from 1 to 1000000, got ${String(batchSize)}`);
+    }
+    const timeoutMillis = options.timeoutMillis === undefined ? undefined : this.#timeout(options.timeoutMillis);
+    if (plan.kind === 'write') throw new ShardRouterError('INVALID_ARGUMENT', 'broadcastStream takes a SELECT; use broadcast for writes');
+    if (plan.kind === 'single' || plan.aggregate || plan.distinct) {
+      const result = await this.run<R>(sql, params, timeoutMillis === undefined ? {} : { timeoutMillis });
+      yield* result.rows;
+      return;
+    }
+    yield* this.#streamSelect<R>(plan, params, batchSize, timeoutMillis);
+  }
+
+  async *#streamSelect<R extends QueryResultRow>(plan: SelectPlan, params: readonly unknown[], batchSize: number, timeoutMillis: number | undefined): AsyncGenerator<R, void, undefined> {
+    const shardIds = this.#context.shardIds;
+    const controller = new AbortController();
+    const timer =
+      timeoutMillis === undefined ? undefined : setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
+    const cursors = shardIds.map((shardId) => new ShardCursor(this.#context.pool(shardId), plan.shardSql, params, batchSize, controller.signal));
+    try {
+      const firstBatches = await Promise.all(cursors.map((cursor) => cursor.next()));
+      const fields = cursors.find((cursor) => cursor.fields)!.fields!;
+      const visible = fields.slice(0, fields.length - plan.hidden.length);
+      const hiddenCount = plan.hidden.length;
+      let offset = countValue(plan.offset, params) ?? 0;
+      let remaining = countValue(plan.limit, params) ?? Infinity;
+      // The first batch is already read; hand it to the merge before the cursors' next ones.
+      const sources: BatchSource<RawRow>[] = cursors.map((cursor, i) => {
+        let pending: readonly RawRow[] | undefined = firstBatches[i];
+        return {
+          next: () => {
+            if (pending) {
+              const batch = pending;
+              pending = undefined;
+              return Promise.resolve(batch);
+            }
+            return cursor.next();
+          },
+        };
+      });
+      const batches =
+        plan.sort.length > 0
+          ? mergeSortedBatches(sources, await rowComparator(plan.sort, fields.map((field) => field.dataTypeID), hiddenCount, this.#context.capabilities.textOrder, undefined, undefined))
+          : concatenate(sources);
+      for await (let batch of batches) {
+        if (offset > 0) {
+          const skip = Math.min(offset, batch.length);
+          offset -= skip;
+          batch = batch.slice(skip);
+        }
+        if (batch.length > remaining) batch = batch.slice(0, remaining);
+        remaining -= batch.length;
+        yield* parseRows<R>(batch, visible);
+        if (remaining <= 0) return;
+      }
+    } catch (error) {
+      throw controller.signal.aborted ? controller.signal.reason : error;
+    } finally {
+      clearTimeout(timer);
+      await Promise.all(cursors.map((cursor) => cursor.close()));
+    }
+  }
+
+  #timeoutError(timeoutMillis: number, shardIds: readonly string[]): ShardRouterError {
+    return new ShardRouterError('BROADCAST_TIMEOUT', `the broadcast did not finish within ${timeoutMillis} ms on shards ${shardIds.join(', ')}; the running shard queries were cancelled`);
+  }
+}
+
+async function* concatenate(sources: readonly BatchSource<RawRow>[]): AsyncGenerator<RawRow[]> {
+  for (const source of sources) {
+    for (let batch = await source.next(); batch.length > 0; batch = await source.next()) yield [...batch];
+  }
+}
+
+function countValue(count: SelectPlan['limit'], params: readonly unknown[]): number | undefined {
+  if (!count) return undefined;
+  const value = count.kind === 'constant' ? count.value : params[count.index];
+  if (value === null || value === undefined) return undefined;
+  const number = Number(value);
+  if (!Number.isSafeInteger(number) || number < 0) throw new ShardRouterError('INVALID_ARGUMENT', `LIMIT/OFFSET must be a non-negative integer, got ${String(value)}`);
+  return number;
+}
+
+function asShardError(error: unknown, shardId: string): ShardRouterError {
+  if (error instanceof ShardRouterError) return error;
+  return new ShardRouterError('QUERY_FAILED', `shard ${shardId}: ${error instanceof Error ? error.message : String(error)}`, { shardId, cause: error });
+}
+
+/** One shard's cursor over the shard query, read in batches of raw text rows. */
+class ShardCursor {
+  fields: FieldDef[] | undefined;
+  readonly #pool: ShardPool;
+  readonly #sql: string;
+  readonly #params: readonly unknown[];
+  readonly #batchSize: number;
+  readonly #signal: AbortSignal;
+  #client: pg.Client | undefined;
+  #cursor: Cursor<RawRow> | undefined;
+  #done = false;
+  #failed = false;
+
+  constructor(pool: ShardPool, sql: string, params: readonly unknown[], batchSize: number, signal: AbortSignal) {
+    this.#pool = pool;
+    this.#sql = sql;
+    this.#params = params;
+    this.#batchSize = batchSize;
+    this.#signal = signal;
+  }
+
+  async next(): Promise<RawRow[]> {
+    if (this.#done) return [];
+    this.#signal.throwIfAborted();
+    if (!this.#cursor) {
+      this.#client = await this.#pool.acquireClient();
+      this.#cursor = this.#client.query(new Cursor<RawRow>(this.#sql, this.#params as unknown[], { rowMode: 'array', types: RAW_TEXT }));
+    }
+    const cursor = this.#cursor;
+    const client = this.#client!;
+    const rows = await new Promise<RawRow[]>((resolve, reject) => {
+      const onAbort = () => reject(this.#signal.reason);
+      this.#signal.addEventListener('abort', onAbort, { once: true });
+      cursor.read(this.#batchSize, (error, rows, result) => {
+        this.#signal.removeEventListener('abort', onAbort);
+        if (error) {
+          this.#failed = true;
+          reject(this.#pool.translateError(client, error));
+          return;
+        }
+        this.fields ??= (result as unknown as { fields: FieldDef[] }).fields;
+        resolve(rows);
+      });
+    }).catch((error: unknown) => {
+      this.#failed = true;
+      throw error;
+    });
+    if (rows.length === 0) await this.close();
+    return rows;
+  }
+
+  /** Closes the cursor and returns (or, after a failure or cancel, retires) the connection. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#done) return;
+    this.#done = true;
+    const client = this.#client;
+    const cursor = this.#cursor;
+    if (!client || !cursor) return;
+    if (this.#failed || this.#signal.aborted) {
+      await this.#pool.cancelAndDiscard(client);
+      this.#pool.releaseClient(client);
+      return;
+    }
+    await new Promise<void>((resolve) => cursor.close(() => resolve()));
+    this.#pool.releaseClient(client);
+  }
+}

@@ -1,0 +1,201 @@
+/**
+ * Broadcast plans: plain data, made once per SQL text by the planner and cached. A plan is the
+ * statement sent to every shard plus the merge steps that turn the shards' partial results into
+ * what one server would have returned. `formatPlan` prints it for `router.explain`.
+ */
+
+/** A shard result column: a visible output position, or the n-th helper column the rewrite appended. */
+export type ColumnRef = { readonly kind: 'visible'; readonly position: number } | { readonly kind: 'hidden'; readonly index: number };
+
+/** How the merge combines one shard result column across shards (aggregate plans). */
+export type ColumnRole =
+  /** Part of the group's identity (a GROUP BY expression). */
+  | { readonly kind: 'key' }
+  /** Determined by the group (e.g. upper(g) with GROUP BY g): the same on every shard, taken from the first. */
+  | { readonly kind: 'value' }
+  | { readonly kind: 'count' }
+  | { readonly kind: 'sum' }
+  | { readonly kind: 'min' }
+  | { readonly kind: 'max' }
+  | { readonly kind: 'bool_and' }
+  | { readonly kind: 'bool_or' }
+  /** avg(x) = sum(x) in this column / count(x) in the hidden column `count`. */
+  | { readonly kind: 'avg'; readonly count: ColumnRef }
+  /** The hidden count(x) of an avg: consumed by the avg, never output. */
+  | { readonly kind: 'avg_count' };
+
+export type ComparisonOperator = '=' | '<>' | '<' | '<=' | '>' | '>=';
+
+/** A HAVING condition, evaluated on merged groups with SQL's three-valued logic. */
+export type Condition =
+  | { readonly kind: 'and' | 'or'; readonly args: readonly Condition[] }
+  | { readonly kind: 'not'; readonly arg: Condition }
+  | { readonly kind: 'compare'; readonly op: ComparisonOperator; readonly left: Operand; readonly right: Operand }
+  | { readonly kind: 'between'; readonly negated: boolean; readonly arg: Operand; readonly low: Operand; readonly high: Operand }
+  | { readonly kind: 'is_null'; readonly negated: boolean; readonly arg: Operand }
+  /** A boolean-valued operand used as a condition (e.g. bool_and(x) or a boolean group key). */
+  | { readonly kind: 'truth'; readonly arg: Operand };
+
+/** A value in a HAVING condition: a merged column (aggregate or group-determined expression the shards computed), or a literal. */
+export type Operand =
+  | { readonly kind: 'column'; readonly column: ColumnRef }
+  | { readonly kind: 'literal'; readonly text: string | null; readonly type: 'number' | 'string' | 'boolean' | 'null' }
+  /** A $n parameter (0-based index), compared as the other side's type. */
+  | { readonly kind: 'param'; readonly index: number };
+
+/** LIMIT/OFFSET: a constant or a $n parameter resolved per execution. */
+export type Count = { readonly kind: 'constant'; readonly value: number } | { readonly kind: 'param'; readonly index: number };
+
+export interface SortKey {
+  readonly column: ColumnRef;
+  readonly descending: boolean;
+  readonly nullsFirst: boolean;
+  /** An explicit COLLATE clause's name, quoted for SQL (e.g. `"en-x-icu"`), if the ORDER BY item had one. */
+  readonly collation: string | undefined;
+  /** The ORDER BY item as written (for explain). */
+  readonly text: string;
+}
+
+interface PlanBase {
+  readonly sql: string;
+}
+
+/** A SELECT over sharded data: every shard runs `shardSql`, the router merges. */
+export interface SelectPlan extends PlanBase {
+  readonly kind: 'select';
+  readonly shardSql: string;
+  /** Helper columns appended to the shard query (never output), in order, as SQL text. */
+  readonly hidden: readonly string[];
+  /** Present for aggregate queries (GROUP BY or aggregates): one role per visible target, then per hidden column. */
+  readonly aggregate:
+    | {
+        readonly visibleRoles: readonly ColumnRole[];
+        readonly hiddenRoles: readonly ColumnRole[];
+        /** True without GROUP BY: exactly one output group, even over no rows. */
+        readonly ungrouped: boolean;
+      }
+    | undefined;
+  readonly having: Condition | undefined;
+  readonly distinct: boolean;
+  readonly sort: readonly SortKey[];
+  readonly limit: Count | undefined;
+  readonly offset: Count | undefined;
+}
+
+/** A statement that reads no sharded table (no FROM): one shard answers it. */
+export interface SingleShardPlan extends PlanBase {
+  readonly kind: 'single';
+}
+
+/** Anything other than SELECT (DDL, UPDATE, DELETE, ...): every shard runs it inside one two-phase commit. */
+export interface WritePlan extends PlanBase {
+  readonly kind: 'write';
+  /** The statement's kind as PostgreSQL's parser names it (UpdateStmt, CreateStmt, ...). */
+  readonly statement: string;
+}
+
+export type BroadcastPlan = SelectPlan | SingleShardPlan | WritePlan;
+
+/** Position of a column in a shard row of `width` columns that ends with `hiddenCount` helper columns. */
+export function columnIndex(ref: ColumnRef, width: number, hiddenCount: number): number {
+  return ref.kind === 'visible' ? ref.position : width - hiddenCount + ref.index;
+}
+
+/** The plan as text: what `router.explain(sql)` prints. */
+export function formatPlan(plan: BroadcastPlan): string {
+  switch (plan.kind) {
+    case 'single':
+      return `Single shard (the statement reads no sharded table)\n  Query: ${plan.sql}`;
+    case 'write':
+      return `Write on every shard, atomic (two-phase commit)\n  Statement: ${plan.statement}\n  Query: ${plan.sql}\n  Result: rowCount summed over the shards`;
+    case 'select':
+      return formatSelect(plan);
+    default: {
+      const never: never = plan;
+      throw new Error(`unknown plan ${String(never)}`);
+    }
+  }
+}
+
+function formatSelect(plan: SelectPlan): string {
+  const lines = ['Broadcast SELECT to every shard', `  Shard query: ${plan.shardSql}`];
+  if (plan.hidden.length > 0) lines.push(`  Helper columns (dropped from the result): ${plan.hidden.join(', ')}`);
+  const steps: string[] = [];
+  if (plan.aggregate) {
+    const roles = [...plan.aggregate.visibleRoles.map((role, i) => `c${i + 1} ${describeRole(role)}`)];
+    plan.aggregate.hiddenRoles.forEach((role, i) => roles.push(`h${i + 1} ${describeRole(role)}`));
+    steps.push(`${plan.aggregate.ungrouped ? 'Aggregate (one group)' : 'GROUP BY merge (hash on the key columns)'}: ${roles.join(', ')}`);
+  } else if (plan.sort.length > 0) {
+    steps.push('Concatenate: k-way merge of the shards\' sorted rows');
+  } else {
+    steps.push('Concatenate the shards\' rows');
+  }
+  if (plan.having) steps.push(`HAVING ${describeCondition(plan.having)}`);
+  if (plan.distinct) steps.push('DISTINCT');
+  if (plan.sort.length > 0 && plan.aggregate) steps.push(`Sort by ${plan.sort.map((key) => key.text).join(', ')}`);
+  if (plan.offset) steps.push(`OFFSET ${describeCount(plan.offset)} (skipped by the router)`);
+  if (plan.limit) steps.push(`LIMIT ${describeCount(plan.limit)}`);
+  if (plan.hidden.length > 0) steps.push(`Drop ${plan.hidden.length} helper column(s)`);
+  lines.push('  Merge:', ...steps.map((step, i) => `    ${i + 1}. ${step}`));
+  return lines.join('\n');
+}
+
+function describeRole(role: ColumnRole): string {
+  switch (role.kind) {
+    case 'key':
+      return 'group key';
+    case 'value':
+      return 'from the group';
+    case 'count':
+      return 'sum of counts';
+    case 'sum':
+      return 'sum of sums';
+    case 'min':
+    case 'max':
+      return `${role.kind} of ${role.kind}s`;
+    case 'bool_and':
+      return 'AND of bool_and';
+    case 'bool_or':
+      return 'OR of bool_or';
+    case 'avg':
+      return `avg = sum / ${role.count.kind === 'hidden' ? `h${role.count.index + 1}` : `c${role.count.position + 1}`}`;
+    case 'avg_count':
+      return 'count for avg';
+    default: {
+      const never: never = role;
+      throw new Error(`unknown role ${String(never)}`);
+    }
+  }
+}
+
+function describeCount(count: Count): string {
+  return count.kind === 'constant' ? String(count.value) : `$${count.index + 1}`;
+}
+
+function describeOperand(operand: Operand): string {
+  if (operand.kind === 'param') return `$${operand.index + 1}`;
+  if (operand.kind === 'literal') return operand.text === null ? 'NULL' : operand.type === 'string' ? `'${operand.text}'` : operand.text;
+  return operand.column.kind === 'hidden' ? `h${operand.column.index + 1}` : `c${operand.column.position + 1}`;
+}
+
+function describeCondition(condition: Condition): string {
+  switch (condition.kind) {
+    case 'and':
+    case 'or':
+      return `(${condition.args.map(describeCondition).join(` ${condition.kind.toUpperCase()} `)})`;
+    case 'not':
+      return `NOT ${describeCondition(condition.arg)}`;
+    case 'compare':
+      return `${describeOperand(condition.left)} ${condition.op} ${describeOperand(condition.right)}`;
+    case 'between':
+      return `${describeOperand(condition.arg)} ${condition.negated ? 'NOT ' : ''}BETWEEN ${describeOperand(condition.low)} AND ${describeOperand(condition.high)}`;
+    case 'is_null':
+      return `${describeOperand(condition.arg)} IS ${condition.negated ? 'NOT ' : ''}NULL`;
+    case 'truth':
+      return describeOperand(condition.arg);
+    default: {
+      const never: never = condition;
+      throw new Error(`unknown condition ${String(never)}`);
+    }
+  }
+}

@@ -1,0 +1,74 @@
+import type { ShardPool } from '../cluster/shard-pool.js';
+import type { TextOrder } from './pg-values.js';
+import type { ServerRanker } from './row-order.js';
+
+/** What the broadcast layer learns from the shards at connect. */
+export interface BroadcastCapabilities {
+  /** 'codepoint' when every shard's database collation orders text by code point, else 'server'. */
+  readonly textOrder: TextOrder;
+  /** Names of aggregate and window functions on any shard (lower case), user-defined ones included. */
+  readonly aggregateNames: ReadonlySet<string>;
+}
+
+/** libc locales whose collation is byte (= code point) order; the builtin provider's C locales too. */
+const CODE_POINT_LOCALES = new Set(['C', 'POSIX', 'C.UTF-8', 'C.utf8', 'C.UTF8']);
+
+/** Reads every shard's default collation and its aggregate function names. */
+export async function probeBroadcastCapabilities(pools: readonly ShardPool[]): Promise<BroadcastCapabilities> {
+  const answers = await Promise.all(
+    pools.map(async (pool) => {
+      const collation = await pool.query<{ datcollate: string; provider: string }>(
+        // datlocprovider exists from PostgreSQL 15; to_jsonb keeps older servers (libc only) working.
+        `SELECT datcollate, coalesce(to_jsonb(d) ->> 'datlocprovider', 'c') AS provider,
+                coalesce(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale', '') AS locale
+           FROM pg_database d WHERE datname = current_database()`,
+        [],
+      );
+      const aggregates = await pool.query<{ names: string[] }>(
+        `SELECT coalesce(array_agg(DISTINCT lower(proname::text)), '{}') AS names FROM pg_proc WHERE prokind IN ('a', 'w')`,
+        [],
+      );
+      const row = collation.rows[0] as { datcollate: string; provider: string; locale: string };
+      // 'c' libc: datcollate is the locale; 'b' builtin: C or C.UTF-8 order by code point; 'i' ICU never does.
+      const codePoint = row.provider === 'b' ? CODE_POINT_LOCALES.has(row.locale) : row.provider === 'c' && CODE_POINT_LOCALES.has(row.datcollate);
+      return { codePoint, names: aggregates.rows[0]!.names };
+    }),
+  );
+  return {
+    textOrder: answers.every((answer) => answer.codePoint) ? 'codepoint' : 'server',
+    aggregateNames: new Set(answers.flatMap((answer) => answer.names)),
+  };
+}
+
+/**
+ * A ServerRanker that asks one reachable shard to dense_rank values of a type under a collation
+ * (the database default when none is given): PostgreSQL orders, so the order is exactly its own.
+ */
+export function serverRanker(pools: readonly ShardPool[]): ServerRanker {
+  const typeNames = new Map<number, string>();
+  return async (oid, collation, values) => {
+    let lastError: unknown;
+    for (const pool of pools) {
+      try {
+        let typeName = typeNames.get(oid);
+        if (typeName === undefined) {
+          // format_type without a modifier would make bpchar `character`, i.e. char(1).
+          typeName = oid === 1042 ? 'bpchar' : (await pool.query<{ name: string }>('SELECT format_type($1::oid, NULL) AS name', [oid])).rows[0]!.name;
+          typeNames.set(oid, typeName);
+        }
+        // typeName comes from the server's own format_type, collation from the parser (quoted).
+        const { rows } = await pool.query<{ i: number; r: string }>(
+          `SELECT u.i::int4 AS i, dense_rank() OVER (ORDER BY u.t::${typeName}${collation ? ` COLLATE ${collation}` : ''}) AS r
+             FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i)`,
+          [values],
+        );
+        const ranks = new Map<string, number>();
+        for (const row of rows) ranks.set(values[row.i - 1]!, Number(row.r));
+        return ranks;
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw lastError;
+  };
+}
