@@ -1,0 +1,147 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { formatPlan } from '../../src/broadcast/plan.js';
+import type { BroadcastPlan, SelectPlan } from '../../src/broadcast/plan.js';
+import { planBroadcast } from '../../src/broadcast/planner.js';
+import { loadParser } from '../../src/broadcast/sql-parser.js';
+import { ShardRouterError } from '../../src/index.js';
+
+const catalog = { isAggregate: (name: string) => ['string_agg', 'array_agg', 'stddev', 'percentile_cont', 'my_agg'].includes(name) };
+const plan = (sql: string): BroadcastPlan => planBroadcast(sql, catalog);
+const select = (sql: string): SelectPlan => {
+  const result = plan(sql);
+  if (result.kind !== 'select') throw new Error(`expected a select plan, got ${result.kind}`);
+  return result;
+};
+
+beforeAll(async () => {
+  await loadParser();
+});
+
+describe('aggregate plans', () => {
+  it('push partial aggregates down and keep HAVING, ORDER BY and LIMIT for the merge', () => {
+    const p = select('SELECT g, count(*) AS n, avg(x) FROM t WHERE y > 0 GROUP BY g HAVING sum(x) > 10 ORDER BY n DESC LIMIT 3 OFFSET 1');
+    expect(p.shardSql).toBe('SELECT g, count(*) AS n, sum(x) AS avg, count(x) AS __psr_h1, sum(x) AS __psr_h2 FROM t WHERE y > 0 GROUP BY g');
+    expect(p.aggregate?.visibleRoles.map((role) => role.kind)).toEqual(['key', 'count', 'avg']);
+    expect(p.aggregate?.hiddenRoles.map((role) => role.kind)).toEqual(['avg_count', 'sum']);
+    expect(p.having).toEqual({ kind: 'compare', op: '>', left: { kind: 'column', column: { kind: 'hidden', index: 1 } }, right: { kind: 'literal', text: '10', type: 'number' } });
+    expect(p.sort).toEqual([{ column: { kind: 'visible', position: 1 }, descending: true, nullsFirst: true, collation: undefined, text: 'n DESC' }]);
+    expect(p.limit).toEqual({ kind: 'constant', value: 3 });
+    expect(p.offset).toEqual({ kind: 'constant', value: 1 });
+  });
+
+  it('add a GROUP BY expression missing from the select list as a helper key column', () => {
+    const p = select('SELECT count(*) FROM t GROUP BY x % 3');
+    expect(p.shardSql).toBe('SELECT count(*), x % 3 AS __psr_h1 FROM t GROUP BY x % 3');
+    expect(p.aggregate?.hiddenRoles).toEqual([{ kind: 'key' }]);
+    expect(p.aggregate?.ungrouped).toBe(false);
+  });
+
+  it('resolve GROUP BY by position, alias and expression to the visible key', () => {
+    for (const sql of ['SELECT lower(g) AS lg, count(*) FROM t GROUP BY 1', 'SELECT lower(g) AS lg, count(*) FROM t GROUP BY lg', 'SELECT lower(g) AS lg, count(*) FROM t GROUP BY lower(g)']) {
+      const p = select(sql);
+      expect(p.hidden, sql).toEqual([]);
+      expect(p.aggregate?.visibleRoles.map((role) => role.kind), sql).toEqual(['key', 'count']);
+    }
+  });
+
+  it('ungrouped aggregates form one group', () => {
+    const p = select('SELECT sum(x), min(d), max(d), bool_and(f), every(f), bool_or(f) FROM t');
+    expect(p.aggregate?.ungrouped).toBe(true);
+    expect(p.aggregate?.visibleRoles.map((role) => role.kind)).toEqual(['sum', 'min', 'max', 'bool_and', 'bool_and', 'bool_or']);
+  });
+
+  it('keep FILTER on the rewritten avg parts', () => {
+    const p = select('SELECT avg(x) FILTER (WHERE x > 0) FROM t');
+    expect(p.shardSql).toBe('SELECT sum(x) FILTER (WHERE x > 0) AS avg, count(x) FILTER (WHERE x > 0) AS __psr_h1 FROM t');
+  });
+
+  it('keep $n dropped with LIMIT/HAVING bound, with a no-op condition', () => {
+    const p = select('SELECT g, count(*) FROM t WHERE x > $1 GROUP BY g HAVING count(*) > $2 LIMIT $3');
+    expect(p.shardSql).toBe('SELECT g, count(*) FROM t WHERE x > $1 AND (CAST($2 AS text) IS NULL OR true) AND (CAST($3 AS text) IS NULL OR true) GROUP BY g');
+    expect(p.limit).toEqual({ kind: 'param', index: 2 });
+  });
+});
+
+describe('plain plans', () => {
+  it('send LIMIT limit+offset to the shards and skip the offset in the router', () => {
+    const p = select('SELECT id FROM t ORDER BY x DESC NULLS LAST, 1 LIMIT 10 OFFSET 5');
+    expect(p.shardSql).toBe('SELECT id, x AS __psr_h1 FROM t ORDER BY x DESC NULLS LAST, 1 LIMIT 15');
+    expect(p.aggregate).toBeUndefined();
+    expect(p.sort.map((key) => [key.column, key.descending, key.nullsFirst])).toEqual([
+      [{ kind: 'hidden', index: 0 }, true, false],
+      [{ kind: 'visible', position: 0 }, false, false],
+    ]);
+  });
+
+  it('add parameter limits in SQL', () => {
+    expect(select('SELECT id FROM t ORDER BY id LIMIT $1 OFFSET $2').shardSql).toBe('SELECT id FROM t ORDER BY id LIMIT $1 + $2');
+  });
+
+  it('sort by an aliased expression behind a * by the expression itself', () => {
+    const p = select('SELECT *, x * 2 AS dbl FROM t ORDER BY dbl');
+    expect(p.shardSql).toBe('SELECT *, x * 2 AS dbl, x * 2 AS __psr_h1 FROM t ORDER BY dbl');
+  });
+
+  it('quote an explicit collation', () => {
+    expect(select('SELECT g FROM t ORDER BY g COLLATE "en-x-icu"').sort[0]!.collation).toBe('"en-x-icu"');
+  });
+
+  it('send statements without FROM to one shard and the rest to 2PC', () => {
+    expect(plan('SELECT 1').kind).toBe('single');
+    expect(plan('UPDATE t SET x = 1')).toEqual({ kind: 'write', sql: 'UPDATE t SET x = 1', statement: 'UpdateStmt' });
+    expect(plan('CREATE TABLE t (id int)').kind).toBe('write');
+  });
+});
+
+describe('refusals', () => {
+  const cases: [string, string][] = [
+    ['SELECT count(DISTINCT x) FROM t', 'count(DISTINCT'],
+    ['SELECT string_agg(g, \',\') FROM t', 'string_agg'],
+    ['SELECT my_agg(x) FROM t', 'my_agg'],
+    ['SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM t', 'percentile_cont'],
+    ['SELECT sum(x) OVER () FROM t', 'window function'],
+    ['SELECT count(*) * 2 FROM t', 'expression over an aggregate'],
+    ['SELECT g FROM t GROUP BY g ORDER BY sum(x) / count(*)', 'expression over an aggregate'],
+    ['SELECT * FROM t JOIN u ON t.id = u.id', 'join'],
+    ['SELECT * FROM t, u', 'join'],
+    ['SELECT * FROM (SELECT 1) s', 'subquery'],
+    ['SELECT * FROM t WHERE id IN (SELECT id FROM u)', 'subquery'],
+    ['WITH c AS (SELECT 1) SELECT * FROM c', 'WITH'],
+    ['SELECT 1 FROM t UNION SELECT 2 FROM t', 'UNION'],
+    ['SELECT g FROM t GROUP BY ROLLUP (g)', 'ROLLUP'],
+    ['SELECT DISTINCT ON (g) g FROM t', 'DISTINCT ON'],
+    ['SELECT x FROM t ORDER BY x USING <', 'USING'],
+    ['SELECT x FROM t ORDER BY x FETCH FIRST 2 ROWS WITH TIES', 'WITH TIES'],
+    ['SELECT x INTO u FROM t', 'INTO'],
+    ['SELECT 1; SELECT 2', 'multiple statements'],
+    ['INSERT INTO t VALUES (1)', 'INSERT'],
+    ['BEGIN', 'transaction control'],
+    ['VACUUM t', 'VacuumStmt'],
+    ['SELECT x FROM t LIMIT x + 1', 'LIMIT expression'],
+  ];
+  it.each(cases)('%s is UNSUPPORTED naming %s', (sql, construct) => {
+    let caught: unknown;
+    try {
+      plan(sql);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(ShardRouterError);
+    expect((caught as ShardRouterError).code).toBe('UNSUPPORTED');
+    expect((caught as ShardRouterError).message.toLowerCase()).toContain(construct.toLowerCase());
+  });
+
+  it('SQL that does not parse is INVALID_SQL with the position', () => {
+    expect(() => plan('SELECT FROM WHERE')).toThrow(expect.objectContaining({ code: 'INVALID_SQL', message: expect.stringContaining('at character') }));
+  });
+});
+
+describe('explain', () => {
+  it('print the shard query and the merge steps', () => {
+    const text = formatPlan(select('SELECT g, avg(x) FROM t GROUP BY g HAVING count(*) > 1 ORDER BY 2 LIMIT 5'));
+    expect(text).toContain('Shard query: SELECT g, sum(x) AS avg, count(x) AS __psr_h1, count(*) AS __psr_h2 FROM t GROUP BY g');
+    expect(text).toMatch(/1\. GROUP BY merge .*c1 group key, c2 avg = sum \/ h1/);
+    expect(text).toContain('HAVING h2 > 1');
+    expect(text).toContain('LIMIT 5');
+  });
+});

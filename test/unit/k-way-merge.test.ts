@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+import { mergeSorted, mergeSortedBatches } from '../../src/broadcast/k-way-merge.js';
+
+/** Deterministic pseudo-random numbers (mulberry32). */
+function random(seed: number): () => number {
+  let state = seed;
+  return () => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = Math.imul(state ^ (state >>> 15), 1 | state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+type Item = { value: number; source: number; seq: number };
+const byValue = (a: Item, b: Item) => a.value - b.value;
+
+function sortedSources(next: () => number, count: number): Item[][] {
+  return Array.from({ length: count }, (_, source) =>
+    Array.from({ length: Math.floor(next() * 60) }, () => Math.floor(next() * 20))
+      .sort((a, b) => a - b)
+      .map((value, seq) => ({ value, source, seq })),
+  );
+}
+
+/** What a stable merge must give: all items by value, ties by source then position. */
+function expected(sources: Item[][]): Item[] {
+  return sources.flat().sort((a, b) => a.value - b.value || a.source - b.source || a.seq - b.seq);
+}
+
+describe('mergeSorted', () => {
+  it('equals a stable sort of the union, for 200 random inputs (ties, empty sources)', () => {
+    const next = random(7);
+    for (let round = 0; round < 200; round++) {
+      const sources = sortedSources(next, 1 + Math.floor(next() * 6));
+      expect(mergeSorted(sources, byValue)).toEqual(expected(sources));
+    }
+  });
+
+  it('stops after the limit', () => {
+    expect(mergeSorted([[1, 4], [2, 3]], (a, b) => a - b, 3)).toEqual([1, 2, 3]);
+  });
+});
+
+describe('mergeSortedBatches', () => {
+  it('equals the in-memory merge whatever the batch sizes, holding one batch per source', async () => {
+    const next = random(11);
+    for (let round = 0; round < 100; round++) {
+      const sources = sortedSources(next, 1 + Math.floor(next() * 5));
+      const batchSize = 1 + Math.floor(next() * 7);
+      const inFlight = sources.map(() => 0);
+      const batchSources = sources.map((items, i) => {
+        let position = 0;
+        return {
+          next: async () => {
+            const batch = items.slice(position, position + batchSize);
+            position += batch.length;
+            inFlight[i] = batch.length;
+            return batch;
+          },
+        };
+      });
+      const out: Item[] = [];
+      for await (const batch of mergeSortedBatches(batchSources, byValue)) {
+        expect(inFlight.every((size) => size <= batchSize)).toBe(true);
+        out.push(...batch);
+      }
+      expect(out).toEqual(expected(sources));
+    }
+  });
+});
