@@ -3,7 +3,6 @@ import type { QueryResult, QueryResultRow } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalCluster } from '../../src/index.js';
 import type { LocalCluster, ShardRouter } from '../../src/index.js';
-import type { BroadcastOptions, BroadcastResult } from '../../src/broadcast/types.js';
 import { connectFreshRouter, dropSchemas, uniqueName } from '../support/cluster.js';
 
 /**
@@ -12,11 +11,6 @@ import { connectFreshRouter, dropSchemas, uniqueName } from '../support/cluster.
  * the corpus must give, through broadcast, exactly what the reference server gives a pg.Client:
  * same rows (same parsed values), same field names and type ids.
  */
-
-/** What the test needs of the router's broadcast API (typed here so the file compiles on its own). */
-interface Broadcasting {
-  broadcast<R extends QueryResultRow = QueryResultRow>(sql: string, params?: unknown[], options?: BroadcastOptions): Promise<BroadcastResult<R>>;
-}
 
 const T = uniqueName('bx');
 /** The shard that must hold no rows of the table. */
@@ -73,6 +67,18 @@ function prng(seed: number): () => number {
 const TEXTS = ['alpha', 'Alpha', 'ALPHA', 'beta', 'Beta', 'gamma', 'delta', 'ärger', 'Ärger', 'zebra', 'Ωmega', '日本語', '😀 smile', 'ｚｅｔａ', 'a b', 'a', 'ab', 'Z', '~tilde'];
 const WORDS = ['x', 'X', 'éclair', 'Éclair', 'naïve', 'car', 'Car', 'CAR', '北京', '🦄', 'ｚ', 'a%b', 'under_score', 'zz', 'A'];
 const TWO_POW_62 = 1n << 62n;
+/**
+ * Two groups whose int8 sums (9223372036854775810 and ...809) are one apart but the same
+ * float64: only exact arithmetic orders them (and HAVING compares them) as one server does.
+ */
+const TWINS = [
+  { g: 'twin-1', big: String(TWO_POW_62) },
+  { g: 'twin-1', big: String(TWO_POW_62) },
+  { g: 'twin-1', big: '2' },
+  { g: 'twin-2', big: String(TWO_POW_62) },
+  { g: 'twin-2', big: String(TWO_POW_62) },
+  { g: 'twin-2', big: '1' },
+] as const;
 const INT8_MAX = 9223372036854775807n;
 const INT8_MIN = -9223372036854775808n;
 
@@ -185,6 +191,8 @@ function generateRows(shardFor: (key: bigint) => string): DataRow[] {
     // 3 groups with all their rows on one shard each, 15 rows apiece, and one group of one row.
     if (index < ONLY_GROUPS.length * 15) return ONLY_GROUPS[index % ONLY_GROUPS.length]!;
     if (index === ONLY_GROUPS.length * 15) return 'singleton';
+    const twin = index - ONLY_GROUPS.length * 15 - 1;
+    if (twin >= 0 && twin < TWINS.length) return TWINS[twin]!.g;
     const roll = random();
     if (roll < 0.07) return null;
     if (roll < 0.12) return '';
@@ -212,6 +220,8 @@ function generateRows(shardFor: (key: bigint) => string): DataRow[] {
       u: uuidValue(),
       vc: chance(0.08) ? null : chance(0.06) ? '' : pick(WORDS),
     });
+    const twin = TWINS[index - ONLY_GROUPS.length * 15 - 1];
+    if (twin) generated[index]!.big = twin.big;
   }
   return generated;
 }
@@ -335,6 +345,20 @@ const q = (sql: string, ordered: boolean, params?: unknown[] | (() => unknown[])
 /** An id that exists, on shard s1. */
 const anIdOnS1 = () => [String(rows.find((row) => row.g === 'only-s1')!.id)];
 
+/** The exact sum of `amount` (scale 4) over a group, computed here in BigInt, as numeric text. */
+function exactAmountSum(group: string, plusUnits = 0n): string {
+  let total = plusUnits;
+  for (const row of rows) {
+    if (row.g !== group || row.amount === null) continue;
+    const [integer, fraction = ''] = row.amount.replace('-', '').split('.');
+    const units = BigInt(integer!) * 10_000n + BigInt(fraction.padEnd(4, '0'));
+    total += row.amount.startsWith('-') ? -units : units;
+  }
+  const sign = total < 0n ? '-' : '';
+  const magnitude = total < 0n ? -total : total;
+  return `${sign}${magnitude / 10_000n}.${String(magnitude % 10_000n).padStart(4, '0')}`;
+}
+
 const CORPUS: CorpusQuery[] = [
   // --- plain rows
   q(`SELECT * FROM ${T}`, false),
@@ -378,6 +402,9 @@ const CORPUS: CorpusQuery[] = [
   q(`SELECT id, flag FROM ${T} ORDER BY flag NULLS FIRST, id DESC LIMIT 25 OFFSET 10`, true),
   q(`SELECT id FROM ${T} WHERE g IS DISTINCT FROM 'alpha' AND (k IN (1, 2, 3) OR flag IS NULL) ORDER BY id DESC LIMIT 50`, true),
   q(`SELECT id, g, vc FROM ${T} WHERE g = $1 OR vc = $2`, false, ['😀 smile', '北京']),
+  q(`SELECT id, g FROM ${T} ORDER BY id OFFSET $1`, true, [2990]), // a parameter used only by OFFSET
+  q(`SELECT id FROM ${T} ORDER BY id DESC LIMIT $1`, true, [null]), // LIMIT NULL = no limit
+  q(`SELECT id, $1::text AS tag, k + $2 AS kp FROM ${T} WHERE k = $2 ORDER BY id LIMIT 20`, true, ['tagged', 3]),
 
   // --- DISTINCT
   q(`SELECT DISTINCT k FROM ${T}`, false),
@@ -387,6 +414,7 @@ const CORPUS: CorpusQuery[] = [
   q(`SELECT DISTINCT d FROM ${T} ORDER BY d LIMIT 10 OFFSET 3`, true),
   q(`SELECT DISTINCT g, vc FROM ${T} WHERE k = $1`, false, [2]),
   q(`SELECT DISTINCT g COLLATE "C" AS gc FROM ${T} ORDER BY gc NULLS FIRST`, true),
+  q(`SELECT DISTINCT ts FROM ${T}`, false), // values one microsecond apart stay apart
 
   // --- ungrouped aggregates
   q(`SELECT count(*) FROM ${T}`, true),
@@ -411,6 +439,7 @@ const CORPUS: CorpusQuery[] = [
   q(`SELECT count(*) AS c FROM ${T} OFFSET 1`, true),
   q(`SELECT sum(k) AS sk FROM ${T} HAVING count(*) > 1000000`, true),
   q(`SELECT sum(k) AS sk FROM ${T} HAVING count(*) > 0`, true),
+  q(`SELECT count(*) AS c, max(g) AS mg FROM ${T} WHERE false HAVING count(*) = 0`, true),
 
   // --- GROUP BY
   q(`SELECT g, count(*) AS c FROM ${T} GROUP BY g`, false),
@@ -439,6 +468,8 @@ const CORPUS: CorpusQuery[] = [
   q(`SELECT g, count(*) AS c FROM ${T} GROUP BY g ORDER BY g LIMIT 0`, true),
   q(`SELECT g, count(*) AS c FROM ${T} GROUP BY g ORDER BY g OFFSET 1000`, true),
   q(`SELECT vc, min(big) AS mb, max(big) AS xb, sum(big) AS sb FROM ${T} GROUP BY vc ORDER BY vc COLLATE "C" DESC NULLS LAST`, true),
+  q(`SELECT ts, count(*) AS c FROM ${T} GROUP BY ts HAVING count(*) > 1 ORDER BY ts NULLS FIRST`, true),
+  q(`SELECT g, sum(big) AS sb FROM ${T} WHERE g LIKE 'twin-%' GROUP BY g ORDER BY sum(big), g`, true), // sums one apart beyond 2^63
 
   // --- HAVING
   q(`SELECT g, count(*) AS c FROM ${T} GROUP BY g HAVING count(*) > 100 ORDER BY c DESC, g`, true),
@@ -453,6 +484,12 @@ const CORPUS: CorpusQuery[] = [
   q(`SELECT g FROM ${T} GROUP BY g HAVING count(*) FILTER (WHERE flag) > 5 ORDER BY g`, true),
   q(`SELECT g, min(k) AS mi, max(k) AS ma FROM ${T} GROUP BY g HAVING min(k) < 0 AND max(k) >= 0 AND g IS NOT NULL ORDER BY g`, true),
   q(`SELECT g FROM ${T} GROUP BY g HAVING bool_or(flag) IS NULL OR max(ts) <= $1 ORDER BY g NULLS FIRST`, true, ['2023-10-01T00:00:00Z']),
+  q(`SELECT g FROM ${T} GROUP BY g HAVING max(ts) <= $1 ORDER BY g`, true, [new Date(Date.UTC(2023, 9, 1))]), // a Date parameter, as pg sends it
+  q(`SELECT g FROM ${T} GROUP BY g HAVING min(d) >= $1 AND max(d) < $2 ORDER BY g`, true, ['2019-01-05', '2025-12-01']),
+  q(`SELECT vc, count(*) AS c FROM ${T} GROUP BY vc HAVING max(vc) > 'ｚ' ORDER BY vc`, true), // '🦄' > 'ｚ' by code point, < by UTF-16
+  q(`SELECT g, sum(amount) AS sa FROM ${T} GROUP BY g HAVING sum(amount) = $1 OR sum(amount) = $2 ORDER BY g`, true, () => [exactAmountSum('alpha'), exactAmountSum('beta', 1n)]),
+  q(`SELECT g FROM ${T} GROUP BY g HAVING sum(big) > $1 ORDER BY g`, true, ['9223372036854775809']),
+  q(`SELECT g FROM ${T} GROUP BY g HAVING sum(big) = 9223372036854775809 ORDER BY g`, true),
   q(`SELECT lower(g) AS lg, k % 2 AS p, count(*) AS c, sum(amount) AS sa FROM ${T} GROUP BY 1, 2 HAVING count(*) > 20 ORDER BY lg NULLS FIRST, p NULLS FIRST LIMIT 15 OFFSET 2`, true),
   q(`SELECT k FROM ${T} GROUP BY k HAVING avg(amount) > 0 OR min(n) < -1000 ORDER BY k DESC NULLS LAST`, true),
   q(`SELECT lower(g) AS lg, count(*) AS c FROM ${T} GROUP BY lower(g) HAVING count(*) <> 1 AND min(d) >= '2019-01-01' ORDER BY lg NULLS FIRST`, true),
@@ -480,9 +517,7 @@ function canonical(row: QueryResultRow): string {
 
 const sortedRows = (result: readonly QueryResultRow[]) => [...result].sort((a, b) => (canonical(a) < canonical(b) ? -1 : canonical(a) > canonical(b) ? 1 : 0));
 
-/** The router's broadcast. */
-const broadcast = <R extends QueryResultRow = QueryResultRow>(sql: string, params?: unknown[]) =>
-  (router as unknown as Broadcasting).broadcast<R>(sql, params);
+const broadcast = <R extends QueryResultRow = QueryResultRow>(sql: string, params?: unknown[]) => router.broadcast<R>(sql, params);
 
 describe('broadcast differential (4 shards, one empty, vs one server)', () => {
   it('loaded the same rows in both places: one shard empty, each only-group on its one shard', async () => {

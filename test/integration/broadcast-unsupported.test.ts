@@ -1,15 +1,7 @@
-import type { QueryResultRow } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShardRouterError } from '../../src/index.js';
 import type { ShardRouter } from '../../src/index.js';
-import type { BroadcastOptions, BroadcastResult } from '../../src/broadcast/types.js';
 import { connectFreshRouter, dropSchemas, rejectionOf, uniqueName } from '../support/cluster.js';
-
-/** What the test needs of the router's broadcast API (typed here so the file compiles on its own). */
-interface Broadcasting {
-  broadcast<R extends QueryResultRow = QueryResultRow>(sql: string, params?: unknown[], options?: BroadcastOptions): Promise<BroadcastResult<R>>;
-  explain(sql: string): string | Promise<string>;
-}
 
 const T = uniqueName('bu');
 /** The target of SELECT ... INTO: it must never come to exist. */
@@ -18,8 +10,6 @@ const ROWS = 40;
 
 let router: ShardRouter;
 let catalog: string;
-
-const broadcasting = () => router as unknown as Broadcasting;
 
 beforeAll(async () => {
   catalog = uniqueName('cat');
@@ -45,7 +35,7 @@ afterAll(async () => {
 
 /** A supported broadcast still works: the router survived whatever came before. */
 async function expectUsable(): Promise<void> {
-  const result = await broadcasting().broadcast<{ c: string }>(`SELECT count(*) AS c FROM ${T}`);
+  const result = await router.broadcast<{ c: string }>(`SELECT count(*) AS c FROM ${T}`);
   expect(result.rows).toEqual([{ c: String(ROWS) }]);
 }
 
@@ -80,7 +70,7 @@ describe('broadcast: constructs that cannot be merged exactly', () => {
   it.each(UNSUPPORTED.map(([name, sql]) => [name, sql.replaceAll(T, 't'), sql] as const))(
     'rejects %s with UNSUPPORTED naming it (%s), and stays usable',
     async (name, _, sql) => {
-      const error = await rejectionOf(broadcasting().broadcast(sql));
+      const error = await rejectionOf(router.broadcast(sql));
       expect(error).toBeInstanceOf(ShardRouterError);
       expect((error as ShardRouterError).code).toBe('UNSUPPORTED');
       expect((error as ShardRouterError).message.toLowerCase()).toContain(name.toLowerCase());
@@ -89,7 +79,7 @@ describe('broadcast: constructs that cannot be merged exactly', () => {
   );
 
   it('sends nothing for an unsupported statement: SELECT ... INTO created no table on any shard', async () => {
-    await expect(broadcasting().broadcast(`SELECT id INTO ${INTO_TABLE} FROM ${T}`)).rejects.toMatchObject({ code: 'UNSUPPORTED' });
+    await expect(router.broadcast(`SELECT id INTO ${INTO_TABLE} FROM ${T}`)).rejects.toMatchObject({ code: 'UNSUPPORTED' });
     for (const shardId of router.shardIds) {
       const { rows } = await router.executeOn<{ found: string | null }>(shardId, 'SELECT to_regclass($1)::text AS found', [INTO_TABLE]);
       expect(rows).toEqual([{ found: null }]);
@@ -99,7 +89,7 @@ describe('broadcast: constructs that cannot be merged exactly', () => {
   it.each([`SELEC * FROM ${T}`, `SELECT * FROM`, 'SELECT (1', "SELECT 'unterminated", `SELECT id FROM ${T} WHERE`])(
     'rejects SQL that does not parse with INVALID_SQL, and stays usable: %s',
     async (sql) => {
-      const error = await rejectionOf(broadcasting().broadcast(sql));
+      const error = await rejectionOf(router.broadcast(sql));
       expect(error).toBeInstanceOf(ShardRouterError);
       expect((error as ShardRouterError).code).toBe('INVALID_SQL');
       await expectUsable();
@@ -109,7 +99,7 @@ describe('broadcast: constructs that cannot be merged exactly', () => {
 
 describe('explain', () => {
   it('describes the shard query and the merge steps of a grouped query', async () => {
-    const text = await broadcasting().explain(`SELECT g, count(*) AS c FROM ${T} GROUP BY g HAVING count(*) > 1 ORDER BY c DESC, g LIMIT 3`);
+    const text = router.explain(`SELECT g, count(*) AS c FROM ${T} GROUP BY g HAVING count(*) > 1 ORDER BY c DESC, g LIMIT 3`);
     expect(typeof text).toBe('string');
     expect(text).toContain(T);
     expect(text).toMatch(/count/i);
