@@ -2,7 +2,7 @@ import type { FieldDef, QueryResultRow } from 'pg';
 import Cursor from 'pg-cursor';
 import type pg from 'pg';
 import type { RawQueryResult, ShardPool } from '../cluster/shard-pool.js';
-import { ShardRouterError } from '../errors.js';
+import { QueryError, ShardRouterError } from '../errors.js';
 import type { Transaction } from '../twopc/coordinator.js';
 import { mergeSortedBatches } from './k-way-merge.js';
 import type { BatchSource } from './k-way-merge.js';
@@ -13,7 +13,7 @@ import type { BroadcastPlan, SelectPlan } from './plan.js';
 import { planBroadcast } from './planner.js';
 import { rowComparator } from './row-order.js';
 import type { RawRow, ServerRanker } from './row-order.js';
-import type { BroadcastCapabilities } from './server-probe.js';
+import type { BroadcastCapabilities, ServerCaster } from './server-probe.js';
 import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions, ShardFailure } from './types.js';
 
 /** How many distinct SQL texts keep their plan. */
@@ -29,6 +29,7 @@ export interface BroadcastContext {
   pool(shardId: string): ShardPool;
   readonly capabilities: BroadcastCapabilities;
   readonly ranker: ServerRanker;
+  readonly caster: ServerCaster;
   readonly defaultTimeoutMillis: number;
   /** Runs `work` in one transaction over all the given shards (two-phase commit when it writes to several). */
   runWrite<T>(shardIds: readonly string[], timeoutMillis: number, work: (tx: Transaction) => Promise<T>): Promise<T>;
@@ -66,8 +67,15 @@ export class Broadcaster {
       case 'write':
         return this.#write<R>(plan.sql, params, timeoutMillis);
       case 'single':
-      case 'select':
         return this.#read<R>(plan, params, timeoutMillis, options.partial === true);
+      case 'select':
+        try {
+          return await this.#read<R>(plan, params, timeoutMillis, options.partial === true);
+        } catch (error) {
+          if (!plan.ifColumnMissing || !(error instanceof QueryError) || error.sqlState !== '42703') throw error;
+          this.#plans.set(sql, plan.ifColumnMissing);
+          return this.#read<R>(plan.ifColumnMissing, params, timeoutMillis, options.partial === true);
+        }
       default: {
         const never: never = plan;
         throw new Error(`unknown plan ${String(never)}`);
@@ -121,6 +129,7 @@ export class Broadcaster {
       params,
       textOrder: this.#context.capabilities.textOrder,
       ranker: this.#context.ranker,
+      caster: this.#context.caster,
     });
     return { rows, rowCount: rows.length, fields, command: 'SELECT', failures };
   }

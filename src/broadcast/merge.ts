@@ -20,6 +20,7 @@ import {
 import type { TextOrder } from './pg-values.js';
 import { rankComparator, rowComparator } from './row-order.js';
 import type { RawRow, ServerRanker } from './row-order.js';
+import type { ServerCaster } from './server-probe.js';
 
 /** One shard's answer to the shard query: field descriptions and rows of raw text forms. */
 export interface ShardRows {
@@ -33,6 +34,7 @@ export interface MergeContext {
   /** Whether the database's default collation orders text by code point. */
   readonly textOrder: TextOrder;
   readonly ranker: ServerRanker;
+  readonly caster: ServerCaster;
 }
 
 /** Equality keys are only exact for types whose equal values print equally, or are normalized. */
@@ -63,7 +65,8 @@ export async function mergeSelect<R extends QueryResultRow>(
     ({ rows, fields } = await combineGroups(plan, roles, results, fields, context));
     if (plan.having) {
       const having = plan.having;
-      rows = rows.filter((row) => evaluate(having, row, fields, hiddenCount, context) === true);
+      const casts = await castParameters(having, fields, hiddenCount, context);
+      rows = rows.filter((row) => evaluate(having, row, fields, hiddenCount, context, casts) === true);
     }
   } else {
     const oids = fields.map((field) => field.dataTypeID);
@@ -291,16 +294,67 @@ interface Resolved {
   readonly text: string | null;
   /** The value's type OID, or a literal's kind. */
   readonly type: number | 'number' | 'string' | 'boolean' | 'null' | 'param';
+  /** For a parameter: its index, to find its text cast to the other side's type. */
+  readonly param?: number;
+}
+
+/** Parameter texts as the server casts them to a column's type, keyed `${param}:${oid}`. */
+type ParameterCasts = ReadonlyMap<string, string | null>;
+
+/**
+ * A $n compared with a typed column in HAVING: PostgreSQL would read the parameter as that
+ * type. Dates, timestamps, text, ... are cast by the server (one round trip for all of them),
+ * so the comparison sees the type's own text form. Numbers compare as exact decimals directly.
+ */
+async function castParameters(having: Condition, fields: readonly FieldDef[], hiddenCount: number, context: MergeContext): Promise<ParameterCasts> {
+  const wanted = new Map<string, { param: number; oid: number }>();
+  const visit = (condition: Condition): void => {
+    switch (condition.kind) {
+      case 'and':
+      case 'or':
+        condition.args.forEach(visit);
+        return;
+      case 'not':
+        visit(condition.arg);
+        return;
+      case 'compare':
+      case 'between': {
+        const operands = condition.kind === 'compare' ? [condition.left, condition.right] : [condition.arg, condition.low, condition.high];
+        const column = operands.find((operand) => operand.kind === 'column');
+        if (column?.kind !== 'column') return;
+        const oid = fields[columnIndex(column.column, fields.length, hiddenCount)]!.dataTypeID;
+        if (NUMBER_TYPES.has(oid) || FLOAT_TYPES.has(oid)) return;
+        for (const operand of operands) if (operand.kind === 'param') wanted.set(`${operand.index}:${oid}`, { param: operand.index, oid });
+        return;
+      }
+      default:
+        return;
+    }
+  };
+  visit(having);
+  const casts = new Map<string, string | null>();
+  for (const [key, { param, oid }] of wanted) {
+    const [text] = await context.caster(oid, [paramText(context.params[param])]);
+    casts.set(key, text ?? null);
+  }
+  return casts;
 }
 
 /** SQL three-valued logic: true, false or null (unknown). */
-function evaluate(condition: Condition, row: RawRow, fields: readonly FieldDef[], hiddenCount: number, context: MergeContext): boolean | null {
+function evaluate(
+  condition: Condition,
+  row: RawRow,
+  fields: readonly FieldDef[],
+  hiddenCount: number,
+  context: MergeContext,
+  casts: ParameterCasts,
+): boolean | null {
   const value = (operand: Operand): Resolved => {
     switch (operand.kind) {
       case 'literal':
         return { text: operand.text, type: operand.type };
       case 'param':
-        return { text: paramText(context.params[operand.index]), type: 'param' };
+        return { text: paramText(context.params[operand.index]), type: 'param', param: operand.index };
       case 'column': {
         const index = columnIndex(operand.column, fields.length, hiddenCount);
         return { text: row[index]!, type: fields[index]!.dataTypeID };
@@ -315,7 +369,7 @@ function evaluate(condition: Condition, row: RawRow, fields: readonly FieldDef[]
     case 'and': {
       let result: boolean | null = true;
       for (const arg of condition.args) {
-        const v = evaluate(arg, row, fields, hiddenCount, context);
+        const v = evaluate(arg, row, fields, hiddenCount, context, casts);
         if (v === false) return false;
         if (v === null) result = null;
       }
@@ -324,14 +378,14 @@ function evaluate(condition: Condition, row: RawRow, fields: readonly FieldDef[]
     case 'or': {
       let result: boolean | null = false;
       for (const arg of condition.args) {
-        const v = evaluate(arg, row, fields, hiddenCount, context);
+        const v = evaluate(arg, row, fields, hiddenCount, context, casts);
         if (v === true) return true;
         if (v === null) result = null;
       }
       return result;
     }
     case 'not': {
-      const v = evaluate(condition.arg, row, fields, hiddenCount, context);
+      const v = evaluate(condition.arg, row, fields, hiddenCount, context, casts);
       return v === null ? null : !v;
     }
     case 'is_null': {
@@ -343,7 +397,7 @@ function evaluate(condition: Condition, row: RawRow, fields: readonly FieldDef[]
       return text === null ? null : text === 't' || text === 'true';
     }
     case 'compare': {
-      const order = compareValues(value(condition.left), value(condition.right), context.textOrder);
+      const order = compareValues(value(condition.left), value(condition.right), context.textOrder, casts);
       if (order === null) return null;
       switch (condition.op) {
         case '=':
@@ -366,8 +420,8 @@ function evaluate(condition: Condition, row: RawRow, fields: readonly FieldDef[]
     }
     case 'between': {
       const arg = value(condition.arg);
-      const low = compareValues(arg, value(condition.low), context.textOrder);
-      const high = compareValues(arg, value(condition.high), context.textOrder);
+      const low = compareValues(arg, value(condition.low), context.textOrder, casts);
+      const high = compareValues(arg, value(condition.high), context.textOrder, casts);
       // x BETWEEN a AND b is x >= a AND x <= b, with three-valued AND.
       const geLow = low === null ? null : low >= 0;
       const leHigh = high === null ? null : high <= 0;
@@ -382,7 +436,13 @@ function evaluate(condition: Condition, row: RawRow, fields: readonly FieldDef[]
 }
 
 /** Compares two HAVING values the way PostgreSQL would after resolving their common type. */
-function compareValues(a: Resolved, b: Resolved, textOrder: TextOrder): number | null {
+function compareValues(left: Resolved, right: Resolved, textOrder: TextOrder, casts: ParameterCasts): number | null {
+  const cast = (r: Resolved, other: Resolved): Resolved =>
+    r.param !== undefined && typeof other.type === 'number' && casts.has(`${r.param}:${other.type}`)
+      ? { text: casts.get(`${r.param}:${other.type}`)!, type: other.type }
+      : r;
+  const a = cast(left, right);
+  const b = cast(right, left);
   if (a.text === null || b.text === null) return null;
   const numeric = (r: Resolved) => r.type === 'number' || (typeof r.type === 'number' && NUMBER_TYPES.has(r.type));
   const float = (r: Resolved) => typeof r.type === 'number' && FLOAT_TYPES.has(r.type);

@@ -80,6 +80,11 @@ export interface SelectPlan extends PlanBase {
   readonly sort: readonly SortKey[];
   readonly limit: Count | undefined;
   readonly offset: Count | undefined;
+  /**
+   * The plan to use if the shards report an undefined column (42703): `GROUP BY name` read as
+   * the select-list alias rather than a table column (see the planner).
+   */
+  readonly ifColumnMissing?: SelectPlan;
 }
 
 /** A statement that reads no sharded table (no FROM): one shard answers it. */

@@ -146,9 +146,13 @@ function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog): Broa
     containsAggregate(select.havingClause) ||
     containsAggregate(select.sortClause);
 
-  return aggregateQuery
-    ? planAggregate(sql, select, targets, distinct, catalog)
-    : planConcatenation(sql, select, targets, distinct);
+  if (!aggregateQuery) return planConcatenation(sql, select, targets, distinct);
+  // GROUP BY name, where name is also another entry's alias: PostgreSQL takes the table's
+  // column if there is one, else the alias. Only the shards know, so plan the column reading
+  // and keep the alias reading for when they answer "column does not exist".
+  const ambiguous = nodeList(select.groupClause).some((item) => ambiguousGroupAlias(item, targets));
+  const plan = planAggregate(sql, select, targets, distinct, catalog, false);
+  return ambiguous ? { ...plan, ifColumnMissing: planAggregate(sql, select, targets, distinct, catalog, true) } : plan;
 }
 
 /** Builder for the helper columns appended to the shard query. */
@@ -179,7 +183,23 @@ class HiddenColumns {
   }
 }
 
-function planAggregate(sql: string, select: AstBody, targets: readonly Target[], distinct: boolean, catalog: PlannerCatalog): SelectPlan {
+/** A bare GROUP BY name that is the alias of a select-list entry computing something else. */
+function ambiguousGroupAlias(item: AstNode, targets: readonly Target[]): boolean {
+  const column = asKind(item, 'ColumnRef');
+  const columnNames = column ? names(column.fields) : [];
+  if (columnNames.length !== 1) return false;
+  const key = structuralKey(item);
+  return targets.some((target) => target.name === columnNames[0] && target.key !== key);
+}
+
+function planAggregate(
+  sql: string,
+  select: AstBody,
+  targets: readonly Target[],
+  distinct: boolean,
+  catalog: PlannerCatalog,
+  groupByAlias: boolean,
+): SelectPlan {
   if (targets.some((target) => target.star)) throw unsupported('* in an aggregate query', 'list the grouped columns');
   const hidden = new HiddenColumns();
   const visibleRoles: ColumnRole[] = [];
@@ -233,6 +253,7 @@ function planAggregate(sql: string, select: AstBody, targets: readonly Target[],
     const position = integerConstant(item);
     let target: number | undefined;
     if (position !== undefined) target = position - 1;
+    else if (!groupByAlias && ambiguousGroupAlias(item, targets)) target = undefined;
     else target = matchTarget(item, targets, 'group');
     if (target !== undefined && target >= 0 && target < targets.length && visibleRoles[target]!.kind === 'value') {
       visibleRoles[target] = { kind: 'key' };
@@ -311,6 +332,7 @@ function planConcatenation(sql: string, select: AstBody, targets: readonly Targe
     // Each shard returns its first limit+offset rows; the merged first limit+offset contain the answer.
     shardSelect.limitCount = offset ? addCounts(select.limitCount as AstNode, select.limitOffset as AstNode, limit, offset) : select.limitCount;
   }
+  keepParameters(select, shardSelect);
   return {
     kind: 'select',
     sql,
@@ -453,7 +475,10 @@ function keepParameters(original: AstBody, shard: AstBody): void {
 /** LIMIT limit+offset for the shards: a constant when both are, else `limit + offset` for PostgreSQL to add. */
 function addCounts(limitNode: AstNode, offsetNode: AstNode, limit: Count, offset: Count): AstNode {
   if (limit.kind === 'constant' && offset.kind === 'constant') return { A_Const: { ival: { ival: limit.value + offset.value } } };
-  return { A_Expr: { kind: 'AEXPR_OP', name: [{ String: { sval: '+' } }], lexpr: limitNode, rexpr: offsetNode } };
+  // LIMIT's own parameter would be inferred as bigint; inside `+` it must be told.
+  const asBigint = (node: AstNode): AstNode =>
+    asKind(node, 'ParamRef') ? { TypeCast: { arg: node, typeName: { names: [{ String: { sval: 'int8' } }], typemod: -1 } } } : node;
+  return { A_Expr: { kind: 'AEXPR_OP', name: [{ String: { sval: '+' } }], lexpr: asBigint(limitNode), rexpr: asBigint(offsetNode) } };
 }
 
 function functionName(call: AstBody): string {

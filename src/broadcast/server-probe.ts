@@ -40,13 +40,16 @@ export async function probeBroadcastCapabilities(pools: readonly ShardPool[]): P
   };
 }
 
+/** Converts values (e.g. parameters) to a type's text form the way the server does: `$1::type::text`. */
+export type ServerCaster = (oid: number, values: readonly (string | null)[]) => Promise<(string | null)[]>;
+
 /**
- * A ServerRanker that asks one reachable shard to dense_rank values of a type under a collation
- * (the database default when none is given): PostgreSQL orders, so the order is exactly its own.
+ * Server-side help for the merge, on the first reachable shard: ranking values PostgreSQL's way
+ * (dense_rank under a type and collation) and casting parameter values to a column's type.
  */
-export function serverRanker(pools: readonly ShardPool[]): ServerRanker {
+export function serverHelpers(pools: readonly ShardPool[]): { ranker: ServerRanker; caster: ServerCaster } {
   const typeNames = new Map<number, string>();
-  return async (oid, collation, values) => {
+  const onAnyShard = async <T>(work: (pool: ShardPool, typeName: string) => Promise<T>, oid: number): Promise<T> => {
     let lastError: unknown;
     for (const pool of pools) {
       try {
@@ -56,19 +59,32 @@ export function serverRanker(pools: readonly ShardPool[]): ServerRanker {
           typeName = oid === 1042 ? 'bpchar' : (await pool.query<{ name: string }>('SELECT format_type($1::oid, NULL) AS name', [oid])).rows[0]!.name;
           typeNames.set(oid, typeName);
         }
-        // typeName comes from the server's own format_type, collation from the parser (quoted).
-        const { rows } = await pool.query<{ i: number; r: string }>(
-          `SELECT u.i::int4 AS i, dense_rank() OVER (ORDER BY u.t::${typeName}${collation ? ` COLLATE ${collation}` : ''}) AS r
-             FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i)`,
-          [values],
-        );
-        const ranks = new Map<string, number>();
-        for (const row of rows) ranks.set(values[row.i - 1]!, Number(row.r));
-        return ranks;
+        return await work(pool, typeName);
       } catch (error) {
         lastError = error;
       }
     }
     throw lastError;
   };
+  // typeName comes from the server's own format_type, a collation from the parser (quoted).
+  const ranker: ServerRanker = (oid, collation, values) =>
+    onAnyShard(async (pool, typeName) => {
+      const { rows } = await pool.query<{ i: number; r: string }>(
+        `SELECT u.i::int4 AS i, dense_rank() OVER (ORDER BY u.t::${typeName}${collation ? ` COLLATE ${collation}` : ''}) AS r
+           FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i)`,
+        [values],
+      );
+      const ranks = new Map<string, number>();
+      for (const row of rows) ranks.set(values[row.i - 1]!, Number(row.r));
+      return ranks;
+    }, oid);
+  const caster: ServerCaster = (oid, values) =>
+    onAnyShard(async (pool, typeName) => {
+      const { rows } = await pool.query<{ v: string | null }>(
+        `SELECT u.t::${typeName}::text AS v FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY u.i`,
+        [values],
+      );
+      return rows.map((row) => row.v);
+    }, oid);
+  return { ranker, caster };
 }

@@ -1,6 +1,6 @@
 import type { QueryResultRow } from 'pg';
 import { Broadcaster } from '../broadcast/broadcaster.js';
-import { probeBroadcastCapabilities, serverRanker } from '../broadcast/server-probe.js';
+import { probeBroadcastCapabilities, serverHelpers } from '../broadcast/server-probe.js';
 import type { BroadcastCapabilities } from '../broadcast/server-probe.js';
 import { loadParser } from '../broadcast/sql-parser.js';
 import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from '../broadcast/types.js';
@@ -119,7 +119,7 @@ export class ShardRouter {
       shardIds: [...pools.keys()],
       pool: (shardId) => this.#pool(shardId),
       capabilities: broadcastCapabilities,
-      ranker: serverRanker([...pools.values()]),
+      ...serverHelpers([...pools.values()]),
       defaultTimeoutMillis: config.broadcast.timeoutMillis,
       runWrite: (shardIds, timeoutMillis, work) => {
         this.#requirePreparedTransactions(shardIds);

@@ -37,11 +37,21 @@ describe('aggregate plans', () => {
   });
 
   it('resolve GROUP BY by position, alias and expression to the visible key', () => {
-    for (const sql of ['SELECT lower(g) AS lg, count(*) FROM t GROUP BY 1', 'SELECT lower(g) AS lg, count(*) FROM t GROUP BY lg', 'SELECT lower(g) AS lg, count(*) FROM t GROUP BY lower(g)']) {
+    for (const sql of ['SELECT lower(g) AS lg, count(*) FROM t GROUP BY 1', 'SELECT lower(g) AS lg, count(*) FROM t GROUP BY lower(g)']) {
       const p = select(sql);
       expect(p.hidden, sql).toEqual([]);
       expect(p.aggregate?.visibleRoles.map((role) => role.kind), sql).toEqual(['key', 'count']);
+      expect(p.ifColumnMissing, sql).toBeUndefined();
     }
+  });
+
+  it('read GROUP BY name as a table column first and as an alias only if the shards lack the column', () => {
+    // PostgreSQL's rule: SELECT k % 3 AS k ... GROUP BY k groups by the column k when t has one.
+    const p = select('SELECT lower(g) AS lg, count(*) FROM t GROUP BY lg');
+    expect(p.shardSql).toBe('SELECT lower(g) AS lg, count(*), lg AS __psr_h1 FROM t GROUP BY lg');
+    expect(p.aggregate?.visibleRoles.map((role) => role.kind)).toEqual(['value', 'count']);
+    expect(p.ifColumnMissing?.shardSql).toBe('SELECT lower(g) AS lg, count(*) FROM t GROUP BY lg');
+    expect(p.ifColumnMissing?.aggregate?.visibleRoles.map((role) => role.kind)).toEqual(['key', 'count']);
   });
 
   it('ungrouped aggregates form one group', () => {
@@ -74,7 +84,7 @@ describe('plain plans', () => {
   });
 
   it('add parameter limits in SQL', () => {
-    expect(select('SELECT id FROM t ORDER BY id LIMIT $1 OFFSET $2').shardSql).toBe('SELECT id FROM t ORDER BY id LIMIT $1 + $2');
+    expect(select('SELECT id FROM t ORDER BY id LIMIT $1 OFFSET $2').shardSql).toBe('SELECT id FROM t ORDER BY id LIMIT CAST($1 AS int8) + CAST($2 AS int8)');
   });
 
   it('sort by an aliased expression behind a * by the expression itself', () => {
