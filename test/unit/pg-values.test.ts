@@ -264,6 +264,13 @@ describe('combining partial aggregates', () => {
     expect(sumPartials(OID.float8, ['0.00001'])).toBe('1e-05');
     expect(sumPartials(OID.float4, ['1000000'])).toBe('1e+06');
     expect(sumPartials(OID.float4, ['16777216', '1'])).toBe('1.6777216e+07');
+    // PostgreSQL's Ryu refuses a decimal exactly halfway to the next float (JS's String takes it).
+    expect(String(5e22)).toBe('5e+22');
+    expect(sumPartials(OID.float8, ['5e+22'])).toBe('4.9999999999999996e+22');
+    // An exact tie between two 17-digit decimals goes to the even one.
+    expect(sumPartials(OID.float8, ['-1275625311142261.25'])).toBe('-1.2756253111422612e+15');
+    // Below a power of two the neighbouring float is twice as close: 2^90 as float4.
+    expect(sumPartials(OID.float4, [String(2 ** 90)])).toBe('1.2379401e+27');
     expect(sumPartials(OID.float8, ['-0'])).toBe('-0');
     expect(sumPartials(OID.float8, ['-0', '0'])).toBe('0');
     expect(sumPartials(OID.float8, ['Infinity', '1'])).toBe('Infinity');
