@@ -18,7 +18,7 @@ import {
   sumPartials,
 } from './pg-values.js';
 import type { TextOrder } from './pg-values.js';
-import { rankComparator, rowComparator } from './row-order.js';
+import { rankComparator, rowComparator, textOrderOf } from './row-order.js';
 import type { RawRow, ServerRanker } from './row-order.js';
 import type { ServerCaster } from './server-probe.js';
 
@@ -163,7 +163,7 @@ async function combineGroups(
   }
 
   const outFields = [...fields];
-  const serverOrdered: { column: number; kind: 'min' | 'max' }[] = [];
+  const serverOrdered: { column: number; kind: 'min' | 'max'; collation: string | undefined }[] = [];
   const merged: RawRow[] = [];
   for (const group of groups.values()) {
     const row: RawRow = [...group.first];
@@ -185,8 +185,9 @@ async function combineGroups(
         }
         case 'min':
         case 'max': {
-          const value = role.kind === 'min' ? minPartials(oids[c]!, partials, context.textOrder) : maxPartials(oids[c]!, partials, context.textOrder);
-          if (value === undefined) serverOrdered.push({ column: c, kind: role.kind });
+          const textOrder = textOrderOf(role.collation, context.textOrder);
+          const value = role.kind === 'min' ? minPartials(oids[c]!, partials, textOrder) : maxPartials(oids[c]!, partials, textOrder);
+          if (value === undefined) serverOrdered.push({ column: c, kind: role.kind, collation: role.collation });
           else row[c] = value;
           break;
         }
@@ -217,9 +218,9 @@ async function combineGroups(
   // min/max of types or collations JS cannot order: one server ranking per column, all groups at once.
   const columns = [...new Set(serverOrdered.map((entry) => entry.column))];
   for (const column of columns) {
-    const kind = serverOrdered.find((entry) => entry.column === column)!.kind;
+    const { kind, collation } = serverOrdered.find((entry) => entry.column === column)!;
     const partialRows = [...groups.values()].flatMap((group) => group.partials[column]!.map((value) => [value]));
-    const compare = await rankComparator(context.ranker, oids[column]!, undefined, partialRows, 0);
+    const compare = await rankComparator(context.ranker, oids[column]!, collation, partialRows, 0);
     let g = 0;
     for (const group of groups.values()) {
       let best: string | null = null;

@@ -15,8 +15,8 @@ export type ColumnRole =
   | { readonly kind: 'value' }
   | { readonly kind: 'count' }
   | { readonly kind: 'sum' }
-  | { readonly kind: 'min' }
-  | { readonly kind: 'max' }
+  /** `collation`: an explicit COLLATE on the argument (quoted), which decides the text order. */
+  | { readonly kind: 'min' | 'max'; readonly collation?: string }
   | { readonly kind: 'bool_and' }
   | { readonly kind: 'bool_or' }
   /** avg(x) = sum(x) in this column / count(x) in the hidden column `count`. */

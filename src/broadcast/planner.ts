@@ -220,7 +220,7 @@ function planAggregate(
         // The shard computes sum(x) under avg's output name, so field names stay the server's.
         shardTargets.push({ ResTarget: { name: target.outputName ?? 'avg', val: renamedCall(call, 'sum') } });
       } else {
-        visibleRoles.push({ kind: role });
+        visibleRoles.push(roleOf(role, call));
         shardTargets.push({ ResTarget: { ...(target.name !== undefined ? { name: target.name } : {}), val: value } });
       }
       return;
@@ -241,7 +241,7 @@ function planAggregate(
       const count = hidden.add(renamedCall(call, 'count'), { kind: 'avg_count' });
       ref = hidden.add(renamedCall(call, 'sum'), { kind: 'avg', count });
     } else {
-      ref = hidden.add(node, { kind: role });
+      ref = hidden.add(node, roleOf(role, call));
     }
     aggregateColumns.set(key, ref);
     return ref;
@@ -354,9 +354,7 @@ function sortKeys(select: AstBody, resolve: (node: AstNode) => ColumnRef): SortK
     let collation: string | undefined;
     const collate = asKind(node, 'CollateClause');
     if (collate) {
-      collation = names(collate.collname)
-        .map((part) => `"${part.replaceAll('"', '""')}"`)
-        .join('.');
+      collation = quotedName(collate.collname);
       node = collate.arg as AstNode;
     }
     const descending = sortBy.sortby_dir === 'SORTBY_DESC';
@@ -516,6 +514,19 @@ function hasAggregate(node: unknown, catalog: PlannerCatalog): boolean {
     return undefined;
   });
   return found;
+}
+
+/** The merge role of a mergeable aggregate call; min/max remember an explicit COLLATE on their argument. */
+function roleOf(kind: Exclude<ColumnRole['kind'], 'key' | 'value' | 'avg_count' | 'avg'>, call: AstBody): ColumnRole {
+  if (kind !== 'min' && kind !== 'max') return { kind };
+  const collate = asKind(nodeList(call.args)[0], 'CollateClause');
+  return collate ? { kind, collation: quotedName(collate.collname) } : { kind };
+}
+
+function quotedName(list: unknown): string {
+  return names(list)
+    .map((part) => `"${part.replaceAll('"', '""')}"`)
+    .join('.');
 }
 
 /** The same aggregate call under another name (avg(x) FILTER (...) -> sum(x) FILTER (...)). */
