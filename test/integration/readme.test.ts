@@ -59,6 +59,11 @@ describe('README and demo', () => {
     const perShard = [...stdout.matchAll(/ {2}(s\d): (\d+) users, (\d+) orders/g)];
     expect(perShard).toHaveLength(4);
     expect(perShard.reduce((sum, match) => sum + Number(match[2]), 0)).toBe(12);
+    // The broadcast report: merged over all shards, equal to the per-shard counts above.
+    const orders = perShard.reduce((sum, match) => sum + Number(match[3]), 0);
+    expect(stdout).toContain(`${orders} orders, revenue 1695.00, average 56.5000000000000000`);
+    expect(stdout).toContain('users per country: US 7, GB 3, FI 1, NL 1');
+    expect(stdout).toContain('the merged revenue and user count equal what was written');
     // The cross-shard transfer: both balances moved, on two different shards, by 2PC.
     const balances = /balances: Ada 75\.00 on (s\d), \w+ 125\.00 on (s\d)/.exec(stdout);
     expect(balances).not.toBeNull();
