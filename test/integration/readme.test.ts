@@ -36,7 +36,7 @@ afterAll(() => scratch.drop());
 describe('README and demo', () => {
   it('quick start example runs as written against real shards', async () => {
     const stdout = await runReadmeExample('quickstart');
-    expect(stdout).toMatch(/^user 42 lives on s[0-3]: balance 100\n$/);
+    expect(stdout).toMatch(/^user 42 lives on s[0-3]: balance 100\nall shards: 1 user\(s\), total balance 100\n$/);
     // And the row really is on that shard.
     const shard = Number(/on s(\d)/.exec(stdout)![1]);
     const { rows } = await withServer(scratch.urls[shard]!, (client) => client.query('SELECT balance::int AS b FROM accounts WHERE user_id = 42'));
@@ -51,6 +51,17 @@ describe('README and demo', () => {
       const { rows } = await withServer(url, (client) => client.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()'));
       expect(rows).toEqual([]);
     }
+  });
+
+  it('broadcast example runs as written: merged aggregates, explain, a stream and an atomic write', async () => {
+    const stdout = await runReadmeExample('broadcast');
+    const lines = stdout.split('\n');
+    // 40 orders: user ids not divisible by 3 are paid (27, totalling 2.5 x 547), the rest open (13, 2.5 x 273).
+    expect(lines[0]).toBe('paid: 27 orders, revenue 1367.50, average 50.6481481481481481');
+    expect(lines[1]).toBe('open: 13 orders, revenue 682.50, average 52.5000000000000000');
+    expect(stdout).toContain('Shard query: SELECT user_id, total FROM orders ORDER BY total DESC LIMIT 3');
+    expect(stdout).toContain('streamed 40 orders in total order');
+    expect(stdout).toContain('closed 13 orders');
   });
 
   it('npm run demo writes and reads back every user from its owning shard', async () => {
