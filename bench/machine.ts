@@ -8,7 +8,9 @@ export interface MachineInfo {
   readonly cpuModel: string;
   readonly cores: number;
   readonly totalMemoryGiB: number;
+  /** At the start of the run. */
   readonly loadAverage1m: number;
+  readonly loadAverage1mAtEnd?: number;
   readonly date: string;
 }
 

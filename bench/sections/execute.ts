@@ -1,49 +1,22 @@
 import pg from 'pg';
-import type { ShardRouter } from '../src/index.js';
-import { nowNs, pairedRatios, roundOrder, secondsSince, summarize } from './stats.js';
-import type { Series } from './stats.js';
+import type { ShardRouter } from '../../src/index.js';
+import { atLeast, check, size } from '../section.js';
+import type { Section } from '../section.js';
+import { formatTable, pairedRatios, summarize } from '../stats.js';
+import type { Series } from '../stats.js';
+import { closedLoop, interleavedRounds } from '../workload.js';
 
 /**
- * Benchmark 2: `router.execute(key, 'SELECT $1::int', [key])` against a raw `pg.Pool` on the
- * same shard, with the same pool size and the same number of in-flight callers. All keys route
- * to one shard, so both sides talk to the same server; the difference is the router's own cost
- * (routing, ShardPool/generic-pool acquire and release, result wrapping).
+ * `router.execute(key, 'SELECT $1::int', [key])` against a raw `pg.Pool` on the same shard, with
+ * the same pool size and the same number of in-flight callers, in interleaved rounds. All keys
+ * route to one shard, so both sides talk to the same server; the difference is the router's own
+ * cost (routing, pool acquire and release, result wrapping).
  */
 
 export const EXECUTE_SQL = 'SELECT $1::int';
-
-export interface ExecuteBenchOptions {
-  /** In-flight callers (async workers) on each side. */
-  readonly concurrency: number;
-  /** pg.Pool max for the raw side; must equal the router's pool max. */
-  readonly poolMax: number;
-  readonly queriesPerRound: number;
-  readonly rounds: number;
-  readonly warmupRounds: number;
-  readonly onRound?: (round: number, queriesPerSecond: Readonly<Record<ExecuteVariant, number>>) => void;
-}
-
-export type ExecuteVariant = 'router' | 'raw';
-export const EXECUTE_VARIANTS: readonly ExecuteVariant[] = ['router', 'raw'];
-
-export interface ExecuteBenchResult {
-  readonly shardId: string;
-  readonly concurrency: number;
-  readonly poolMax: number;
-  readonly queriesPerRound: number;
-  readonly rounds: number;
-  readonly queriesPerSecond: Readonly<Record<ExecuteVariant, Series>>;
-  /** Median of the per-round router/raw ratios (paired, same noise). */
-  readonly ratio: number;
-  /** median(router) / median(raw), for reference. */
-  readonly ratioOfMedians: number;
-  /** Benchmark-process CPU per query (µs): the router's own cost, independent of server noise. */
-  readonly cpuMicrosPerQuery: Readonly<Record<ExecuteVariant, Series>>;
-}
-
-interface Row {
-  readonly int4: number;
-}
+export const EXECUTE_RATIO_TARGET = 0.97;
+const VARIANTS = ['router', 'raw'] as const;
+type Variant = (typeof VARIANTS)[number];
 
 /** The first `count` positive integer keys that the router sends to `shardId`. */
 export function keysOnShard(router: ShardRouter, shardId: string, count: number): number[] {
@@ -54,97 +27,119 @@ export function keysOnShard(router: ShardRouter, shardId: string, count: number)
   return keys;
 }
 
-interface RoundResult {
-  readonly queriesPerSecond: number;
-  /** This process's CPU time (user + system) per query, in microseconds: far less noisy than throughput. */
-  readonly cpuMicrosPerQuery: number;
+export interface ExecuteDetails {
+  readonly shardId: string;
+  readonly sql: string;
+  readonly concurrency: number;
+  readonly poolMax: number;
+  readonly queriesPerRound: number;
+  readonly rounds: number;
+  readonly queriesPerSecond: Readonly<Record<Variant, Series>>;
+  readonly ratio: number;
+  readonly ratioOfMedians: number;
+  readonly cpuMicrosPerQuery: Readonly<Record<Variant, Series>>;
 }
 
-/**
- * Runs one query per key with `concurrency` workers pulling the next key from a shared cursor.
- * Checks every answer (the sum of the returned values must equal the sum of the keys sent),
- * which also keeps the results alive.
- */
-async function runRound(query: (key: number) => Promise<number>, keys: readonly number[], concurrency: number): Promise<RoundResult> {
-  let cursor = 0;
-  let sum = 0;
-  const worker = async (): Promise<void> => {
-    for (;;) {
-      const index = cursor++;
-      if (index >= keys.length) return;
-      // Not `sum += await ...`: that reads `sum` before the await and loses other workers' additions.
-      const value = await query(keys[index]!);
-      sum += value;
-    }
-  };
-  const cpuStart = process.cpuUsage();
-  const start = nowNs();
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const seconds = secondsSince(start);
-  const cpu = process.cpuUsage(cpuStart);
-  const expected = keys.reduce((a, b) => a + b, 0);
-  if (sum !== expected) throw new Error(`wrong results: values summed to ${sum}, expected ${expected}`);
-  return { queriesPerSecond: keys.length / seconds, cpuMicrosPerQuery: (cpu.user + cpu.system) / keys.length };
-}
-
-export async function runExecuteBench(
-  router: ShardRouter,
-  shard: { readonly id: string; readonly connectionString: string },
-  options: ExecuteBenchOptions,
-): Promise<ExecuteBenchResult> {
-  const keys = keysOnShard(router, shard.id, options.queriesPerRound);
-  const pool = new pg.Pool({ connectionString: shard.connectionString, max: options.poolMax });
-  // An idle client's socket error must not crash the benchmark; a failing query still throws.
-  pool.on('error', () => undefined);
-
-  const queries: Record<ExecuteVariant, (key: number) => Promise<number>> = {
-    router: async (key) => {
-      const result = await router.execute<Row>(key, EXECUTE_SQL, [key]);
-      return result.rows[0]?.int4 ?? Number.NaN;
-    },
-    raw: async (key) => {
-      const result = await pool.query<Row>(EXECUTE_SQL, [key]);
-      return result.rows[0]?.int4 ?? Number.NaN;
-    },
-  };
-
-  try {
-    // Warm-up: opens every connection of both pools and gets both paths optimized.
-    for (let r = 0; r < options.warmupRounds; r++) {
-      for (const index of roundOrder(EXECUTE_VARIANTS.length, r)) {
-        await runRound(queries[EXECUTE_VARIANTS[index]!], keys, options.concurrency);
-      }
-    }
-
-    const perRound: Record<ExecuteVariant, number[]> = { router: [], raw: [] };
-    const cpuPerRound: Record<ExecuteVariant, number[]> = { router: [], raw: [] };
-    for (let r = 0; r < options.rounds; r++) {
-      const thisRound: Record<ExecuteVariant, number> = { router: 0, raw: 0 };
-      for (const index of roundOrder(EXECUTE_VARIANTS.length, r)) {
-        const variant = EXECUTE_VARIANTS[index]!;
-        const result = await runRound(queries[variant], keys, options.concurrency);
-        thisRound[variant] = result.queriesPerSecond;
-        cpuPerRound[variant].push(result.cpuMicrosPerQuery);
-      }
-      perRound.router.push(thisRound.router);
-      perRound.raw.push(thisRound.raw);
-      options.onRound?.(r + 1, thisRound);
-    }
-
-    const routerSeries = summarize(perRound.router);
-    const rawSeries = summarize(perRound.raw);
-    return {
-      shardId: shard.id,
-      concurrency: options.concurrency,
-      poolMax: options.poolMax,
-      queriesPerRound: keys.length,
-      rounds: options.rounds,
-      queriesPerSecond: { router: routerSeries, raw: rawSeries },
-      ratio: summarize(pairedRatios(perRound.router, perRound.raw)).median,
-      ratioOfMedians: routerSeries.median / rawSeries.median,
-      cpuMicrosPerQuery: { router: summarize(cpuPerRound.router), raw: summarize(cpuPerRound.raw) },
+export const executeSection: Section<ExecuteDetails> = {
+  name: 'execute',
+  title: 'router.execute point query vs a raw pg.Pool on the same shard, same pool size and concurrency',
+  async run(ctx) {
+    const concurrency = 8;
+    const poolMax = concurrency;
+    const queriesPerRound = size(ctx, 10_000, 2_000);
+    const rounds = size(ctx, 25, 5);
+    const warmupRounds = 2;
+    const router = await ctx.router(Math.min(4, ctx.shards.length), { poolMax });
+    const shard = ctx.shards[0]!;
+    const keys = keysOnShard(router, shard.id, queriesPerRound);
+    const pool = new pg.Pool({ connectionString: shard.connectionString, max: poolMax });
+    // An idle client's socket error must not crash the benchmark; a failing query still throws.
+    pool.on('error', () => undefined);
+    let wrong = 0;
+    let checked = 0;
+    let offShard = 0;
+    const ops: Record<Variant, (index: number) => Promise<boolean>> = {
+      router: async (index) => {
+        const key = keys[index]!;
+        const result = await router.execute<{ int4: number }>(key, EXECUTE_SQL, [key]);
+        if (result.shardId !== shard.id) offShard++;
+        return result.rows.length === 1 && result.rows[0]!.int4 === key;
+      },
+      raw: async (index) => {
+        const key = keys[index]!;
+        const result = await pool.query<{ int4: number }>(EXECUTE_SQL, [key]);
+        return result.rows.length === 1 && result.rows[0]!.int4 === key;
+      },
     };
-  } finally {
-    await pool.end();
-  }
-}
+    try {
+      ctx.log(`shard ${shard.id}, concurrency ${concurrency}, pool max ${poolMax}: ${warmupRounds} warm-up rounds, then ${rounds} rounds of ${keys.length} queries`);
+      const results = await interleavedRounds(
+        VARIANTS,
+        { rounds, warmupRounds },
+        async (variant) => {
+          const result = await closedLoop(keys.length, concurrency, ops[variant]);
+          wrong += result.wrong;
+          checked += result.ops;
+          return result;
+        },
+        (r, q) => ctx.log(`round ${r}: router ${Math.round(q.router.opsPerSecond)}  raw ${Math.round(q.raw.opsPerSecond)} q/s  (ratio ${(q.router.opsPerSecond / q.raw.opsPerSecond).toFixed(3)})`),
+      );
+      const qps = (v: Variant) => results[v].map((r) => r.opsPerSecond);
+      const routerSeries = summarize(qps('router'));
+      const rawSeries = summarize(qps('raw'));
+      const ratio = summarize(pairedRatios(qps('router'), qps('raw'))).median;
+      const cpu = { router: summarize(results.router.map((r) => r.cpuMicrosPerOp)), raw: summarize(results.raw.map((r) => r.cpuMicrosPerOp)) };
+      return {
+        setup: `${EXECUTE_SQL} on shard ${shard.id}: router.execute vs pg.Pool.query, both pool max ${poolMax}, ${concurrency} in flight, ${rounds} interleaved rounds of ${keys.length} queries`,
+        figures: [
+          {
+            label: 'router.execute point query',
+            value: routerSeries.median,
+            unit: 'queries/s',
+            baseline: { label: 'raw pg.Pool', value: rawSeries.median },
+            ratio,
+            note: `median of ${rounds} paired rounds`,
+            target: atLeast('ratio', ratio, EXECUTE_RATIO_TARGET, 'x'),
+          },
+          {
+            label: 'client CPU per query',
+            value: cpu.router.median,
+            unit: 'µs',
+            baseline: { label: 'raw pg.Pool', value: cpu.raw.median },
+            ratio: summarize(pairedRatios(results.router.map((r) => r.cpuMicrosPerOp), results.raw.map((r) => r.cpuMicrosPerOp))).median,
+            note: 'lower is better; far less noisy than throughput',
+          },
+        ],
+        guard: [
+          check('every answer is the key sent', wrong === 0, `${(checked - wrong).toLocaleString('en-US')}/${checked.toLocaleString('en-US')} answers right (warm-up included)`),
+          check('router answered from the key\'s shard', offShard === 0, `${offShard} answers from another shard`),
+        ],
+        details: {
+          shardId: shard.id,
+          sql: EXECUTE_SQL,
+          concurrency,
+          poolMax,
+          queriesPerRound: keys.length,
+          rounds,
+          queriesPerSecond: { router: routerSeries, raw: rawSeries },
+          ratio,
+          ratioOfMedians: routerSeries.median / rawSeries.median,
+          cpuMicrosPerQuery: cpu,
+        },
+      };
+    } finally {
+      await pool.end();
+    }
+  },
+  format(outcome) {
+    const d = outcome.details;
+    const q = (v: number) => Math.round(v).toString();
+    const row = (name: string, s: Series, cpu: Series) => [name, q(s.median), q(s.min), q(s.max), cpu.median.toFixed(2)];
+    return (
+      formatTable(
+        ['variant', 'median q/s', 'min', 'max', 'CPU µs/query'],
+        [row('router.execute(key, sql, [key])', d.queriesPerSecond.router, d.cpuMicrosPerQuery.router), row('pg.Pool.query(sql, [key])', d.queriesPerSecond.raw, d.cpuMicrosPerQuery.raw)],
+      ) + `\nratio router/raw ${d.ratio.toFixed(3)} (median of paired rounds; ratio of medians ${d.ratioOfMedians.toFixed(3)}); target >= ${EXECUTE_RATIO_TARGET}`
+    );
+  },
+};

@@ -1,163 +1,327 @@
 import murmurhash from 'murmurhash';
-import { hashKey } from '../src/index.js';
-import type { ShardRouter } from '../src/index.js';
-import { nowNs, pairedRatios, roundOrder, secondsSince, summarize } from './stats.js';
-import type { Series } from './stats.js';
+import { hashKey } from '../../src/index.js';
+import type { ShardKey, ShardRouter } from '../../src/index.js';
+import { formatValue } from '../report.js';
+import { atLeast, check, size } from '../section.js';
+import type { Figure, Section } from '../section.js';
+import { formatTable, nowNs, pairedRatios, roundOrder, secondsSince, summarize } from '../stats.js';
+import type { Series } from '../stats.js';
 
 /**
- * Benchmark 1: key -> shard decision throughput on one core, short string keys.
+ * Hot path (micro): the key -> shard decision on one core, for short strings, integers and
+ * bigints, against the murmurhash package used as-is (`murmurhash.v3(String(key)) % 1024`), in
+ * interleaved rounds. No I/O: the router only supplies its bucket map.
  *
  * Each variant has its own loop function with a single, monomorphic call site, so V8 can inline
  * (or not) each candidate on its merits; a shared `measure(fn)` loop would make the call site
  * megamorphic and measure the indirect call instead. Every result is folded into a value that is
- * returned and accumulated into `sink`, which is printed, so nothing can be dead-code eliminated.
+ * returned and accumulated into `sink`, which is reported, so nothing can be dead-code eliminated.
  */
 
 /** The modulus of the hashKey and murmurhash variants: the router's default bucket count. */
 export const BUCKETS = 1024;
+/** The string target from the issue, keys per second. */
+export const SHORT_STRING_TARGET = 25e6;
+/** Keys per timed slice: long enough that reading the clock once per slice costs nothing. */
+const SLICE = 1 << 14;
 
-export interface HashBenchOptions {
-  readonly keyCount: number;
-  readonly rounds: number;
-  /** Each round of each variant repeats full passes over the keys until at least this long. */
-  readonly minRoundSeconds: number;
-  /** Warm-up time per variant (spread over a few interleaved passes). */
-  readonly warmupSeconds: number;
-  /** Called after each measured round. */
-  readonly onRound?: (round: number, keysPerSecond: Readonly<Record<HashVariant, number>>) => void;
+export const KEY_KINDS = ['string', 'integer', 'bigint'] as const;
+export type KeyKind = (typeof KEY_KINDS)[number];
+
+type Pass = (from: number, to: number) => number;
+
+interface Rate {
+  readonly perCpuSecond: number;
+  readonly perSecond: number;
 }
 
-export type HashVariant = 'shardFor' | 'hashKey' | 'murmurhash';
-export const HASH_VARIANTS: readonly HashVariant[] = ['shardFor', 'hashKey', 'murmurhash'];
+interface Variant {
+  readonly name: string;
+  readonly kind: KeyKind;
+  readonly role: 'router' | 'hashKey' | 'murmurhash';
+  readonly pass: Pass;
+}
 
-export interface HashBenchResult {
-  readonly keyCount: number;
-  readonly sampleKeys: readonly string[];
-  readonly bucketCount: number;
+/** Short string keys 'user-0' ... : 6 to 11 ASCII characters. */
+function stringKeys(count: number): string[] {
+  return Array.from({ length: count }, (_, i) => 'user-' + i);
+}
+
+/** Serial ids 1 ... count (1 to 7 digits). */
+function integerKeys(count: number): number[] {
+  return Array.from({ length: count }, (_, i) => i + 1);
+}
+
+/** Snowflake-like 19-digit ids: a fixed epoch part plus a sequence in the low 22 bits. */
+function bigintKeys(count: number): bigint[] {
+  return Array.from({ length: count }, (_, i) => 1_300_000_000_000_000_000n + (BigInt(i) << 22n));
+}
+
+function variants(router: ShardRouter, strings: readonly string[], integers: readonly number[], bigints: readonly bigint[]): Variant[] {
+  return [
+    {
+      name: 'router.shardFor(key)',
+      kind: 'string',
+      role: 'router',
+      pass: (from, to) => {
+        let acc = 0;
+        for (let i = from; i < to; i++) {
+          const id = router.shardFor(strings[i]!);
+          acc = (acc + id.charCodeAt(id.length - 1)) | 0;
+        }
+        return acc;
+      },
+    },
+    {
+      name: `hashKey(key) % ${BUCKETS}`,
+      kind: 'string',
+      role: 'hashKey',
+      pass: (from, to) => {
+        let acc = 0;
+        for (let i = from; i < to; i++) acc ^= hashKey(strings[i]!) % BUCKETS;
+        return acc;
+      },
+    },
+    {
+      name: `murmurhash.v3(key) % ${BUCKETS}`,
+      kind: 'string',
+      role: 'murmurhash',
+      pass: (from, to) => {
+        let acc = 0;
+        for (let i = from; i < to; i++) acc ^= murmurhash.v3(strings[i]!) % BUCKETS;
+        return acc;
+      },
+    },
+    {
+      name: 'router.shardFor(key)',
+      kind: 'integer',
+      role: 'router',
+      pass: (from, to) => {
+        let acc = 0;
+        for (let i = from; i < to; i++) {
+          const id = router.shardFor(integers[i]!);
+          acc = (acc + id.charCodeAt(id.length - 1)) | 0;
+        }
+        return acc;
+      },
+    },
+    {
+      name: `murmurhash.v3(String(key)) % ${BUCKETS}`,
+      kind: 'integer',
+      role: 'murmurhash',
+      pass: (from, to) => {
+        let acc = 0;
+        for (let i = from; i < to; i++) acc ^= murmurhash.v3(String(integers[i]!)) % BUCKETS;
+        return acc;
+      },
+    },
+    {
+      name: 'router.shardFor(key)',
+      kind: 'bigint',
+      role: 'router',
+      pass: (from, to) => {
+        let acc = 0;
+        for (let i = from; i < to; i++) {
+          const id = router.shardFor(bigints[i]!);
+          acc = (acc + id.charCodeAt(id.length - 1)) | 0;
+        }
+        return acc;
+      },
+    },
+    {
+      name: `murmurhash.v3(String(key)) % ${BUCKETS}`,
+      kind: 'bigint',
+      role: 'murmurhash',
+      pass: (from, to) => {
+        let acc = 0;
+        for (let i = from; i < to; i++) acc ^= murmurhash.v3(String(bigints[i]!)) % BUCKETS;
+        return acc;
+      },
+    },
+  ];
+}
+
+interface IdentityCheck {
+  readonly checked: number;
+  readonly mismatches: number;
+  readonly routedMismatches: number;
+  readonly firstMismatch: string | undefined;
+}
+
+/** Every key: hashKey must equal murmurhash.v3(String(key)) bit for bit, and the router must route by it. */
+function checkIdentity(router: ShardRouter, keys: readonly ShardKey[]): IdentityCheck {
+  let mismatches = 0;
+  let routedMismatches = 0;
+  let firstMismatch: string | undefined;
+  const map = router.bucketMap;
+  for (const key of keys) {
+    const expected = murmurhash.v3(String(key));
+    const actual = hashKey(key);
+    if (actual !== expected) {
+      mismatches++;
+      firstMismatch ??= `${typeof key} ${String(key)}: hashKey ${actual} != murmurhash.v3 ${expected}`;
+    }
+    if (router.shardFor(key) !== map.ownerOf(expected % map.bucketCount)) {
+      routedMismatches++;
+      firstMismatch ??= `${typeof key} ${String(key)}: shardFor ${router.shardFor(key)} != owner ${map.ownerOf(expected % map.bucketCount)}`;
+    }
+  }
+  return { checked: keys.length, mismatches, routedMismatches, firstMismatch };
+}
+
+export interface HashDetails {
+  readonly keysPerKind: number;
+  readonly samples: Readonly<Record<KeyKind, readonly string[]>>;
   readonly rounds: number;
-  /** keys/s per round and summary, per variant. */
-  readonly keysPerSecond: Readonly<Record<HashVariant, Series>>;
-  /** Median of per-round paired ratios. */
-  readonly shardForVsMurmurhash: number;
-  readonly hashKeyVsMurmurhash: number;
-  readonly shardForVsHashKey: number;
+  readonly secondsPerRound: number;
+  /** keysPerSecond: per CPU-second of this process; keysPerWallSecond: per wall-clock second. */
+  readonly variants: readonly {
+    readonly name: string;
+    readonly kind: KeyKind;
+    readonly keysPerSecond: Series;
+    readonly keysPerWallSecond: Series;
+    readonly vsMurmurhash: number;
+  }[];
   readonly identity: IdentityCheck;
   readonly sink: number;
 }
 
-export interface IdentityCheck {
-  /** Keys for which hashKey(key) was compared with murmurhash.v3(key). */
-  readonly checked: number;
-  readonly mismatches: number;
-  readonly firstMismatch: string | undefined;
-  /** Keys for which router.shardFor(key) was compared with the owner of murmurhash.v3(key) % bucketCount. */
-  readonly routedChecked: number;
-  readonly routedMismatches: number;
-}
+export const hashSection: Section<HashDetails> = {
+  name: 'hash',
+  title: 'key -> shard decision on one core (short strings, integers, bigints) vs the murmurhash package',
+  async run(ctx) {
+    const keyCount = size(ctx, 1_000_000, 200_000);
+    const rounds = size(ctx, 7, 3);
+    const secondsPerRound = size(ctx, 0.25, 0.08);
+    const warmupSeconds = size(ctx, 0.6, 0.15);
+    // No I/O here: any router works, and one shard is enough to own every bucket.
+    const router = await ctx.router(Math.min(4, ctx.shards.length));
+    const strings = stringKeys(keyCount);
+    const integers = integerKeys(keyCount);
+    const bigints = bigintKeys(keyCount);
+    const all = variants(router, strings, integers, bigints);
+    const indexOf = (kind: KeyKind, role: Variant['role']) => all.findIndex((v) => v.kind === kind && v.role === role);
+    let sink = 0;
 
-/** 'user-0' ... 'user-<n-1>': 6 to 11 ASCII characters, built up front so creation is not timed. */
-export function makeKeys(count: number): string[] {
-  const keys = new Array<string>(count);
-  for (let i = 0; i < count; i++) keys[i] = 'user-' + i;
-  return keys;
-}
+    /**
+     * Slices of the key array (wrapping around) until the loop has had `minSeconds` of CPU (or 4x
+     * that of wall time passed); returns keys per CPU-second and per wall-clock second. The loop
+     * is single-threaded and does no I/O, so this process's CPU time is the time it actually ran:
+     * time spent descheduled by other processes on a shared machine is not counted.
+     */
+    const time = (variant: Variant, minSeconds: number): Rate => {
+      let keys = 0;
+      let from = 0;
+      const cpuStart = process.cpuUsage();
+      const start = nowNs();
+      let cpuSeconds = 0;
+      let seconds = 0;
+      do {
+        const to = Math.min(from + SLICE, keyCount);
+        sink = (sink + variant.pass(from, to)) | 0;
+        keys += to - from;
+        from = to === keyCount ? 0 : to;
+        const cpu = process.cpuUsage(cpuStart);
+        cpuSeconds = (cpu.user + cpu.system) / 1e6;
+        seconds = secondsSince(start);
+      } while (cpuSeconds < minSeconds && seconds < 4 * minSeconds);
+      return { perCpuSecond: keys / cpuSeconds, perSecond: keys / seconds };
+    };
 
-function passShardFor(router: ShardRouter, keys: readonly string[]): number {
-  let acc = 0;
-  for (let i = 0; i < keys.length; i++) {
-    const id = router.shardFor(keys[i]!);
-    acc = (acc + id.charCodeAt(id.length - 1)) | 0;
-  }
-  return acc;
-}
-
-function passHashKey(keys: readonly string[]): number {
-  let acc = 0;
-  for (let i = 0; i < keys.length; i++) acc ^= hashKey(keys[i]!) % BUCKETS;
-  return acc;
-}
-
-function passMurmurhash(keys: readonly string[]): number {
-  let acc = 0;
-  for (let i = 0; i < keys.length; i++) acc ^= murmurhash.v3(keys[i]!) % BUCKETS;
-  return acc;
-}
-
-/** Every key: hashKey must equal murmurhash.v3 bit for bit, and the router must route by it. */
-export function checkIdentity(router: ShardRouter, keys: readonly string[]): IdentityCheck {
-  let mismatches = 0;
-  let firstMismatch: string | undefined;
-  let routedMismatches = 0;
-  const map = router.bucketMap;
-  for (const key of keys) {
-    const expected = murmurhash.v3(key);
-    const actual = hashKey(key);
-    if (actual !== expected) {
-      mismatches++;
-      firstMismatch ??= `${JSON.stringify(key)}: hashKey ${actual} != murmurhash.v3 ${expected}`;
+    ctx.log(`${keyCount.toLocaleString('en-US')} keys per kind, ${all.length} variants; warm-up ${warmupSeconds}s each, then ${rounds} interleaved rounds`);
+    for (let slice = 0; slice < 3; slice++) {
+      for (const index of roundOrder(all.length, slice)) time(all[index]!, warmupSeconds / 3);
     }
-    if (router.shardFor(key) !== map.ownerOf(expected % map.bucketCount)) routedMismatches++;
-  }
-  return { checked: keys.length, mismatches, firstMismatch, routedChecked: keys.length, routedMismatches };
-}
-
-export function runHashBench(router: ShardRouter, options: HashBenchOptions): HashBenchResult {
-  const keys = makeKeys(options.keyCount);
-  let sink = 0;
-
-  const passes: Record<HashVariant, () => number> = {
-    shardFor: () => passShardFor(router, keys),
-    hashKey: () => passHashKey(keys),
-    murmurhash: () => passMurmurhash(keys),
-  };
-
-  /** Full passes until `minSeconds` elapsed; returns keys per second. */
-  const timeVariant = (variant: HashVariant, minSeconds: number): number => {
-    const pass = passes[variant];
-    let count = 0;
-    const start = nowNs();
-    let seconds = 0;
-    do {
-      sink = (sink + pass()) | 0;
-      count++;
-      seconds = secondsSince(start);
-    } while (seconds < minSeconds);
-    return (count * keys.length) / seconds;
-  };
-
-  // Warm-up: a few interleaved slices per variant so all three reach optimized code.
-  const warmupSlices = 3;
-  for (let slice = 0; slice < warmupSlices; slice++) {
-    for (const index of roundOrder(HASH_VARIANTS.length, slice)) timeVariant(HASH_VARIANTS[index]!, options.warmupSeconds / warmupSlices);
-  }
-
-  const perRound: Record<HashVariant, number[]> = { shardFor: [], hashKey: [], murmurhash: [] };
-  for (let r = 0; r < options.rounds; r++) {
-    const thisRound: Record<HashVariant, number> = { shardFor: 0, hashKey: 0, murmurhash: 0 };
-    for (const index of roundOrder(HASH_VARIANTS.length, r)) {
-      const variant = HASH_VARIANTS[index]!;
-      thisRound[variant] = timeVariant(variant, options.minRoundSeconds);
+    const perRound = all.map(() => [] as number[]);
+    const wallPerRound = all.map(() => [] as number[]);
+    for (let r = 0; r < rounds; r++) {
+      for (const index of roundOrder(all.length, r)) {
+        const rate = time(all[index]!, secondsPerRound);
+        perRound[index]!.push(rate.perCpuSecond);
+        wallPerRound[index]!.push(rate.perSecond);
+      }
+      const line = KEY_KINDS.map((kind) => {
+        const [mine, base] = [perRound[indexOf(kind, 'router')]![r]!, perRound[indexOf(kind, 'murmurhash')]![r]!];
+        return `${kind} ${(mine / 1e6).toFixed(1)} vs ${(base / 1e6).toFixed(2)}`;
+      });
+      ctx.log(`round ${r + 1}: shardFor vs murmurhash, M keys per CPU-second: ${line.join(', ')}`);
     }
-    for (const variant of HASH_VARIANTS) perRound[variant].push(thisRound[variant]);
-    options.onRound?.(r + 1, thisRound);
-  }
 
-  const identity = checkIdentity(router, keys);
-  const medianRatio = (a: HashVariant, b: HashVariant) => summarize(pairedRatios(perRound[a], perRound[b])).median;
-  return {
-    keyCount: keys.length,
-    sampleKeys: [keys[0]!, keys[keys.length - 1]!],
-    bucketCount: BUCKETS,
-    rounds: options.rounds,
-    keysPerSecond: {
-      shardFor: summarize(perRound.shardFor),
-      hashKey: summarize(perRound.hashKey),
-      murmurhash: summarize(perRound.murmurhash),
-    },
-    shardForVsMurmurhash: medianRatio('shardFor', 'murmurhash'),
-    hashKeyVsMurmurhash: medianRatio('hashKey', 'murmurhash'),
-    shardForVsHashKey: medianRatio('shardFor', 'hashKey'),
-    identity,
-    sink,
-  };
-}
+    const identity = checkIdentity(router, [...strings, ...integers, ...bigints]);
+    const detailVariants = all.map((variant, i) => ({
+      name: variant.name,
+      kind: variant.kind,
+      keysPerSecond: summarize(perRound[i]!),
+      keysPerWallSecond: summarize(wallPerRound[i]!),
+      vsMurmurhash: summarize(pairedRatios(perRound[i]!, perRound[indexOf(variant.kind, 'murmurhash')]!)).median,
+    }));
+    const figureFor = (kind: KeyKind, label: string): Figure => {
+      const routerVariant = detailVariants[indexOf(kind, 'router')]!;
+      const base = detailVariants[indexOf(kind, 'murmurhash')]!;
+      const value = routerVariant.keysPerSecond.median;
+      return {
+        label,
+        value,
+        unit: 'keys/s',
+        baseline: { label: base.name, value: base.keysPerSecond.median },
+        ratio: routerVariant.vsMurmurhash,
+        note:
+          `keys per CPU-second, median of ${rounds} interleaved rounds on one core (best ${formatValue(routerVariant.keysPerSecond.max, 'keys/s')}); ` +
+          `wall clock: median ${formatValue(routerVariant.keysPerWallSecond.median, 'keys/s')}`,
+        ...(kind === 'string' ? { target: atLeast('value', value, SHORT_STRING_TARGET, 'keys/s') } : {}),
+      };
+    };
+    const total = identity.checked.toLocaleString('en-US');
+    return {
+      setup:
+        `router.shardFor(key) on one core, ${keyCount.toLocaleString('en-US')} keys of each kind (strings ${strings[0]}..${strings[keyCount - 1]}, ` +
+        `integers ${integers[0]}..${integers[keyCount - 1]}, 19-digit bigints), against the murmurhash package as-is ` +
+        `(murmurhash.v3(String(key)) % ${BUCKETS}), ${rounds} interleaved rounds of ${secondsPerRound} CPU-seconds per variant; ` +
+        'rates are keys per CPU-second of this process (single-threaded loop, no I/O), so time other processes took from it is not counted, ' +
+        'while garbage collection on helper threads is (it counts against the variants that allocate)',
+      figures: [
+        figureFor('string', "router.shardFor, short strings ('user-N')"),
+        figureFor('integer', 'router.shardFor, integers (serial ids)'),
+        figureFor('bigint', 'router.shardFor, bigints (19 digits)'),
+      ],
+      guard: [
+        check('hashKey(key) === murmurhash.v3(String(key))', identity.mismatches === 0, `${(identity.checked - identity.mismatches).toLocaleString('en-US')}/${total} keys of all three kinds bit-identical`),
+        check(
+          'shardFor(key) === owner of murmurhash.v3(String(key)) % buckets',
+          identity.routedMismatches === 0,
+          `${(identity.checked - identity.routedMismatches).toLocaleString('en-US')}/${total} keys` + (identity.firstMismatch === undefined ? '' : `; first mismatch ${identity.firstMismatch}`),
+        ),
+      ],
+      details: {
+        keysPerKind: keyCount,
+        samples: {
+          string: [strings[0]!, strings[keyCount - 1]!],
+          integer: [String(integers[0]), String(integers[keyCount - 1])],
+          bigint: [String(bigints[0]), String(bigints[keyCount - 1])],
+        },
+        rounds,
+        secondsPerRound,
+        variants: detailVariants,
+        identity,
+        sink,
+      },
+    };
+  },
+  format(outcome) {
+    const d = outcome.details;
+    const m = (v: number) => (v / 1e6).toFixed(2);
+    return formatTable(
+      ['kind', 'variant', 'M keys/CPU-s', 'min', 'max', 'wall M keys/s', 'vs murmurhash'],
+      d.variants.map((v) => [
+        v.kind,
+        v.name,
+        m(v.keysPerSecond.median),
+        m(v.keysPerSecond.min),
+        m(v.keysPerSecond.max),
+        m(v.keysPerWallSecond.median),
+        `${v.vsMurmurhash.toFixed(2)}x`,
+      ]),
+      [0, 1],
+    ) + `\n(target: short strings >= ${formatValue(SHORT_STRING_TARGET, 'keys/s')}; sink ${d.sink})`;
+  },
+};

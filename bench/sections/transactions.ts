@@ -1,9 +1,14 @@
-import type { ShardRouter } from '../src/index.js';
-import { nowNs, pairedRatios, percentile, roundOrder, secondsSince, summarize } from './stats.js';
-import type { Series } from './stats.js';
+import type { ShardRouter } from '../../src/index.js';
+import { atLeast, check, size } from '../section.js';
+import type { Section } from '../section.js';
+import { formatTable, nowNs, pairedRatios, percentile, roundOrder, secondsSince, summarize } from '../stats.js';
+import type { Series } from '../stats.js';
+
+/** The issue's target: 2-shard (2PC) throughput at least half the single-shard (1PC) one. */
+export const TWO_SHARD_RATIO_TARGET = 0.5;
 
 /**
- * Benchmark 3: money transfers through `router.transaction`, each an UPDATE debit plus an UPDATE
+ * Money transfers through `router.transaction`, each an UPDATE debit plus an UPDATE
  * credit. Single-shard transfers (both accounts on one shard: the plain 1PC path) against
  * 2-shard transfers (accounts on two shards: two-phase commit with the decision row on one of
  * them), in interleaved rounds on the same router, pool and concurrency. Each variant has its
@@ -40,6 +45,10 @@ export interface TransferGuard {
   readonly wrongBalances: number;
   /** This cluster's prepared transactions still on the shards (recovery is off on this router). */
   readonly preparedLeft: number;
+  /** Shards router.status() could not reach for the prepared-transaction check. */
+  readonly unreachableShards: number;
+  /** Accounts the guard expected (every account of every pair). */
+  readonly expectedAccounts: number;
   readonly transfers: number;
 }
 
@@ -163,10 +172,10 @@ async function checkAfterwards(router: ShardRouter, schema: string, pairs: Recor
   }
   const status = await router.status();
   const preparedLeft = status.shards.reduce((sum, shard) => sum + shard.preparedTransactions.filter((p) => p.ours).length, 0);
-  const unreachable = status.shards.some((shard) => !shard.reachable);
+  const unreachableShards = status.shards.filter((shard) => !shard.reachable).length;
   const totalAfter = await totalBalance(router, schema);
-  const ok = !unreachable && totalAfter === totalBefore && accounts === expected.size && wrongBalances === 0 && preparedLeft === 0;
-  return { ok, totalBefore, totalAfter, accounts, wrongBalances, preparedLeft, transfers };
+  const ok = unreachableShards === 0 && totalAfter === totalBefore && accounts === expected.size && wrongBalances === 0 && preparedLeft === 0;
+  return { ok, totalBefore, totalAfter, accounts, wrongBalances, preparedLeft, unreachableShards, expectedAccounts: expected.size, transfers };
 }
 
 /** `router` must have pool max >= concurrency per shard, so the pool is never what limits either variant. */
@@ -227,3 +236,69 @@ export async function runTransferBench(router: ShardRouter, poolMax: number, opt
     guard,
   };
 }
+
+export const transactionsSection: Section<TransferBenchResult> = {
+  name: 'transactions',
+  title: '1PC vs 2PC transactions: single-shard vs 2-shard transfers through router.transaction',
+  async run(ctx) {
+    const concurrency = 16;
+    // A pool big enough that neither variant waits for connections (a 2-shard transfer holds one per shard).
+    const poolMax = 16;
+    const router = await ctx.router(Math.min(2, ctx.shards.length), { poolMax });
+    if (router.shardIds.length < 2) throw new Error('the transactions section needs at least 2 shards');
+    const options: TransferBenchOptions = {
+      concurrency,
+      transfersPerRound: size(ctx, 2_000, 300),
+      rounds: size(ctx, 11, 3),
+      warmupRounds: 1,
+      schema: ctx.schema,
+      onRound: (r, t) => ctx.log(`round ${r}: single-shard ${Math.round(t.singleShard)}  2-shard ${Math.round(t.twoShard)} transfers/s  (ratio ${(t.twoShard / t.singleShard).toFixed(3)})`),
+    };
+    ctx.log(`${router.shardIds.join(', ')}, concurrency ${concurrency}, pool max ${poolMax}: ${options.warmupRounds} warm-up round, then ${options.rounds} rounds of ${options.transfersPerRound} transfers per variant`);
+    const result = await runTransferBench(router, poolMax, options);
+    const { singleShard, twoShard } = result.latencyMillis;
+    const g = result.guard;
+    return {
+      setup:
+        `transfers (UPDATE debit + UPDATE credit) through router.transaction over ${result.shardIds.join(', ')}, ${concurrency} in flight, pool max ${poolMax} per shard, ` +
+        `${result.rounds} interleaved rounds of ${result.transfersPerRound}: both accounts on one shard (1PC) vs on two shards (2PC)`,
+      figures: [
+        {
+          label: '2-shard transfer (2PC) throughput',
+          value: result.transfersPerSecond.twoShard.median,
+          unit: 'transfers/s',
+          baseline: { label: 'single-shard (1PC)', value: result.transfersPerSecond.singleShard.median },
+          ratio: result.ratio,
+          note: `median of ${result.rounds} paired rounds`,
+          target: atLeast('ratio', result.ratio, TWO_SHARD_RATIO_TARGET, 'x'),
+        },
+        { label: '2-shard transfer (2PC) p50 latency', value: twoShard.p50, unit: 'ms', baseline: { label: 'single-shard (1PC)', value: singleShard.p50 }, ratio: twoShard.p50 / singleShard.p50 },
+        { label: '2-shard transfer (2PC) p99 latency', value: twoShard.p99, unit: 'ms', baseline: { label: 'single-shard (1PC)', value: singleShard.p99 }, ratio: twoShard.p99 / singleShard.p99 },
+      ],
+      guard: [
+        check(
+          'every balance = initial +- its committed transfers',
+          g.wrongBalances === 0 && g.accounts === g.expectedAccounts,
+          `${g.transfers} transfers, ${g.accounts}/${g.expectedAccounts} accounts, ${g.wrongBalances} wrong balances`,
+        ),
+        check('money conserved', g.totalAfter === g.totalBefore, `total ${g.totalBefore} -> ${g.totalAfter}`),
+        check('no prepared transaction left behind', g.preparedLeft === 0 && g.unreachableShards === 0, `${g.preparedLeft} left, ${g.unreachableShards} shards unreachable`),
+      ],
+      details: result,
+    };
+  },
+  format(outcome) {
+    const d = outcome.details;
+    const q = (v: number) => Math.round(v).toString();
+    const row = (name: string, s: Series, l: LatencyMillis, cpu: Series) => [name, q(s.median), q(s.min), q(s.max), l.p50.toFixed(2), l.p99.toFixed(2), cpu.median.toFixed(1)];
+    return (
+      formatTable(
+        ['variant', 'median transfers/s', 'min', 'max', 'p50 ms', 'p99 ms', 'CPU µs/transfer'],
+        [
+          row('single-shard (1PC)', d.transfersPerSecond.singleShard, d.latencyMillis.singleShard, d.cpuMicrosPerTransfer.singleShard),
+          row('2-shard (2PC)', d.transfersPerSecond.twoShard, d.latencyMillis.twoShard, d.cpuMicrosPerTransfer.twoShard),
+        ],
+      ) + `\nratio 2-shard/single-shard ${d.ratio.toFixed(3)} (median of paired rounds; ratio of medians ${d.ratioOfMedians.toFixed(3)}); target >= ${TWO_SHARD_RATIO_TARGET}`
+    );
+  },
+};
