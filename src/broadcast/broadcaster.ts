@@ -154,21 +154,30 @@ export class Broadcaster {
    * Streams a SELECT: for plain (non-aggregate) queries, shard cursors read `batchSize` rows at
    * a time and an ORDER BY is a k-way merge of them, so memory stays near shards x batchSize
    * whatever the result size. Aggregate and DISTINCT queries are merged whole, then streamed.
+   * Argument and planning errors surface on the first iteration, like the stream's own.
    */
-  async *stream<R extends QueryResultRow>(sql: string, params: readonly unknown[], options: BroadcastStreamOptions): AsyncGenerator<R, void, undefined> {
-    const plan = this.plan(sql);
-    const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
-    if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 1_000_000) {
-      throw new ShardRouterError('INVALID_ARGUMENT', `batchSize must be an integer from 1 to 1000000, got ${String(batchSize)}`);
+  stream<R extends QueryResultRow>(sql: string, params: readonly unknown[], options: BroadcastStreamOptions): AsyncGenerator<R, void, undefined> {
+    let plan: BroadcastPlan;
+    let batchSize: number;
+    let timeoutMillis: number | undefined;
+    try {
+      plan = this.plan(sql);
+      batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+      if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 1_000_000) {
+        throw new ShardRouterError('INVALID_ARGUMENT', `batchSize must be an integer from 1 to 1000000, got ${String(batchSize)}`);
+      }
+      timeoutMillis = options.timeoutMillis === undefined ? undefined : this.#timeout(options.timeoutMillis);
+      if (plan.kind === 'write') throw new ShardRouterError('INVALID_ARGUMENT', 'broadcastStream takes a SELECT; use broadcast for writes');
+    } catch (error) {
+      return failed(error);
     }
-    const timeoutMillis = options.timeoutMillis === undefined ? undefined : this.#timeout(options.timeoutMillis);
-    if (plan.kind === 'write') throw new ShardRouterError('INVALID_ARGUMENT', 'broadcastStream takes a SELECT; use broadcast for writes');
-    if (plan.kind === 'single' || plan.aggregate || plan.distinct) {
-      const result = await this.run<R>(sql, params, timeoutMillis === undefined ? {} : { timeoutMillis });
-      yield* result.rows;
-      return;
-    }
-    yield* this.#streamSelect<R>(plan, params, batchSize, timeoutMillis);
+    if (plan.kind === 'single' || plan.aggregate || plan.distinct) return this.#streamWhole<R>(sql, params, timeoutMillis);
+    return this.#streamSelect<R>(plan, params, batchSize, timeoutMillis);
+  }
+
+  async *#streamWhole<R extends QueryResultRow>(sql: string, params: readonly unknown[], timeoutMillis: number | undefined): AsyncGenerator<R, void, undefined> {
+    const result = await this.run<R>(sql, params, timeoutMillis === undefined ? {} : { timeoutMillis });
+    yield* result.rows;
   }
 
   async *#streamSelect<R extends QueryResultRow>(plan: SelectPlan, params: readonly unknown[], batchSize: number, timeoutMillis: number | undefined): AsyncGenerator<R, void, undefined> {
@@ -210,7 +219,9 @@ export class Broadcaster {
         }
         if (batch.length > remaining) batch = batch.slice(0, remaining);
         remaining -= batch.length;
-        yield* parseRows<R>(batch, visible);
+        // A plain loop: `yield*` over an array adds a promise per element on top of the yield.
+        const parsed = parseRows<R>(batch, visible);
+        for (let i = 0; i < parsed.length; i++) yield parsed[i]!;
         if (remaining <= 0) return;
       }
     } catch (error) {
@@ -224,6 +235,10 @@ export class Broadcaster {
   #timeoutError(timeoutMillis: number, shardIds: readonly string[]): ShardRouterError {
     return new ShardRouterError('BROADCAST_TIMEOUT', `the broadcast did not finish within ${timeoutMillis} ms on shards ${shardIds.join(', ')}; the running shard queries were cancelled`);
   }
+}
+
+async function* failed<R>(error: unknown): AsyncGenerator<R, void, undefined> {
+  throw error;
 }
 
 async function* concatenate(sources: readonly BatchSource<RawRow>[]): AsyncGenerator<RawRow[]> {

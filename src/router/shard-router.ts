@@ -296,14 +296,15 @@ export class ShardRouter {
    * }
    * @throws ShardRouterError like {@link broadcast}; also UNSUPPORTED for an ORDER BY only the server can order (add COLLATE "C")
    */
-  async *broadcastStream<R extends QueryResultRow = QueryResultRow>(
+  broadcastStream<R extends QueryResultRow = QueryResultRow>(
     sql: string,
     params?: readonly unknown[],
     options: BroadcastStreamOptions = {},
   ): AsyncGenerator<R, void, undefined> {
-    if (this.#closing) throw closedError();
-    if (params !== undefined && !Array.isArray(params)) throw new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
-    yield* this.#broadcaster.stream<R>(sql, params ?? NO_PARAMS, options);
+    // Not a generator itself: each generator layer costs a promise per row.
+    if (this.#closing) return failedStream(closedError());
+    if (params !== undefined && !Array.isArray(params)) return failedStream(new ShardRouterError('INVALID_ARGUMENT', 'params must be an array'));
+    return this.#broadcaster.stream<R>(sql, params ?? NO_PARAMS, options);
   }
 
   /**
@@ -468,6 +469,11 @@ export class ShardRouter {
 }
 
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
+
+/** A stream that fails when iterated, so argument errors surface where stream errors do. */
+async function* failedStream<R>(error: unknown): AsyncGenerator<R, void, undefined> {
+  throw error;
+}
 
 /** Borrows one connection from every pool (all or none) for the duration of `work`. */
 async function withOneSessionPerShard<T>(pools: readonly ShardPool[], work: (sessions: ShardSession[]) => Promise<T>): Promise<T> {
