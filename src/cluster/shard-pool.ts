@@ -483,12 +483,15 @@ class PooledSession implements ShardSession {
  * Errors after which a connection must not be reused: socket errors and "Connection terminated"
  * (anything that is neither a server error nor a client-side TypeError/RangeError from
  * serializing parameters), server errors that end the session (FATAL/PANIC, e.g.
- * pg_terminate_backend's 57P01), and connection-exception SQLSTATEs (class 08).
+ * pg_terminate_backend's 57P01), and connection-exception SQLSTATEs (class 08) not sent as a
+ * plain ERROR.
  */
 function isConnectionLevel(error: unknown): boolean {
   if (error === undefined) return false;
   if (isDatabaseError(error)) {
-    return error.severity === 'FATAL' || error.severity === 'PANIC' || error.code.startsWith('08');
+    // A class-08 SQLSTATE at severity ERROR (e.g. 08P01 for a bind with the wrong number of
+    // parameters) leaves the session usable: it is the statement's failure, not the connection's.
+    return error.severity === 'FATAL' || error.severity === 'PANIC' || (error.code.startsWith('08') && error.severity !== 'ERROR');
   }
   return !(error instanceof TypeError || error instanceof RangeError);
 }

@@ -72,6 +72,16 @@ describe('execute', () => {
     expect((await router.execute(1, 'SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
   });
 
+  it('reports more params than the statement uses (08P01 at severity ERROR) as QUERY_FAILED and keeps the connection', async () => {
+    const before = router.poolStats();
+    const error = await rejectionOf(router.execute(1, 'SELECT 1', [1]));
+    expect(error).toBeInstanceOf(QueryError);
+    expect(error).toMatchObject({ code: 'QUERY_FAILED', sqlState: '08P01' });
+    // The session survived: the same number of connections, and the next statement works.
+    expect(router.poolStats()).toEqual(before);
+    expect((await router.execute(1, 'SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+  });
+
   it('runs exactly one statement per call (no multi-statement strings)', async () => {
     const error = await rejectionOf(router.execute(1, 'SELECT 1; SELECT 2'));
     expect(error).toMatchObject({ code: 'QUERY_FAILED', sqlState: '42601' });
