@@ -286,7 +286,13 @@ class ShardCursor {
     if (this.#done) return [];
     this.#signal.throwIfAborted();
     if (!this.#cursor) {
-      this.#client = await this.#pool.acquireClient();
+      const client = await this.#pool.acquireClient(this.#signal);
+      if (this.#done) {
+        // close() ran while the connection was on its way (another shard failed meanwhile).
+        this.#pool.releaseClient(client);
+        return [];
+      }
+      this.#client = client;
       this.#cursor = this.#client.query(new Cursor<RawRow>(this.#sql, this.#params as unknown[], { rowMode: 'array', types: RAW_TEXT }));
     }
     const cursor = this.#cursor;

@@ -48,6 +48,13 @@ function unsupported(construct: string, detail = ''): ShardRouterError {
   );
 }
 
+function notAtomic(statement: string): ShardRouterError {
+  return new ShardRouterError(
+    'UNSUPPORTED',
+    `broadcast cannot run ${statement} on every shard atomically: it cannot run inside a transaction block. Run it per shard with executeOn`,
+  );
+}
+
 /**
  * Plans one statement.
  * @throws ShardRouterError INVALID_SQL, UNSUPPORTED
@@ -64,11 +71,9 @@ export function planBroadcast(sql: string, catalog: PlannerCatalog): BroadcastPl
     case 'DropdbStmt':
     case 'AlterSystemStmt':
     case 'ReindexStmt':
-      throw unsupported(statement.kind, 'it cannot run inside a transaction block, so it cannot be made atomic; run it per shard with executeOn');
+      throw notAtomic(statement.kind);
     case 'IndexStmt':
-      if (statement.body.concurrent === true) {
-        throw unsupported('CREATE INDEX CONCURRENTLY', 'it cannot run inside a transaction block; run it per shard with executeOn');
-      }
+      if (statement.body.concurrent === true) throw notAtomic('CREATE INDEX CONCURRENTLY');
       return { kind: 'write', sql, statement: statement.kind };
     case 'InsertStmt':
       if (statement.body.selectStmt !== undefined && nodeList(nodeBody(statement.body.selectStmt).valuesLists).length > 0) {

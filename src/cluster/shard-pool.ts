@@ -176,8 +176,7 @@ export class ShardPool {
    */
   async queryRaw(sql: string, params: readonly unknown[], signal?: AbortSignal): Promise<RawQueryResult> {
     if (this.#closing) throw closedError();
-    signal?.throwIfAborted();
-    const client = this.#parked.pop() ?? (await this.#borrowHealthy());
+    const client = await this.acquireClient(signal);
     if (signal?.aborted) {
       this.releaseClient(client);
       throw signal.reason;
@@ -255,10 +254,31 @@ export class ShardPool {
     return new PooledSession(this, client);
   }
 
-  /** @internal Borrow a raw client; pair with releaseClient. */
-  async acquireClient(): Promise<pg.Client> {
+  /**
+   * @internal Borrow a raw client; pair with releaseClient. When `signal` aborts while the caller
+   * waits for a free connection, the call rejects with its reason at once, and the connection
+   * that arrives later goes straight back.
+   */
+  async acquireClient(signal?: AbortSignal): Promise<pg.Client> {
     if (this.#closing) throw closedError();
-    return this.#parked.pop() ?? this.#borrowHealthy();
+    signal?.throwIfAborted();
+    const parked = this.#parked.pop();
+    if (parked) return parked;
+    if (!signal) return this.#borrowHealthy();
+    const borrowing = this.#borrowHealthy();
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        reject(signal.reason);
+        borrowing.then((client) => this.releaseClient(client), () => undefined);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([borrowing, aborted]);
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+    }
   }
 
   /**
