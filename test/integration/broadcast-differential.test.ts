@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalCluster } from '../../src/index.js';
 import type { LocalCluster, ShardRouter } from '../../src/index.js';
 import { connectFreshRouter, dropSchemas, uniqueName } from '../support/cluster.js';
+import { seededRandom } from '../support/random.js';
 
 /**
  * Differential test of router.broadcast: the same deterministic rows live spread over 4 shards
@@ -47,18 +48,6 @@ interface DataRow {
 const COLUMNS = ['id', 'g', 'k', 's', 'big', 'amount', 'n', 'f', 'flag', 'd', 'ts', 'tl', 'u', 'vc'] as const;
 const ROW_COUNT = 3000;
 
-/** mulberry32: a tiny, well-mixed 32-bit PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * Text values: mixed case, '' and multi-byte UTF-8, including characters whose UTF-16 order
  * differs from their code point (= the server's C.UTF-8 and "C") order: U+FF5A 'ｚ' sorts
@@ -83,7 +72,7 @@ const INT8_MAX = 9223372036854775807n;
 const INT8_MIN = -9223372036854775808n;
 
 function generateRows(shardFor: (key: bigint) => string): DataRow[] {
-  const random = prng(0x5eedb0a7);
+  const random = seededRandom(0x5eedb0a7);
   const int = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
   const chance = (p: number) => random() < p;
   const pick = <V>(values: readonly V[]): V => values[Math.floor(random() * values.length)]!;

@@ -3,24 +3,13 @@ import { describe, expect, it } from 'vitest';
 import { addNumeric, compareNumeric, divideNumeric, formatNumeric, parseNumeric } from '../../src/broadcast/decimal.js';
 import { averageFromPartials, comparatorFor, countPartials, equalityKeyFor, OID, sumPartials } from '../../src/broadcast/pg-values.js';
 import { shardUrls, withServer } from '../support/cluster.js';
+import { seededRandom } from '../support/random.js';
 
 // Checks the pure value semantics against a real server on generated data. The generator is
 // seeded; a failure message names the seed, and PG_VALUES_SEED=<seed> replays it.
 const SEED = Number(process.env.PG_VALUES_SEED ?? Math.floor(Math.random() * 2 ** 32));
 
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    // mulberry32
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
-const rand = random(SEED);
+const rand = seededRandom(SEED);
 const int = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
 const pick = <T>(items: readonly T[]): T => items[int(0, items.length - 1)]!;
 const digits = (count: number) => Array.from({ length: count }, () => String(int(0, 9))).join('');

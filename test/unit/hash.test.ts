@@ -2,20 +2,9 @@ import murmurhash from 'murmurhash';
 import { describe, expect, it } from 'vitest';
 import { ShardRouterError, bucketOf, hashKey } from '../../src/index.js';
 import type { ShardKey } from '../../src/index.js';
+import { seededRandom } from '../support/random.js';
 
-/** Deterministic PRNG so a failure names a reproducible key. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const random = prng(20261121);
+const random = seededRandom(20261121);
 const int = (n: number) => Math.floor(random() * n);
 
 // Code points from every UTF-8 length class, plus lone surrogates (TextEncoder makes them U+FFFD).

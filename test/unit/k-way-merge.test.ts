@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { mergeSorted, mergeSortedBatches } from '../../src/broadcast/k-way-merge.js';
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function random(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../support/random.js';
 
 type Item = { value: number; source: number; seq: number };
 const byValue = (a: Item, b: Item) => a.value - b.value;
@@ -30,7 +20,7 @@ function expected(sources: Item[][]): Item[] {
 
 describe('mergeSorted', () => {
   it('equals a stable sort of the union, for 200 random inputs (ties, empty sources)', () => {
-    const next = random(7);
+    const next = seededRandom(7);
     for (let round = 0; round < 200; round++) {
       const sources = sortedSources(next, 1 + Math.floor(next() * 6));
       expect(mergeSorted(sources, byValue)).toEqual(expected(sources));
@@ -44,7 +34,7 @@ describe('mergeSorted', () => {
 
 describe('mergeSortedBatches', () => {
   it('equals the in-memory merge whatever the batch sizes, holding one batch per source', async () => {
-    const next = random(11);
+    const next = seededRandom(11);
     for (let round = 0; round < 100; round++) {
       const sources = sortedSources(next, 1 + Math.floor(next() * 5));
       const batchSize = 1 + Math.floor(next() * 7);
