@@ -1,13 +1,13 @@
 import type { FieldDef, QueryResultRow } from 'pg';
 import Cursor from 'pg-cursor';
 import type pg from 'pg';
+import { RAW_TEXT } from '../cluster/shard-pool.js';
 import type { RawQueryResult, ShardPool } from '../cluster/shard-pool.js';
 import { QueryError, ShardRouterError } from '../errors.js';
 import type { Transaction } from '../twopc/coordinator.js';
 import { mergeSortedBatches } from './k-way-merge.js';
 import type { BatchSource } from './k-way-merge.js';
-import { mergeSelect, parseRows } from './merge.js';
-import type { ShardRows } from './merge.js';
+import { mergeSelect, parseRows, resolveCount } from './merge.js';
 import { formatPlan } from './plan.js';
 import type { BroadcastPlan, SelectPlan } from './plan.js';
 import { planBroadcast } from './planner.js';
@@ -20,7 +20,6 @@ import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions, ShardFa
 const PLAN_CACHE_SIZE = 1_000;
 const DEFAULT_BATCH_SIZE = 1_000;
 const MAX_TIMEOUT_MS = 3_600_000;
-const RAW_TEXT = { getTypeParser: () => (text: string) => text };
 
 /** What the broadcast engine needs from the router. */
 export interface BroadcastContext {
@@ -124,8 +123,7 @@ export class Broadcaster {
       const only = answered[0]!;
       return { rows: parseRows<R>(only.rows, only.fields), rowCount: only.rowCount ?? only.rows.length, fields: only.fields, command: only.command, failures };
     }
-    const results: ShardRows[] = answered.map((answer) => ({ shardId: answer.shardId, fields: answer.fields, rows: answer.rows }));
-    const { rows, fields } = await mergeSelect<R>(plan, results, {
+    const { rows, fields } = await mergeSelect<R>(plan, answered, {
       params,
       textOrder: this.#context.capabilities.textOrder,
       ranker: this.#context.ranker,
@@ -136,7 +134,7 @@ export class Broadcaster {
 
   /** A write on every shard in one transaction: a schema change lands everywhere or nowhere. */
   async #write<R extends QueryResultRow>(sql: string, params: readonly unknown[], timeoutMillis: number): Promise<BroadcastResult<R>> {
-    const shardIds = [...this.#context.shardIds].sort();
+    const shardIds = this.#context.shardIds;
     const results = await this.#context.runWrite(shardIds, timeoutMillis, (tx) =>
       Promise.all(shardIds.map((shardId) => tx.executeOn<R>(shardId, sql, params as unknown[]))),
     );
@@ -169,7 +167,7 @@ export class Broadcaster {
       timeoutMillis = options.timeoutMillis === undefined ? undefined : this.#timeout(options.timeoutMillis);
       if (plan.kind === 'write') throw new ShardRouterError('INVALID_ARGUMENT', 'broadcastStream takes a SELECT; use broadcast for writes');
     } catch (error) {
-      return failed(error);
+      return failedStream(error);
     }
     if (plan.kind === 'single' || plan.aggregate || plan.distinct) return this.#streamWhole<R>(sql, params, timeoutMillis);
     return this.#streamSelect<R>(plan, params, batchSize, timeoutMillis);
@@ -187,30 +185,18 @@ export class Broadcaster {
       timeoutMillis === undefined ? undefined : setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
     const cursors = shardIds.map((shardId) => new ShardCursor(this.#context.pool(shardId), plan.shardSql, params, batchSize, controller.signal));
     try {
-      const firstBatches = await Promise.all(cursors.map((cursor) => cursor.next()));
-      const fields = cursors.find((cursor) => cursor.fields)!.fields!;
+      // The comparator needs the column types, which arrive with each cursor's first batch.
+      const fields = (await Promise.all(cursors.map((cursor) => cursor.open())))[0]!;
       const visible = fields.slice(0, fields.length - plan.hidden.length);
-      const hiddenCount = plan.hidden.length;
-      let offset = countValue(plan.offset, params) ?? 0;
-      let remaining = countValue(plan.limit, params) ?? Infinity;
-      // The first batch is already read; hand it to the merge before the cursors' next ones.
-      const sources: BatchSource<RawRow>[] = cursors.map((cursor, i) => {
-        let pending: readonly RawRow[] | undefined = firstBatches[i];
-        return {
-          next: () => {
-            if (pending) {
-              const batch = pending;
-              pending = undefined;
-              return Promise.resolve(batch);
-            }
-            return cursor.next();
-          },
-        };
-      });
+      let offset = resolveCount(plan.offset, params, 'OFFSET') ?? 0;
+      let remaining = resolveCount(plan.limit, params, 'LIMIT') ?? Infinity;
       const batches =
         plan.sort.length > 0
-          ? mergeSortedBatches(sources, await rowComparator(plan.sort, fields.map((field) => field.dataTypeID), hiddenCount, this.#context.capabilities.textOrder, undefined, undefined))
-          : concatenate(sources);
+          ? mergeSortedBatches(
+              cursors,
+              await rowComparator(plan.sort, fields.map((field) => field.dataTypeID), plan.hidden.length, this.#context.capabilities.textOrder, undefined, undefined),
+            )
+          : concatenate(cursors);
       for await (let batch of batches) {
         if (offset > 0) {
           const skip = Math.min(offset, batch.length);
@@ -237,23 +223,15 @@ export class Broadcaster {
   }
 }
 
-async function* failed<R>(error: unknown): AsyncGenerator<R, void, undefined> {
+/** A stream that fails when iterated, so argument errors surface where stream errors do. */
+export async function* failedStream<R>(error: unknown): AsyncGenerator<R, void, undefined> {
   throw error;
 }
 
-async function* concatenate(sources: readonly BatchSource<RawRow>[]): AsyncGenerator<RawRow[]> {
+async function* concatenate(sources: readonly BatchSource<RawRow>[]): AsyncGenerator<readonly RawRow[]> {
   for (const source of sources) {
-    for (let batch = await source.next(); batch.length > 0; batch = await source.next()) yield [...batch];
+    for (let batch = await source.next(); batch.length > 0; batch = await source.next()) yield batch;
   }
-}
-
-function countValue(count: SelectPlan['limit'], params: readonly unknown[]): number | undefined {
-  if (!count) return undefined;
-  const value = count.kind === 'constant' ? count.value : params[count.index];
-  if (value === null || value === undefined) return undefined;
-  const number = Number(value);
-  if (!Number.isSafeInteger(number) || number < 0) throw new ShardRouterError('INVALID_ARGUMENT', `LIMIT/OFFSET must be a non-negative integer, got ${String(value)}`);
-  return number;
 }
 
 function asShardError(error: unknown, shardId: string): ShardRouterError {
@@ -262,8 +240,10 @@ function asShardError(error: unknown, shardId: string): ShardRouterError {
 }
 
 /** One shard's cursor over the shard query, read in batches of raw text rows. */
-class ShardCursor {
-  fields: FieldDef[] | undefined;
+class ShardCursor implements BatchSource<RawRow> {
+  #fields: FieldDef[] | undefined;
+  /** The batch open() read to learn the fields, handed out by the first next(). */
+  #first: RawRow[] | undefined;
   readonly #pool: ShardPool;
   readonly #sql: string;
   readonly #params: readonly unknown[];
@@ -282,7 +262,22 @@ class ShardCursor {
     this.#signal = signal;
   }
 
+  /** Reads the first batch (kept for next()) and returns the result's fields. */
+  async open(): Promise<FieldDef[]> {
+    this.#first = await this.#read();
+    return this.#fields!;
+  }
+
   async next(): Promise<RawRow[]> {
+    const first = this.#first;
+    if (first) {
+      this.#first = undefined;
+      return first;
+    }
+    return this.#read();
+  }
+
+  async #read(): Promise<RawRow[]> {
     if (this.#done) return [];
     this.#signal.throwIfAborted();
     if (!this.#cursor) {
@@ -298,7 +293,10 @@ class ShardCursor {
     const cursor = this.#cursor;
     const client = this.#client!;
     const rows = await new Promise<RawRow[]>((resolve, reject) => {
-      const onAbort = () => reject(this.#signal.reason);
+      const onAbort = () => {
+        this.#failed = true;
+        reject(this.#signal.reason);
+      };
       this.#signal.addEventListener('abort', onAbort, { once: true });
       cursor.read(this.#batchSize, (error, rows, result) => {
         this.#signal.removeEventListener('abort', onAbort);
@@ -307,12 +305,9 @@ class ShardCursor {
           reject(this.#pool.translateError(client, error));
           return;
         }
-        this.fields ??= (result as unknown as { fields: FieldDef[] }).fields;
+        this.#fields ??= (result as unknown as { fields: FieldDef[] }).fields;
         resolve(rows);
       });
-    }).catch((error: unknown) => {
-      this.#failed = true;
-      throw error;
     });
     if (rows.length === 0) await this.close();
     return rows;

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { FieldDef, QueryResultRow } from 'pg';
+import type { RawQueryResult } from '../cluster/shard-pool.js';
 import { ShardRouterError } from '../errors.js';
 import { compareNumeric, parseNumeric } from './decimal.js';
 import { mergeSorted } from './k-way-merge.js';
@@ -13,6 +14,7 @@ import {
   comparatorFor,
   countPartials,
   equalityKeyFor,
+  hasEqualityKey,
   maxPartials,
   minPartials,
   sumPartials,
@@ -23,11 +25,7 @@ import type { RawRow, ServerRanker } from './row-order.js';
 import type { ServerCaster } from './server-probe.js';
 
 /** One shard's answer to the shard query: field descriptions and rows of raw text forms. */
-export interface ShardRows {
-  readonly shardId: string;
-  readonly fields: readonly FieldDef[];
-  readonly rows: readonly RawRow[];
-}
+export type ShardRows = Pick<RawQueryResult, 'shardId' | 'fields' | 'rows'>;
 
 export interface MergeContext {
   readonly params: readonly unknown[];
@@ -36,9 +34,6 @@ export interface MergeContext {
   readonly ranker: ServerRanker;
   readonly caster: ServerCaster;
 }
-
-/** Equality keys are only exact for types whose equal values print equally, or are normalized. */
-const NO_TEXT_EQUALITY = new Set<number>([OID.interval, 1231 /* numeric[] */, 3802 /* jsonb */, 114 /* json */]);
 
 /**
  * Merges the shards' results of a SELECT plan into the rows one server would have returned.
@@ -71,7 +66,7 @@ export async function mergeSelect<R extends QueryResultRow>(
   } else {
     const oids = fields.map((field) => field.dataTypeID);
     if (plan.sort.length > 0) {
-      const all = results.flatMap((result) => result.rows);
+      const all = () => results.flatMap((result) => result.rows);
       const compare = await rowComparator(plan.sort, oids, hiddenCount, context.textOrder, context.ranker, all);
       // DISTINCT can drop rows, so the merge may need more than offset+limit of them.
       const wanted = limit !== undefined && !plan.distinct ? offset + limit : Infinity;
@@ -95,7 +90,7 @@ export async function mergeSelect<R extends QueryResultRow>(
       hiddenCount,
       context.textOrder,
       context.ranker,
-      rows,
+      () => rows,
     );
     rows.sort(compare);
   }
@@ -133,7 +128,7 @@ async function combineGroups(
   const oids = fields.map((field) => field.dataTypeID);
   const keyColumns = roles.flatMap((role, i) => (role.kind === 'key' ? [i] : []));
   for (const i of keyColumns) {
-    if (NO_TEXT_EQUALITY.has(oids[i]!)) {
+    if (!hasEqualityKey(oids[i]!)) {
       throw new ShardRouterError('UNSUPPORTED', `broadcast cannot merge GROUP BY on column "${fields[i]!.name}" exactly across shards: equal values of its type (${oids[i]}) can print differently`);
     }
   }
@@ -267,7 +262,8 @@ function distinctRows(rows: readonly RawRow[], fields: readonly FieldDef[], visi
   });
 }
 
-function resolveCount(count: Count | undefined, params: readonly unknown[], clause: string): number | undefined {
+/** A LIMIT or OFFSET's value for this execution; undefined for none (or NULL). */
+export function resolveCount(count: Count | undefined, params: readonly unknown[], clause: 'LIMIT' | 'OFFSET'): number | undefined {
   if (!count) return undefined;
   let value: unknown = count.kind === 'constant' ? count.value : params[count.index];
   if (value === null || value === undefined) return undefined; // LIMIT NULL is no limit

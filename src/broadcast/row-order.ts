@@ -33,8 +33,9 @@ interface BoundKey {
 
 /**
  * A row comparator equal to PostgreSQL's ORDER BY for these keys. Where JS has no exact
- * comparator for a column, `rankRows` (the rows whose values must be ordered) lets the server
- * rank them; without it (a stream, whose rows are not all known yet) that is UNSUPPORTED.
+ * comparator for a column, the server ranks the values of the rows `rankRows` gives (called only
+ * then, so the common path builds nothing); without it (a stream, whose rows are not all known
+ * yet) that is UNSUPPORTED.
  */
 export async function rowComparator(
   keys: readonly SortKey[],
@@ -42,7 +43,7 @@ export async function rowComparator(
   hiddenCount: number,
   databaseOrder: TextOrder,
   ranker: ServerRanker | undefined,
-  rankRows: readonly RawRow[] | undefined,
+  rankRows: (() => readonly RawRow[]) | undefined,
 ): Promise<(a: RawRow, b: RawRow) => number> {
   const bound: BoundKey[] = [];
   for (const key of keys) {
@@ -58,7 +59,7 @@ export async function rowComparator(
             'Add COLLATE "C", or use broadcast() instead of broadcastStream()',
         );
       }
-      compare = await rankComparator(ranker, oid, key.collation, rankRows, index);
+      compare = await rankComparator(ranker, oid, key.collation, rankRows(), index);
     }
     bound.push({ index, compare, direction: key.descending ? -1 : 1, nullOrder: key.nullsFirst ? -1 : 1 });
   }

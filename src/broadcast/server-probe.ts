@@ -17,21 +17,19 @@ const CODE_POINT_LOCALES = new Set(['C', 'POSIX', 'C.UTF-8', 'C.utf8', 'C.UTF8']
 export async function probeBroadcastCapabilities(pools: readonly ShardPool[]): Promise<BroadcastCapabilities> {
   const answers = await Promise.all(
     pools.map(async (pool) => {
-      const collation = await pool.query<{ datcollate: string; provider: string }>(
-        // datlocprovider exists from PostgreSQL 15; to_jsonb keeps older servers (libc only) working.
+      // One round trip per shard at connect. datlocprovider exists from PostgreSQL 15; to_jsonb
+      // keeps older servers (libc only) working.
+      const { rows } = await pool.query<{ datcollate: string; provider: string; locale: string; names: string[] }>(
         `SELECT datcollate, coalesce(to_jsonb(d) ->> 'datlocprovider', 'c') AS provider,
-                coalesce(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale', '') AS locale
+                coalesce(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale', '') AS locale,
+                (SELECT coalesce(array_agg(DISTINCT lower(proname::text)), '{}') FROM pg_proc WHERE prokind IN ('a', 'w')) AS names
            FROM pg_database d WHERE datname = current_database()`,
         [],
       );
-      const aggregates = await pool.query<{ names: string[] }>(
-        `SELECT coalesce(array_agg(DISTINCT lower(proname::text)), '{}') AS names FROM pg_proc WHERE prokind IN ('a', 'w')`,
-        [],
-      );
-      const row = collation.rows[0] as { datcollate: string; provider: string; locale: string };
+      const row = rows[0]!;
       // 'c' libc: datcollate is the locale; 'b' builtin: C or C.UTF-8 order by code point; 'i' ICU never does.
       const codePoint = row.provider === 'b' ? CODE_POINT_LOCALES.has(row.locale) : row.provider === 'c' && CODE_POINT_LOCALES.has(row.datcollate);
-      return { codePoint, names: aggregates.rows[0]!.names };
+      return { codePoint, names: row.names };
     }),
   );
   return {

@@ -32,7 +32,7 @@ export interface RawQueryResult {
 const RETIRE_GRACE_MS = 2_000;
 
 /** pg type parsing turned off: every value stays the server's text, for exact merging. */
-const RAW_TEXT = { getTypeParser: () => (text: string) => text };
+export const RAW_TEXT = { getTypeParser: () => (text: string) => text };
 
 /** Point-in-time counters of one shard's pool. */
 export interface PoolStats {

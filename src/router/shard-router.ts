@@ -1,5 +1,5 @@
 import type { QueryResultRow } from 'pg';
-import { Broadcaster } from '../broadcast/broadcaster.js';
+import { Broadcaster, failedStream } from '../broadcast/broadcaster.js';
 import { probeBroadcastCapabilities, serverHelpers } from '../broadcast/server-probe.js';
 import type { BroadcastCapabilities } from '../broadcast/server-probe.js';
 import { loadParser } from '../broadcast/sql-parser.js';
@@ -124,7 +124,9 @@ export class ShardRouter {
       runWrite: (shardIds, timeoutMillis, work) => {
         this.#requirePreparedTransactions(shardIds);
         const options = resolveTransactionOptions({ timeoutMillis }, config.transactions);
-        return runTransaction(this.#coordinator, [...shardIds].sort(), shardIds[0]!, options, work);
+        // Connections in shard-id order, as every transaction takes them; the first decides.
+        const ordered = [...shardIds].sort();
+        return runTransaction(this.#coordinator, ordered, ordered[0]!, options, work);
       },
     });
     if (config.recovery.atConnect) this.#recoverSoon(0);
@@ -280,7 +282,8 @@ export class ShardRouter {
    */
   async broadcast<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[], options: BroadcastOptions = {}): Promise<BroadcastResult<R>> {
     if (this.#closing) throw closedError();
-    if (params !== undefined && !Array.isArray(params)) throw new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
+    const invalid = invalidBroadcastArguments(params, options);
+    if (invalid) throw invalid;
     return this.#broadcaster.run<R>(sql, params ?? NO_PARAMS, options);
   }
 
@@ -303,7 +306,8 @@ export class ShardRouter {
   ): AsyncGenerator<R, void, undefined> {
     // Not a generator itself: each generator layer costs a promise per row.
     if (this.#closing) return failedStream(closedError());
-    if (params !== undefined && !Array.isArray(params)) return failedStream(new ShardRouterError('INVALID_ARGUMENT', 'params must be an array'));
+    const invalid = invalidBroadcastArguments(params, options);
+    if (invalid) return failedStream(invalid);
     return this.#broadcaster.stream<R>(sql, params ?? NO_PARAMS, options);
   }
 
@@ -470,10 +474,13 @@ export class ShardRouter {
 
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
 
-/** A stream that fails when iterated, so argument errors surface where stream errors do. */
-async function* failedStream<R>(error: unknown): AsyncGenerator<R, void, undefined> {
-  throw error;
+/** The argument errors broadcast and broadcastStream share (the SQL is checked by the planner). */
+function invalidBroadcastArguments(params: unknown, options: unknown): ShardRouterError | undefined {
+  if (params !== undefined && !Array.isArray(params)) return new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
+  if (options === null || typeof options !== 'object') return new ShardRouterError('INVALID_ARGUMENT', 'options must be an object');
+  return undefined;
 }
+
 
 /** Borrows one connection from every pool (all or none) for the duration of `work`. */
 async function withOneSessionPerShard<T>(pools: readonly ShardPool[], work: (sessions: ShardSession[]) => Promise<T>): Promise<T> {

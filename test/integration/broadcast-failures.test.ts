@@ -444,6 +444,11 @@ describe('broadcast arguments', () => {
     expect((error as Error).message).toMatch(/params/);
   });
 
+  it.each([null, 'partial', 7])('rejects options %j (not an object) with INVALID_ARGUMENT', async (options) => {
+    const error = await rejectionOf(router.broadcast(sql, [], options as never));
+    expect(error).toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/options/) });
+  });
+
   it.each(['', '   ', '\n\t', undefined, 42])('rejects sql %j with INVALID_ARGUMENT', async (badSql) => {
     const error = await rejectionOf(router.broadcast(badSql as unknown as string));
     expect(error).toBeInstanceOf(ShardRouterError);
@@ -460,6 +465,7 @@ describe('broadcast arguments', () => {
       router.broadcastStream(`SELECT id FROM ${T}`, [], { timeoutMillis: 0 }),
       router.broadcastStream(`SELECT id FROM ${T}`, [], { batchSize: 0 }),
       router.broadcastStream(`SELECT id FROM ${T}`, [], { batchSize: 2.5 }),
+      router.broadcastStream(`SELECT id FROM ${T}`, [], null as never),
     ]) {
       const error = await rejectionOf(drain(stream));
       expect(error).toBeInstanceOf(ShardRouterError);
