@@ -61,6 +61,13 @@ const broadcastSchema = z.strictObject({
   timeoutMillis: z.int().min(1).max(MAX_TRANSACTION_TIMEOUT_MS).default(30_000),
 });
 
+const mapRefreshSchema = z.strictObject({
+  /** How often a router checks a shard for a newer bucket map, besides NOTIFY; 0 = never. */
+  intervalMillis: z.int().min(0).max(MAX_TIMER_MS).default(5_000),
+  /** LISTEN on one shard for map changes (one extra connection per router). */
+  listen: z.boolean().default(true),
+});
+
 const configSchema = z
   .strictObject({
     shards: z.array(shardSchema).min(1, 'at least one shard is required'),
@@ -70,6 +77,7 @@ const configSchema = z
     transactions: transactionSchema.default(() => transactionSchema.parse({})),
     recovery: recoverySchema.default(() => recoverySchema.parse({})),
     broadcast: broadcastSchema.default(() => broadcastSchema.parse({})),
+    mapRefresh: mapRefreshSchema.default(() => mapRefreshSchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z.string().min(1).max(63).regex(/^[\x20-\x7e]+$/, 'must be printable ASCII').default('pg-shard-router'),
     catalogSchema: z
@@ -100,6 +108,7 @@ export type PoolConfig = z.output<typeof poolSchema>;
 export type TransactionConfig = z.output<typeof transactionSchema>;
 export type RecoveryConfig = z.output<typeof recoverySchema>;
 export type BroadcastConfig = z.output<typeof broadcastSchema>;
+export type MapRefreshConfig = z.output<typeof mapRefreshSchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -116,6 +125,7 @@ export interface ResolvedConfig {
   readonly transactions: Readonly<TransactionConfig>;
   readonly recovery: Readonly<RecoveryConfig>;
   readonly broadcast: Readonly<BroadcastConfig>;
+  readonly mapRefresh: Readonly<MapRefreshConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
 }
@@ -134,6 +144,43 @@ export function redactConnectionString(connectionString: string): string {
   }
 }
 
+/** A connection string with its password removed (what the shard registry stores). */
+export function urlWithoutPassword(connectionString: string): string {
+  const url = new URL(connectionString);
+  url.password = '';
+  for (const name of ['password', 'sslpassword']) url.searchParams.delete(name);
+  return url.toString();
+}
+
+/**
+ * The connection string for a shard known only from the shard registry (added after this
+ * router's config was written): the registered URL with the password of a configured shard
+ * that connects as the same user. Without one, pg falls back to PGPASSWORD / ~/.pgpass.
+ */
+export function connectionStringFor(registeredUrl: string, configured: readonly ResolvedShardConfig[]): string {
+  const url = new URL(registeredUrl);
+  for (const shard of configured) {
+    const known = new URL(shard.connectionString);
+    if (decodeURIComponent(known.username) === decodeURIComponent(url.username) && known.password !== '') {
+      url.password = known.password;
+      break;
+    }
+  }
+  return url.toString();
+}
+
+/** A shard config built from a connection string (validated like the config's). */
+export function resolveShard(id: string, connectionString: string): ResolvedShardConfig {
+  const parsed = shardSchema.safeParse({ id, connectionString });
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ');
+    throw new ShardRouterError('INVALID_ARGUMENT', `invalid shard: ${problems}`);
+  }
+  const resolved = { id, displayUrl: redactConnectionString(connectionString) };
+  Object.defineProperty(resolved, 'connectionString', { value: connectionString, enumerable: false });
+  return Object.freeze(resolved as ResolvedShardConfig);
+}
+
 /**
  * Validates a config once, at the edge, and freezes it. Every invalid field is listed in the
  * INVALID_CONFIG error; values are never echoed, so secrets cannot leak through it.
@@ -147,20 +194,15 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     });
     throw new ShardRouterError('INVALID_CONFIG', `invalid pg-shard-router config:\n  - ${problems.join('\n  - ')}`);
   }
-  const { shards, bucketCount, pool, transactions, recovery, broadcast, catalogSchema, applicationName } = parsed.data;
+  const { shards, bucketCount, pool, transactions, recovery, broadcast, mapRefresh, catalogSchema, applicationName } = parsed.data;
   return Object.freeze({
-    shards: Object.freeze(
-      shards.map((shard) => {
-        const resolved = { id: shard.id, displayUrl: redactConnectionString(shard.connectionString) };
-        Object.defineProperty(resolved, 'connectionString', { value: shard.connectionString, enumerable: false });
-        return Object.freeze(resolved as ResolvedShardConfig);
-      }),
-    ),
+    shards: Object.freeze(shards.map((shard) => resolveShard(shard.id, shard.connectionString))),
     bucketCount,
     pool: Object.freeze({ ...pool }),
     transactions: Object.freeze({ ...transactions }),
     recovery: Object.freeze({ ...recovery }),
     broadcast: Object.freeze({ ...broadcast }),
+    mapRefresh: Object.freeze({ ...mapRefresh }),
     catalogSchema,
     applicationName,
   });

@@ -41,6 +41,14 @@ export const ERROR_CODES = [
   'UNSUPPORTED',
   /** A broadcast ran longer than its `timeoutMillis`; the shard queries still running were cancelled. Retryable. */
   'BROADCAST_TIMEOUT',
+  /**
+   * A shard refused a write because this router's bucket map is older than the shard's fence (a
+   * bucket moved away). Nothing was written. The router refreshes its map and retries on its
+   * own; you see this only when that did not succeed in time. Retryable.
+   */
+  'STALE_BUCKET_MAP',
+  /** A rebalancing operation cannot run as asked (e.g. another move of the bucket is open); the message says why. */
+  'REBALANCE_CONFLICT',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -57,7 +65,7 @@ export interface ShardRouterErrorContext {
  * serialization_failure, deadlock_detected, lock_not_available (lock_timeout).
  */
 const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', '55P03']);
-const RETRYABLE_CODES = new Set<ErrorCode>(['LOCK_TIMEOUT', 'TRANSACTION_TIMEOUT', 'POOL_TIMEOUT', 'BROADCAST_TIMEOUT']);
+const RETRYABLE_CODES = new Set<ErrorCode>(['LOCK_TIMEOUT', 'TRANSACTION_TIMEOUT', 'POOL_TIMEOUT', 'BROADCAST_TIMEOUT', 'STALE_BUCKET_MAP']);
 
 /** The one base class of every error thrown by pg-shard-router. */
 export class ShardRouterError extends Error {
@@ -96,7 +104,7 @@ export class ShardRouterError extends Error {
 export class QueryError extends ShardRouterError {
   readonly sqlState: string;
 
-  constructor(shardId: string, cause: Error & { code?: unknown }, code: 'QUERY_FAILED' | 'LOCK_TIMEOUT' = 'QUERY_FAILED') {
+  constructor(shardId: string, cause: Error & { code?: unknown }, code: 'QUERY_FAILED' | 'LOCK_TIMEOUT' | 'STALE_BUCKET_MAP' = 'QUERY_FAILED') {
     super(code, `shard ${shardId}: ${cause.message}`, { shardId, cause });
     this.name = 'QueryError';
     this.sqlState = typeof cause.code === 'string' ? cause.code : '';
@@ -110,6 +118,13 @@ export function isDatabaseError(error: unknown): error is Error & { code: string
     typeof (error as { code?: unknown }).code === 'string' &&
     typeof (error as { severity?: unknown }).severity === 'string'
   );
+}
+
+/** True when `error` (or the cause of a TRANSACTION_ABORTED) is a write refused by a shard's map fence. */
+export function isStaleMap(error: unknown): boolean {
+  if (!(error instanceof ShardRouterError)) return false;
+  if (error.code === 'STALE_BUCKET_MAP') return true;
+  return error.code === 'TRANSACTION_ABORTED' && isStaleMap(error.cause);
 }
 
 /** @internal The error of every call on a closed router or pool. */

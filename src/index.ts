@@ -6,6 +6,22 @@ export type { IsolationLevel, TransactionOptions } from './twopc/transaction-opt
 export type { RecoveryReport, SettledTransaction, InDoubtTransaction, ShardRecoveryReport } from './twopc/recovery.js';
 export type { PreparedTransactionInfo } from './twopc/status.js';
 export type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions, ShardFailure } from './broadcast/types.js';
+export { Rebalancer } from './rebalance/rebalancer.js';
+export type {
+  RebalancerOptions,
+  RebalanceOptions,
+  RebalanceProgress,
+  RebalanceReport,
+  AddShardReport,
+  ResumeReport,
+  MoveProgress,
+  MoveReport,
+  PlannedMove,
+  VerifyReport,
+  MisplacedRows,
+  DivergentReferenceTable,
+} from './rebalance/rebalancer.js';
+export type { RegisteredTable, TableKind } from './rebalance/registry.js';
 export { hashKey, bucketOf } from './router/hash.js';
 export type { ShardKey } from './router/hash.js';
 export { BucketMap } from './router/bucket-map.js';

@@ -30,6 +30,8 @@ export interface BroadcastContext {
   readonly ranker: ServerRanker;
   readonly caster: ServerCaster;
   readonly defaultTimeoutMillis: number;
+  /** Registered reference tables as `schema.table` (their reads need one shard, their INSERTs go to all). */
+  referenceTables(): ReadonlySet<string>;
   /** Runs `work` in one transaction over all the given shards (two-phase commit when it writes to several). */
   runWrite<T>(shardIds: readonly string[], timeoutMillis: number, work: (tx: Transaction) => Promise<T>): Promise<T>;
 }
@@ -49,10 +51,20 @@ export class Broadcaster {
     const cached = this.#plans.get(sql);
     if (cached) return cached;
     const aggregates = this.#context.capabilities.aggregateNames;
-    const plan = planBroadcast(sql, { isAggregate: (name) => aggregates.has(name) });
+    const references = this.#context.referenceTables();
+    const plan = planBroadcast(sql, {
+      isAggregate: (name) => aggregates.has(name),
+      // Unqualified names are taken as public's (the default search_path).
+      isReferenceTable: (schema, name) => references.has(`${schema ?? 'public'}.${name}`),
+    });
     if (this.#plans.size >= PLAN_CACHE_SIZE) this.#plans.delete(this.#plans.keys().next().value!);
     this.#plans.set(sql, plan);
     return plan;
+  }
+
+  /** Drops every cached plan (the table registry changed). */
+  forgetPlans(): void {
+    this.#plans.clear();
   }
 
   explain(sql: string): string {

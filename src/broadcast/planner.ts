@@ -38,6 +38,21 @@ export const HIDDEN_COLUMN_PREFIX = '__psr_h';
 export interface PlannerCatalog {
   /** Whether a function name (unqualified, lower case) is an aggregate or window function on the shards. */
   isAggregate(name: string): boolean;
+  /** Whether a table (schema as written, or undefined) is a registered reference table: a full copy on every shard. */
+  isReferenceTable?(schema: string | undefined, name: string): boolean;
+}
+
+/** True when the statement reads only reference tables (at least one): any one shard answers it whole. */
+function readsOnlyReferenceTables(select: AstBody, catalog: PlannerCatalog): boolean {
+  if (!catalog.isReferenceTable) return false;
+  let tables = 0;
+  let others = 0;
+  walk([select], (kind, body) => {
+    if (kind !== 'RangeVar') return;
+    tables++;
+    if (!catalog.isReferenceTable!(body.schemaname as string | undefined, body.relname as string)) others++;
+  });
+  return tables > 0 && others === 0;
 }
 
 function unsupported(construct: string, detail = ''): ShardRouterError {
@@ -76,6 +91,7 @@ export function planBroadcast(sql: string, catalog: PlannerCatalog): BroadcastPl
       if (statement.body.concurrent === true) throw notAtomic('CREATE INDEX CONCURRENTLY');
       return { kind: 'write', sql, statement: statement.kind };
     case 'InsertStmt':
+      if (isReferenceInsert(statement.body, catalog)) return { kind: 'write', sql, statement: statement.kind };
       if (statement.body.selectStmt !== undefined && nodeList(nodeBody(statement.body.selectStmt).valuesLists).length > 0) {
         throw unsupported('INSERT ... VALUES', 'a broadcast would write the same row on every shard; insert through execute(key)');
       }
@@ -83,6 +99,14 @@ export function planBroadcast(sql: string, catalog: PlannerCatalog): BroadcastPl
     default:
       return { kind: 'write', sql, statement: statement.kind };
   }
+}
+
+/** INSERT into a reference table: the same rows belong on every shard. */
+function isReferenceInsert(insert: AstBody, catalog: PlannerCatalog): boolean {
+  // The relation is a bare RangeVar body (the field's type is fixed), not a tagged node.
+  const raw = insert.relation as AstBody | undefined;
+  const relation = raw && typeof raw.relname === 'string' ? raw : asKind(raw, 'RangeVar');
+  return relation !== undefined && catalog.isReferenceTable?.(relation.schemaname as string | undefined, relation.relname as string) === true;
 }
 
 /** A target in the select list, before and after the rewrite. */
@@ -103,6 +127,7 @@ function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog): Broa
   if (nodeList(select.windowClause).length > 0) throw unsupported('window function', 'WINDOW clause');
   if (select.limitOption === 'LIMIT_OPTION_WITH_TIES') throw unsupported('FETCH ... WITH TIES');
   if (nodeList(select.valuesLists).length > 0) return { kind: 'single', sql };
+  if (readsOnlyReferenceTables(select, catalog)) return { kind: 'single', sql };
   const from = nodeList(select.fromClause);
   if (from.length === 0) return { kind: 'single', sql };
   if (from.length > 1) throw unsupported('join', 'several tables in FROM (a join of sharded tables spans shards)');

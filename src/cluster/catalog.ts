@@ -1,9 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { ResolvedConfig } from '../config.js';
-import { DEFAULT_BUCKET_COUNT } from '../config.js';
+import { DEFAULT_BUCKET_COUNT, urlWithoutPassword } from '../config.js';
 import { ShardRouterError } from '../errors.js';
 import { BucketMap } from '../router/bucket-map.js';
 import { hashKey } from '../router/hash.js';
+import { readRegistry } from '../rebalance/registry.js';
+import type { RegisteredTable } from '../rebalance/registry.js';
+import { rebalanceCatalogDdl } from '../rebalance/schema.js';
 import { decisionTableDdl } from '../twopc/decision-log.js';
 import type { ShardSession } from './shard-io.js';
 
@@ -40,6 +43,17 @@ export interface OpenedCatalog {
   readonly created: boolean;
   /** What each shard's server can do, by shard id. */
   readonly capabilities: ReadonlyMap<string, ShardCapabilities>;
+  /** Every shard that ever joined the cluster (from the shard registry). */
+  readonly registeredShards: readonly RegisteredShard[];
+  readonly tables: readonly RegisteredTable[];
+}
+
+/** A shard in the catalog's shard registry. */
+export interface RegisteredShard {
+  readonly shardId: string;
+  /** Its connection string without the password. */
+  readonly url: string;
+  readonly state: 'active' | 'removed';
 }
 
 export interface ShardCapabilities {
@@ -49,7 +63,7 @@ export interface ShardCapabilities {
   readonly maxPreparedTransactions: number;
 }
 
-async function probeCapabilities(session: ShardSession): Promise<ShardCapabilities> {
+export async function probeCapabilities(session: ShardSession): Promise<ShardCapabilities> {
   const { rows } = await session.query<{ version: number; max_prepared: number }>(
     "SELECT current_setting('server_version_num')::int AS version, current_setting('max_prepared_transactions')::int AS max_prepared",
   );
@@ -72,15 +86,30 @@ export async function readIdentity(session: Pick<ShardSession, 'query'>, schema:
   return { clusterId: row.cluster_id, shardId: row.shard_id, bucketCount: row.bucket_count, complete: row.complete };
 }
 
+/** The shard registry as one shard holds it. */
+export async function readShardRegistry(session: Pick<ShardSession, 'query'>, schema: string): Promise<RegisteredShard[]> {
+  const { rows } = await session.query<{ shard_id: string; url: string; state: 'active' | 'removed' }>(
+    `SELECT shard_id, url, state FROM ${q(schema)}.shards ORDER BY shard_id`,
+  );
+  return rows.map((row) => ({ shardId: row.shard_id, url: row.url, state: row.state }));
+}
+
+/** Creates the rebalancing catalog (registries, moves, fence, SQL hash) where it is missing. */
+export async function ensureRebalanceCatalog(session: Pick<ShardSession, 'query'>, schema: string): Promise<void> {
+  const present = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [`${q(schema)}.move_changes`]);
+  if (present.rows[0]?.present) return;
+  for (const statement of rebalanceCatalogDdl(schema)) await session.query(statement);
+}
+
 export async function readLatestMap(session: Pick<ShardSession, 'query'>, schema: string): Promise<BucketMap | null> {
   const { rows } = await session.query<{ version: string; owners: string[] }>(
-    `SELECT version::text, owners FROM ${q(schema)}.bucket_map ORDER BY version DESC LIMIT 1`,
+    `SELECT version::text AS version, owners FROM ${q(schema)}.bucket_map m ORDER BY m.version DESC LIMIT 1`,
   );
   const row = rows[0];
   return row ? BucketMap.fromOwners(Number(row.version), row.owners) : null;
 }
 
-async function installCatalog(session: ShardSession, schema: string, identity: ShardIdentity, map: BucketMap): Promise<void> {
+export async function installCatalog(session: ShardSession, schema: string, identity: ShardIdentity, map: BucketMap): Promise<void> {
   await session.query('BEGIN');
   try {
     await session.query(`CREATE SCHEMA IF NOT EXISTS ${q(schema)}`);
@@ -218,7 +247,13 @@ async function openLocked(config: ResolvedConfig, sessions: readonly ShardSessio
       );
     }
   }
-  const unknownOwners = map.shardIds().filter((id) => !configured.has(id));
+  const registry = new Map<string, RegisteredShard>();
+  for (const { session } of known) {
+    const present = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [`${q(schema)}.shards`]);
+    if (!present.rows[0]?.present) continue;
+    for (const shard of await readShardRegistry(session, schema)) registry.set(shard.shardId, shard);
+  }
+  const unknownOwners = map.shardIds().filter((id) => !configured.has(id) && registry.get(id)?.state !== 'active');
   if (unknownOwners.length > 0) {
     throw new ShardRouterError(
       'INVALID_CONFIG',
@@ -249,12 +284,25 @@ async function openLocked(config: ResolvedConfig, sessions: readonly ShardSessio
       await session.query(`UPDATE ${q(schema)}.shard_identity SET complete = true WHERE NOT complete`);
     }
   }
-  // The 2PC decision table (catalogs created before it existed get it here too).
+  // The 2PC decision table and the rebalancing catalog (catalogs created before they existed
+  // get them here too); configured shards missing from the shard registry are recorded.
   const capabilities = new Map<string, ShardCapabilities>();
   for (const session of sessions) {
     const present = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [`${q(schema)}.twopc_decisions`]);
     if (!present.rows[0]?.present) await session.query(decisionTableDdl(schema));
+    await ensureRebalanceCatalog(session, schema);
     capabilities.set(session.shardId, await probeCapabilities(session));
   }
-  return { clusterId, map, created, capabilities };
+  const unregistered = config.shards.filter((shard) => !registry.has(shard.id) && (created || map.shardIds().includes(shard.id)));
+  for (const shard of unregistered) {
+    for (const session of sessions) {
+      await session.query(`INSERT INTO ${q(schema)}.shards (shard_id, url) VALUES ($1, $2) ON CONFLICT (shard_id) DO NOTHING`, [
+        shard.id,
+        urlWithoutPassword(shard.connectionString),
+      ]);
+    }
+    registry.set(shard.id, { shardId: shard.id, url: urlWithoutPassword(shard.connectionString), state: 'active' });
+  }
+  const tables = await readRegistry(sessions[0]!, schema);
+  return { clusterId, map, created, capabilities, registeredShards: [...registry.values()], tables };
 }

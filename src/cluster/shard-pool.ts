@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { FieldDef, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { PoolConfig, ResolvedShardConfig } from '../config.js';
 import { QueryError, ShardRouterError, closedError, isDatabaseError } from '../errors.js';
+import { MAP_VERSION_SETTING, STALE_MAP_SQLSTATE } from '../rebalance/schema.js';
 import { PipelinedQuery } from './pipelined-query.js';
 import type { ShardSession } from './shard-io.js';
 
@@ -85,8 +86,16 @@ export class ShardPool {
   #closing: Promise<void> | undefined;
   readonly #connectionString: string;
   readonly #applicationName: string;
+  /**
+   * The bucket-map version the router routes by, carried by every connection as the session
+   * setting the shards' write fence checks (MAP_VERSION_SETTING). Undefined: not a router's
+   * pool, nothing is set. A connection stamped with an older version is re-stamped when next
+   * borrowed (one extra round trip per connection per map change).
+   */
+  #routingVersion: number | undefined;
+  readonly #stamps = new WeakMap<pg.Client, number>();
 
-  constructor(shard: ResolvedShardConfig, config: Readonly<PoolConfig>, applicationName: string) {
+  constructor(shard: ResolvedShardConfig, config: Readonly<PoolConfig>, applicationName: string, settings: Readonly<Record<string, string>> = {}) {
     this.shardId = shard.id;
     this.#config = config;
     const connectionString = shard.connectionString;
@@ -100,12 +109,18 @@ export class ShardPool {
             // Inside the try: pg can throw while building a client (e.g. an sslrootcert file
             // that does not exist), and a create that fails without the delay below would let
             // generic-pool retry in a tight loop that starves the event loop.
+            const version = this.#routingVersion;
+            const startup = { ...settings, ...(version === undefined ? {} : { [MAP_VERSION_SETTING]: String(version) }) };
             const created = new pg.Client({
               connectionString,
               connectionTimeoutMillis: config.connectTimeoutMillis,
               application_name: applicationName,
               keepAlive: true,
+              // Session settings ride in the startup packet: no extra round trip. Names and
+              // values are ours (no spaces or backslashes to escape).
+              ...(Object.keys(startup).length > 0 ? { options: Object.entries(startup).map(([name, value]) => `-c ${name}=${value}`).join(' ') } : {}),
             });
+            if (version !== undefined) this.#stamps.set(created, version);
             client = created;
             // Without a listener an idle client's socket error would crash the process.
             created.on('error', () => this.#markBroken(created));
@@ -154,6 +169,7 @@ export class ShardPool {
     if (this.#closing) throw closedError();
     const client = this.#parked.pop() ?? (await this.#borrowHealthy());
     try {
+      if (this.#stamps.get(client) !== this.#routingVersion) await this.#stamp(client);
       // pg uses the extended protocol by itself when there are values; the config-object form
       // (which pg copies, so it costs more) only when there are none.
       const result =
@@ -248,6 +264,46 @@ export class ShardPool {
     await this.#cancel(client);
   }
 
+  /** The map version this pool's connections carry (see #routingVersion). */
+  get routingVersion(): number | undefined {
+    return this.#routingVersion;
+  }
+
+  set routingVersion(version: number) {
+    this.#routingVersion = version;
+  }
+
+  async #stamp(client: pg.Client): Promise<void> {
+    const version = this.#routingVersion;
+    if (version === undefined) return;
+    await client.query(`SELECT set_config('${MAP_VERSION_SETTING}', $1, false)`, [String(version)]);
+    this.#stamps.set(client, version);
+  }
+
+  /**
+   * @internal A connection outside the pool, with the pool's settings, owned by the caller (who
+   * must end it): for LISTEN and for long copies that must not hold a pool slot.
+   */
+  async openDedicatedClient(settings: Readonly<Record<string, string>> = {}): Promise<pg.Client> {
+    if (this.#closing) throw closedError();
+    const options = Object.entries(settings).map(([name, value]) => `-c ${name}=${value}`).join(' ');
+    const client = new pg.Client({
+      connectionString: this.#connectionString,
+      connectionTimeoutMillis: this.#config.connectTimeoutMillis,
+      application_name: this.#applicationName,
+      keepAlive: true,
+      ...(options ? { options } : {}),
+    });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw this.#unavailable(error);
+    }
+    return client;
+  }
+
   /** Borrows a connection for several statements; the session must be released exactly once. */
   async acquire(): Promise<ShardSession> {
     const client = await this.acquireClient();
@@ -260,6 +316,18 @@ export class ShardPool {
    * that arrives later goes straight back.
    */
   async acquireClient(signal?: AbortSignal): Promise<pg.Client> {
+    const client = await this.#acquireClient(signal);
+    if (this.#stamps.get(client) === this.#routingVersion) return client;
+    try {
+      await this.#stamp(client);
+      return client;
+    } catch (error) {
+      this.releaseClient(client, error);
+      throw this.translateError(client, error);
+    }
+  }
+
+  async #acquireClient(signal?: AbortSignal): Promise<pg.Client> {
     if (this.#closing) throw closedError();
     signal?.throwIfAborted();
     const parked = this.#parked.pop();
@@ -372,7 +440,10 @@ export class ShardPool {
     }
     // 55P03 lock_not_available: lock_timeout (or NOWAIT) gave up on a lock, e.g. one side of a
     // lock cycle across two shards, which no single server can detect.
-    if (isDatabaseError(error)) return new QueryError(this.shardId, error, error.code === '55P03' ? 'LOCK_TIMEOUT' : 'QUERY_FAILED');
+    if (isDatabaseError(error)) {
+      const code = error.code === '55P03' ? 'LOCK_TIMEOUT' : error.code === STALE_MAP_SQLSTATE ? 'STALE_BUCKET_MAP' : 'QUERY_FAILED';
+      return new QueryError(this.shardId, error, code);
+    }
     // What remains are pg's client-side failures to serialize a parameter (TypeError/RangeError).
     const reason = error instanceof Error ? error.message : String(error);
     return new ShardRouterError('INVALID_ARGUMENT', `shard ${this.shardId}: a parameter could not be sent: ${reason}`, {

@@ -4,14 +4,19 @@ import { probeBroadcastCapabilities, serverHelpers } from '../broadcast/server-p
 import type { BroadcastCapabilities } from '../broadcast/server-probe.js';
 import { loadParser } from '../broadcast/sql-parser.js';
 import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from '../broadcast/types.js';
-import { openCatalog } from '../cluster/catalog.js';
-import type { ShardCapabilities } from '../cluster/catalog.js';
+import { openCatalog, readLatestMap, readShardRegistry } from '../cluster/catalog.js';
+import type { RegisteredShard, ShardCapabilities } from '../cluster/catalog.js';
 import type { ShardSession } from '../cluster/shard-io.js';
 import { ShardPool } from '../cluster/shard-pool.js';
 import type { PoolStats, ShardQueryResult } from '../cluster/shard-pool.js';
-import { resolveConfig } from '../config.js';
+import { connectionStringFor, resolveConfig, resolveShard } from '../config.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
-import { ShardRouterError, closedError } from '../errors.js';
+import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
+import { Rebalancer } from '../rebalance/rebalancer.js';
+import type { ClusterAccess } from '../rebalance/cluster-access.js';
+import type { RebalancerOptions } from '../rebalance/rebalancer.js';
+import { readRegistry, registerOnShard } from '../rebalance/registry.js';
+import type { RegisteredTable, TableKind } from '../rebalance/registry.js';
 import { runTransaction } from '../twopc/coordinator.js';
 import type { CoordinatorContext, Transaction } from '../twopc/coordinator.js';
 import { gidPrefix } from '../twopc/gid.js';
@@ -24,6 +29,12 @@ import type { TransactionOptions } from '../twopc/transaction-options.js';
 import type { BucketMap } from './bucket-map.js';
 import { signedHashKey } from './hash.js';
 import type { ShardKey } from './hash.js';
+import { mapChannel } from './map-channel.js';
+import { MapWatcher } from './map-watcher.js';
+
+/** How often a write refused by a shard's map fence is retried after refreshing the map. */
+const STALE_MAP_ATTEMPTS = 6;
+const STALE_MAP_BACKOFF_MS = 25;
 
 /** pg's result shape plus the shard that produced it. */
 export type ExecuteResult<R extends QueryResultRow = QueryResultRow> = ShardQueryResult<R>;
@@ -68,7 +79,14 @@ export interface RouterStatus {
 export class ShardRouter {
   /** The cluster's id, fixed when the cluster was created and stored on every shard. */
   readonly clusterId: string;
-  readonly #pools: ReadonlyMap<string, ShardPool>;
+  /** Configured shards first, then shards learned from the shard registry. */
+  readonly #pools: Map<string, ShardPool>;
+  #registeredShards: readonly RegisteredShard[];
+  #tables: readonly RegisteredTable[];
+  #referenceTables: ReadonlySet<string> = new Set();
+  #refreshing: Promise<void> | undefined;
+  #nextRefresh: Promise<void> | undefined;
+  readonly #watcher: MapWatcher;
   #map: BucketMap;
   /** The hot path: bucket -> pool of its owner (and its id), one array read. */
   #poolByBucket: readonly ShardPool[];
@@ -78,7 +96,7 @@ export class ShardRouter {
   #bucketMask: number;
   #closing: Promise<void> | undefined;
   readonly #config: ResolvedConfig;
-  readonly #capabilities: ReadonlyMap<string, ShardCapabilities>;
+  readonly #capabilities: Map<string, ShardCapabilities>;
   readonly #coordinator: CoordinatorContext;
   readonly #recoveryContext: RecoveryContext;
   #recoveryTimer: NodeJS.Timeout | undefined;
@@ -90,22 +108,29 @@ export class ShardRouter {
 
   private constructor(
     config: ResolvedConfig,
-    pools: ReadonlyMap<string, ShardPool>,
+    pools: Map<string, ShardPool>,
     clusterId: string,
     map: BucketMap,
-    capabilities: ReadonlyMap<string, ShardCapabilities>,
+    capabilities: Map<string, ShardCapabilities>,
     broadcastCapabilities: BroadcastCapabilities,
+    registeredShards: readonly RegisteredShard[],
+    tables: readonly RegisteredTable[],
   ) {
     this.#config = config;
     this.#pools = pools;
     this.#capabilities = capabilities;
     this.clusterId = clusterId;
     this.#map = map;
+    this.#registeredShards = registeredShards;
+    this.#tables = tables;
+    this.#referenceTables = referenceTableNames(tables);
     this.#bucketCount = map.bucketCount;
     this.#bucketMask = (map.bucketCount & (map.bucketCount - 1)) === 0 ? map.bucketCount - 1 : -1;
-    this.#poolByBucket = map.owners.map((owner) => pools.get(owner)!);
-    this.#shardIdByBucket = map.owners;
+    this.#poolByBucket = [];
+    this.#shardIdByBucket = [];
+    this.#install(map);
     const acquire = (shardId: string) => this.#pool(shardId).acquire();
+    const router = this;
     this.#coordinator = {
       clusterId,
       catalogSchema: config.catalogSchema,
@@ -114,20 +139,39 @@ export class ShardRouter {
       serverVersion: (shardId) => capabilities.get(shardId)?.serverVersion ?? 0,
       onUnfinished: () => this.#recoverSoon(),
     };
-    this.#recoveryContext = { clusterId, catalogSchema: config.catalogSchema, shardIds: [...pools.keys()], acquire };
+    this.#recoveryContext = {
+      clusterId,
+      catalogSchema: config.catalogSchema,
+      get shardIds() {
+        return [...router.#pools.keys()];
+      },
+      acquire,
+    };
     this.#broadcaster = new Broadcaster({
-      shardIds: [...pools.keys()],
+      get shardIds() {
+        return router.#activeShardIds();
+      },
       pool: (shardId) => this.#pool(shardId),
       capabilities: broadcastCapabilities,
       ...serverHelpers([...pools.values()]),
       defaultTimeoutMillis: config.broadcast.timeoutMillis,
+      referenceTables: () => this.#referenceTables,
       runWrite: (shardIds, timeoutMillis, work) => {
         this.#requirePreparedTransactions(shardIds);
         const options = resolveTransactionOptions({ timeoutMillis }, config.transactions);
         // Connections in shard-id order, as every transaction takes them; the first decides.
         const ordered = [...shardIds].sort();
-        return runTransaction(this.#coordinator, ordered, ordered[0]!, options, work);
+        return this.#retryingStaleMap(() => runTransaction(this.#coordinator, ordered, ordered[0]!, options, work));
       },
+    });
+    this.#watcher = new MapWatcher({
+      channel: mapChannel(clusterId),
+      intervalMillis: config.mapRefresh.intervalMillis,
+      listen: config.mapRefresh.listen,
+      currentVersion: () => this.#map.version,
+      pools: () => [...this.#pools.values()],
+      catalogSchema: config.catalogSchema,
+      refresh: () => this.refreshMap().then(() => undefined),
     });
     if (config.recovery.atConnect) this.#recoverSoon(0);
     if (config.recovery.intervalMillis > 0) {
@@ -147,12 +191,12 @@ export class ShardRouter {
     const resolved = resolveConfig(config);
     const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool, resolved.applicationName)]));
     try {
-      const [{ clusterId, map, capabilities }, broadcastCapabilities] = await Promise.all([
+      const [{ clusterId, map, capabilities, registeredShards, tables }, broadcastCapabilities] = await Promise.all([
         withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions)),
         probeBroadcastCapabilities([...pools.values()]),
         loadParser(),
       ]);
-      return new ShardRouter(resolved, pools, clusterId, map, capabilities, broadcastCapabilities);
+      return new ShardRouter(resolved, pools, clusterId, map, new Map(capabilities), broadcastCapabilities, registeredShards, tables);
     } catch (error) {
       await Promise.all([...pools.values()].map((pool) => pool.close()));
       throw error;
@@ -161,7 +205,7 @@ export class ShardRouter {
 
   /** Shard ids in config order. */
   get shardIds(): string[] {
-    return [...this.#pools.keys()];
+    return this.#activeShardIds();
   }
 
   /** The bucket map this router routes by. */
@@ -211,7 +255,10 @@ export class ShardRouter {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#run<R>(pool, sql, params);
+    // A fenced write did nothing, so it is safe to send again once the map is fresh.
+    return this.#run<R>(pool, sql, params).catch((error: unknown) =>
+      isStaleMap(error) ? this.#retryingStaleMap(() => this.#run<R>(this.#poolFor(key), sql, params), error) : Promise.reject(error),
+    );
   }
 
   /**
@@ -252,12 +299,94 @@ export class ShardRouter {
     if (!Array.isArray(keys) || keys.length === 0) throw new ShardRouterError('INVALID_ARGUMENT', 'keys must be a non-empty array of shard keys');
     if (typeof work !== 'function') throw new ShardRouterError('INVALID_ARGUMENT', 'work must be a function (tx) => Promise');
     const resolved = resolveTransactionOptions(options, this.#config.transactions);
-    const declared = keys.map((key) => this.shardFor(key));
-    // One fixed order (by shard id) for taking connections, in every router: no two
-    // transactions can each hold a connection the other waits for.
-    const shardIds = [...new Set(declared)].sort();
-    if (shardIds.length > 1 && !resolved.readOnly) this.#requirePreparedTransactions(shardIds);
-    return runTransaction(this.#coordinator, shardIds, declared[0]!, resolved, work);
+    // Refused by a map fence (a bucket moved): nothing committed, so the whole transaction runs
+    // again on the refreshed map, callback included, like a retried serialization failure.
+    return this.#retryingStaleMap(() => {
+      const declared = keys.map((key) => this.shardFor(key));
+      // One fixed order (by shard id) for taking connections, in every router: no two
+      // transactions can each hold a connection the other waits for.
+      const shardIds = [...new Set(declared)].sort();
+      if (shardIds.length > 1 && !resolved.readOnly) this.#requirePreparedTransactions(shardIds);
+      return runTransaction(this.#coordinator, shardIds, declared[0]!, resolved, work);
+    });
+  }
+
+  /**
+   * Declares a sharded table and the column holding its shard key, on every shard in one
+   * two-phase commit. The table must exist on every shard. Registered tables are what the
+   * rebalancer moves and verify checks; their writes are fenced against stale routers.
+   * Registering the same table again is a no-op.
+   *
+   * @example
+   * await router.registerShardedTable('orders', 'user_id');
+   * @throws ShardRouterError INVALID_ARGUMENT (no such table or column, registered differently)
+   */
+  async registerShardedTable(table: string, shardKeyColumn: string): Promise<RegisteredTable> {
+    if (typeof shardKeyColumn !== 'string' || shardKeyColumn === '') throw new ShardRouterError('INVALID_ARGUMENT', 'shardKeyColumn must be a column name');
+    return this.#register(table, 'sharded', shardKeyColumn);
+  }
+
+  /**
+   * Declares a reference table: a small table (countries, plans, ...) with a full copy on every
+   * shard, so single-shard queries can join it. Write it with {@link broadcast} (every shard,
+   * atomically through two-phase commit); a shard added later gets a copy.
+   *
+   * @example
+   * await router.registerReferenceTable('countries');
+   * await router.broadcast('INSERT INTO countries (code, name) VALUES ($1, $2)', ['NO', 'Norway']);
+   */
+  async registerReferenceTable(table: string): Promise<RegisteredTable> {
+    return this.#register(table, 'reference', undefined);
+  }
+
+  /** The registered tables, as of this router's last map refresh. */
+  get tables(): readonly RegisteredTable[] {
+    return this.#tables;
+  }
+
+  /**
+   * Reads the newest bucket map, shard registry and table registry from the shards and routes by
+   * them from now on. Routers do this by themselves (on a shard's NOTIFY, every
+   * `mapRefresh.intervalMillis`, and when a shard's fence refuses a write); call it to be sure.
+   */
+  async refreshMap(): Promise<BucketMap> {
+    if (this.#closing) throw closedError();
+    // A read already under way may have started before the change the caller knows of, so
+    // callers arriving meanwhile share one read that starts after it.
+    if (this.#refreshing) {
+      this.#nextRefresh ??= this.#refreshing
+        .catch(() => undefined)
+        .then(() => {
+          this.#nextRefresh = undefined;
+          return this.#startRefresh();
+        });
+      await this.#nextRefresh;
+    } else {
+      await this.#startRefresh();
+    }
+    return this.#map;
+  }
+
+  #startRefresh(): Promise<void> {
+    const refreshing = this.#readNewestState().finally(() => {
+      if (this.#refreshing === refreshing) this.#refreshing = undefined;
+    });
+    this.#refreshing = refreshing;
+    return refreshing;
+  }
+
+  /**
+   * The rebalancer of this cluster: add and remove shards, move buckets, verify placement
+   * (docs/rebalance.md). It works through this router's connections.
+   *
+   * @example
+   * const rebalancer = router.rebalancer();
+   * await rebalancer.addShard({ id: 's4', connectionString: 'postgres://app:secret@db4:5432/app' });
+   * await rebalancer.rebalance();
+   */
+  rebalancer(options: RebalancerOptions = {}): Rebalancer {
+    if (this.#closing) throw closedError();
+    return new Rebalancer(this.#clusterAccess(), options);
   }
 
   /**
@@ -398,6 +527,8 @@ export class ShardRouter {
     this.#closing ??= (async () => {
       clearInterval(this.#recoveryTimer);
       clearTimeout(this.#soonRecovery);
+      await this.#watcher.close();
+      await this.#refreshing?.catch(() => undefined);
       await this.#backgroundRecovery;
       await Promise.all([...this.#pools.values()].map((pool) => pool.close()));
     })();
@@ -415,6 +546,143 @@ export class ShardRouter {
         'e.g. the same as max_connections) in postgresql.conf or with `-c max_prepared_transactions=100`, and restart the server',
       { shardId: disabled },
     );
+  }
+
+  /** Routes by `map` from now on (never by an older one than the current). */
+  #install(map: BucketMap): void {
+    if (this.#shardIdByBucket.length > 0 && map.version <= this.#map.version) return;
+    for (const owner of map.shardIds()) this.#ensurePool(owner);
+    this.#map = map;
+    this.#poolByBucket = map.owners.map((owner) => this.#pools.get(owner)!);
+    this.#shardIdByBucket = map.owners;
+    for (const pool of this.#pools.values()) pool.routingVersion = map.version;
+  }
+
+  /** A pool for a shard known only from the shard registry (added after this router's config was written). */
+  #ensurePool(shardId: string): ShardPool {
+    const existing = this.#pools.get(shardId);
+    if (existing) return existing;
+    const registered = this.#registeredShards.find((shard) => shard.shardId === shardId);
+    if (!registered) {
+      throw new ShardRouterError('INVALID_CONFIG', `shard ${shardId} owns buckets but is neither configured nor in the shard registry`, { shardId });
+    }
+    const shard = resolveShard(shardId, connectionStringFor(registered.url, this.#config.shards));
+    const pool = new ShardPool(shard, this.#config.pool, this.#config.applicationName);
+    if (this.#shardIdByBucket.length > 0) pool.routingVersion = this.#map.version;
+    this.#pools.set(shardId, pool);
+    return pool;
+  }
+
+  /**
+   * The cluster's shards (what broadcasts and map switches go to): configured, registered or
+   * owning buckets, and not removed. A pool opened for a shard still being added is not one yet.
+   */
+  #activeShardIds(): string[] {
+    const removed = new Set(this.#registeredShards.filter((shard) => shard.state === 'removed').map((shard) => shard.shardId));
+    const members = new Set([...this.#config.shards.map((shard) => shard.id), ...this.#registeredShards.map((shard) => shard.shardId), ...this.#map.owners]);
+    return [...this.#pools.keys()].filter((id) => members.has(id) && !removed.has(id));
+  }
+
+  /** Reads map, shard registry and table registry from every reachable shard; the newest map wins. */
+  async #readNewestState(): Promise<void> {
+    const schema = this.#config.catalogSchema;
+    const reads = await Promise.allSettled(
+      [...this.#pools.values()].map(async (pool) => {
+        const session = await pool.acquire();
+        try {
+          const map = await readLatestMap(session, schema);
+          return { map, shards: await readShardRegistry(session, schema), tables: await readRegistry(session, schema) };
+        } finally {
+          session.release();
+        }
+      }),
+    );
+    let newest: { map: BucketMap | null; shards: RegisteredShard[]; tables: RegisteredTable[] } | undefined;
+    for (const read of reads) {
+      if (read.status === 'fulfilled' && read.value.map && (!newest?.map || read.value.map.version > newest.map.version)) newest = read.value;
+    }
+    if (!newest?.map) {
+      const failure = reads.find((read) => read.status === 'rejected');
+      throw failure ? failure.reason : new ShardRouterError('SHARD_UNAVAILABLE', 'no shard could be asked for the bucket map');
+    }
+    if (newest.map.version < this.#map.version) return;
+    // Table registrations do not bump the map version; they are taken from the same read.
+    this.#registeredShards = newest.shards;
+    const tablesChanged = JSON.stringify(newest.tables) !== JSON.stringify(this.#tables);
+    this.#tables = newest.tables;
+    if (tablesChanged) {
+      this.#referenceTables = referenceTableNames(newest.tables);
+      this.#broadcaster.forgetPlans();
+    }
+    this.#install(newest.map);
+  }
+
+  /**
+   * Runs `attempt`; while it fails because a shard's fence refused a stale map, refreshes the
+   * map and runs it again (a fenced write did nothing). `first` is a failure already seen.
+   */
+  async #retryingStaleMap<T>(attempt: () => Promise<T>, first?: unknown): Promise<T> {
+    let failure = first;
+    for (let round = 0; round < STALE_MAP_ATTEMPTS; round++) {
+      if (failure !== undefined) {
+        if (!isStaleMap(failure)) throw failure;
+        if (round > 1) await new Promise((resolve) => setTimeout(resolve, STALE_MAP_BACKOFF_MS * 2 ** round));
+        await this.refreshMap();
+      }
+      try {
+        return await attempt();
+      } catch (error) {
+        failure = error;
+      }
+    }
+    throw failure;
+  }
+
+  async #register(table: string, kind: TableKind, shardKey: string | undefined): Promise<RegisteredTable> {
+    if (this.#closing) throw closedError();
+    if (typeof table !== 'string' || table === '') throw new ShardRouterError('INVALID_ARGUMENT', 'table must be a table name');
+    const shardIds = this.#activeShardIds().sort();
+    this.#requirePreparedTransactions(shardIds);
+    const options = resolveTransactionOptions(undefined, this.#config.transactions);
+    const names = await runTransaction(this.#coordinator, shardIds, shardIds[0]!, options, (tx) =>
+      Promise.all(shardIds.map((shardId) => registerOnShard(tx, shardId, this.#config.catalogSchema, this.#bucketCount, table, kind, shardKey))),
+    );
+    if (new Set(names).size > 1) throw new ShardRouterError('INVALID_ARGUMENT', `table ${table} resolves to different tables on different shards: ${names.join(', ')}`);
+    await this.refreshMap();
+    return { table: names[0]!, kind, shardKey };
+  }
+
+  /** What the rebalancer needs of this router. */
+  #clusterAccess(): ClusterAccess {
+    const router = this;
+    return {
+      clusterId: this.clusterId,
+      config: this.#config,
+      coordinator: this.#coordinator,
+      get map() {
+        return router.#map;
+      },
+      get tables() {
+        return router.#tables;
+      },
+      get registeredShards() {
+        return router.#registeredShards;
+      },
+      shardIds: () => this.#activeShardIds(),
+      pool: (shardId) => this.#pool(shardId),
+      refresh: () => this.refreshMap(),
+      addPool: (shard) => {
+        if (!this.#pools.has(shard.id)) {
+          const pool = new ShardPool(shard, this.#config.pool, this.#config.applicationName);
+          pool.routingVersion = this.#map.version;
+          this.#pools.set(shard.id, pool);
+        }
+        return this.#pools.get(shard.id)!;
+      },
+      setCapabilities: (shardId, capabilities) => this.#capabilities.set(shardId, capabilities),
+      requirePreparedTransactions: (shardIds) => this.#requirePreparedTransactions(shardIds),
+      recover: () => this.recover({ graceMillis: 0 }),
+    };
   }
 
   #pool(shardId: string): ShardPool {
@@ -473,6 +741,12 @@ export class ShardRouter {
 }
 
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
+
+/** Registry names (`format('%I.%I')`, so lower-case names are unquoted) of the reference tables. */
+function referenceTableNames(tables: readonly RegisteredTable[]): ReadonlySet<string> {
+  return new Set(tables.filter((table) => table.kind === 'reference').map((table) => table.table));
+}
+
 
 /** The argument errors broadcast and broadcastStream share (the SQL is checked by the planner). */
 function invalidBroadcastArguments(params: unknown, options: unknown): ShardRouterError | undefined {

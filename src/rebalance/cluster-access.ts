@@ -1,0 +1,27 @@
+import type { RegisteredShard, ShardCapabilities } from '../cluster/catalog.js';
+import type { ShardPool } from '../cluster/shard-pool.js';
+import type { ResolvedConfig, ResolvedShardConfig } from '../config.js';
+import type { BucketMap } from '../router/bucket-map.js';
+import type { CoordinatorContext } from '../twopc/coordinator.js';
+import type { RegisteredTable } from './registry.js';
+
+/** What the rebalancer needs of the router it works through (internal). */
+export interface ClusterAccess {
+  readonly clusterId: string;
+  readonly config: ResolvedConfig;
+  readonly coordinator: CoordinatorContext;
+  /** The router's current map, tables and shard registry (refresh() updates them). */
+  readonly map: BucketMap;
+  readonly tables: readonly RegisteredTable[];
+  readonly registeredShards: readonly RegisteredShard[];
+  /** Shards that have not been removed. */
+  shardIds(): string[];
+  pool(shardId: string): ShardPool;
+  refresh(): Promise<BucketMap>;
+  /** Opens (or returns) the router's pool for a shard being added. */
+  addPool(shard: ResolvedShardConfig): ShardPool;
+  setCapabilities(shardId: string, capabilities: ShardCapabilities): void;
+  requirePreparedTransactions(shardIds: readonly string[]): void;
+  /** Settles in-doubt prepared transactions now (no grace period). */
+  recover(): Promise<unknown>;
+}
