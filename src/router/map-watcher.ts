@@ -69,7 +69,7 @@ export class MapWatcher {
     if (!pool || this.#closed) return;
     let client: pg.Client | undefined;
     try {
-      client = await pool.openDedicatedClient();
+      client = await pool.openDedicatedClient({}, 'map listener');
       client.on('error', () => this.#lost(client!));
       client.on('end', () => this.#lost(client!));
       client.on('notification', (message) => {
