@@ -3,6 +3,7 @@ import { ShardRouterError } from '../errors.js';
 import { startLocalCluster } from '../local/local-cluster.js';
 import { parseFlags, positiveInteger } from './args.js';
 import { recoverCommand, statusCommand } from './inspect.js';
+import { addShardCommand, moveBucketCommand, rebalanceCommand, removeShardCommand, verifyCommand } from './rebalance.js';
 
 const USAGE = `usage: pg-shard-router <command> [options]
 
@@ -21,6 +22,34 @@ commands:
       older than the grace age (default 10000 ms) from their durable decision, and
       prints what it did per shard. Exit code 0 when nothing is left in doubt, 2 when
       some transactions are still in doubt or a shard could not be examined.
+
+  rebalance [--by count|size] [--dry-run] [--resume [--undo]] [--buckets-per-move N]
+      prints the plan that evens out the buckets per shard (--by count, the default:
+      every shard ends with the mean +-1; --by size: evens out data size), then, unless
+      --dry-run, runs it online with a progress line on stderr (buckets, rows and MB
+      copied, MB/s, ETA) and ends with a summary (moves, rows, MB, buckets per shard,
+      longest write pause). --buckets-per-move: buckets copied and switched together
+      (default 16). --resume first finishes the moves a stopped rebalancer left open
+      (copying ones are copied again); --resume --undo abandons the copying ones instead
+      (their source keeps the buckets), finishes the switched ones, and plans nothing.
+
+  move-bucket <bucket> <to-shard> [--dry-run]
+      moves one bucket (copy, catch-up, a brief pause of that bucket's writes, switch)
+
+  add-shard <id> <postgres-url> [--dry-run]
+      adds a server as a new shard owning no buckets yet (its tables must exist there,
+      sharded ones empty); reference tables are copied to it. Then add its URL to
+      --shards and run rebalance. --dry-run only checks that it is ready.
+
+  remove-shard <id> [--dry-run]
+      moves every bucket off the shard, then marks it removed; its data stays there
+
+  verify [--json]
+      checks that every row of every registered sharded table lives on its bucket's
+      owner and that reference tables are identical on every shard. Exit code 0 when
+      all is well, 2 when rows are misplaced or reference tables differ (listed).
+
+  All of these also take --shards, --catalog-schema and --json.
 
 options:
   --shards          the shards' postgres:// URLs, comma-separated, in any order (the
@@ -75,6 +104,16 @@ async function main(argv: string[]): Promise<number> {
       return statusCommand(rest, process.env, write);
     case 'recover':
       return recoverCommand(rest, process.env, write);
+    case 'rebalance':
+      return rebalanceCommand(rest, process.env, { write, progress: process.stderr });
+    case 'move-bucket':
+      return moveBucketCommand(rest, process.env, { write, progress: process.stderr });
+    case 'add-shard':
+      return addShardCommand(rest, process.env, { write, progress: process.stderr });
+    case 'remove-shard':
+      return removeShardCommand(rest, process.env, { write, progress: process.stderr });
+    case 'verify':
+      return verifyCommand(rest, process.env, { write, progress: process.stderr });
     case undefined:
     case '-h':
     case '--help':
