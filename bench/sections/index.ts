@@ -3,6 +3,7 @@ import { broadcastSection } from './broadcast.js';
 import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
 import { naiveSection } from './naive.js';
+import { rebalanceSection } from './rebalance.js';
 import { scalingSection } from './scaling.js';
 import { streamSection } from './stream.js';
 import { transactionsSection } from './transactions.js';
@@ -27,5 +28,5 @@ export const SECTIONS: readonly Section<unknown>[] = [
   broadcastSection,
   streamSection,
   scalingSection,
-  notBuilt('rebalance', 'rebalance: copy MB/s, write pause p50/p99 per bucket', 'issue 5'),
+  rebalanceSection,
 ];
