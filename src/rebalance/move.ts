@@ -269,7 +269,9 @@ async function withDdlRetries(client: pg.Client, work: () => Promise<void>): Pro
       return;
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
-      if ((error as { code?: string }).code !== '55P03' || attempt >= DDL_ATTEMPTS) throw error;
+      // 55P03: our lock_timeout; 40P01: PostgreSQL chose us as a deadlock victim. Both changed nothing.
+      const code = (error as { code?: string }).code;
+      if ((code !== '55P03' && code !== '40P01') || attempt >= DDL_ATTEMPTS) throw error;
       await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
     }
   }
@@ -407,12 +409,14 @@ export async function finishSwitched(
 /** Marks a move done or undone, drops its change log and, if no other move from the source is open, its capture triggers. */
 export async function closeMove(client: pg.Client, schema: string, moveId: string, state: 'done' | 'undone', tables: readonly TableCopy[]): Promise<void> {
   await withDdlRetries(client, async () => {
-    await client.query(`UPDATE ${q(schema)}.moves SET state = $2, updated_at = now() WHERE move_id = $1`, [moveId, state]);
-    await client.query(`DELETE FROM ${q(schema)}.move_changes WHERE move_id = $1`, [moveId]);
-    const others = await client.query(`SELECT 1 FROM ${q(schema)}.moves WHERE state IN ('copying', 'switched')`);
+    // Triggers first: a writer holds its table's lock and then share-locks the move row in the
+    // trigger, so locking the move row before the tables would invite a deadlock.
+    const others = await client.query(`SELECT 1 FROM ${q(schema)}.moves WHERE state IN ('copying', 'switched') AND move_id <> $1`, [moveId]);
     if (others.rowCount === 0) {
       for (const table of tables) await client.query(`DROP TRIGGER IF EXISTS ${captureTriggerName(schema)} ON ${table.shape.name}`);
     }
+    await client.query(`UPDATE ${q(schema)}.moves SET state = $2, updated_at = now() WHERE move_id = $1`, [moveId, state]);
+    await client.query(`DELETE FROM ${q(schema)}.move_changes WHERE move_id = $1`, [moveId]);
   });
 }
 
