@@ -23,7 +23,7 @@ const CLUSTER_FLAGS = {
 type Write = (text: string) => void;
 
 /** Connects a router with background recovery off: the CLI decides what runs, and when. */
-async function withRouter<T>(cluster: DiscoveredCluster, catalogSchema: string, work: (router: ShardRouter) => Promise<T>): Promise<T> {
+export async function withRouter<T>(cluster: DiscoveredCluster, catalogSchema: string, work: (router: ShardRouter) => Promise<T>): Promise<T> {
   const router = await ShardRouter.connect({
     shards: cluster.shards.map((shard) => ({ id: shard.id, connectionString: shard.connectionString })),
     catalogSchema,

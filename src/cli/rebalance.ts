@@ -6,6 +6,7 @@ import { nonNegativeInteger, parseFlags, positiveInteger, shardUrlsFrom } from '
 import { CLI_APPLICATION_NAME, byShardId, discoverCluster } from './discover.js';
 import type { DiscoveredCluster } from './discover.js';
 import { formatAge, formatTable, plural } from './format.js';
+import { withRouter } from './inspect.js';
 
 /**
  * `pg-shard-router rebalance | move-bucket | add-shard | remove-shard | verify`: the rebalancer
@@ -302,25 +303,6 @@ export class ProgressPrinter {
 
 // ---------------------------------------------------------------------------------------------
 // Commands
-
-/**
- * Connects a router over the discovered shards, background recovery off (resume settles what it
- * needs itself), and closes it when `work` is done.
- */
-async function withRouter<T>(cluster: DiscoveredCluster, catalogSchema: string, work: (router: ShardRouter) => Promise<T>): Promise<T> {
-  const router = await ShardRouter.connect({
-    shards: cluster.shards.map((shard) => ({ id: shard.id, connectionString: shard.connectionString })),
-    catalogSchema,
-    applicationName: CLI_APPLICATION_NAME,
-    pool: { max: 4 },
-    recovery: { intervalMillis: 0, atConnect: false },
-  });
-  try {
-    return await work(router);
-  } finally {
-    await router.close();
-  }
-}
 
 interface ClusterArgs {
   readonly shards?: string | undefined;
