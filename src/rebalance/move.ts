@@ -215,10 +215,10 @@ export async function runMove(
 }
 
 /** Advisory-lock class of move leases ("PSRM"). */
-const MOVE_LOCK_CLASS = 0x5053524d;
+export const MOVE_LOCK_CLASS = 0x5053524d;
 
 /** The sharded tables with their shape on the source. */
-async function tablesToCopy(access: ClusterAccess, source: Pick<pg.Client, 'query'>): Promise<TableCopy[]> {
+export async function tablesToCopy(access: ClusterAccess, source: Pick<pg.Client, 'query'>): Promise<TableCopy[]> {
   const tables: TableCopy[] = [];
   for (const table of access.tables) {
     if (table.kind !== 'sharded') continue;
@@ -425,7 +425,6 @@ export async function undoCopying(access: ClusterAccess, sourceClient: pg.Client
   await closeMove(sourceClient, access.config.catalogSchema, move.moveId, 'undone', await tablesToCopy(access, sourceClient));
 }
 
-export { tablesToCopy };
 
 /**
  * Waits until no other session on the source is inside a transaction that began before now

@@ -8,7 +8,7 @@ import { decisionTableDdl } from '../twopc/decision-log.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import type { ClusterAccess } from './cluster-access.js';
 import { notifyMapChange, switchMapIn } from './map-switch.js';
-import { finishSwitched, readOpenMoves, runMove, undoCopying } from './move.js';
+import { MOVE_LOCK_CLASS, finishSwitched, readOpenMoves, runMove, undoCopying } from './move.js';
 import type { MoveOptions, MoveProgress, MoveReport, StoredMove } from './move.js';
 import { groupMoves, planByCount, planBySize } from './plan.js';
 import type { BucketMove, PlannedMove } from './plan.js';
@@ -383,7 +383,7 @@ export class Rebalancer {
     for (const { move } of await this.#openMoves()) {
       const client = await access.pool(move.source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' });
       try {
-        const lease = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [0x5053524d, move.moveId]);
+        const lease = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [MOVE_LOCK_CLASS, move.moveId]);
         if (!lease.rows[0]?.locked) throw new ShardRouterError('REBALANCE_CONFLICT', `move ${move.moveId} is being run by another rebalancer`);
         if (move.state === 'switched') {
           await finishSwitched(access, client, move, undefined, this.#moveOptions);
@@ -392,7 +392,7 @@ export class Rebalancer {
           await undoCopying(access, client, move);
           undone.push(move.moveId);
         } else {
-          await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', [0x5053524d, move.moveId]);
+          await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', [MOVE_LOCK_CLASS, move.moveId]);
           restarted.push(await runMove(access, { buckets: move.buckets, source: move.source, target: move.target, resume: move }, this.#moveOptions));
         }
       } finally {

@@ -1,34 +1,14 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redactConnectionString, ShardRouter, startLocalCluster } from '../../src/index.js';
 import type { LocalCluster, VerifyReport } from '../../src/index.js';
 import { createScratchDatabases, withServer } from '../support/cluster.js';
+import { runCli } from '../support/cli.js';
+import type { CliRun } from '../support/cli.js';
 
 /** The CLI's rebalancing commands (verify, move-bucket, rebalance, add-shard) as a child process against real shards. */
 
-const root = path.resolve(import.meta.dirname, '../..');
-const tsx = path.join(root, 'node_modules', '.bin', 'tsx');
-
-interface CliRun {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs `pg-shard-router <args>` from source against the scratch shards; resolves with the exit code. */
-function cli(args: readonly string[]): Promise<CliRun> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env, PG_SHARD_URLS: scratch.urls.join(',') };
-    execFile(tsx, ['src/cli/main.ts', ...args], { cwd: root, env, timeout: 60_000 }, (error, stdout, stderr) => {
-      if (error && typeof error.code !== 'number') {
-        reject(error);
-        return;
-      }
-      resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr });
-    });
-  });
-}
+/** The CLI against the scratch shards. */
+const cli = (args: readonly string[]) => runCli(args, { PG_SHARD_URLS: scratch.urls.join(',') });
 
 let scratch: Awaited<ReturnType<typeof createScratchDatabases>>;
 /** A server of its own for add-shard (one server's databases share the prepared-transaction gids). */

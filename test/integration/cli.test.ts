@@ -1,34 +1,12 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redactConnectionString, ShardRouter } from '../../src/index.js';
 import { createScratchDatabases, shardUrls, uniqueName, withServer } from '../support/cluster.js';
+import { runCli } from '../support/cli.js';
+import type { CliRun } from '../support/cli.js';
 
 /** The pg-shard-router CLI (status, recover) as a child process against real servers. */
 
-const root = path.resolve(import.meta.dirname, '../..');
-const tsx = path.join(root, 'node_modules', '.bin', 'tsx');
-
-interface CliRun {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs `pg-shard-router <args>` from source; resolves with the exit code instead of rejecting on non-zero. */
-function cli(args: readonly string[], env: Record<string, string> = {}): Promise<CliRun> {
-  return new Promise((resolve, reject) => {
-    // PG_SHARD_URLS from the test run must not leak in: each case says which shards it means.
-    const childEnv = { ...process.env, PG_SHARD_URLS: '', ...env };
-    execFile(tsx, ['src/cli/main.ts', ...args], { cwd: root, env: childEnv, timeout: 60_000 }, (error, stdout, stderr) => {
-      if (error && typeof error.code !== 'number') {
-        reject(error);
-        return;
-      }
-      resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr });
-    });
-  });
-}
+const cli = runCli;
 
 let scratch: Awaited<ReturnType<typeof createScratchDatabases>>;
 let clusterId: string;
