@@ -3,7 +3,7 @@ import Cursor from 'pg-cursor';
 import type pg from 'pg';
 import { RAW_TEXT } from '../cluster/shard-pool.js';
 import type { RawQueryResult, ShardPool } from '../cluster/shard-pool.js';
-import { QueryError, ShardRouterError } from '../errors.js';
+import { QueryError, ShardRouterError, isStaleMap } from '../errors.js';
 import type { Transaction } from '../twopc/coordinator.js';
 import { mergeSortedBatches } from './k-way-merge.js';
 import type { BatchSource } from './k-way-merge.js';
@@ -21,19 +21,37 @@ const PLAN_CACHE_SIZE = 1_000;
 const DEFAULT_BATCH_SIZE = 1_000;
 const MAX_TIMEOUT_MS = 3_600_000;
 
+/** The map a broadcast routes by, and the shards it reads (taken together, in one tick). */
+export interface BroadcastRouting {
+  readonly mapVersion: number;
+  /** The cluster's members in that map, in config order. */
+  readonly shardIds: readonly string[];
+  /** The owner of each bucket in that map. */
+  readonly owners: readonly string[];
+}
+
 /** What the broadcast engine needs from the router. */
 export interface BroadcastContext {
-  /** Shard ids in config order. */
-  readonly shardIds: readonly string[];
+  routing(): BroadcastRouting;
+  /** Runs `attempt` again on a refreshed map while it fails with STALE_BUCKET_MAP. */
+  retryingStaleMap<T>(attempt: () => Promise<T>): Promise<T>;
+  /**
+   * The registered table a query names (schema as written, undefined for the default), if any:
+   * reads of reference tables need one shard and their INSERTs go to all.
+   */
+  registeredTable(schema: string | undefined, name: string): { readonly kind: 'sharded' | 'reference' } | undefined;
+  /** For a registered sharded table, the shard query condition that reads only owned buckets (PlannerCatalog.movesGuard). */
+  movesGuard(schema: string | undefined, name: string, versionParam: number): string | undefined;
   pool(shardId: string): ShardPool;
   readonly capabilities: BroadcastCapabilities;
   readonly ranker: ServerRanker;
   readonly caster: ServerCaster;
   readonly defaultTimeoutMillis: number;
-  /** Registered reference tables as `schema.table` (their reads need one shard, their INSERTs go to all). */
-  referenceTables(): ReadonlySet<string>;
-  /** Runs `work` in one transaction over all the given shards (two-phase commit when it writes to several). */
-  runWrite<T>(shardIds: readonly string[], timeoutMillis: number, work: (tx: Transaction) => Promise<T>): Promise<T>;
+  /**
+   * Runs `work` in one transaction over every member of the map it routes by (two-phase commit
+   * when it writes to several), again on a refreshed map when a fence refuses it.
+   */
+  runWrite<T>(timeoutMillis: number, work: (tx: Transaction, shardIds: readonly string[]) => Promise<T>): Promise<T>;
 }
 
 /** Plans (cached by SQL text), runs and merges broadcasts. */
@@ -51,11 +69,11 @@ export class Broadcaster {
     const cached = this.#plans.get(sql);
     if (cached) return cached;
     const aggregates = this.#context.capabilities.aggregateNames;
-    const references = this.#context.referenceTables();
+    const context = this.#context;
     const plan = planBroadcast(sql, {
       isAggregate: (name) => aggregates.has(name),
-      // Unqualified names are taken as public's (the default search_path).
-      isReferenceTable: (schema, name) => references.has(`${schema ?? 'public'}.${name}`),
+      isReferenceTable: (schema, name) => context.registeredTable(schema, name)?.kind === 'reference',
+      movesGuard: (schema, name, versionParam) => context.movesGuard(schema, name, versionParam),
     });
     if (this.#plans.size >= PLAN_CACHE_SIZE) this.#plans.delete(this.#plans.keys().next().value!);
     this.#plans.set(sql, plan);
@@ -101,10 +119,19 @@ export class Broadcaster {
     return value;
   }
 
-  /** Reads on every shard (or one, for a plan that reads no sharded table) and merges. */
-  async #read<R extends QueryResultRow>(plan: SelectPlan | { kind: 'single'; sql: string }, params: readonly unknown[], timeoutMillis: number, partial: boolean): Promise<BroadcastResult<R>> {
-    const shardIds = plan.kind === 'single' ? this.#context.shardIds.slice(0, 1) : this.#context.shardIds;
+  /**
+   * Reads on every shard (or one, for a plan that reads no sharded table) and merges; again on
+   * a refreshed map when a shard's read guard says the map moved on.
+   */
+  #read<R extends QueryResultRow>(plan: SelectPlan | { kind: 'single'; sql: string }, params: readonly unknown[], timeoutMillis: number, partial: boolean): Promise<BroadcastResult<R>> {
+    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial));
+  }
+
+  async #readOnce<R extends QueryResultRow>(plan: SelectPlan | { kind: 'single'; sql: string }, params: readonly unknown[], timeoutMillis: number, partial: boolean): Promise<BroadcastResult<R>> {
+    const routing = this.#context.routing();
+    const shardIds = plan.kind === 'single' ? routing.shardIds.slice(0, 1) : routing.shardIds;
     const sql = plan.kind === 'single' ? plan.sql : plan.shardSql;
+    const values = plan.kind === 'single' ? params : guardedParams(plan, params, routing);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
     const failures: ShardFailure[] = [];
@@ -113,10 +140,11 @@ export class Broadcaster {
       await Promise.all(
         shardIds.map(async (shardId) => {
           try {
-            answered.push(await this.#context.pool(shardId).queryRaw(sql, params, controller.signal));
+            answered.push(await this.#context.pool(shardId).queryRaw(sql, values, controller.signal));
           } catch (error) {
             const failure = asShardError(error, shardId);
-            if (failure.code === 'BROADCAST_TIMEOUT' || !partial) {
+            // A stale map is never a partial answer: the whole read runs again on the new map.
+            if (failure.code === 'BROADCAST_TIMEOUT' || failure.code === 'STALE_BUCKET_MAP' || !partial) {
               // All or error: stop the other shards' work at once rather than wait for it.
               if (!controller.signal.aborted) controller.abort(failure);
               throw controller.signal.reason;
@@ -146,8 +174,7 @@ export class Broadcaster {
 
   /** A write on every shard in one transaction: a schema change lands everywhere or nowhere. */
   async #write<R extends QueryResultRow>(sql: string, params: readonly unknown[], timeoutMillis: number): Promise<BroadcastResult<R>> {
-    const shardIds = this.#context.shardIds;
-    const results = await this.#context.runWrite(shardIds, timeoutMillis, (tx) =>
+    const results = await this.#context.runWrite(timeoutMillis, (tx, shardIds) =>
       Promise.all(shardIds.map((shardId) => tx.executeOn<R>(shardId, sql, params as unknown[]))),
     );
     const first = results[0]!;
@@ -191,14 +218,27 @@ export class Broadcaster {
   }
 
   async *#streamSelect<R extends QueryResultRow>(plan: SelectPlan, params: readonly unknown[], batchSize: number, timeoutMillis: number | undefined): AsyncGenerator<R, void, undefined> {
-    const shardIds = this.#context.shardIds;
+    let shardIds: readonly string[] = [];
     const controller = new AbortController();
     const timer =
       timeoutMillis === undefined ? undefined : setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
-    const cursors = shardIds.map((shardId) => new ShardCursor(this.#context.pool(shardId), plan.shardSql, params, batchSize, controller.signal));
+    let cursors: ShardCursor[] = [];
     try {
+      // Opening reads each cursor's first batch, where a shard's read guard refuses a stale
+      // map; nothing has been yielded then, so the cursors are opened again on the new map.
       // The comparator needs the column types, which arrive with each cursor's first batch.
-      const fields = (await Promise.all(cursors.map((cursor) => cursor.open())))[0]!;
+      const fields = await this.#context.retryingStaleMap(async () => {
+        const routing = this.#context.routing();
+        const values = guardedParams(plan, params, routing);
+        shardIds = routing.shardIds;
+        cursors = shardIds.map((shardId) => new ShardCursor(this.#context.pool(shardId), plan.shardSql, values, batchSize, controller.signal));
+        const opened = await Promise.allSettled(cursors.map((cursor) => cursor.open()));
+        const failures = opened.flatMap((outcome) => (outcome.status === 'rejected' ? [outcome.reason as unknown] : []));
+        if (failures.length === 0) return (opened[0] as PromiseFulfilledResult<FieldDef[]>).value;
+        await Promise.all(cursors.map((cursor) => cursor.close()));
+        // Any other failure wins over a stale map: retrying would not help it.
+        throw failures.find((failure) => !isStaleMap(failure)) ?? failures[0];
+      });
       const visible = fields.slice(0, fields.length - plan.hidden.length);
       let offset = resolveCount(plan.offset, params, 'OFFSET') ?? 0;
       let remaining = resolveCount(plan.limit, params, 'LIMIT') ?? Infinity;
@@ -232,6 +272,40 @@ export class Broadcaster {
 
   #timeoutError(timeoutMillis: number, shardIds: readonly string[]): ShardRouterError {
     return new ShardRouterError('BROADCAST_TIMEOUT', `the broadcast did not finish within ${timeoutMillis} ms on shards ${shardIds.join(', ')}; the running shard queries were cancelled`);
+  }
+}
+
+/** The shard query's parameters: the caller's, then (for a guarded plan) the map version it routes by. */
+function guardedParams(plan: SelectPlan, params: readonly unknown[], routing: BroadcastRouting): readonly unknown[] {
+  requireCoverage(routing);
+  if (plan.mapVersionParam === undefined) return params;
+  if (params.length !== plan.mapVersionParam - 1) {
+    throw new ShardRouterError(
+      'INVALID_ARGUMENT',
+      `the statement's parameters go up to $${plan.mapVersionParam - 1}, but ${params.length} value(s) were given`,
+    );
+  }
+  return [...params, routing.mapVersion];
+}
+
+const covered = new WeakMap<readonly string[], boolean>();
+
+/**
+ * The shards a broadcast reads must together own every bucket of the map it routes by, or some
+ * rows would be missing from the answer: then it fails (retryable) rather than answer wrong.
+ */
+function requireCoverage(routing: BroadcastRouting): void {
+  let ok = covered.get(routing.owners);
+  if (ok === undefined) {
+    const members = new Set(routing.shardIds);
+    ok = routing.owners.every((owner) => members.has(owner));
+    covered.set(routing.owners, ok);
+  }
+  if (!ok) {
+    throw new ShardRouterError(
+      'STALE_BUCKET_MAP',
+      `bucket map version ${routing.mapVersion} gives buckets to shards outside ${routing.shardIds.join(', ')}: a broadcast would miss their rows`,
+    );
   }
 }
 

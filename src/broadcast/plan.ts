@@ -64,6 +64,12 @@ interface PlanBase {
 export interface SelectPlan extends PlanBase {
   readonly kind: 'select';
   readonly shardSql: string;
+  /**
+   * The number of the parameter that carries the map version the broadcast routes by, when the
+   * shard query reads a registered sharded table: the query then reads only the buckets the
+   * shard owns in that version, and fails with STALE_BUCKET_MAP if the shard is at another.
+   */
+  readonly mapVersionParam: number | undefined;
   /** Helper columns appended to the shard query (never output), in order, as SQL text. */
   readonly hidden: readonly string[];
   /** Present for aggregate queries (GROUP BY or aggregates): one role per visible target, then per hidden column. */

@@ -40,6 +40,12 @@ export interface PlannerCatalog {
   isAggregate(name: string): boolean;
   /** Whether a table (schema as written, or undefined) is a registered reference table: a full copy on every shard. */
   isReferenceTable?(schema: string | undefined, name: string): boolean;
+  /**
+   * For a registered sharded table, the condition that makes a shard read only the buckets it
+   * owns in the map version the broadcast routes by, given as parameter `$versionParam` (see
+   * movesGuardCondition); undefined for any other table.
+   */
+  movesGuard?(schema: string | undefined, name: string, versionParam: number): string | undefined;
 }
 
 /** True when the statement reads only reference tables (at least one): any one shard answers it whole. */
@@ -176,7 +182,7 @@ function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog): Broa
     containsAggregate(select.havingClause) ||
     containsAggregate(select.sortClause);
 
-  if (!aggregateQuery) return planConcatenation(sql, select, targets, distinct);
+  if (!aggregateQuery) return planConcatenation(sql, select, targets, distinct, catalog);
   // GROUP BY name, where name is also another entry's alias: PostgreSQL takes the table's
   // column if there is one, else the alias. Only the shards know, so plan the column reading
   // and keep the alias reading for when they answer "column does not exist".
@@ -327,10 +333,12 @@ function planAggregate(
   for (const clause of ['havingClause', 'sortClause', 'limitCount', 'limitOffset', 'distinctClause'] as const) delete shardSelect[clause];
   shardSelect.limitOption = 'LIMIT_OPTION_DEFAULT';
   keepParameters(select, shardSelect);
+  const mapVersionParam = guardMoves(select, shardSelect, catalog);
   return {
     kind: 'select',
     sql,
     shardSql: deparse({ SelectStmt: shardSelect }),
+    mapVersionParam,
     hidden: hidden.nodes.map((node) => deparse(node)),
     aggregate: { visibleRoles, hiddenRoles: hidden.roles, ungrouped },
     having,
@@ -341,7 +349,7 @@ function planAggregate(
   };
 }
 
-function planConcatenation(sql: string, select: AstBody, targets: readonly Target[], distinct: boolean): SelectPlan {
+function planConcatenation(sql: string, select: AstBody, targets: readonly Target[], distinct: boolean, catalog: PlannerCatalog): SelectPlan {
   const hidden = new HiddenColumns();
   // A target's output position is known only while no * (of unknown width) precedes it.
   const firstStar = targets.findIndex((target) => target.star);
@@ -363,10 +371,12 @@ function planConcatenation(sql: string, select: AstBody, targets: readonly Targe
     shardSelect.limitCount = offset ? addCounts(select.limitCount as AstNode, select.limitOffset as AstNode, limit, offset) : select.limitCount;
   }
   keepParameters(select, shardSelect);
+  const mapVersionParam = guardMoves(select, shardSelect, catalog);
   return {
     kind: 'select',
     sql,
     shardSql: deparse({ SelectStmt: shardSelect }),
+    mapVersionParam,
     hidden: hidden.nodes.map((node) => deparse(node)),
     aggregate: undefined,
     having: undefined,
@@ -498,6 +508,27 @@ function keepParameters(original: AstBody, shard: AstBody): void {
   }));
   const conditions = shard.whereClause === undefined ? anchors : [shard.whereClause as AstNode, ...anchors];
   shard.whereClause = conditions.length === 1 ? conditions[0] : { BoolExpr: { boolop: 'AND_EXPR', args: conditions } };
+}
+
+/**
+ * Adds the moves guard of the FROM table (a registered sharded table) to the shard query's
+ * WHERE, with the map version as a parameter after the statement's own. Returns that
+ * parameter's number, or undefined when the table needs no guard. Added after every check, so
+ * the guard's own subqueries are not mistaken for the user's.
+ */
+function guardMoves(original: AstBody, shard: AstBody, catalog: PlannerCatalog): number | undefined {
+  const relation = asKind(nodeList(original.fromClause)[0], 'RangeVar');
+  if (!relation || !catalog.movesGuard) return undefined;
+  let highest = 0;
+  walk({ SelectStmt: original }, (kind, body) => {
+    if (kind === 'ParamRef') highest = Math.max(highest, (body.number as number | undefined) ?? 0);
+  });
+  const versionParam = highest + 1;
+  const condition = catalog.movesGuard(relation.schemaname as string | undefined, relation.relname as string, versionParam);
+  if (condition === undefined) return undefined;
+  const guard = parseStatement(`SELECT WHERE ${condition}`).body.whereClause as AstNode;
+  shard.whereClause = shard.whereClause === undefined ? guard : { BoolExpr: { boolop: 'AND_EXPR', args: [shard.whereClause as AstNode, guard] } };
+  return versionParam;
 }
 
 /** LIMIT limit+offset for the shards: a constant when both are, else `limit + offset` for PostgreSQL to add. */

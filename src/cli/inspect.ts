@@ -70,6 +70,7 @@ function formatStatus(status: RouterStatus, catalogSchema: string, urlOf: Readon
   let ours = 0;
   for (const shard of status.shards) {
     lines.push('', `${shard.shardId}  ${urlOf.get(shard.shardId) ?? ''}`);
+    lines.push(shard.state === 'removed' ? '    REMOVED from the cluster' : `    active, ${plural(shard.buckets, 'bucket')}`);
     lines.push(shard.reachable ? '    reachable' : `    UNREACHABLE: ${shard.error ?? 'unknown error'}`);
     const twoPc = shard.maxPreparedTransactions > 0 ? '' : ' (cross-shard transactions impossible: it must be > 0)';
     lines.push(`    PostgreSQL ${formatServerVersion(shard.serverVersion)}, max_prepared_transactions ${shard.maxPreparedTransactions}${twoPc}`);

@@ -87,7 +87,7 @@ export function formatProgress(progress: RebalanceProgress, elapsedMillis: numbe
   return [
     bar,
     `${done}/${total} buckets`,
-    `move ${progress.move}/${progress.moves} ${current.source}->${current.target} ${current.step}`,
+    `${current.resumed ? 'resumed ' : ''}move ${progress.move}/${progress.moves} ${current.source}->${current.target} ${current.step}`,
     `${thousands(progress.rowsCopied)} rows`,
     `${megabytes(progress.bytesCopied)} MB`,
     `${rate.toFixed(1)} MB/s`,
@@ -207,6 +207,7 @@ export function formatVerify(clusterId: string, report: VerifyReport): string {
       `open moves: ${report.openMoves} (a rebalancer stopped midway; their rows may be on two shards): run pg-shard-router rebalance --resume`,
     );
   }
+  for (const shard of report.unreachable) lines.push(`removed shard ${shard.shardId} could not be checked: ${shard.error}`);
   lines.push('', report.ok ? 'OK' : 'NOT OK: misplaced or divergent rows (exit code 2)');
   return `${lines.join('\n')}\n`;
 }

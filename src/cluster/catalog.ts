@@ -96,7 +96,10 @@ export async function readShardRegistry(session: Pick<ShardSession, 'query'>, sc
 
 /** Creates the rebalancing catalog (registries, moves, fence, SQL hash) where it is missing. */
 export async function ensureRebalanceCatalog(session: Pick<ShardSession, 'query'>, schema: string): Promise<void> {
-  const present = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [`${q(schema)}.move_changes`]);
+  const present = await session.query<{ present: boolean }>(
+    'SELECT to_regclass($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL AS present',
+    [`${q(schema)}.move_changes`, `${q(schema)}.read_guard(bigint)`],
+  );
   if (present.rows[0]?.present) return;
   for (const statement of rebalanceCatalogDdl(schema)) await session.query(statement);
 }

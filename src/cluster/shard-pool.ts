@@ -165,11 +165,15 @@ export class ShardPool {
    * errors become QUERY_FAILED (the pg error is the `cause`); a broken connection becomes
    * CONNECTION_LOST. This is the router's hot path: one async frame from borrow to release.
    */
-  async query<R extends QueryResultRow = QueryResultRow>(sql: string, params: readonly unknown[]): Promise<ShardQueryResult<R>> {
+  async query<R extends QueryResultRow = QueryResultRow>(
+    sql: string,
+    params: readonly unknown[],
+    version: number | undefined = this.#routingVersion,
+  ): Promise<ShardQueryResult<R>> {
     if (this.#closing) throw closedError();
     const client = this.#parked.pop() ?? (await this.#borrowHealthy());
     try {
-      if (this.#stamps.get(client) !== this.#routingVersion) await this.#stamp(client);
+      if (this.#stamps.get(client) !== version) await this.#stamp(client, version);
       // pg uses the extended protocol by itself when there are values; the config-object form
       // (which pg copies, so it costs more) only when there are none.
       const result =
@@ -273,8 +277,12 @@ export class ShardPool {
     this.#routingVersion = version;
   }
 
-  async #stamp(client: pg.Client): Promise<void> {
-    const version = this.#routingVersion;
+  /**
+   * Sets the map version a connection carries to the one the caller routed by. Never the pool's
+   * newest instead: a statement routed by version v but stamped v+1 would pass the fence of a
+   * shard that lost the bucket at v+1 and land on a non-owner.
+   */
+  async #stamp(client: pg.Client, version: number | undefined): Promise<void> {
     if (version === undefined) return;
     await client.query(`SELECT set_config('${MAP_VERSION_SETTING}', $1, false)`, [String(version)]);
     this.#stamps.set(client, version);
@@ -305,9 +313,12 @@ export class ShardPool {
     return client;
   }
 
-  /** Borrows a connection for several statements; the session must be released exactly once. */
-  async acquire(): Promise<ShardSession> {
-    const client = await this.acquireClient();
+  /**
+   * Borrows a connection for several statements; the session must be released exactly once.
+   * `version`: the map version the caller routes by (default: the pool's newest).
+   */
+  async acquire(version?: number): Promise<ShardSession> {
+    const client = await this.acquireClient(undefined, version);
     return new PooledSession(this, client);
   }
 
@@ -316,11 +327,11 @@ export class ShardPool {
    * waits for a free connection, the call rejects with its reason at once, and the connection
    * that arrives later goes straight back.
    */
-  async acquireClient(signal?: AbortSignal): Promise<pg.Client> {
+  async acquireClient(signal?: AbortSignal, version: number | undefined = this.#routingVersion): Promise<pg.Client> {
     const client = await this.#acquireClient(signal);
-    if (this.#stamps.get(client) === this.#routingVersion) return client;
+    if (this.#stamps.get(client) === version) return client;
     try {
-      await this.#stamp(client);
+      await this.#stamp(client, version);
       return client;
     } catch (error) {
       this.releaseClient(client, error);

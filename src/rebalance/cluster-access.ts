@@ -14,8 +14,10 @@ export interface ClusterAccess {
   readonly map: BucketMap;
   readonly tables: readonly RegisteredTable[];
   readonly registeredShards: readonly RegisteredShard[];
-  /** Shards that have not been removed. */
+  /** The cluster's members: every active shard, owning buckets or not. */
   shardIds(): string[];
+  /** Every shard the cluster ever had, removed ones included (for verify, resume and recovery). */
+  knownShardIds(): string[];
   pool(shardId: string): ShardPool;
   refresh(): Promise<BucketMap>;
   /** Opens (or returns) the router's pool for a shard being added. */

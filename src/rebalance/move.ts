@@ -35,7 +35,14 @@ export interface MoveProgress {
   readonly buckets: readonly number[];
   readonly source: string;
   readonly target: string;
+  /**
+   * Where the move is: 'copying' and 'catching-up' repeat while rows flow; every MOVE_STEPS
+   * step is reported once it is reached ('switched': the target owns the buckets, the source's
+   * rows are not yet deleted); 'done' when the move is closed.
+   */
   readonly step: MoveStep | 'copying' | 'catching-up' | 'done';
+  /** True for a move left open by an earlier rebalancer and finished or restarted by a resume. */
+  readonly resumed: boolean;
   readonly rowsCopied: number;
   readonly bytesCopied: number;
 }
@@ -78,8 +85,10 @@ export interface StoredMove {
 }
 
 const COPY_TIMEOUT_MS = 3_600_000;
-const DDL_LOCK_TIMEOUT_MS = 2_000;
-const DDL_ATTEMPTS = 10;
+/** How long the rebalancer keeps trying to take its table locks before it gives up. */
+const DDL_RETRY_BUDGET_MS = 60_000;
+/** The longest a lock request of the rebalancer waits (shorter when the server's deadlock_timeout is short). */
+const DDL_LOCK_TIMEOUT_MS = 200;
 
 function q(schema: string): string {
   return `"${schema}"`;
@@ -126,8 +135,13 @@ export async function runMove(
   const moveId = request.resume?.moveId ?? `m${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
   let rowsCopied = 0;
   let bytesCopied = 0;
+  const resumed = request.resume !== undefined;
   const report = (stepName: MoveProgress['step']) =>
-    options.onProgress?.({ moveId, buckets, source, target, step: stepName, rowsCopied, bytesCopied });
+    options.onProgress?.({ moveId, buckets, source, target, step: stepName, rowsCopied, bytesCopied, resumed });
+  const reached = async (name: MoveStep) => {
+    report(name);
+    await step(name, moveId);
+  };
 
   const sourceLog = await access.pool(source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
   const sourceSnapshot = await access.pool(source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
@@ -139,7 +153,7 @@ export async function runMove(
     const tables = await tablesToCopy(access, sourceLog);
     if (!request.resume) {
       await start(sourceLog, schema, moveId, buckets, source, target, tables);
-      await step('started', moveId);
+      await reached('started');
     }
 
     const copyStarted = Date.now();
@@ -170,7 +184,7 @@ export async function runMove(
         });
       }
       await sourceSnapshot.query('COMMIT');
-      await step('copied', moveId);
+      await reached('copied');
 
       // Catch up while writes continue, until a round finds little to do.
       report('catching-up');
@@ -178,13 +192,13 @@ export async function runMove(
         const changed = await catchUp(sourceLog, tx, target, schema, moveId, tables, options.batchRows);
         if (changed <= options.catchUpThreshold) break;
       }
-      await step('caught-up', moveId);
+      await reached('caught-up');
 
       // Cutover: lock the move row. Writers of these buckets that already passed the capture
       // trigger hold FOR SHARE on it, so this waits for them; new ones wait behind it.
       await lockMoveRow(tx, source, schema, moveId, options);
       pauseStarted = Date.now();
-      await step('paused', moveId);
+      await reached('paused');
       while ((await catchUp(sourceLog, tx, target, schema, moveId, tables, options.batchRows)) > 0);
 
       await advanceSequences(tx, target, tables);
@@ -199,13 +213,13 @@ export async function runMove(
         bytesCopied,
       ]);
       await switchMapIn(tx, schema, allShards, before, next, [source]);
-      await step('before-switch', moveId);
+      await reached('before-switch');
     });
     const pauseMillis = Date.now() - pauseStarted;
-    await step('switched', moveId);
+    await reached('switched');
     await notifyMapChange(access, mapVersion);
     await access.refresh();
-    await finishSwitched(access, sourceLog, { moveId, buckets, source, target, state: 'switched', mapVersion }, tables, options);
+    await finishSwitched(access, sourceLog, { moveId, buckets, source, target, state: 'switched', mapVersion }, tables, { ...options, onStep: reached });
     report('done');
     return { moveId, buckets, source, target, rowsCopied, bytesCopied, pauseMillis, copyMillis: pauseStarted - copyStarted, mapVersion };
   } finally {
@@ -240,6 +254,7 @@ async function start(
   tables: readonly TableCopy[],
 ): Promise<void> {
   await withDdlRetries(client, async () => {
+    await lockTables(client, tables, 'SHARE ROW EXCLUSIVE');
     await client.query(`INSERT INTO ${q(schema)}.moves (move_id, buckets, source_shard, target_shard, state) VALUES ($1, $2, $3, $4, 'copying')`, [
       moveId,
       buckets,
@@ -256,14 +271,31 @@ async function start(
 }
 
 /**
- * Runs `work` in a transaction with a short lock_timeout, retrying when it times out: DDL on a
- * busy table waits for its writers and holds up the ones behind it, so it must not wait long.
+ * Takes the table locks that creating or dropping the capture triggers needs, all at once, in
+ * one global order (by table name): the rebalancer never holds one table while waiting for
+ * another in an order of its own making.
+ */
+async function lockTables(client: pg.Client, tables: readonly TableCopy[], mode: 'SHARE ROW EXCLUSIVE' | 'ACCESS EXCLUSIVE'): Promise<void> {
+  const names = [...new Set(tables.map((table) => table.shape.name))].sort();
+  if (names.length > 0) await client.query(`LOCK TABLE ${names.join(', ')} IN ${mode} MODE`);
+}
+
+/**
+ * Runs `work` (DDL on busy tables) in a transaction whose lock requests give up quickly, and
+ * retries it until DDL_RETRY_BUDGET_MS has passed. The rebalancer must never be the reason an
+ * application transaction dies: a queued DDL lock holds up the table's writers, and a lock
+ * cycle with an application transaction (it holds table B and wants A, we hold A and want B) is
+ * broken by PostgreSQL after deadlock_timeout by aborting whichever waiter checks first. With
+ * a lock_timeout below half the server's deadlock_timeout, our request gives up, and releases
+ * everything, before any application waiter can run that check, so the application goes on.
  */
 async function withDdlRetries(client: pg.Client, work: () => Promise<void>): Promise<void> {
+  const lockTimeout = await ddlLockTimeout(client);
+  const deadline = Date.now() + DDL_RETRY_BUDGET_MS;
   for (let attempt = 1; ; attempt++) {
     await client.query('BEGIN');
     try {
-      await client.query(`SET LOCAL lock_timeout = ${DDL_LOCK_TIMEOUT_MS}`);
+      await client.query(`SET LOCAL lock_timeout = ${lockTimeout}`);
       await work();
       await client.query('COMMIT');
       return;
@@ -271,10 +303,20 @@ async function withDdlRetries(client: pg.Client, work: () => Promise<void>): Pro
       await client.query('ROLLBACK').catch(() => undefined);
       // 55P03: our lock_timeout; 40P01: PostgreSQL chose us as a deadlock victim. Both changed nothing.
       const code = (error as { code?: string }).code;
-      if ((code !== '55P03' && code !== '40P01') || attempt >= DDL_ATTEMPTS) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+      if ((code !== '55P03' && code !== '40P01') || Date.now() > deadline) throw error;
+      // Jittered, so the writers the attempt held up get through before the next one queues.
+      await new Promise((resolve) => setTimeout(resolve, Math.min(20 * attempt, 250) * (0.5 + Math.random())));
     }
   }
+}
+
+/** lock_timeout (ms) for the rebalancer's DDL: DDL_LOCK_TIMEOUT_MS, or less than half the server's deadlock_timeout. */
+async function ddlLockTimeout(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ ms: string }>(
+    "SELECT (extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000)::bigint::text AS ms",
+  );
+  const deadlockTimeout = Number(rows[0]?.ms ?? 1_000);
+  return Math.max(1, Math.min(DDL_LOCK_TIMEOUT_MS, Math.floor(deadlockTimeout / 2) - 1));
 }
 
 /** Locks the move row inside the switch transaction, retrying (via a savepoint) when writers hold it too long. */
@@ -390,19 +432,19 @@ export async function finishSwitched(
   sourceClient: pg.Client,
   move: StoredMove,
   tables: readonly TableCopy[] | undefined,
-  options: Pick<MoveOptions, 'drainTimeoutMillis'>,
+  options: Pick<MoveOptions, 'drainTimeoutMillis'> & { onStep(step: MoveStep): Promise<void> },
 ): Promise<void> {
   const schema = access.config.catalogSchema;
   const bucketCount = access.map.bucketCount;
   const copies = tables ?? (await tablesToCopy(access, sourceClient));
   await drainOlderTransactions(sourceClient, options.drainTimeoutMillis);
-  await step('drained', move.moveId);
+  await options.onStep('drained');
   for (const table of copies) {
     await sourceClient.query(`DELETE FROM ${table.shape.name} WHERE ${q(schema)}.bucket_of(${quoteIdent(table.keyColumn)}::text, ${bucketCount}) = ANY ($1::int[])`, [
       move.buckets,
     ]);
   }
-  await step('cleaned', move.moveId);
+  await options.onStep('cleaned');
   await closeMove(sourceClient, schema, move.moveId, 'done', copies);
 }
 
@@ -413,6 +455,8 @@ export async function closeMove(client: pg.Client, schema: string, moveId: strin
     // trigger, so locking the move row before the tables would invite a deadlock.
     const others = await client.query(`SELECT 1 FROM ${q(schema)}.moves WHERE state IN ('copying', 'switched') AND move_id <> $1`, [moveId]);
     if (others.rowCount === 0) {
+      // DROP TRIGGER takes ACCESS EXCLUSIVE: all tables first, in the one global order.
+      await lockTables(client, tables, 'ACCESS EXCLUSIVE');
       for (const table of tables) await client.query(`DROP TRIGGER IF EXISTS ${captureTriggerName(schema)} ON ${table.shape.name}`);
     }
     await client.query(`UPDATE ${q(schema)}.moves SET state = $2, updated_at = now() WHERE move_id = $1`, [moveId, state]);

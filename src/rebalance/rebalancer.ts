@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import type { ShardSession } from '../cluster/shard-io.js';
 import { ensureRebalanceCatalog, installCatalog, probeCapabilities, readIdentity } from '../cluster/catalog.js';
 import { resolveShard, urlWithoutPassword } from '../config.js';
@@ -10,6 +11,8 @@ import type { ClusterAccess } from './cluster-access.js';
 import { notifyMapChange, switchMapIn } from './map-switch.js';
 import { MOVE_LOCK_CLASS, finishSwitched, readOpenMoves, runMove, undoCopying } from './move.js';
 import type { MoveOptions, MoveProgress, MoveReport, StoredMove } from './move.js';
+import { rebalanceHooks } from './test-hooks.js';
+import type { MoveStep } from './test-hooks.js';
 import { groupMoves, planByCount, planBySize } from './plan.js';
 import type { BucketMove, PlannedMove } from './plan.js';
 import { describeTable, registerOnShard } from './registry.js';
@@ -58,6 +61,8 @@ export interface RebalanceOptions {
 
 export interface RebalanceReport {
   readonly dryRun: boolean;
+  /** What the resume did first (only with `resume: true`). */
+  readonly resumed?: ResumeReport;
   readonly plan: readonly PlannedMove[];
   readonly moves: readonly MoveReport[];
   readonly mapVersion: number;
@@ -116,10 +121,11 @@ export class Rebalancer {
    */
   async rebalance(options: RebalanceOptions = {}): Promise<RebalanceReport> {
     return this.#exclusive(!options.dryRun, async () => {
-      if (options.resume && !options.dryRun) await this.#resume(false);
+      const resumed = options.resume && !options.dryRun ? await this.#resume(false) : undefined;
       const shardIds = this.#access.shardIds();
       const plan = await this.#plan(shardIds, options.by ?? 'count');
-      return this.#runPlan(plan, options.dryRun ?? false);
+      const report = await this.#runPlan(plan, options.dryRun ?? false);
+      return resumed ? { ...report, resumed } : report;
     });
   }
 
@@ -272,17 +278,27 @@ export class Rebalancer {
   async verify(): Promise<VerifyReport> {
     const access = this.#access;
     const map = await access.refresh();
-    const shardIds = access.shardIds();
-    const placement = await verifyPlacement(map, access.tables, shardIds, (id) => access.pool(id), access.config.catalogSchema);
+    const members = access.shardIds();
+    // Removed shards too: rows left there are misplaced, and a move from there may be open.
+    // One that cannot be reached is listed, not fatal: its data takes no part in any answer.
+    const unreachable: { shardId: string; error: string }[] = [];
+    const reachable: string[] = [];
     let openMoves = 0;
-    for (const shardId of shardIds) {
-      const { rows } = await access.pool(shardId).query<{ open: string }>(
-        `SELECT count(*)::text AS open FROM "${access.config.catalogSchema}".moves WHERE state IN ('copying', 'switched')`,
-        [],
-      );
-      openMoves += Number(rows[0]?.open ?? 0);
+    for (const shardId of access.knownShardIds()) {
+      try {
+        const { rows } = await access.pool(shardId).query<{ open: string }>(
+          `SELECT count(*)::text AS open FROM "${access.config.catalogSchema}".moves WHERE state IN ('copying', 'switched')`,
+          [],
+        );
+        openMoves += Number(rows[0]?.open ?? 0);
+        reachable.push(shardId);
+      } catch (error) {
+        if (members.includes(shardId)) throw error;
+        unreachable.push({ shardId, error: error instanceof Error ? error.message : String(error) });
+      }
     }
-    return { ...placement, openMoves, ok: placement.misplaced.length === 0 && placement.divergent.length === 0 };
+    const placement = await verifyPlacement(map, access.tables, reachable, members, (id) => access.pool(id), access.config.catalogSchema);
+    return { ...placement, openMoves, unreachable, ok: placement.misplaced.length === 0 && placement.divergent.length === 0 };
   }
 
   /** The moves a rebalance would make now (nothing changes). */
@@ -361,12 +377,22 @@ export class Rebalancer {
     return { dryRun, plan, moves: reports, mapVersion: map.version, bucketsPerShard: counts };
   }
 
+  /**
+   * Open moves on every shard the cluster has had: a move's row lives on its source, which may
+   * own no buckets any more (removeShard's last move). A removed shard that cannot be reached
+   * is skipped: it was removed only after its last move closed.
+   */
   async #openMoves(): Promise<{ move: StoredMove }[]> {
     const open: { move: StoredMove }[] = [];
-    for (const shardId of this.#access.shardIds()) {
+    const active = new Set(this.#access.shardIds());
+    for (const shardId of this.#access.knownShardIds()) {
       const client = this.#access.pool(shardId);
-      const moves = await readOpenMoves({ query: (sql: string, params?: unknown[]) => client.query(sql, params ?? []) } as never, this.#access.config.catalogSchema);
-      for (const move of moves) open.push({ move });
+      try {
+        const moves = await readOpenMoves({ query: (sql: string, params?: unknown[]) => client.query(sql, params ?? []) } as never, this.#access.config.catalogSchema);
+        for (const move of moves) open.push({ move });
+      } catch (error) {
+        if (active.has(shardId)) throw error;
+      }
     }
     return open;
   }
@@ -380,26 +406,52 @@ export class Rebalancer {
     const finished: string[] = [];
     const undone: string[] = [];
     const restarted: MoveReport[] = [];
-    for (const { move } of await this.#openMoves()) {
+    const open = await this.#openMoves();
+    const started = Date.now();
+    for (const [index, { move }] of open.entries()) {
+      const progress = (current: MoveProgress) =>
+        this.#onProgress?.({
+          move: index + 1,
+          moves: open.length,
+          bucketsDone: 0,
+          bucketsTotal: move.buckets.length,
+          rowsCopied: current.rowsCopied,
+          bytesCopied: current.bytesCopied,
+          elapsedMillis: Date.now() - started,
+          current,
+        });
       const client = await access.pool(move.source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' });
       try {
         const lease = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [MOVE_LOCK_CLASS, move.moveId]);
         if (!lease.rows[0]?.locked) throw new ShardRouterError('REBALANCE_CONFLICT', `move ${move.moveId} is being run by another rebalancer`);
         if (move.state === 'switched') {
-          await finishSwitched(access, client, move, undefined, this.#moveOptions);
+          await this.#finishResumed(client, move, progress);
           finished.push(move.moveId);
         } else if (undo) {
           await undoCopying(access, client, move);
+          progress(resumedProgress(move, 'done'));
           undone.push(move.moveId);
         } else {
           await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', [MOVE_LOCK_CLASS, move.moveId]);
-          restarted.push(await runMove(access, { buckets: move.buckets, source: move.source, target: move.target, resume: move }, this.#moveOptions));
+          const request = { buckets: move.buckets, source: move.source, target: move.target, resume: move };
+          restarted.push(await runMove(access, request, { ...this.#moveOptions, onProgress: progress }));
         }
       } finally {
         await client.end().catch(() => undefined);
       }
     }
     return { finished, restarted, undone };
+  }
+
+  /** Drains and cleans up a move a dead rebalancer left switched, reporting each step. */
+  async #finishResumed(client: pg.Client, move: StoredMove, progress: (current: MoveProgress) => void): Promise<void> {
+    progress(resumedProgress(move, 'switched'));
+    const onStep = async (step: MoveStep) => {
+      progress(resumedProgress(move, step));
+      await rebalanceHooks.step?.(step, move.moveId);
+    };
+    await finishSwitched(this.#access, client, move, undefined, { ...this.#moveOptions, onStep });
+    progress(resumedProgress(move, 'done'));
   }
 
   /** Checks that every registered table exists on a new shard with the same columns, and that its sharded tables are empty. */
@@ -447,6 +499,11 @@ export class Rebalancer {
       await client.end().catch(() => undefined);
     }
   }
+}
+
+/** Progress of a resumed move that copies nothing (its rows are already where they go). */
+function resumedProgress(move: StoredMove, step: MoveProgress['step']): MoveProgress {
+  return { moveId: move.moveId, buckets: move.buckets, source: move.source, target: move.target, step, rowsCopied: 0, bytesCopied: 0, resumed: true };
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {

@@ -70,6 +70,7 @@ export function rebalanceCatalogDdl(schema: string): string[] {
        table_name text NOT NULL,
        key text NOT NULL)`,
     `CREATE INDEX IF NOT EXISTS move_changes_move ON ${s}.move_changes (move_id)`,
+    readGuardFunctionDdl(schema),
     // Created once with fence 0; only a map switch replaces it (CREATE OR REPLACE would reset it).
     `DO $do$ BEGIN
        IF to_regprocedure('${s}.write_fence()') IS NULL THEN
@@ -100,6 +101,46 @@ BEGIN
   END IF;
   RETURN NULL;
 END $fence$`;
+}
+
+/**
+ * The read guard of broadcast reads (docs/rebalance.md, "Broadcast reads during moves"). Called
+ * once per shard query with the map version the broadcast routes by, in the query's own
+ * snapshot (STABLE): refuses with STALE_MAP when this shard's newest committed map is another
+ * version, so that a target's copy and the map that gives it the buckets are seen together;
+ * otherwise returns the buckets of this shard's switched-but-not-cleaned moves, whose rows it
+ * still holds but no longer owns.
+ */
+export function readGuardFunctionDdl(schema: string): string {
+  const s = q(schema);
+  return `CREATE OR REPLACE FUNCTION ${s}.read_guard(routed bigint) RETURNS integer[] LANGUAGE plpgsql STABLE AS $guard$
+DECLARE
+  newest bigint;
+  moved integer[];
+BEGIN
+  SELECT max(version) INTO newest FROM ${s}.bucket_map;
+  IF newest IS DISTINCT FROM routed THEN
+    RAISE EXCEPTION 'the broadcast read by bucket map version %, this shard is at version %', routed, newest
+      USING ERRCODE = '${STALE_MAP_SQLSTATE}', DETAIL = 'required map version ' || newest;
+  END IF;
+  SELECT coalesce(array_agg(DISTINCT b), '{}') INTO moved FROM ${s}.moves, unnest(buckets) AS b WHERE state = 'switched';
+  RETURN moved;
+END $guard$`;
+}
+
+/**
+ * The condition a broadcast adds to a shard query over a sharded table: one call of the read
+ * guard before any row is read (a condition without columns is a one-time filter, so it runs
+ * even on an empty table), and, only while the shard holds moved rows, the bucket of each row.
+ */
+export function movesGuardCondition(schema: string, keyColumn: string, bucketCount: number, versionParam: number): string {
+  if (!Number.isSafeInteger(bucketCount) || bucketCount < 1 || !Number.isSafeInteger(versionParam) || versionParam < 1) {
+    throw new Error(`bad guard arguments ${bucketCount}, ${versionParam}`);
+  }
+  const moved = `(SELECT ${q(schema)}.read_guard($${versionParam}::bigint))`;
+  const bucket = `${q(schema)}.bucket_of((${quoteIdent(keyColumn)})::text, ${bucketCount})`;
+  // The cast keeps `<> ALL (...)` an array comparison, not a comparison with a subquery's rows.
+  return `${moved} IS NOT NULL AND (cardinality(${moved}) = 0 OR ${bucket} <> ALL (CAST(${moved} AS integer[])))`;
 }
 
 /** The fence version a shard currently enforces (parsed back from the function body). */

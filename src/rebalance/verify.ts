@@ -31,12 +31,15 @@ export interface VerifyReport {
   readonly divergent: readonly DivergentReferenceTable[];
   /** Moves that are not finished (a rebalance to resume); their rows are legitimately on two shards. */
   readonly openMoves: number;
+  /** Removed shards that could not be asked (their rows take no part in any answer). */
+  readonly unreachable: readonly { readonly shardId: string; readonly error: string }[];
   /** True when nothing is misplaced or divergent. */
   readonly ok: boolean;
 }
 
 /**
- * Checks placement: every row of every sharded table must live on the shard that owns its
+ * Checks placement: every row of every sharded table, on every shard in `shardIds` (removed ones
+ * included), must live on the shard that owns its
  * bucket (computed in SQL by the same MurmurHash3 as the router), and every reference table
  * must be identical on all shards (row count and an md5 over the rows' text in a fixed order).
  */
@@ -44,9 +47,11 @@ export async function verifyPlacement(
   map: BucketMap,
   tables: readonly RegisteredTable[],
   shardIds: readonly string[],
+  /** The shards whose reference tables must agree (the members; a removed shard keeps a stale copy). */
+  referenceShardIds: readonly string[],
   pool: (shardId: string) => ShardPool,
   schema: string,
-): Promise<Omit<VerifyReport, 'openMoves' | 'ok'>> {
+): Promise<Omit<VerifyReport, 'openMoves' | 'ok' | 'unreachable'>> {
   const misplaced: MisplacedRows[] = [];
   const divergent: DivergentReferenceTable[] = [];
   const rowCounts: Record<string, Record<string, number>> = {};
@@ -76,7 +81,7 @@ export async function verifyPlacement(
       rowCounts[table.table] = counts;
     } else {
       const digests = await Promise.all(
-        shardIds.map(async (shardId) => {
+        referenceShardIds.map(async (shardId) => {
           const { rows } = await pool(shardId).query<{ rows: string; digest: string | null }>(
             `SELECT count(*)::text AS rows, md5(coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), '')) AS digest FROM ${table.table} r`,
             [],

@@ -16,6 +16,7 @@ import { Rebalancer } from '../rebalance/rebalancer.js';
 import type { ClusterAccess } from '../rebalance/cluster-access.js';
 import type { RebalancerOptions } from '../rebalance/rebalancer.js';
 import { readRegistry, registerOnShard } from '../rebalance/registry.js';
+import { movesGuardCondition } from '../rebalance/schema.js';
 import type { RegisteredTable, TableKind } from '../rebalance/registry.js';
 import { runTransaction } from '../twopc/coordinator.js';
 import type { CoordinatorContext, Transaction } from '../twopc/coordinator.js';
@@ -42,6 +43,10 @@ export type ExecuteResult<R extends QueryResultRow = QueryResultRow> = ShardQuer
 /** One shard in {@link ShardRouter.status}. */
 export interface ShardStatus {
   readonly shardId: string;
+  /** 'removed': taken out by removeShard (still listed until its server is gone from the registry). */
+  readonly state: ShardState;
+  /** Buckets it owns in the router's map (0 for a shard just added or drained). */
+  readonly buckets: number;
   /** False when the shard could not be asked; `error` says why. */
   readonly reachable: boolean;
   readonly error?: string;
@@ -50,6 +55,19 @@ export interface ShardStatus {
   readonly pool: PoolStats;
   /** Prepared transactions in the shard's database, oldest first (ours and anyone else's). */
   readonly preparedTransactions: readonly PreparedTransactionInfo[];
+}
+
+/** A shard's membership: 'active' shards take writes and map switches; 'removed' ones are out of the cluster. */
+export type ShardState = 'active' | 'removed';
+
+/** One shard of the cluster, as {@link ShardRouter.shards} lists it. */
+export interface ShardInfo {
+  readonly shardId: string;
+  readonly state: ShardState;
+  /** Buckets it owns in the router's map. */
+  readonly buckets: number;
+  /** Its connection string without the password. */
+  readonly url: string;
 }
 
 /** What {@link ShardRouter.status} returns. */
@@ -83,7 +101,8 @@ export class ShardRouter {
   readonly #pools: Map<string, ShardPool>;
   #registeredShards: readonly RegisteredShard[];
   #tables: readonly RegisteredTable[];
-  #referenceTables: ReadonlySet<string> = new Set();
+  /** The registered tables by `schema.name` (identifiers unquoted, as the parser gives them). */
+  #tableIndex: ReadonlyMap<string, RegisteredTable> = new Map();
   #refreshing: Promise<void> | undefined;
   #nextRefresh: Promise<void> | undefined;
   readonly #watcher: MapWatcher;
@@ -123,7 +142,7 @@ export class ShardRouter {
     this.#map = map;
     this.#registeredShards = registeredShards;
     this.#tables = tables;
-    this.#referenceTables = referenceTableNames(tables);
+    this.#tableIndex = indexTables(tables);
     this.#bucketCount = map.bucketCount;
     this.#bucketMask = (map.bucketCount & (map.bucketCount - 1)) === 0 ? map.bucketCount - 1 : -1;
     this.#poolByBucket = [];
@@ -148,20 +167,32 @@ export class ShardRouter {
       acquire,
     };
     this.#broadcaster = new Broadcaster({
-      get shardIds() {
-        return router.#activeShardIds();
+      routing: () => {
+        const { map, members } = this.#routingSnapshot();
+        return { mapVersion: map.version, shardIds: members, owners: map.owners };
+      },
+      retryingStaleMap: (attempt) => this.#retryingStaleMap(attempt),
+      registeredTable: (schema, name) => this.#registeredTable(schema, name),
+      movesGuard: (schema, name, versionParam) => {
+        const table = this.#registeredTable(schema, name);
+        return table?.kind === 'sharded' ? movesGuardCondition(config.catalogSchema, table.shardKey!, this.#bucketCount, versionParam) : undefined;
       },
       pool: (shardId) => this.#pool(shardId),
       capabilities: broadcastCapabilities,
       ...serverHelpers([...pools.values()]),
       defaultTimeoutMillis: config.broadcast.timeoutMillis,
-      referenceTables: () => this.#referenceTables,
-      runWrite: (shardIds, timeoutMillis, work) => {
-        this.#requirePreparedTransactions(shardIds);
+      runWrite: (timeoutMillis, work) => {
         const options = resolveTransactionOptions({ timeoutMillis }, config.transactions);
-        // Connections in shard-id order, as every transaction takes them; the first decides.
-        const ordered = [...shardIds].sort();
-        return this.#retryingStaleMap(() => runTransaction(this.#coordinator, ordered, ordered[0]!, options, work));
+        // Each attempt takes its participants from the map it routes by (and stamps its
+        // connections with that version): after a refusal by a raised fence, the retry writes
+        // to the shards the new map has, a shard added meanwhile included.
+        return this.#retryingStaleMap(() => {
+          const { context, members } = this.#routingSnapshot();
+          // Connections in shard-id order, as every transaction takes them; the first decides.
+          const ordered = [...members].sort();
+          this.#requirePreparedTransactions(ordered);
+          return runTransaction(context, ordered, ordered[0]!, options, (tx) => work(tx, ordered));
+        });
       },
     });
     this.#watcher = new MapWatcher({
@@ -169,7 +200,7 @@ export class ShardRouter {
       intervalMillis: config.mapRefresh.intervalMillis,
       listen: config.mapRefresh.listen,
       currentVersion: () => this.#map.version,
-      pools: () => [...this.#pools.values()],
+      pools: () => this.#activeShardIds().map((shardId) => this.#pool(shardId)),
       catalogSchema: config.catalogSchema,
       refresh: () => this.refreshMap().then(() => undefined),
     });
@@ -250,14 +281,17 @@ export class ShardRouter {
   execute<R extends QueryResultRow = QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]): Promise<ExecuteResult<R>> {
     // Not `async`: one promise layer fewer on the hot path; errors still arrive as rejections.
     let pool: ShardPool;
+    let version: number;
     try {
       pool = this.#poolFor(key);
+      // Read in the same tick as the pool: the connection carries the version it was routed by.
+      version = this.#map.version;
     } catch (error) {
       return Promise.reject(error);
     }
     // A fenced write did nothing, so it is safe to send again once the map is fresh.
-    return this.#run<R>(pool, sql, params).catch((error: unknown) =>
-      isStaleMap(error) ? this.#retryingStaleMap(() => this.#run<R>(this.#poolFor(key), sql, params), error) : Promise.reject(error),
+    return this.#run<R>(pool, sql, params, version).catch((error: unknown) =>
+      isStaleMap(error) ? this.#retryingStaleMap(() => this.#run<R>(this.#poolFor(key), sql, params, this.#map.version), error) : Promise.reject(error),
     );
   }
 
@@ -302,12 +336,17 @@ export class ShardRouter {
     // Refused by a map fence (a bucket moved): nothing committed, so the whole transaction runs
     // again on the refreshed map, callback included, like a retried serialization failure.
     return this.#retryingStaleMap(() => {
-      const declared = keys.map((key) => this.shardFor(key));
+      // Every statement of this attempt routes by the map it started with, and its connections
+      // carry that version: a bucket that moves meanwhile is refused by the old owner's fence
+      // (STALE_BUCKET_MAP), and the attempt is re-run on the new map. A declared key is
+      // therefore never refused because the map changed under the callback.
+      const { context } = this.#routingSnapshot();
+      const declared = keys.map((key) => context.shardFor(key));
       // One fixed order (by shard id) for taking connections, in every router: no two
       // transactions can each hold a connection the other waits for.
       const shardIds = [...new Set(declared)].sort();
       if (shardIds.length > 1 && !resolved.readOnly) this.#requirePreparedTransactions(shardIds);
-      return runTransaction(this.#coordinator, shardIds, declared[0]!, resolved, work);
+      return runTransaction(context, shardIds, declared[0]!, resolved, work);
     });
   }
 
@@ -489,6 +528,8 @@ export class ShardRouter {
         const capabilities = this.#capabilities.get(shardId);
         const base = {
           shardId,
+          state: this.#stateOf(shardId),
+          buckets: this.#map.bucketsPerShard().get(shardId) ?? 0,
           serverVersion: capabilities?.serverVersion ?? 0,
           maxPreparedTransactions: capabilities?.maxPreparedTransactions ?? 0,
         };
@@ -515,6 +556,38 @@ export class ShardRouter {
       lastRecovery: this.#lastRecovery,
       lastRecoveryError: this.#lastRecoveryError,
     };
+  }
+
+  /**
+   * Every shard of the cluster with its state, its bucket count and its URL without password:
+   * the configured ones, the ones added later (owning buckets or not yet) and the removed ones.
+   *
+   * @example
+   * for (const shard of router.shards()) console.log(shard.shardId, shard.state, shard.buckets);
+   */
+  shards(): ShardInfo[] {
+    if (this.#closing) throw closedError();
+    const buckets = this.#map.bucketsPerShard();
+    const registered = new Map(this.#registeredShards.map((shard) => [shard.shardId, shard]));
+    const configured = new Map(this.#config.shards.map((shard) => [shard.id, shard.displayUrl]));
+    const members = new Set(this.#activeShardIds());
+    return [...this.#pools.keys()]
+      .filter((shardId) => members.has(shardId) || registered.has(shardId))
+      .map((shardId) => ({
+        shardId,
+        state: this.#stateOf(shardId),
+        buckets: buckets.get(shardId) ?? 0,
+        url: registered.get(shardId)?.url ?? configured.get(shardId) ?? '',
+      }));
+  }
+
+  /** A registered table by the names a statement gives (an unqualified name is taken as public's, the default search_path). */
+  #registeredTable(schema: string | undefined, name: string): RegisteredTable | undefined {
+    return this.#tableIndex.get(`${schema ?? 'public'}.${name}`);
+  }
+
+  #stateOf(shardId: string): ShardState {
+    return this.#registeredShards.find((shard) => shard.shardId === shardId)?.state ?? 'active';
   }
 
   /** Pool counters per shard id. */
@@ -548,14 +621,41 @@ export class ShardRouter {
     );
   }
 
+  /**
+   * The map this router routes by now, the cluster members of that map, and a coordinator
+   * context that routes by it and stamps its connections with its version. Taken in one tick,
+   * so the three agree (#readNewestState replaces map and registry together).
+   */
+  #routingSnapshot(): { map: BucketMap; members: string[]; context: CoordinatorContext } {
+    if (this.#closing) throw closedError();
+    const map = this.#map;
+    const owners = this.#shardIdByBucket;
+    const context: CoordinatorContext = {
+      ...this.#coordinator,
+      shardFor: (key) => owners[this.#bucketOf(key)]!,
+      acquire: (shardId) => this.#pool(shardId).acquire(map.version),
+    };
+    return { map, members: this.#activeShardIds(), context };
+  }
+
   /** Routes by `map` from now on (never by an older one than the current). */
   #install(map: BucketMap): void {
     if (this.#shardIdByBucket.length > 0 && map.version <= this.#map.version) return;
+    this.#ensureRegisteredPools();
     for (const owner of map.shardIds()) this.#ensurePool(owner);
     this.#map = map;
     this.#poolByBucket = map.owners.map((owner) => this.#pools.get(owner)!);
     this.#shardIdByBucket = map.owners;
     for (const pool of this.#pools.values()) pool.routingVersion = map.version;
+  }
+
+  /**
+   * A pool for every shard in the registry: an active shard that owns no buckets yet (just
+   * added, or drained by removeShard) is still a member that broadcast writes, map switches,
+   * recovery and the rebalancer must reach; a removed one is still checked by verify and recovery.
+   */
+  #ensureRegisteredPools(): void {
+    for (const shard of this.#registeredShards) this.#ensurePool(shard.shardId);
   }
 
   /** A pool for a shard known only from the shard registry (added after this router's config was written). */
@@ -567,7 +667,9 @@ export class ShardRouter {
       throw new ShardRouterError('INVALID_CONFIG', `shard ${shardId} owns buckets but is neither configured nor in the shard registry`, { shardId });
     }
     const shard = resolveShard(shardId, connectionStringFor(registered.url, this.#config.shards));
-    const pool = new ShardPool(shard, this.#config.pool, this.#config.applicationName);
+    // A removed shard's server may be gone: never keep connections open to it.
+    const poolConfig = registered.state === 'removed' ? { ...this.#config.pool, min: 0 } : this.#config.pool;
+    const pool = new ShardPool(shard, poolConfig, this.#config.applicationName);
     if (this.#shardIdByBucket.length > 0) pool.routingVersion = this.#map.version;
     this.#pools.set(shardId, pool);
     return pool;
@@ -586,12 +688,18 @@ export class ShardRouter {
   /** Reads map, shard registry and table registry from every reachable shard; the newest map wins. */
   async #readNewestState(): Promise<void> {
     const schema = this.#config.catalogSchema;
+    // Members only: a removed shard no longer gets map switches (and its server may be gone).
     const reads = await Promise.allSettled(
-      [...this.#pools.values()].map(async (pool) => {
+      this.#activeShardIds().map(async (shardId) => {
+        const pool = this.#pool(shardId);
         const session = await pool.acquire();
         try {
+          // One snapshot: the shard registry changes only in the map switch that goes with it.
+          await session.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
           const map = await readLatestMap(session, schema);
-          return { map, shards: await readShardRegistry(session, schema), tables: await readRegistry(session, schema) };
+          const state = { map, shards: await readShardRegistry(session, schema), tables: await readRegistry(session, schema) };
+          await session.query('COMMIT');
+          return state;
         } finally {
           session.release();
         }
@@ -608,10 +716,11 @@ export class ShardRouter {
     if (newest.map.version < this.#map.version) return;
     // Table registrations do not bump the map version; they are taken from the same read.
     this.#registeredShards = newest.shards;
+    this.#ensureRegisteredPools();
     const tablesChanged = JSON.stringify(newest.tables) !== JSON.stringify(this.#tables);
     this.#tables = newest.tables;
     if (tablesChanged) {
-      this.#referenceTables = referenceTableNames(newest.tables);
+      this.#tableIndex = indexTables(newest.tables);
       this.#broadcaster.forgetPlans();
     }
     this.#install(newest.map);
@@ -669,6 +778,7 @@ export class ShardRouter {
         return router.#registeredShards;
       },
       shardIds: () => this.#activeShardIds(),
+      knownShardIds: () => this.shards().map((shard) => shard.shardId),
       pool: (shardId) => this.#pool(shardId),
       refresh: () => this.refreshMap(),
       addPool: (shard) => {
@@ -733,18 +843,48 @@ export class ShardRouter {
     return this.#bucketMask >= 0 ? hash & this.#bucketMask : (hash >>> 0) % this.#bucketCount;
   }
 
-  #run<R extends QueryResultRow>(pool: ShardPool, sql: string, params: readonly unknown[] | undefined): Promise<ExecuteResult<R>> {
+  #run<R extends QueryResultRow>(pool: ShardPool, sql: string, params: readonly unknown[] | undefined, version?: number): Promise<ExecuteResult<R>> {
     if (typeof sql !== 'string' || sql.length === 0) return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string'));
     if (params !== undefined && !Array.isArray(params)) return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'params must be an array'));
-    return pool.query<R>(sql, params ?? NO_PARAMS);
+    return pool.query<R>(sql, params ?? NO_PARAMS, version);
   }
 }
 
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
 
-/** Registry names (`format('%I.%I')`, so lower-case names are unquoted) of the reference tables. */
-function referenceTableNames(tables: readonly RegisteredTable[]): ReadonlySet<string> {
-  return new Set(tables.filter((table) => table.kind === 'reference').map((table) => table.table));
+/** The registered tables by `schema.name` with both identifiers unquoted. */
+function indexTables(tables: readonly RegisteredTable[]): ReadonlyMap<string, RegisteredTable> {
+  return new Map(tables.map((table) => [unquoteQualifiedName(table.table).join('.'), table]));
+}
+
+/** Splits a registry name (`format('%I.%I')`: quoted only where needed) into its two identifiers, unquoted. */
+function unquoteQualifiedName(text: string): string[] {
+  const parts: string[] = [];
+  let at = 0;
+  while (at < text.length) {
+    if (text[at] === '"') {
+      let value = '';
+      at++;
+      while (at < text.length) {
+        if (text[at] === '"' && text[at + 1] === '"') {
+          value += '"';
+          at += 2;
+        } else if (text[at] === '"') {
+          at++;
+          break;
+        } else {
+          value += text[at++];
+        }
+      }
+      parts.push(value);
+    } else {
+      const end = text.indexOf('.', at);
+      parts.push(text.slice(at, end === -1 ? text.length : end));
+      at = end === -1 ? text.length : end;
+    }
+    if (text[at] === '.') at++;
+  }
+  return parts;
 }
 
 

@@ -13,7 +13,7 @@ function progress(overrides: Partial<Omit<RebalanceProgress, 'current'>> = {}, c
     rowsCopied: 120_000,
     bytesCopied: 14_200_000,
     elapsedMillis: 5_000,
-    current: { moveId: 'm1', buckets: [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31], source: 's0', target: 's4', step: 'copying', rowsCopied: 20_000, bytesCopied: 2_000_000, ...current },
+    current: { moveId: 'm1', buckets: [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31], source: 's0', target: 's4', step: 'copying', rowsCopied: 20_000, bytesCopied: 2_000_000, resumed: false, ...current },
     ...overrides,
   };
 }
@@ -156,6 +156,7 @@ describe('plan and summary', () => {
       misplaced: [{ table: 'accounts', shardId: 's1', bucket: 3, owner: 's0', rows: 2, sampleKeys: ['k1', 'k2'] }],
       divergent: [{ table: 'countries', shards: [{ shardId: 's0', rows: 2, digest: 'aa' }, { shardId: 's1', rows: 1, digest: 'bb' }] }],
       openMoves: 1,
+      unreachable: [],
       ok: false,
     });
     expect(text).toMatch(/^ {2}accounts +10 +12 +22$/m);
