@@ -139,8 +139,9 @@ export function movesGuardCondition(schema: string, keyColumn: string, bucketCou
   }
   const moved = `(SELECT ${q(schema)}.read_guard($${versionParam}::bigint))`;
   const bucket = `${q(schema)}.bucket_of((${quoteIdent(keyColumn)})::text, ${bucketCount})`;
-  // The cast keeps `<> ALL (...)` an array comparison, not a comparison with a subquery's rows.
-  return `${moved} IS NOT NULL AND (cardinality(${moved}) = 0 OR ${bucket} <> ALL (CAST(${moved} AS integer[])))`;
+  // The cast keeps `<> ALL (...)` an array comparison, not a comparison with a subquery's rows;
+  // coalesce keeps rows whose key is NULL (no bucket, never moved).
+  return `${moved} IS NOT NULL AND (cardinality(${moved}) = 0 OR coalesce(${bucket} <> ALL (CAST(${moved} AS integer[])), true))`;
 }
 
 /** The fence version a shard currently enforces (parsed back from the function body). */
