@@ -1,5 +1,5 @@
 export { ShardRouter } from './router/shard-router.js';
-export type { ExecuteResult, RouterStatus, ShardStatus } from './router/shard-router.js';
+export type { ExecuteResult, RouterStatus, ShardInfo, ShardState, ShardStatus } from './router/shard-router.js';
 export type { Transaction } from './twopc/coordinator.js';
 export { ISOLATION_LEVELS } from './twopc/transaction-options.js';
 export type { IsolationLevel, TransactionOptions } from './twopc/transaction-options.js';

@@ -4,7 +4,7 @@ import { probeBroadcastCapabilities, serverHelpers } from '../broadcast/server-p
 import type { BroadcastCapabilities } from '../broadcast/server-probe.js';
 import { loadParser } from '../broadcast/sql-parser.js';
 import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from '../broadcast/types.js';
-import { openCatalog, readLatestMap, readShardRegistry } from '../cluster/catalog.js';
+import { openCatalog, probeCapabilities, readLatestMap, readShardRegistry } from '../cluster/catalog.js';
 import type { RegisteredShard, ShardCapabilities } from '../cluster/catalog.js';
 import type { ShardSession } from '../cluster/shard-io.js';
 import { ShardPool } from '../cluster/shard-pool.js';
@@ -672,7 +672,27 @@ export class ShardRouter {
     const pool = new ShardPool(shard, poolConfig, this.#config.applicationName);
     if (this.#shardIdByBucket.length > 0) pool.routingVersion = this.#map.version;
     this.#pools.set(shardId, pool);
+    if (registered.state === 'active') this.#probeLater(pool);
     return pool;
+  }
+
+  /**
+   * Learns a shard's server version and max_prepared_transactions in the background (what
+   * connect probes for configured shards); until then a transaction there uses the settings
+   * every supported version has. A failure is left for the first statement to report.
+   */
+  #probeLater(pool: ShardPool): void {
+    if (this.#capabilities.has(pool.shardId)) return;
+    void pool
+      .acquire()
+      .then(async (session) => {
+        try {
+          this.#capabilities.set(pool.shardId, await probeCapabilities(session));
+        } finally {
+          session.release();
+        }
+      })
+      .catch(() => undefined);
   }
 
   /**
