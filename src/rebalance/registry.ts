@@ -129,3 +129,33 @@ export async function registerOnShard(
   );
   return shape.name;
 }
+
+/** Splits a registry name (`format('%I.%I')`: quoted only where needed) into its two identifiers, unquoted. */
+export function registryNameParts(text: string): string[] {
+  const parts: string[] = [];
+  let at = 0;
+  while (at < text.length) {
+    if (text[at] === '"') {
+      let value = '';
+      at++;
+      while (at < text.length) {
+        if (text[at] === '"' && text[at + 1] === '"') {
+          value += '"';
+          at += 2;
+        } else if (text[at] === '"') {
+          at++;
+          break;
+        } else {
+          value += text[at++];
+        }
+      }
+      parts.push(value);
+    } else {
+      const end = text.indexOf('.', at);
+      parts.push(text.slice(at, end === -1 ? text.length : end));
+      at = end === -1 ? text.length : end;
+    }
+    if (text[at] === '.') at++;
+  }
+  return parts;
+}

@@ -15,7 +15,7 @@ import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
 import { Rebalancer } from '../rebalance/rebalancer.js';
 import type { ClusterAccess } from '../rebalance/cluster-access.js';
 import type { RebalancerOptions } from '../rebalance/rebalancer.js';
-import { readRegistry, registerOnShard } from '../rebalance/registry.js';
+import { readRegistry, registerOnShard, registryNameParts } from '../rebalance/registry.js';
 import { movesGuardCondition } from '../rebalance/schema.js';
 import type { RegisteredTable, TableKind } from '../rebalance/registry.js';
 import { runTransaction } from '../twopc/coordinator.js';
@@ -101,7 +101,7 @@ export class ShardRouter {
   readonly #pools: Map<string, ShardPool>;
   #registeredShards: readonly RegisteredShard[];
   #tables: readonly RegisteredTable[];
-  /** The registered tables by `schema.name` (identifiers unquoted, as the parser gives them). */
+  /** The registered tables by schema and name, unquoted as the parser gives them, joined by NUL (which no identifier holds). */
   #tableIndex: ReadonlyMap<string, RegisteredTable> = new Map();
   #refreshing: Promise<void> | undefined;
   #nextRefresh: Promise<void> | undefined;
@@ -583,7 +583,7 @@ export class ShardRouter {
 
   /** A registered table by the names a statement gives (an unqualified name is taken as public's, the default search_path). */
   #registeredTable(schema: string | undefined, name: string): RegisteredTable | undefined {
-    return this.#tableIndex.get(`${schema ?? 'public'}.${name}`);
+    return this.#tableIndex.get(`${schema ?? 'public'}\0${name}`);
   }
 
   #stateOf(shardId: string): ShardState {
@@ -872,40 +872,11 @@ export class ShardRouter {
 
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
 
-/** The registered tables by `schema.name` with both identifiers unquoted. */
+/** The registered tables by their unquoted schema and name, NUL between them. */
 function indexTables(tables: readonly RegisteredTable[]): ReadonlyMap<string, RegisteredTable> {
-  return new Map(tables.map((table) => [unquoteQualifiedName(table.table).join('.'), table]));
+  return new Map(tables.map((table) => [registryNameParts(table.table).join('\0'), table]));
 }
 
-/** Splits a registry name (`format('%I.%I')`: quoted only where needed) into its two identifiers, unquoted. */
-function unquoteQualifiedName(text: string): string[] {
-  const parts: string[] = [];
-  let at = 0;
-  while (at < text.length) {
-    if (text[at] === '"') {
-      let value = '';
-      at++;
-      while (at < text.length) {
-        if (text[at] === '"' && text[at + 1] === '"') {
-          value += '"';
-          at += 2;
-        } else if (text[at] === '"') {
-          at++;
-          break;
-        } else {
-          value += text[at++];
-        }
-      }
-      parts.push(value);
-    } else {
-      const end = text.indexOf('.', at);
-      parts.push(text.slice(at, end === -1 ? text.length : end));
-      at = end === -1 ? text.length : end;
-    }
-    if (text[at] === '.') at++;
-  }
-  return parts;
-}
 
 
 /** The argument errors broadcast and broadcastStream share (the SQL is checked by the planner). */
