@@ -127,6 +127,9 @@ export function isStaleMap(error: unknown): boolean {
   return error.code === 'TRANSACTION_ABORTED' && isStaleMap(error.cause);
 }
 
+/** SQLSTATE a shard raises for a statement routed by an older map than its fence (or read guard) allows. */
+export const STALE_MAP_SQLSTATE = 'PSR01';
+
 /** @internal The error of every call on a closed router or pool. */
 export function closedError(): ShardRouterError {
   return new ShardRouterError('ROUTER_CLOSED', 'the router is closed');

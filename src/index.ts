@@ -21,14 +21,14 @@ export type {
   MisplacedRows,
   DivergentReferenceTable,
 } from './rebalance/rebalancer.js';
-export type { RegisteredTable, TableKind } from './rebalance/registry.js';
-export { hashKey, bucketOf } from './router/hash.js';
-export type { ShardKey } from './router/hash.js';
-export { BucketMap } from './router/bucket-map.js';
+export type { RegisteredTable, TableKind } from './catalog/registries.js';
+export { hashKey, bucketOf } from './placement/hash.js';
+export type { ShardKey } from './placement/hash.js';
+export { BucketMap } from './placement/bucket-map.js';
 export type { ShardRouterConfig } from './config.js';
 export { redactConnectionString } from './config.js';
 export { ShardRouterError, QueryError, ERROR_CODES } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export type { PoolStats } from './cluster/shard-pool.js';
+export type { PoolStats } from './pool/shard-pool.js';
 export { startLocalCluster } from './local/local-cluster.js';
 export type { LocalCluster, LocalClusterOptions, LocalShardServer } from './local/local-cluster.js';

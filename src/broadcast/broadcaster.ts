@@ -1,13 +1,11 @@
-import type { FieldDef, QueryResultRow } from 'pg';
-import Cursor from 'pg-cursor';
-import type pg from 'pg';
-import { RAW_TEXT } from '../cluster/shard-pool.js';
-import type { RawQueryResult, ShardPool } from '../cluster/shard-pool.js';
+import type { RawQueryResult, ShardPool } from '../pool/shard-pool.js';
+import type { FieldDef, QueryResultRow, RowCursor } from '../pool/session.js';
 import { QueryError, ShardRouterError, isStaleMap } from '../errors.js';
 import type { Transaction } from '../twopc/coordinator.js';
 import { mergeSortedBatches } from './k-way-merge.js';
 import type { BatchSource } from './k-way-merge.js';
-import { mergeSelect, parseRows, resolveCount } from './merge.js';
+import { mergeSelect, resolveCount } from './merge.js';
+import { parseRows } from '../pool/raw-text.js';
 import { formatPlan } from './plan.js';
 import type { BroadcastPlan, SelectPlan } from './plan.js';
 import { planBroadcast } from './planner.js';
@@ -222,7 +220,7 @@ export class Broadcaster {
     const controller = new AbortController();
     const timer =
       timeoutMillis === undefined ? undefined : setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
-    let cursors: ShardCursor[] = [];
+    let cursors: RowCursor[] = [];
     try {
       // Opening reads each cursor's first batch, where a shard's read guard refuses a stale
       // map; nothing has been yielded then, so the cursors are opened again on the new map.
@@ -231,7 +229,7 @@ export class Broadcaster {
         const routing = this.#context.routing();
         const values = guardedParams(plan, params, routing);
         shardIds = routing.shardIds;
-        cursors = shardIds.map((shardId) => new ShardCursor(this.#context.pool(shardId), plan.shardSql, values, batchSize, controller.signal));
+        cursors = shardIds.map((shardId) => this.#context.pool(shardId).openCursor(plan.shardSql, values, batchSize, controller.signal));
         const opened = await Promise.allSettled(cursors.map((cursor) => cursor.open()));
         const failures = opened.flatMap((outcome) => (outcome.status === 'rejected' ? [outcome.reason as unknown] : []));
         if (failures.length === 0) return (opened[0] as PromiseFulfilledResult<FieldDef[]>).value;
@@ -323,95 +321,4 @@ async function* concatenate(sources: readonly BatchSource<RawRow>[]): AsyncGener
 function asShardError(error: unknown, shardId: string): ShardRouterError {
   if (error instanceof ShardRouterError) return error;
   return new ShardRouterError('QUERY_FAILED', `shard ${shardId}: ${error instanceof Error ? error.message : String(error)}`, { shardId, cause: error });
-}
-
-/** One shard's cursor over the shard query, read in batches of raw text rows. */
-class ShardCursor implements BatchSource<RawRow> {
-  #fields: FieldDef[] | undefined;
-  /** The batch open() read to learn the fields, handed out by the first next(). */
-  #first: RawRow[] | undefined;
-  readonly #pool: ShardPool;
-  readonly #sql: string;
-  readonly #params: readonly unknown[];
-  readonly #batchSize: number;
-  readonly #signal: AbortSignal;
-  #client: pg.Client | undefined;
-  #cursor: Cursor<RawRow> | undefined;
-  #done = false;
-  #failed = false;
-
-  constructor(pool: ShardPool, sql: string, params: readonly unknown[], batchSize: number, signal: AbortSignal) {
-    this.#pool = pool;
-    this.#sql = sql;
-    this.#params = params;
-    this.#batchSize = batchSize;
-    this.#signal = signal;
-  }
-
-  /** Reads the first batch (kept for next()) and returns the result's fields. */
-  async open(): Promise<FieldDef[]> {
-    this.#first = await this.#read();
-    return this.#fields!;
-  }
-
-  async next(): Promise<RawRow[]> {
-    const first = this.#first;
-    if (first) {
-      this.#first = undefined;
-      return first;
-    }
-    return this.#read();
-  }
-
-  async #read(): Promise<RawRow[]> {
-    if (this.#done) return [];
-    this.#signal.throwIfAborted();
-    if (!this.#cursor) {
-      const client = await this.#pool.acquireClient(this.#signal);
-      if (this.#done) {
-        // close() ran while the connection was on its way (another shard failed meanwhile).
-        this.#pool.releaseClient(client);
-        return [];
-      }
-      this.#client = client;
-      this.#cursor = this.#client.query(new Cursor<RawRow>(this.#sql, this.#params as unknown[], { rowMode: 'array', types: RAW_TEXT }));
-    }
-    const cursor = this.#cursor;
-    const client = this.#client!;
-    const rows = await new Promise<RawRow[]>((resolve, reject) => {
-      const onAbort = () => {
-        this.#failed = true;
-        reject(this.#signal.reason);
-      };
-      this.#signal.addEventListener('abort', onAbort, { once: true });
-      cursor.read(this.#batchSize, (error, rows, result) => {
-        this.#signal.removeEventListener('abort', onAbort);
-        if (error) {
-          this.#failed = true;
-          reject(this.#pool.translateError(client, error));
-          return;
-        }
-        this.#fields ??= (result as unknown as { fields: FieldDef[] }).fields;
-        resolve(rows);
-      });
-    });
-    if (rows.length === 0) await this.close();
-    return rows;
-  }
-
-  /** Closes the cursor and returns (or, after a failure or cancel, retires) the connection. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#done) return;
-    this.#done = true;
-    const client = this.#client;
-    const cursor = this.#cursor;
-    if (!client || !cursor) return;
-    if (this.#failed || this.#signal.aborted) {
-      await this.#pool.cancelAndDiscard(client);
-      this.#pool.releaseClient(client);
-      return;
-    }
-    await new Promise<void>((resolve) => cursor.close(() => resolve()));
-    this.#pool.releaseClient(client);
-  }
 }

@@ -1,6 +1,6 @@
-import pg from 'pg';
-import type { FieldDef, QueryResultRow } from 'pg';
-import type { RawQueryResult } from '../cluster/shard-pool.js';
+import { parseRows } from '../pool/raw-text.js';
+import type { FieldDef, QueryResultRow } from '../pool/session.js';
+import type { RawQueryResult } from '../pool/shard-pool.js';
 import { ShardRouterError } from '../errors.js';
 import { compareNumeric, parseNumeric } from './decimal.js';
 import { mergeSorted } from './k-way-merge.js';
@@ -97,23 +97,6 @@ export async function mergeSelect<R extends QueryResultRow>(
   if (offset > 0 || limit !== undefined) rows = rows.slice(offset, limit === undefined ? undefined : offset + limit);
   const visibleFields = fields.slice(0, visibleCount);
   return { rows: parseRows<R>(rows, visibleFields), fields: visibleFields };
-}
-
-/** Parses raw rows into objects the way pg.Client does for the same fields. */
-export function parseRows<R extends QueryResultRow>(rows: readonly RawRow[], fields: readonly FieldDef[]): R[] {
-  const parsers = fields.map((field) => pg.types.getTypeParser(field.dataTypeID, 'text') as (text: string) => unknown);
-  const names = fields.map((field) => field.name);
-  const out = new Array<R>(rows.length);
-  for (let r = 0; r < rows.length; r++) {
-    const raw = rows[r]!;
-    const row: Record<string, unknown> = {};
-    for (let c = 0; c < names.length; c++) {
-      const value = raw[c];
-      row[names[c]!] = value === null || value === undefined ? null : parsers[c]!(value);
-    }
-    out[r] = row as R;
-  }
-  return out;
 }
 
 /** Combines the shards' partial aggregates, one merged row per group. */

@@ -1,4 +1,4 @@
-import type { ShardPool } from '../cluster/shard-pool.js';
+import type { ShardPool } from '../pool/shard-pool.js';
 import type { TextOrder } from './pg-values.js';
 import type { ServerRanker } from './row-order.js';
 

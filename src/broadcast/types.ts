@@ -1,4 +1,4 @@
-import type { FieldDef, QueryResultRow } from 'pg';
+import type { FieldDef, QueryResultRow } from '../pool/session.js';
 import type { ShardRouterError } from '../errors.js';
 
 /** Options of {@link ShardRouter.broadcast}. */

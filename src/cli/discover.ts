@@ -1,8 +1,7 @@
-import pg from 'pg';
-import type { QueryResultRow } from 'pg';
-import { readIdentity, readLatestMap } from '../cluster/catalog.js';
-import type { ShardIdentity } from '../cluster/catalog.js';
-import type { ShardSession } from '../cluster/shard-io.js';
+import { readIdentity, readLatestMap } from '../catalog/catalog.js';
+import type { ShardIdentity } from '../catalog/catalog.js';
+import { connectDedicated } from '../pool/dedicated.js';
+import type { DedicatedConnection } from '../pool/session.js';
 import { isPostgresUrl, redactConnectionString, resolveConfig } from '../config.js';
 import { ShardRouterError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
@@ -122,25 +121,21 @@ export async function discoverCluster(urls: readonly string[], catalogSchema: st
 
 async function probe(url: string, schema: string): Promise<Probe> {
   const displayUrl = redactConnectionString(url);
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, application_name: CLI_APPLICATION_NAME });
-  // A socket error while idle must not crash the process; the pending query rejects anyway.
-  client.on('error', () => undefined);
+  let client: DedicatedConnection;
   try {
-    await client.connect();
+    client = await connectDedicated(url, { applicationName: CLI_APPLICATION_NAME, connectTimeoutMillis: CONNECT_TIMEOUT_MS });
   } catch (error) {
-    await client.end().catch(() => undefined);
     throw new ProbeError('SHARD_UNAVAILABLE', `cannot connect to ${displayUrl}: ${messageOf(error)}`);
   }
   try {
-    const session = sessionOf(client);
-    const identity = await readIdentity(session, schema);
+    const identity = await readIdentity(client, schema);
     if (!identity) {
       throw new ProbeError(
         'INVALID_ARGUMENT',
         `${displayUrl} has no pg-shard-router catalog (no table "${schema}".shard_identity): not a shard, or the wrong database or --catalog-schema`,
       );
     }
-    const map = await readLatestMap(session, schema);
+    const map = await readLatestMap(client, schema);
     const { rows } = await client.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [`"${schema}".twopc_decisions`]);
     return {
       url,
@@ -154,16 +149,10 @@ async function probe(url: string, schema: string): Promise<Probe> {
     if (error instanceof ProbeError) throw error;
     throw new ProbeError('SHARD_UNAVAILABLE', `reading the catalog of ${displayUrl} failed: ${messageOf(error)}`);
   } finally {
-    await client.end().catch(() => undefined);
+    await client.end();
   }
 }
 
-/** Just enough of a ShardSession for the catalog readers, over a plain client. */
-function sessionOf(client: pg.Client): Pick<ShardSession, 'query'> {
-  return {
-    query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => client.query<R>(sql, params ? [...params] : undefined),
-  };
-}
 
 
 /** s2 before s10. */

@@ -1,9 +1,10 @@
-import type { RegisteredShard, ShardCapabilities } from '../cluster/catalog.js';
-import type { ShardPool } from '../cluster/shard-pool.js';
+import type { ShardCapabilities } from '../catalog/catalog.js';
+import type { RegisteredShard } from '../catalog/registries.js';
+import type { ShardPool } from '../pool/shard-pool.js';
 import type { ResolvedConfig, ResolvedShardConfig } from '../config.js';
-import type { BucketMap } from '../router/bucket-map.js';
+import type { BucketMap } from '../placement/bucket-map.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
-import type { RegisteredTable } from './registry.js';
+import type { RegisteredTable } from '../catalog/registries.js';
 
 /** What the rebalancer needs of the router it works through (internal). */
 export interface ClusterAccess {

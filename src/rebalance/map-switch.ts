@@ -1,5 +1,5 @@
-import type { BucketMap } from '../router/bucket-map.js';
-import { mapChannel } from '../router/map-channel.js';
+import type { BucketMap } from '../placement/bucket-map.js';
+import { mapChannel } from '../catalog/map-channel.js';
 import type { Transaction } from '../twopc/coordinator.js';
 import type { ClusterAccess } from './cluster-access.js';
 import { fenceFunctionDdl } from './schema.js';

@@ -1,15 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import type pg from 'pg';
+import type { DedicatedConnection, Queryable } from '../pool/session.js';
 import { ShardRouterError } from '../errors.js';
-import { BucketMap } from '../router/bucket-map.js';
+import { BucketMap } from '../placement/bucket-map.js';
 import { runTransaction } from '../twopc/coordinator.js';
 import type { Transaction } from '../twopc/coordinator.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import type { ClusterAccess } from './cluster-access.js';
 import { notifyMapChange, switchMapIn } from './map-switch.js';
-import { describeTable } from './registry.js';
-import type { TableShape } from './registry.js';
-import { ROLE_SETTING, captureFunctionName, captureTriggerName, quoteIdent } from './schema.js';
+import { describeTable } from '../catalog/registries.js';
+import type { TableShape } from '../catalog/registries.js';
+import { ROLE_SETTING, captureFunctionName, captureTriggerName } from './schema.js';
+import { q, quoteIdent } from '../sql.js';
 import { rebalanceHooks } from './test-hooks.js';
 import type { MoveStep } from './test-hooks.js';
 
@@ -90,16 +91,12 @@ const DDL_RETRY_BUDGET_MS = 60_000;
 /** The longest a lock request of the rebalancer waits (shorter when the server's deadlock_timeout is short). */
 const DDL_LOCK_TIMEOUT_MS = 200;
 
-function q(schema: string): string {
-  return `"${schema}"`;
-}
-
 async function step(name: MoveStep, moveId: string): Promise<void> {
   await rebalanceHooks.step?.(name, moveId);
 }
 
 /** Open (copying or switched) moves recorded on one shard. */
-export async function readOpenMoves(client: Pick<pg.Client, 'query'>, schema: string): Promise<StoredMove[]> {
+export async function readOpenMoves(client: Queryable, schema: string): Promise<StoredMove[]> {
   const { rows } = await client.query<{ move_id: string; buckets: number[]; source_shard: string; target_shard: string; state: StoredMove['state']; map_version: string | null }>(
     `SELECT move_id, buckets, source_shard, target_shard, state, map_version::text FROM ${q(schema)}.moves WHERE state IN ('copying', 'switched') ORDER BY started_at`,
   );
@@ -143,8 +140,8 @@ export async function runMove(
     await step(name, moveId);
   };
 
-  const sourceLog = await access.pool(source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
-  const sourceSnapshot = await access.pool(source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
+  const sourceLog = await access.pool(source).openDedicated({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
+  const sourceSnapshot = await access.pool(source).openDedicated({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
   try {
     // A move's lease: held by whoever runs it, released by the server if that process dies.
     const lease = await sourceLog.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [MOVE_LOCK_CLASS, moveId]);
@@ -232,11 +229,11 @@ export async function runMove(
 export const MOVE_LOCK_CLASS = 0x5053524d;
 
 /** The sharded tables with their shape on the source. */
-export async function tablesToCopy(access: ClusterAccess, source: Pick<pg.Client, 'query'>): Promise<TableCopy[]> {
+export async function tablesToCopy(access: ClusterAccess, source: Queryable): Promise<TableCopy[]> {
   const tables: TableCopy[] = [];
   for (const table of access.tables) {
     if (table.kind !== 'sharded') continue;
-    const shape = await describeTable(source as never, table.table);
+    const shape = await describeTable(source, table.table);
     if (!shape) throw new ShardRouterError('REBALANCE_CONFLICT', `registered table ${table.table} is missing on the source shard`);
     tables.push({ shape, keyColumn: table.shardKey!, keyType: shape.types.get(table.shardKey!)! });
   }
@@ -245,7 +242,7 @@ export async function tablesToCopy(access: ClusterAccess, source: Pick<pg.Client
 
 /** Records the move and installs the capture trigger on every sharded table of the source, in one transaction. */
 async function start(
-  client: pg.Client,
+  client: DedicatedConnection,
   schema: string,
   moveId: string,
   buckets: readonly number[],
@@ -275,7 +272,7 @@ async function start(
  * one global order (by table name): the rebalancer never holds one table while waiting for
  * another in an order of its own making.
  */
-async function lockTables(client: pg.Client, tables: readonly TableCopy[], mode: 'SHARE ROW EXCLUSIVE' | 'ACCESS EXCLUSIVE'): Promise<void> {
+async function lockTables(client: DedicatedConnection, tables: readonly TableCopy[], mode: 'SHARE ROW EXCLUSIVE' | 'ACCESS EXCLUSIVE'): Promise<void> {
   const names = [...new Set(tables.map((table) => table.shape.name))].sort();
   if (names.length > 0) await client.query(`LOCK TABLE ${names.join(', ')} IN ${mode} MODE`);
 }
@@ -289,7 +286,7 @@ async function lockTables(client: pg.Client, tables: readonly TableCopy[], mode:
  * a lock_timeout below half the server's deadlock_timeout, our request gives up, and releases
  * everything, before any application waiter can run that check, so the application goes on.
  */
-async function withDdlRetries(client: pg.Client, work: () => Promise<void>): Promise<void> {
+async function withDdlRetries(client: DedicatedConnection, work: () => Promise<void>): Promise<void> {
   const lockTimeout = await ddlLockTimeout(client);
   const deadline = Date.now() + DDL_RETRY_BUDGET_MS;
   for (let attempt = 1; ; attempt++) {
@@ -311,7 +308,7 @@ async function withDdlRetries(client: pg.Client, work: () => Promise<void>): Pro
 }
 
 /** lock_timeout (ms) for the rebalancer's DDL: DDL_LOCK_TIMEOUT_MS, or less than half the server's deadlock_timeout. */
-async function ddlLockTimeout(client: pg.Client): Promise<number> {
+async function ddlLockTimeout(client: DedicatedConnection): Promise<number> {
   const { rows } = await client.query<{ ms: string }>(
     "SELECT (extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000)::bigint::text AS ms",
   );
@@ -342,7 +339,7 @@ async function lockMoveRow(tx: Transaction, source: string, schema: string, move
  * on the target, so every column type round-trips through its own text form.
  */
 async function copyRows(
-  source: pg.Client,
+  source: DedicatedConnection,
   tx: Transaction,
   target: string,
   table: TableCopy,
@@ -380,7 +377,7 @@ function insertJsonSql(shape: TableShape): string {
  * many distinct keys it handled.
  */
 async function catchUp(
-  source: pg.Client,
+  source: DedicatedConnection,
   tx: Transaction,
   target: string,
   schema: string,
@@ -429,7 +426,7 @@ async function advanceSequences(tx: Transaction, target: string, tables: readonl
  */
 export async function finishSwitched(
   access: ClusterAccess,
-  sourceClient: pg.Client,
+  sourceClient: DedicatedConnection,
   move: StoredMove,
   tables: readonly TableCopy[] | undefined,
   options: Pick<MoveOptions, 'drainTimeoutMillis'> & { onStep(step: MoveStep): Promise<void> },
@@ -449,7 +446,7 @@ export async function finishSwitched(
 }
 
 /** Marks a move done or undone, drops its change log and, if no other move from the source is open, its capture triggers. */
-export async function closeMove(client: pg.Client, schema: string, moveId: string, state: 'done' | 'undone', tables: readonly TableCopy[]): Promise<void> {
+export async function closeMove(client: DedicatedConnection, schema: string, moveId: string, state: 'done' | 'undone', tables: readonly TableCopy[]): Promise<void> {
   await withDdlRetries(client, async () => {
     // Triggers first: a writer holds its table's lock and then share-locks the move row in the
     // trigger, so locking the move row before the tables would invite a deadlock.
@@ -465,7 +462,7 @@ export async function closeMove(client: pg.Client, schema: string, moveId: strin
 }
 
 /** Undoes a move still copying (a crashed rebalancer's): nothing was switched, so only the source's bookkeeping goes. */
-export async function undoCopying(access: ClusterAccess, sourceClient: pg.Client, move: StoredMove): Promise<void> {
+export async function undoCopying(access: ClusterAccess, sourceClient: DedicatedConnection, move: StoredMove): Promise<void> {
   await closeMove(sourceClient, access.config.catalogSchema, move.moveId, 'undone', await tablesToCopy(access, sourceClient));
 }
 
@@ -474,7 +471,7 @@ export async function undoCopying(access: ClusterAccess, sourceClient: pg.Client
  * Waits until no other session on the source is inside a transaction that began before now
  * (PostgreSQL's own clock): any statement routed by the old map has then ended.
  */
-async function drainOlderTransactions(client: pg.Client, timeoutMillis: number): Promise<void> {
+async function drainOlderTransactions(client: DedicatedConnection, timeoutMillis: number): Promise<void> {
   const { rows } = await client.query<{ now: string }>('SELECT clock_timestamp()::text AS now');
   const since = rows[0]!.now;
   const deadline = Date.now() + timeoutMillis;

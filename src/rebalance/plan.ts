@@ -1,5 +1,5 @@
 import { ShardRouterError } from '../errors.js';
-import type { BucketMap } from '../router/bucket-map.js';
+import type { BucketMap } from '../placement/bucket-map.js';
 
 /** One bucket changing owner. */
 export interface BucketMove {

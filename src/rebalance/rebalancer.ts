@@ -1,11 +1,11 @@
-import type pg from 'pg';
-import type { ShardSession } from '../cluster/shard-io.js';
-import { ensureRebalanceCatalog, installCatalog, probeCapabilities, readIdentity } from '../cluster/catalog.js';
+import { installCatalog, probeCapabilities, readIdentity } from '../catalog/catalog.js';
+import { describeTable, ensureRegistries } from '../catalog/registries.js';
+import type { DedicatedConnection, Queryable } from '../pool/session.js';
 import { resolveShard, urlWithoutPassword } from '../config.js';
 import { ShardRouterError } from '../errors.js';
-import { BucketMap } from '../router/bucket-map.js';
+import { BucketMap } from '../placement/bucket-map.js';
 import { runTransaction } from '../twopc/coordinator.js';
-import { decisionTableDdl } from '../twopc/decision-log.js';
+import { decisionLogExtension } from '../twopc/decision-log.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import type { ClusterAccess } from './cluster-access.js';
 import { notifyMapChange, switchMapIn } from './map-switch.js';
@@ -15,8 +15,9 @@ import { rebalanceHooks } from './test-hooks.js';
 import type { MoveStep } from './test-hooks.js';
 import { groupMoves, planByCount, planBySize } from './plan.js';
 import type { BucketMove, PlannedMove } from './plan.js';
-import { describeTable, registerOnShard } from './registry.js';
-import { ROLE_SETTING, quoteIdent } from './schema.js';
+import { registerOnShard } from './register-table.js';
+import { ROLE_SETTING, rebalanceExtension } from './schema.js';
+import { q, quoteIdent } from '../sql.js';
 import { verifyPlacement } from './verify.js';
 import type { VerifyReport } from './verify.js';
 
@@ -184,8 +185,8 @@ export class Rebalancer {
         access.setCapabilities(resolved.id, capabilities);
         const before = access.map;
         await installCatalog(session, schema, { clusterId: access.clusterId, shardId: resolved.id, bucketCount: before.bucketCount, complete: false }, before);
-        await session.query(decisionTableDdl(schema));
-        await ensureRebalanceCatalog(session, schema);
+        await ensureRegistries(session, schema);
+        for (const extension of [decisionLogExtension, rebalanceExtension]) await extension.ensure(session, schema);
       } finally {
         session.release();
       }
@@ -205,7 +206,7 @@ export class Rebalancer {
           await tx.executeOn(existing[0]!, `LOCK TABLE ${table.table} IN SHARE MODE`);
           const { rows } = await tx.executeOn<{ j: string }>(existing[0]!, `SELECT row_to_json(r)::text AS j FROM ${table.table} r`);
           await tx.executeOn(resolved.id, `DELETE FROM ${table.table}`);
-          const shape = (await describeTable({ query: (sql, params) => tx.executeOn(resolved.id, sql, params) as never }, table.table))!;
+          const shape = (await describeTable(tx.on(resolved.id), table.table))!;
           for (let offset = 0; offset < rows.length; offset += 2_000) {
             const json = `[${rows.slice(offset, offset + 2_000).map((row) => row.j).join(',')}]`;
             const columns = shape.insertColumns.map(quoteIdent).join(', ');
@@ -388,7 +389,7 @@ export class Rebalancer {
     for (const shardId of this.#access.knownShardIds()) {
       const client = this.#access.pool(shardId);
       try {
-        const moves = await readOpenMoves({ query: (sql: string, params?: unknown[]) => client.query(sql, params ?? []) } as never, this.#access.config.catalogSchema);
+        const moves = await readOpenMoves(client, this.#access.config.catalogSchema);
         for (const move of moves) open.push({ move });
       } catch (error) {
         if (active.has(shardId)) throw error;
@@ -420,7 +421,7 @@ export class Rebalancer {
           elapsedMillis: Date.now() - started,
           current,
         });
-      const client = await access.pool(move.source).openDedicatedClient({ [ROLE_SETTING]: 'rebalancer' });
+      const client = await access.pool(move.source).openDedicated({ [ROLE_SETTING]: 'rebalancer' });
       try {
         const lease = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [MOVE_LOCK_CLASS, move.moveId]);
         if (!lease.rows[0]?.locked) throw new ShardRouterError('REBALANCE_CONFLICT', `move ${move.moveId} is being run by another rebalancer`);
@@ -444,7 +445,7 @@ export class Rebalancer {
   }
 
   /** Drains and cleans up a move a dead rebalancer left switched, reporting each step. */
-  async #finishResumed(client: pg.Client, move: StoredMove, progress: (current: MoveProgress) => void): Promise<void> {
+  async #finishResumed(client: DedicatedConnection, move: StoredMove, progress: (current: MoveProgress) => void): Promise<void> {
     progress(resumedProgress(move, 'switched'));
     const onStep = async (step: MoveStep) => {
       progress(resumedProgress(move, step));
@@ -455,12 +456,10 @@ export class Rebalancer {
   }
 
   /** Checks that every registered table exists on a new shard with the same columns, and that its sharded tables are empty. */
-  async #checkTablesOnNewShard(session: Pick<ShardSession, 'query'>, shardId: string): Promise<void> {
+  async #checkTablesOnNewShard(session: Queryable, shardId: string): Promise<void> {
     const access = this.#access;
     const reference = access.shardIds()[0]!;
-    const referenceSession: Pick<ShardSession, 'query'> = {
-      query: (sql, params) => access.pool(reference).query(sql, params ?? []) as never,
-    };
+    const referenceSession = access.pool(reference);
     const problems: string[] = [];
     for (const table of access.tables) {
       const shape = await describeTable(session, table.table);
@@ -489,7 +488,7 @@ export class Rebalancer {
   async #exclusive<T>(exclusive: boolean, work: () => Promise<T>): Promise<T> {
     if (!exclusive) return work();
     const lowest = [...this.#access.shardIds()].sort()[0]!;
-    const client = await this.#access.pool(lowest).openDedicatedClient();
+    const client = await this.#access.pool(lowest).openDedicated();
     try {
       const lockArgs = [REBALANCE_LOCK_CLASS, this.#access.config.catalogSchema];
       const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', lockArgs);

@@ -1,5 +1,9 @@
-import type { ShardSession } from '../cluster/shard-io.js';
-import { hashFunctionDdl } from './sql-hash.js';
+import type { CatalogExtension } from '../catalog/catalog.js';
+import { STALE_MAP_SQLSTATE } from '../errors.js';
+import { hashFunctionDdl } from '../placement/hash-sql.js';
+import { MAP_VERSION_SETTING } from '../pool/shard-pool.js';
+import type { Queryable } from '../pool/session.js';
+import { q, quoteIdent, sqlString } from '../sql.js';
 
 /**
  * The catalog tables and functions that rebalancing adds to every shard's catalog schema
@@ -19,39 +23,14 @@ import { hashFunctionDdl } from './sql-hash.js';
  * column name quoted with PostgreSQL's own quote_ident rules (quoteIdent below).
  */
 
-/** SQLSTATE of a write refused because the router's map is older than the shard's fence. */
-export const STALE_MAP_SQLSTATE = 'PSR01';
-
-/** Session setting that carries a router connection's map version (unset: not a router). */
-export const MAP_VERSION_SETTING = 'pg_shard_router.map_version';
 /** Session setting that marks the rebalancer's own connections (its copies are not fenced or logged). */
 export const ROLE_SETTING = 'pg_shard_router.role';
-
-function q(schema: string): string {
-  return `"${schema}"`;
-}
-
-/** An identifier quoted the way PostgreSQL's quote_ident does (always quoted here). */
-export function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
-}
 
 /** Statements creating the rebalancing catalog; idempotent (IF NOT EXISTS / existence checks). */
 export function rebalanceCatalogDdl(schema: string): string[] {
   const s = q(schema);
   return [
     ...hashFunctionDdl(schema),
-    `CREATE TABLE IF NOT EXISTS ${s}.tables (
-       table_name text PRIMARY KEY,
-       kind text NOT NULL CHECK (kind IN ('sharded', 'reference')),
-       key_column text,
-       registered_at timestamptz NOT NULL DEFAULT now(),
-       CHECK ((kind = 'sharded') = (key_column IS NOT NULL)))`,
-    `CREATE TABLE IF NOT EXISTS ${s}.shards (
-       shard_id text PRIMARY KEY,
-       url text NOT NULL,
-       state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'removed')),
-       added_at timestamptz NOT NULL DEFAULT now())`,
     `CREATE TABLE IF NOT EXISTS ${s}.moves (
        move_id text PRIMARY KEY,
        buckets integer[] NOT NULL,
@@ -79,6 +58,19 @@ export function rebalanceCatalogDdl(schema: string): string[] {
      END $do$`,
   ];
 }
+
+/** The rebalancing catalog as a catalog extension: installed on every shard where it is missing (or older). */
+export const rebalanceExtension: CatalogExtension = {
+  name: 'rebalancing',
+  async ensure(session, schema) {
+    const present = await session.query<{ present: boolean }>(
+      'SELECT to_regclass($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL AS present',
+      [`${q(schema)}.move_changes`, `${q(schema)}.read_guard(bigint)`],
+    );
+    if (present.rows[0]?.present) return;
+    for (const statement of rebalanceCatalogDdl(schema)) await session.query(statement);
+  },
+};
 
 function dollarQuote(text: string): string {
   if (text.includes('$ddl$')) throw new Error('unexpected $ddl$ in generated DDL');
@@ -145,7 +137,7 @@ export function movesGuardCondition(schema: string, keyColumn: string, bucketCou
 }
 
 /** The fence version a shard currently enforces (parsed back from the function body). */
-export async function readFenceVersion(session: Pick<ShardSession, 'query'>, schema: string): Promise<number> {
+export async function readFenceVersion(session: Queryable, schema: string): Promise<number> {
   const { rows } = await session.query<{ body: string | null }>('SELECT prosrc AS body FROM pg_proc WHERE oid = to_regprocedure($1)', [
     `${q(schema)}.write_fence()`,
   ]);
@@ -214,9 +206,4 @@ BEGIN
   IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
   RETURN NEW;
 END $capture$`;
-}
-
-/** A SQL string literal of internal text (table names as stored in the registry). */
-export function sqlString(text: string): string {
-  return `'${text.replaceAll("'", "''")}'`;
 }

@@ -1,5 +1,5 @@
-import type pg from 'pg';
-import type { ShardPool } from '../cluster/shard-pool.js';
+import type { ShardPool } from '../pool/shard-pool.js';
+import type { Listener } from '../pool/session.js';
 
 /**
  * How a router learns of a new bucket map promptly: LISTEN on one shard for the rebalancer's
@@ -23,7 +23,7 @@ const RELISTEN_DELAY_MS = 1_000;
 export class MapWatcher {
   readonly #context: MapWatcherContext;
   readonly #timer: NodeJS.Timeout | undefined;
-  #listener: pg.Client | undefined;
+  #listener: Listener | undefined;
   #relisten: NodeJS.Timeout | undefined;
   #closed = false;
   /** Which pool the next poll or LISTEN uses: rotates, so one dead shard does not blind the router. */
@@ -44,7 +44,7 @@ export class MapWatcher {
     clearTimeout(this.#relisten);
     const listener = this.#listener;
     this.#listener = undefined;
-    await listener?.end().catch(() => undefined);
+    await listener?.close();
   }
 
   #pickPool(): ShardPool | undefined {
@@ -67,32 +67,27 @@ export class MapWatcher {
   async #listen(): Promise<void> {
     const pool = this.#pickPool();
     if (!pool || this.#closed) return;
-    let client: pg.Client | undefined;
+    let listener: Listener | undefined;
+    const onNotification = (payload: string) => {
+      if (Number(payload) > this.#context.currentVersion()) void this.#context.refresh().catch(() => undefined);
+    };
+    const onLost = () => {
+      if (this.#listener === listener) this.#listener = undefined;
+      this.#scheduleRelisten();
+    };
     try {
-      client = await pool.openDedicatedClient({}, 'map listener');
-      client.on('error', () => this.#lost(client!));
-      client.on('end', () => this.#lost(client!));
-      client.on('notification', (message) => {
-        if (Number(message.payload) > this.#context.currentVersion()) void this.#context.refresh().catch(() => undefined);
-      });
-      await client.query(`LISTEN ${this.#context.channel}`);
-      if (this.#closed) {
-        await client.end().catch(() => undefined);
-        return;
-      }
-      this.#listener = client;
-      // A change made while we were not listening is caught up at once.
-      void this.#poll();
+      listener = await pool.listen(this.#context.channel, onNotification, onLost);
     } catch {
-      if (client) this.#lost(client);
-      else this.#scheduleRelisten();
+      this.#scheduleRelisten();
+      return;
     }
-  }
-
-  #lost(client: pg.Client): void {
-    void client.end().catch(() => undefined);
-    if (this.#listener === client) this.#listener = undefined;
-    this.#scheduleRelisten();
+    if (this.#closed) {
+      await listener.close();
+      return;
+    }
+    this.#listener = listener;
+    // A change made while we were not listening is caught up at once.
+    void this.#poll();
   }
 
   #scheduleRelisten(): void {

@@ -1,23 +1,27 @@
-import type { QueryResultRow } from 'pg';
+import type { QueryResultRow } from '../pool/session.js';
 import { Broadcaster, failedStream } from '../broadcast/broadcaster.js';
 import { probeBroadcastCapabilities, serverHelpers } from '../broadcast/server-probe.js';
 import type { BroadcastCapabilities } from '../broadcast/server-probe.js';
 import { loadParser } from '../broadcast/sql-parser.js';
 import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from '../broadcast/types.js';
-import { openCatalog, probeCapabilities, readLatestMap, readShardRegistry } from '../cluster/catalog.js';
-import type { RegisteredShard, ShardCapabilities } from '../cluster/catalog.js';
-import type { ShardSession } from '../cluster/shard-io.js';
-import { ShardPool } from '../cluster/shard-pool.js';
-import type { PoolStats, ShardQueryResult } from '../cluster/shard-pool.js';
+import { openCatalog, probeCapabilities, readLatestMap } from '../catalog/catalog.js';
+import type { ShardCapabilities } from '../catalog/catalog.js';
+import type { ShardSession } from '../pool/session.js';
+import { ShardPool } from '../pool/shard-pool.js';
+import type { PoolStats, ShardQueryResult } from '../pool/shard-pool.js';
 import { connectionStringFor, resolveConfig, resolveShard } from '../config.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
 import { Rebalancer } from '../rebalance/rebalancer.js';
 import type { ClusterAccess } from '../rebalance/cluster-access.js';
 import type { RebalancerOptions } from '../rebalance/rebalancer.js';
-import { readRegistry, registerOnShard, registryNameParts } from '../rebalance/registry.js';
+import { readRegistry, readShardRegistry, registryNameParts } from '../catalog/registries.js';
+import type { RegisteredShard } from '../catalog/registries.js';
+import { registerOnShard } from '../rebalance/register-table.js';
+import { rebalanceExtension } from '../rebalance/schema.js';
+import { decisionLogExtension } from '../twopc/decision-log.js';
 import { movesGuardCondition } from '../rebalance/schema.js';
-import type { RegisteredTable, TableKind } from '../rebalance/registry.js';
+import type { RegisteredTable, TableKind } from '../catalog/registries.js';
 import { runTransaction } from '../twopc/coordinator.js';
 import type { CoordinatorContext, Transaction } from '../twopc/coordinator.js';
 import { gidPrefix } from '../twopc/gid.js';
@@ -27,10 +31,10 @@ import { listAllPrepared } from '../twopc/status.js';
 import type { PreparedTransactionInfo } from '../twopc/status.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import type { TransactionOptions } from '../twopc/transaction-options.js';
-import type { BucketMap } from './bucket-map.js';
-import { signedHashKey } from './hash.js';
-import type { ShardKey } from './hash.js';
-import { mapChannel } from './map-channel.js';
+import type { BucketMap } from '../placement/bucket-map.js';
+import { signedHashKey } from '../placement/hash.js';
+import type { ShardKey } from '../placement/hash.js';
+import { mapChannel } from '../catalog/map-channel.js';
 import { MapWatcher } from './map-watcher.js';
 
 /** How often a write refused by a shard's map fence is retried after refreshing the map. */
@@ -223,7 +227,7 @@ export class ShardRouter {
     const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool, resolved.applicationName)]));
     try {
       const [{ clusterId, map, capabilities, registeredShards, tables }, broadcastCapabilities] = await Promise.all([
-        withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions)),
+        withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions, [decisionLogExtension, rebalanceExtension])),
         probeBroadcastCapabilities([...pools.values()]),
         loadParser(),
       ]);

@@ -1,8 +1,7 @@
-import type { QueryResult, QueryResultRow } from 'pg';
-import type { ShardSession } from '../cluster/shard-io.js';
-import type { ShardQueryResult } from '../cluster/shard-pool.js';
+import type { QueryResult, QueryResultRow, Queryable, ShardSession } from '../pool/session.js';
+import type { ShardQueryResult } from '../pool/shard-pool.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
-import type { ShardKey } from '../router/hash.js';
+import type { ShardKey } from '../placement/hash.js';
 import { COORDINATOR_SETTLE_WINDOW_MS, UnsettledError, commitDecisionSql, settleDecision } from './decision-log.js';
 import type { Outcome } from './decision-log.js';
 import { gidLiteral, newGid } from './gid.js';
@@ -63,6 +62,8 @@ export interface Transaction {
   executeOn<R extends QueryResultRow = QueryResultRow>(shardId: string, sql: string, params?: readonly unknown[]): Promise<ShardQueryResult<R>>;
   /** The participating shards, in the order their connections were taken. */
   readonly shardIds: readonly string[];
+  /** One participant as a Queryable (for helpers that take one): `on(id).query(sql, params)` is `executeOn(id, sql, params)`. */
+  on(shardId: string): Queryable;
 }
 
 /** How settleDecision may wait for a live coordinator's uncommitted decision row. */
@@ -170,6 +171,9 @@ class TransactionRun<T> {
       executeOn: <R extends QueryResultRow>(shardId: string, sql: string, params?: readonly unknown[]) =>
         this.#statement<R>(undefined, shardId, sql, params),
       shardIds: Object.freeze([...this.#participants.keys()]),
+      on: (shardId: string): Queryable => ({
+        query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => this.#statement<R>(undefined, shardId, sql, params),
+      }),
     });
     let timer: NodeJS.Timeout | undefined;
     let value: T;

@@ -1,4 +1,5 @@
-import type { ShardSession } from '../cluster/shard-io.js';
+import type { CatalogExtension } from '../catalog/catalog.js';
+import type { ShardSession } from '../pool/session.js';
 import { MAX_TRANSACTION_TIMEOUT_MS } from '../config.js';
 import { gidLiteral } from './gid.js';
 import type { Gid } from './gid.js';
@@ -34,6 +35,15 @@ export const ABORT_ROW_RETENTION_MS = 24 * 3_600_000;
 function table(schema: string): string {
   return `"${schema}".twopc_decisions`;
 }
+
+/** The decision table as a catalog extension: created on every shard where it is missing. */
+export const decisionLogExtension: CatalogExtension = {
+  name: 'two-phase commit decisions',
+  async ensure(session, schema) {
+    const present = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [table(schema)]);
+    if (!present.rows[0]?.present) await session.query(decisionTableDdl(schema));
+  },
+};
 
 /**
  * created_at is the insert time; keep_until (commit rows only) is the earliest time the row

@@ -1,4 +1,4 @@
-import type { ShardSession } from '../cluster/shard-io.js';
+import type { ShardSession } from '../pool/session.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
 import { collectDecisions, commitRowCandidates, settleDecision } from './decision-log.js';
 import type { Outcome } from './decision-log.js';

@@ -1,4 +1,4 @@
-import type { ShardSession } from '../cluster/shard-io.js';
+import type { ShardSession } from '../pool/session.js';
 
 /** A prepared transaction as the server lists it. */
 export interface PreparedTransactionInfo {

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bucketOf, hashKey } from '../../src/index.js';
-import { hashFunctionDdl } from '../../src/rebalance/sql-hash.js';
+import { hashFunctionDdl } from '../../src/placement/hash-sql.js';
 import { dropSchemas, shardUrls, uniqueName, withServer } from '../support/cluster.js';
 import { seededRandom } from '../support/random.js';
 

@@ -1,6 +1,6 @@
 import type { QueryResult } from 'pg';
 import { describe, expect, it } from 'vitest';
-import type { ShardSession } from '../../src/cluster/shard-io.js';
+import type { ShardSession } from '../../src/pool/session.js';
 import { ShardRouterError } from '../../src/index.js';
 import { runTransaction } from '../../src/twopc/coordinator.js';
 import type { CoordinatorContext } from '../../src/twopc/coordinator.js';

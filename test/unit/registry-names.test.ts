@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { registryNameParts } from '../../src/rebalance/registry.js';
+import { registryNameParts } from '../../src/catalog/registries.js';
 
 /** Registry names are `format('%I.%I', schema, table)`: quoted only where PostgreSQL needs it. */
 describe('registryNameParts', () => {

@@ -3,9 +3,15 @@ import pg from 'pg';
 import type { FieldDef, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { PoolConfig, ResolvedShardConfig } from '../config.js';
 import { QueryError, ShardRouterError, closedError, isDatabaseError } from '../errors.js';
-import { MAP_VERSION_SETTING, STALE_MAP_SQLSTATE } from '../rebalance/schema.js';
+import { STALE_MAP_SQLSTATE } from '../errors.js';
 import { PipelinedQuery } from './pipelined-query.js';
-import type { ShardSession } from './shard-io.js';
+import { ShardCursor } from './cursor.js';
+import { RAW_TEXT } from './raw-text.js';
+import { dedicated, openClient } from './dedicated.js';
+import type { DedicatedConnection, Listener, RowCursor, ShardSession } from './session.js';
+
+/** Session setting that carries a router connection's map version, which the shards' write fence checks (unset: not a router). */
+export const MAP_VERSION_SETTING = 'pg_shard_router.map_version';
 
 /** How long a failed connection attempt holds its pool slot, so a down shard is not hammered. */
 const CONNECT_RETRY_DELAY_MS = 250;
@@ -32,8 +38,6 @@ export interface RawQueryResult {
 /** How long a cancelled statement may take to stop before its socket is closed. */
 const RETIRE_GRACE_MS = 2_000;
 
-/** pg type parsing turned off: every value stays the server's text, for exact merging. */
-export const RAW_TEXT = { getTypeParser: () => (text: string) => text };
 
 /** Point-in-time counters of one shard's pool. */
 export interface PoolStats {
@@ -289,28 +293,66 @@ export class ShardPool {
   }
 
   /**
-   * @internal A connection outside the pool, with the pool's settings, owned by the caller (who
-   * must end it): for LISTEN and for long copies that must not hold a pool slot.
+   * A connection outside the pool, owned by the caller (who must end it): for session locks,
+   * snapshot copies and DDL that must not hold a pool slot. `settings` ride in the startup
+   * packet; `purpose` shows in pg_stat_activity's application_name.
    */
-  async openDedicatedClient(settings: Readonly<Record<string, string>> = {}, purpose?: string): Promise<pg.Client> {
-    if (this.#closing) throw closedError();
-    const options = Object.entries(settings).map(([name, value]) => `-c ${name}=${value}`).join(' ');
-    const client = new pg.Client({
-      connectionString: this.#connectionString,
-      connectionTimeoutMillis: this.#config.connectTimeoutMillis,
-      // A named purpose shows in pg_stat_activity apart from the pool's connections.
-      application_name: purpose ? `${this.#applicationName} ${purpose}`.slice(0, 63) : this.#applicationName,
-      keepAlive: true,
-      ...(options ? { options } : {}),
-    });
-    client.on('error', () => undefined);
+  async openDedicated(settings: Readonly<Record<string, string>> = {}, purpose?: string): Promise<DedicatedConnection> {
+    return dedicated(await this.#openClient(settings, purpose));
+  }
+
+  /**
+   * LISTENs on `channel` over a dedicated connection: `onNotification` gets each payload,
+   * `onLost` is called once if the connection breaks (not after close()).
+   */
+  async listen(channel: string, onNotification: (payload: string) => void, onLost: () => void): Promise<Listener> {
+    if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`bad channel name ${channel}`);
+    const client = await this.#openClient({}, 'map listener');
+    let closed = false;
+    const lost = () => {
+      if (closed) return;
+      closed = true;
+      void client.end().catch(() => undefined);
+      onLost();
+    };
+    client.on('error', lost);
+    client.on('end', lost);
+    client.on('notification', (message) => onNotification(message.payload ?? ''));
     try {
-      await client.connect();
+      await client.query(`LISTEN ${channel}`);
     } catch (error) {
-      await client.end().catch(() => undefined);
+      lost();
+      throw this.translateError(client, error);
+    }
+    return {
+      close: async () => {
+        closed = true;
+        await client.end().catch(() => undefined);
+      },
+    };
+  }
+
+  /**
+   * A cursor over `sql` that reads `batchSize` rows at a time as raw text on a pooled
+   * connection (taken at the first read). When `signal` aborts, the statement is cancelled and
+   * the connection retired.
+   */
+  openCursor(sql: string, params: readonly unknown[], batchSize: number, signal: AbortSignal): RowCursor {
+    return new ShardCursor(this, sql, params, batchSize, signal);
+  }
+
+  async #openClient(settings: Readonly<Record<string, string>>, purpose: string | undefined): Promise<pg.Client> {
+    if (this.#closing) throw closedError();
+    try {
+      return await openClient(this.#connectionString, {
+        // A named purpose shows in pg_stat_activity apart from the pool's connections.
+        applicationName: purpose ? `${this.#applicationName} ${purpose}` : this.#applicationName,
+        connectTimeoutMillis: this.#config.connectTimeoutMillis,
+        settings,
+      });
+    } catch (error) {
       throw this.#unavailable(error);
     }
-    return client;
   }
 
   /**

@@ -1,13 +1,22 @@
-import type { ShardSession } from '../cluster/shard-io.js';
-import { ShardRouterError } from '../errors.js';
-import type { Transaction } from '../twopc/coordinator.js';
-import { captureFunctionDdl, fenceTriggerName } from './schema.js';
+import type { Queryable } from '../pool/session.js';
+import { q } from '../sql.js';
 
 /**
- * The table registry: which tables are sharded (and by which column) and which are reference
- * tables (a full copy on every shard). It lives in every shard's catalog and changes only by
- * two-phase commit over all shards, so every router and the rebalancer read the same list.
+ * The registries every shard's catalog holds, changed only by two-phase commit over all shards
+ * (so every router and the rebalancer read the same lists):
+ * - the table registry: which tables are sharded (and by which column) and which are reference
+ *   tables (a full copy on every shard);
+ * - the shard registry: every shard that ever joined, with its URL *without* password (so a
+ *   router learns of a shard added after it started) and its state.
  */
+
+/** A shard in the shard registry. */
+export interface RegisteredShard {
+  readonly shardId: string;
+  /** Its connection string without the password. */
+  readonly url: string;
+  readonly state: 'active' | 'removed';
+}
 
 export type TableKind = 'sharded' | 'reference';
 
@@ -35,15 +44,36 @@ export interface TableShape {
   readonly sequences: readonly { readonly column: string; readonly sequence: string }[];
 }
 
-/** Key column types whose ::text is exactly String(key) of the value the application routes by. */
-const KEY_TYPES = /^(text|character varying(\(\d+\))?|smallint|integer|bigint|uuid)$/;
+/** Creates the registries where they are missing (catalogs older than them included). */
+export async function ensureRegistries(session: Queryable, schema: string): Promise<void> {
+  const present = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS present', [
+    `${q(schema)}.tables`,
+    `${q(schema)}.shards`,
+  ]);
+  if (present.rows[0]?.present) return;
+  await session.query(`CREATE TABLE IF NOT EXISTS ${q(schema)}.tables (
+       table_name text PRIMARY KEY,
+       kind text NOT NULL CHECK (kind IN ('sharded', 'reference')),
+       key_column text,
+       registered_at timestamptz NOT NULL DEFAULT now(),
+       CHECK ((kind = 'sharded') = (key_column IS NOT NULL)))`);
+  await session.query(`CREATE TABLE IF NOT EXISTS ${q(schema)}.shards (
+       shard_id text PRIMARY KEY,
+       url text NOT NULL,
+       state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'removed')),
+       added_at timestamptz NOT NULL DEFAULT now())`);
+}
 
-function q(schema: string): string {
-  return `"${schema}"`;
+/** The shard registry as one shard holds it. */
+export async function readShardRegistry(session: Queryable, schema: string): Promise<RegisteredShard[]> {
+  const { rows } = await session.query<{ shard_id: string; url: string; state: 'active' | 'removed' }>(
+    `SELECT shard_id, url, state FROM ${q(schema)}.shards ORDER BY shard_id`,
+  );
+  return rows.map((row) => ({ shardId: row.shard_id, url: row.url, state: row.state }));
 }
 
 /** Looks a table up on one shard; null when it does not exist there. */
-export async function describeTable(session: Pick<ShardSession, 'query'>, table: string): Promise<TableShape | null> {
+export async function describeTable(session: Queryable, table: string): Promise<TableShape | null> {
   const found = await session.query<{ oid: number; name: string }>(
     `SELECT c.oid::int AS oid, format('%I.%I', n.nspname, c.relname) AS name
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -69,65 +99,11 @@ export async function describeTable(session: Pick<ShardSession, 'query'>, table:
 }
 
 /** The registry as one shard holds it. */
-export async function readRegistry(session: Pick<ShardSession, 'query'>, schema: string): Promise<RegisteredTable[]> {
+export async function readRegistry(session: Queryable, schema: string): Promise<RegisteredTable[]> {
   const { rows } = await session.query<{ table_name: string; kind: TableKind; key_column: string | null }>(
     `SELECT table_name, kind, key_column FROM ${q(schema)}.tables ORDER BY table_name`,
   );
   return rows.map((row) => ({ table: row.table_name, kind: row.kind, shardKey: row.key_column ?? undefined }));
-}
-
-/**
- * Registers a table on one shard inside the caller's transaction: checks it exists with the
- * key column, records it, installs its fence trigger and (sharded tables) its move-capture
- * function. Returns the registry name. Registering again with the same definition is a no-op.
- */
-export async function registerOnShard(
-  tx: Transaction,
-  shardId: string,
-  schema: string,
-  bucketCount: number,
-  table: string,
-  kind: TableKind,
-  shardKey: string | undefined,
-): Promise<string> {
-  const shape = await describeTable(
-    { query: (sql, params) => tx.executeOn(shardId, sql, params) as never },
-    table,
-  );
-  if (!shape) throw new ShardRouterError('INVALID_ARGUMENT', `table ${table} does not exist on shard ${shardId}: create it on every shard first`, { shardId });
-  if (kind === 'sharded') {
-    const type = shape.types.get(shardKey!);
-    if (type === undefined) throw new ShardRouterError('INVALID_ARGUMENT', `table ${shape.name} on shard ${shardId} has no column "${shardKey}"`, { shardId });
-    if (!KEY_TYPES.test(type)) {
-      throw new ShardRouterError(
-        'INVALID_ARGUMENT',
-        `the shard key ${shape.name}.${shardKey} is ${type}; supported: text, varchar, smallint, integer, bigint, uuid (their text form is what the router hashes)`,
-        { shardId },
-      );
-    }
-  }
-  const existing = await tx.executeOn<{ kind: TableKind; key_column: string | null }>(
-    shardId,
-    `SELECT kind, key_column FROM ${q(schema)}.tables WHERE table_name = $1`,
-    [shape.name],
-  );
-  const before = existing.rows[0];
-  if (before && (before.kind !== kind || (before.key_column ?? undefined) !== shardKey)) {
-    throw new ShardRouterError(
-      'INVALID_ARGUMENT',
-      `table ${shape.name} is already registered as ${before.kind}${before.key_column ? ` by ${before.key_column}` : ''}`,
-    );
-  }
-  if (!before) {
-    await tx.executeOn(shardId, `INSERT INTO ${q(schema)}.tables (table_name, kind, key_column) VALUES ($1, $2, $3)`, [shape.name, kind, shardKey ?? null]);
-  }
-  if (kind === 'sharded') await tx.executeOn(shardId, captureFunctionDdl(schema, shape.oid, shape.name, shardKey!, bucketCount));
-  await tx.executeOn(
-    shardId,
-    `CREATE OR REPLACE TRIGGER ${fenceTriggerName(schema)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${shape.name}
-       FOR EACH STATEMENT EXECUTE FUNCTION ${q(schema)}.write_fence()`,
-  );
-  return shape.name;
 }
 
 /** Splits a registry name (`format('%I.%I')`: quoted only where needed) into its two identifiers, unquoted. */

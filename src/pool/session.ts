@@ -1,0 +1,66 @@
+import type { FieldDef, QueryResult, QueryResultRow } from 'pg';
+
+/**
+ * The seam: every layer above pool/ talks to PostgreSQL through these interfaces and never
+ * touches the driver (test/unit/layers.test.ts checks it). Unit tests substitute recording fakes.
+ * The driver's result types are re-exported here so that nothing above imports `pg`.
+ */
+export type { FieldDef, QueryResult, QueryResultRow };
+
+/** What a statement returned, as far as callers that only read rows need. */
+export interface QueryRows<R> {
+  readonly rows: R[];
+  readonly rowCount: number | null;
+}
+
+/** Anything that runs one statement: a pool, a borrowed session, a transaction on one shard, a dedicated connection. */
+export interface Queryable {
+  query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryRows<R>>;
+}
+
+/**
+ * A connection borrowed from one shard for several statements (a transaction). Released to the
+ * pool exactly once.
+ */
+export interface ShardSession extends Queryable {
+  readonly shardId: string;
+  /** The connection has failed: nothing more can be sent on it, and nothing sent later was received. */
+  readonly broken: boolean;
+  /** The server process serving this connection (pg_stat_activity.pid), when known. */
+  readonly backendPid: number | undefined;
+  query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
+  /**
+   * Runs parameterless `preamble` statements and then `sql` in one round trip; resolves to one
+   * result per statement. If one fails, the rest are skipped and the call rejects.
+   */
+  queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[]): Promise<QueryResult[]>;
+  /** Returns the connection (or destroys it if it broke or was left inside a transaction). Idempotent. */
+  release(): void;
+}
+
+/**
+ * A connection of its own outside the pool, held as long as its owner needs it and then ended:
+ * session advisory locks (a move's lease), a snapshot copy, DDL with lock timeouts. Errors are
+ * PostgreSQL's own (with `code`), since its owner reacts to SQLSTATEs such as 55P03.
+ */
+export interface DedicatedConnection extends Queryable {
+  query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
+  /** Closes the connection; the server releases its session locks. Never throws. */
+  end(): Promise<void>;
+}
+
+/** A LISTEN on one channel, over a dedicated connection. */
+export interface Listener {
+  /** Stops listening and closes the connection. Never throws. */
+  close(): Promise<void>;
+}
+
+/** A streaming read of one statement's rows as raw text, a batch at a time (see ShardPool.openCursor). */
+export interface RowCursor {
+  /** Reads the first batch (kept for next()) and returns the result's columns. */
+  open(): Promise<FieldDef[]>;
+  /** The next batch; empty when the rows are exhausted (the connection is then returned). */
+  next(): Promise<(string | null)[][]>;
+  /** Closes the cursor and returns (or, after a failure or cancel, retires) the connection. Idempotent. */
+  close(): Promise<void>;
+}
