@@ -148,10 +148,10 @@ export async function runMove(
     if (!lease.rows[0]?.locked) throw new ShardRouterError('REBALANCE_CONFLICT', `move ${moveId} is being run by another rebalancer`);
 
     const tables = await tablesToCopy(access, sourceLog);
-    if (!request.resume) {
-      await start(sourceLog, schema, moveId, buckets, source, target, tables);
-      await reached('started');
-    }
+    if (!request.resume) await recordMove(sourceLog, schema, moveId, buckets, source, target);
+    // Also on a resume: a rebalancer that died while installing them may have left some out.
+    await installCaptureTriggers(sourceLog, schema, tables);
+    if (!request.resume) await reached('started');
 
     const copyStarted = Date.now();
     let pauseStarted = 0;
@@ -240,51 +240,39 @@ export async function tablesToCopy(access: ClusterAccess, source: Queryable): Pr
   return tables;
 }
 
-/** Records the move and installs the capture trigger on every sharded table of the source, in one transaction. */
-async function start(
-  client: DedicatedConnection,
-  schema: string,
-  moveId: string,
-  buckets: readonly number[],
-  source: string,
-  target: string,
-  tables: readonly TableCopy[],
-): Promise<void> {
-  await withDdlRetries(client, async () => {
-    await lockTables(client, tables, 'SHARE ROW EXCLUSIVE');
-    await client.query(`INSERT INTO ${q(schema)}.moves (move_id, buckets, source_shard, target_shard, state) VALUES ($1, $2, $3, $4, 'copying')`, [
-      moveId,
-      buckets,
-      source,
-      target,
-    ]);
-    for (const table of tables) {
+/** Records a new move on its source (state 'copying'). */
+async function recordMove(client: DedicatedConnection, schema: string, moveId: string, buckets: readonly number[], source: string, target: string): Promise<void> {
+  await client.query(`INSERT INTO ${q(schema)}.moves (move_id, buckets, source_shard, target_shard, state) VALUES ($1, $2, $3, $4, 'copying')`, [
+    moveId,
+    buckets,
+    source,
+    target,
+  ]);
+}
+
+/**
+ * Installs the capture trigger on every sharded table of the source (idempotent), one table per
+ * transaction: the rebalancer then never holds one table's lock while it waits for another's,
+ * so it can never close a lock cycle with an application transaction. All of them commit
+ * before the snapshot copy starts, which is all the copy needs (I3).
+ */
+async function installCaptureTriggers(client: DedicatedConnection, schema: string, tables: readonly TableCopy[]): Promise<void> {
+  for (const table of tables) {
+    await withDdlRetries(client, async () => {
       await client.query(
         `CREATE OR REPLACE TRIGGER ${captureTriggerName(schema)} BEFORE INSERT OR UPDATE OR DELETE ON ${table.shape.name}
            FOR EACH ROW EXECUTE FUNCTION ${captureFunctionName(schema, table.shape.oid)}()`,
       );
-    }
-  });
+    });
+  }
 }
 
 /**
- * Takes the table locks that creating or dropping the capture triggers needs, all at once, in
- * one global order (by table name): the rebalancer never holds one table while waiting for
- * another in an order of its own making.
- */
-async function lockTables(client: DedicatedConnection, tables: readonly TableCopy[], mode: 'SHARE ROW EXCLUSIVE' | 'ACCESS EXCLUSIVE'): Promise<void> {
-  const names = [...new Set(tables.map((table) => table.shape.name))].sort();
-  if (names.length > 0) await client.query(`LOCK TABLE ${names.join(', ')} IN ${mode} MODE`);
-}
-
-/**
- * Runs `work` (DDL on busy tables) in a transaction whose lock requests give up quickly, and
- * retries it until DDL_RETRY_BUDGET_MS has passed. The rebalancer must never be the reason an
- * application transaction dies: a queued DDL lock holds up the table's writers, and a lock
- * cycle with an application transaction (it holds table B and wants A, we hold A and want B) is
- * broken by PostgreSQL after deadlock_timeout by aborting whichever waiter checks first. With
- * a lock_timeout below half the server's deadlock_timeout, our request gives up, and releases
- * everything, before any application waiter can run that check, so the application goes on.
+ * Runs `work` (one lock-taking statement, such as DDL on one busy table) in a transaction whose
+ * lock request gives up quickly, and retries it until DDL_RETRY_BUDGET_MS has passed. The
+ * rebalancer must never be the reason an application transaction dies: `work` holds no other
+ * lock while it waits, so it cannot be part of a lock cycle, and its queued request (which holds
+ * up the table's writers) is withdrawn within half the server's deadlock_timeout.
  */
 async function withDdlRetries(client: DedicatedConnection, work: () => Promise<void>): Promise<void> {
   const lockTimeout = await ddlLockTimeout(client);
@@ -447,15 +435,20 @@ export async function finishSwitched(
 
 /** Marks a move done or undone, drops its change log and, if no other move from the source is open, its capture triggers. */
 export async function closeMove(client: DedicatedConnection, schema: string, moveId: string, state: 'done' | 'undone', tables: readonly TableCopy[]): Promise<void> {
-  await withDdlRetries(client, async () => {
-    // Triggers first: a writer holds its table's lock and then share-locks the move row in the
-    // trigger, so locking the move row before the tables would invite a deadlock.
-    const others = await client.query(`SELECT 1 FROM ${q(schema)}.moves WHERE state IN ('copying', 'switched') AND move_id <> $1`, [moveId]);
-    if (others.rowCount === 0) {
-      // DROP TRIGGER takes ACCESS EXCLUSIVE: all tables first, in the one global order.
-      await lockTables(client, tables, 'ACCESS EXCLUSIVE');
-      for (const table of tables) await client.query(`DROP TRIGGER IF EXISTS ${captureTriggerName(schema)} ON ${table.shape.name}`);
+  // Triggers first, each in a transaction of its own (DROP TRIGGER takes ACCESS EXCLUSIVE on its
+  // table and nothing else): a writer holds its table's lock and then share-locks the move row in
+  // the trigger, so holding the move row, or another table, while waiting would invite a cycle.
+  // A crash between them leaves the move open with fewer triggers, which resume handles: a
+  // copying move reinstalls them, a switched one needs none (the fence refuses stale writers).
+  const others = await client.query(`SELECT 1 FROM ${q(schema)}.moves WHERE state IN ('copying', 'switched') AND move_id <> $1`, [moveId]);
+  if (others.rowCount === 0) {
+    for (const table of tables) {
+      await withDdlRetries(client, async () => {
+        await client.query(`DROP TRIGGER IF EXISTS ${captureTriggerName(schema)} ON ${table.shape.name}`);
+      });
     }
+  }
+  await withDdlRetries(client, async () => {
     await client.query(`UPDATE ${q(schema)}.moves SET state = $2, updated_at = now() WHERE move_id = $1`, [moveId, state]);
     await client.query(`DELETE FROM ${q(schema)}.move_changes WHERE move_id = $1`, [moveId]);
   });

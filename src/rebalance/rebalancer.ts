@@ -218,13 +218,18 @@ export class Rebalancer {
           }
           copied[table.table] = rows.length;
         }
+        // Every shard's registry lists every shard that ever joined: the new one gets the
+        // whole registry (removed shards included), the others the new shard's row.
+        const rows = [...access.registeredShards, { shardId: resolved.id, url: urlWithoutPassword(resolved.connectionString), state: 'active' as const }];
         await Promise.all(
-          all.map((shardId) =>
-            tx.executeOn(shardId, `INSERT INTO "${schema}".shards (shard_id, url) VALUES ($1, $2) ON CONFLICT (shard_id) DO NOTHING`, [
-              resolved.id,
-              urlWithoutPassword(resolved.connectionString),
-            ]),
-          ),
+          all.map((shardId) => {
+            const added = shardId === resolved.id ? rows : rows.slice(-1);
+            return tx.executeOn(
+              shardId,
+              `INSERT INTO "${schema}".shards (shard_id, url, state) SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT (shard_id) DO NOTHING`,
+              [added.map((row) => row.shardId), added.map((row) => row.url), added.map((row) => row.state)],
+            );
+          }),
         );
         await switchMapIn(tx, schema, all, before, next, existing);
         return copied;
