@@ -1,6 +1,6 @@
 import type { ShardPool } from '../pool/shard-pool.js';
-import type { TextOrder } from './pg-values.js';
-import type { ServerRanker } from './row-order.js';
+import type { TextOrder } from './values/order.js';
+import type { ServerRanker } from './merge/row-order.js';
 
 /** What the broadcast layer learns from the shards at connect. */
 export interface BroadcastCapabilities {

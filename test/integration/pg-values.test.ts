@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { addNumeric, compareNumeric, divideNumeric, formatNumeric, parseNumeric } from '../../src/broadcast/decimal.js';
-import { averageFromPartials, comparatorFor, countPartials, equalityKeyFor, OID, sumPartials } from '../../src/broadcast/pg-values.js';
+import { addNumeric, compareNumeric, divideNumeric, formatNumeric, parseNumeric } from '../../src/broadcast/values/decimal.js';
+import { averageFromPartials, comparatorFor, countPartials, equalityKeyFor, OID, sumPartials } from '../../src/broadcast/values/order.js';
 import { shardUrls, withServer } from '../support/cluster.js';
 import { seededRandom } from '../support/random.js';
 

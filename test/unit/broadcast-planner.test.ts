@@ -1,8 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { formatPlan } from '../../src/broadcast/plan.js';
-import type { BroadcastPlan, SelectPlan } from '../../src/broadcast/plan.js';
-import { planBroadcast } from '../../src/broadcast/planner.js';
-import { loadParser } from '../../src/broadcast/sql-parser.js';
+import { formatPlan } from '../../src/broadcast/plan/plan.js';
+import type { BroadcastPlan, SelectPlan } from '../../src/broadcast/plan/plan.js';
+import { planBroadcast } from '../../src/broadcast/plan/planner.js';
+import { loadParser } from '../../src/broadcast/plan/sql-parser.js';
 import { ShardRouterError } from '../../src/index.js';
 
 const catalog = { isAggregate: (name: string) => ['string_agg', 'array_agg', 'stddev', 'percentile_cont', 'my_agg'].includes(name) };

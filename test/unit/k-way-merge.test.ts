@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mergeSorted, mergeSortedBatches } from '../../src/broadcast/k-way-merge.js';
+import { mergeSorted, mergeSortedBatches } from '../../src/broadcast/merge/k-way-merge.js';
 import { seededRandom } from '../support/random.js';
 
 type Item = { value: number; source: number; seq: number };

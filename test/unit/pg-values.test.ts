@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addNumeric, compareNumeric, divideNumeric, formatNumeric, parseNumeric } from '../../src/broadcast/decimal.js';
+import { addNumeric, compareNumeric, divideNumeric, formatNumeric, parseNumeric } from '../../src/broadcast/values/decimal.js';
 import {
   averageFromPartials,
   boolAndPartials,
@@ -12,7 +12,7 @@ import {
   minPartials,
   OID,
   sumPartials,
-} from '../../src/broadcast/pg-values.js';
+} from '../../src/broadcast/values/order.js';
 
 const n = parseNumeric;
 const add = (a: string, b: string) => formatNumeric(addNumeric(n(a), n(b)));

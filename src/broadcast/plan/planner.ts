@@ -1,4 +1,4 @@
-import { ShardRouterError } from '../errors.js';
+import { ShardRouterError } from '../../errors.js';
 import { asKind, integerConstant, isNullConstant, names, nodeBody, nodeKind, nodeList, structuralKey, walk } from './ast.js';
 import type { AstBody, AstNode } from './ast.js';
 import type { BroadcastPlan, ColumnRef, ColumnRole, ComparisonOperator, Condition, Count, Operand, SelectPlan, SortKey } from './plan.js';

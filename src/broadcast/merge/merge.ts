@@ -1,11 +1,11 @@
-import { parseRows } from '../pool/raw-text.js';
-import type { FieldDef, QueryResultRow } from '../pool/session.js';
-import type { RawQueryResult } from '../pool/shard-pool.js';
-import { ShardRouterError } from '../errors.js';
-import { compareNumeric, parseNumeric } from './decimal.js';
+import { parseRows } from '../../pool/raw-text.js';
+import type { FieldDef, QueryResultRow } from '../../pool/session.js';
+import type { RawQueryResult } from '../../pool/shard-pool.js';
+import { ShardRouterError } from '../../errors.js';
+import { compareNumeric, parseNumeric } from '../values/decimal.js';
 import { mergeSorted } from './k-way-merge.js';
-import { columnIndex } from './plan.js';
-import type { ColumnRole, Condition, Count, Operand, SelectPlan } from './plan.js';
+import { columnIndex } from '../plan/plan.js';
+import type { ColumnRole, Condition, Count, Operand, SelectPlan } from '../plan/plan.js';
 import {
   OID,
   averageFromPartials,
@@ -18,11 +18,11 @@ import {
   maxPartials,
   minPartials,
   sumPartials,
-} from './pg-values.js';
-import type { TextOrder } from './pg-values.js';
+} from '../values/order.js';
+import type { TextOrder } from '../values/order.js';
 import { rankComparator, rowComparator, textOrderOf } from './row-order.js';
 import type { RawRow, ServerRanker } from './row-order.js';
-import type { ServerCaster } from './server-probe.js';
+import type { ServerCaster } from '../server-probe.js';
 
 /** One shard's answer to the shard query: field descriptions and rows of raw text forms. */
 export type ShardRows = Pick<RawQueryResult, 'shardId' | 'fields' | 'rows'>;

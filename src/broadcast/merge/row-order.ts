@@ -1,8 +1,8 @@
-import { ShardRouterError } from '../errors.js';
-import { columnIndex } from './plan.js';
-import type { SortKey } from './plan.js';
-import { comparatorFor } from './pg-values.js';
-import type { TextComparator, TextOrder } from './pg-values.js';
+import { ShardRouterError } from '../../errors.js';
+import { columnIndex } from '../plan/plan.js';
+import type { SortKey } from '../plan/plan.js';
+import { comparatorFor } from '../values/order.js';
+import type { TextComparator, TextOrder } from '../values/order.js';
 
 /** A shard row as the server sent it: text forms by column, null for NULL. */
 export type RawRow = (string | null)[];
