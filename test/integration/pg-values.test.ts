@@ -1,7 +1,10 @@
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { addNumeric, compareNumeric, divideNumeric, formatNumeric, parseNumeric } from '../../src/broadcast/values/decimal.js';
-import { averageFromPartials, comparatorFor, countPartials, equalityKeyFor, OID, sumPartials } from '../../src/broadcast/values/order.js';
+import { OID } from '../../src/broadcast/values/oid.js';
+import { comparatorFor } from '../../src/broadcast/values/order.js';
+import { averageFromPartials, countPartials, sumPartials } from '../../src/broadcast/values/partials.js';
+import { equalityKeyFor } from '../../src/broadcast/values/text-forms.js';
 import { shardUrls, withServer } from '../support/cluster.js';
 import { seededRandom } from '../support/random.js';
 

@@ -1,18 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { addNumeric, compareNumeric, divideNumeric, formatNumeric, parseNumeric } from '../../src/broadcast/values/decimal.js';
-import {
-  averageFromPartials,
-  boolAndPartials,
-  boolOrPartials,
-  comparatorFor,
-  countPartials,
-  equalityKeyFor,
-  hasEqualityKey,
-  maxPartials,
-  minPartials,
-  OID,
-  sumPartials,
-} from '../../src/broadcast/values/order.js';
+import { OID } from '../../src/broadcast/values/oid.js';
+import { comparatorFor } from '../../src/broadcast/values/order.js';
+import { averageFromPartials, boolAndPartials, boolOrPartials, countPartials, maxPartials, minPartials, sumPartials } from '../../src/broadcast/values/partials.js';
+import { equalityKeyFor, hasEqualityKey } from '../../src/broadcast/values/text-forms.js';
 
 const n = parseNumeric;
 const add = (a: string, b: string) => formatNumeric(addNumeric(n(a), n(b)));

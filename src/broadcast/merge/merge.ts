@@ -6,20 +6,11 @@ import { compareNumeric, parseNumeric } from '../values/decimal.js';
 import { mergeSorted } from './k-way-merge.js';
 import { columnIndex } from '../plan/plan.js';
 import type { ColumnRole, Condition, Count, Operand, SelectPlan } from '../plan/plan.js';
-import {
-  OID,
-  averageFromPartials,
-  boolAndPartials,
-  boolOrPartials,
-  comparatorFor,
-  countPartials,
-  equalityKeyFor,
-  hasEqualityKey,
-  maxPartials,
-  minPartials,
-  sumPartials,
-} from '../values/order.js';
+import { OID } from '../values/oid.js';
+import { comparatorFor } from '../values/order.js';
 import type { TextOrder } from '../values/order.js';
+import { averageFromPartials, boolAndPartials, boolOrPartials, countPartials, maxPartials, minPartials, sumPartials } from '../values/partials.js';
+import { equalityKeyFor, hasEqualityKey } from '../values/text-forms.js';
 import { rankComparator, rowComparator, textOrderOf } from './row-order.js';
 import type { RawRow, ServerRanker } from './row-order.js';
 import type { ServerCaster } from '../server-probe.js';
