@@ -75,24 +75,38 @@ interface PreparedRow {
   readonly ageMillis: number;
 }
 
+type Listing = PreparedRow[] | Error;
+
 export async function recover(context: RecoveryContext, options: RecoveryOptions): Promise<RecoveryReport> {
   const startedAt = new Date();
-  const schema = context.catalogSchema;
-  const prefix = gidPrefix(context.clusterId);
-  const known = new Set(context.shardIds);
-
   // Commit-row candidates are read BEFORE the shards are listed: a row visible now was
   // committed after all its PREPAREs, so each participant that has not yet finished shows up
   // in the listing below. Reading them after the listing would not give that guarantee.
+  const candidates = await readCommitRowCandidates(context);
+  const listings = await listEveryShard(context);
+  const pass = new SettlePass(context, options);
+  await Promise.all(context.shardIds.map((shardId) => pass.settleShard(shardId, listings.get(shardId)!)));
+  const decisionsCollected = await collectFinishedDecisions(context, candidates, listings);
+  const { committed, rolledBack, inDoubt, shards } = pass;
+  return { startedAt, durationMillis: Date.now() - startedAt.getTime(), committed, rolledBack, inDoubt, shards, decisionsCollected };
+}
+
+/** Each reachable shard's gids with a commit row (an unreachable shard is simply left out). */
+async function readCommitRowCandidates(context: RecoveryContext): Promise<Map<string, string[]>> {
   const candidates = new Map<string, string[]>();
   await Promise.all(
     context.shardIds.map(async (shardId) => {
-      const rows = await withSession(context, shardId, (session) => commitRowCandidates(session, schema)).catch(() => undefined);
+      const rows = await withSession(context, shardId, (session) => commitRowCandidates(session, context.catalogSchema)).catch(() => undefined);
       if (rows) candidates.set(shardId, rows);
     }),
   );
+  return candidates;
+}
 
-  const listings = new Map<string, PreparedRow[] | Error>();
+/** Every shard's prepared transactions of this cluster, or the error that kept it from being listed. */
+async function listEveryShard(context: RecoveryContext): Promise<Map<string, Listing>> {
+  const prefix = gidPrefix(context.clusterId);
+  const listings = new Map<string, Listing>();
   await Promise.all(
     context.shardIds.map(async (shardId) => {
       try {
@@ -102,97 +116,109 @@ export async function recover(context: RecoveryContext, options: RecoveryOptions
       }
     }),
   );
+  return listings;
+}
 
-  const committed: SettledTransaction[] = [];
-  const rolledBack: SettledTransaction[] = [];
-  const inDoubt: InDoubtTransaction[] = [];
-  const shards: Record<string, ShardRecoveryReport> = {};
-  // One settleDecision per gid per pass, shared by the shards that have it prepared.
-  const decisions = new Map<string, Promise<Outcome>>();
-  const decide = (gid: Gid, deciderId: string): Promise<Outcome> => {
-    let decision = decisions.get(gid);
-    if (!decision) {
-      decision = withSession(context, deciderId, (session) => settleDecision(session, schema, gid, SETTLE_LOCK_TIMEOUT_MS));
-      decision.catch(() => undefined);
-      decisions.set(gid, decision);
-    }
-    return decision;
-  };
+type ShardCounts = { -readonly [K in Exclude<keyof ShardRecoveryReport, 'error'>]: ShardRecoveryReport[K] };
 
-  await Promise.all(
-    context.shardIds.map(async (shardId) => {
-      const listing = listings.get(shardId)!;
-      if (listing instanceof Error) {
-        shards[shardId] = { prepared: 0, committed: 0, rolledBack: 0, inDoubt: 0, tooYoung: 0, error: describe(listing) };
-        return;
-      }
-      const counts = { prepared: listing.length, committed: 0, rolledBack: 0, inDoubt: 0, tooYoung: 0 };
-      for (const row of listing) {
-        if (row.ageMillis < options.graceMillis) {
-          counts.tooYoung++;
-          continue;
-        }
-        const doubt = (reason: string) => {
-          counts.inDoubt++;
-          inDoubt.push({ gid: row.gid, shardId, reason });
-        };
-        let gid: Gid;
-        try {
-          gid = asGid(row.gid);
-        } catch {
-          doubt('has this cluster\'s prefix but is not a well-formed pg-shard-router gid; left alone');
-          continue;
-        }
-        const deciderId = decisionShardOf(gid, context.clusterId)!;
-        if (!known.has(deciderId)) {
-          doubt(`its decision shard ${deciderId} is not among the shards given to this router`);
-          continue;
-        }
-        let outcome: Outcome;
-        try {
-          outcome = await decide(gid, deciderId);
-        } catch (error) {
-          doubt(`its decision shard ${deciderId} could not be asked: ${describe(error)}`);
-          continue;
-        }
-        try {
-          await withSession(context, shardId, (session) => session.query(`${outcome === 'commit' ? 'COMMIT' : 'ROLLBACK'} PREPARED ${gidLiteral(gid)}`));
-        } catch (error) {
-          // 42704: gone meanwhile; it was finished by its coordinator or another recovery,
-          // necessarily with the same decision, which is final.
-          if (sqlStateOf(error) !== '42704') {
-            doubt(`decided ${outcome}, but finishing it failed: ${describe(error)}`);
-            continue;
-          }
-        }
-        if (outcome === 'commit') {
-          counts.committed++;
-          committed.push({ gid, shardId, outcome });
-        } else {
-          counts.rolledBack++;
-          rolledBack.push({ gid, shardId, outcome });
-        }
-      }
-      shards[shardId] = counts;
-    }),
-  );
+/** One pass's settling of the listed prepared transactions, and its tally. */
+class SettlePass {
+  readonly committed: SettledTransaction[] = [];
+  readonly rolledBack: SettledTransaction[] = [];
+  readonly inDoubt: InDoubtTransaction[] = [];
+  readonly shards: Record<string, ShardRecoveryReport> = {};
+  readonly #context: RecoveryContext;
+  readonly #options: RecoveryOptions;
+  readonly #known: Set<string>;
+  /** One settleDecision per gid per pass, shared by the shards that have it prepared. */
+  readonly #decisions = new Map<string, Promise<Outcome>>();
 
-  // Garbage collection, only after a complete listing: a commit row goes once no shard has its
-  // gid prepared (any age); abort rows go after their retention (decision-log.ts).
-  let decisionsCollected = 0;
-  const everyShardListed = [...listings.values()].every((listing) => !(listing instanceof Error));
-  if (everyShardListed) {
-    const stillPrepared = new Set([...listings.values()].flatMap((listing) => (listing instanceof Error ? [] : listing.map((row) => row.gid))));
-    await Promise.all(
-      [...candidates].map(async ([shardId, gids]) => {
-        const finished = gids.filter((gid) => !stillPrepared.has(gid));
-        const removed = await withSession(context, shardId, (session) => collectDecisions(session, schema, finished)).catch(() => 0);
-        decisionsCollected += removed;
-      }),
-    );
+  constructor(context: RecoveryContext, options: RecoveryOptions) {
+    this.#context = context;
+    this.#options = options;
+    this.#known = new Set(context.shardIds);
   }
 
-  return { startedAt, durationMillis: Date.now() - startedAt.getTime(), committed, rolledBack, inDoubt, shards, decisionsCollected };
+  async settleShard(shardId: string, listing: Listing): Promise<void> {
+    if (listing instanceof Error) {
+      this.shards[shardId] = { prepared: 0, committed: 0, rolledBack: 0, inDoubt: 0, tooYoung: 0, error: describe(listing) };
+      return;
+    }
+    const counts: ShardCounts = { prepared: listing.length, committed: 0, rolledBack: 0, inDoubt: 0, tooYoung: 0 };
+    for (const row of listing) {
+      if (row.ageMillis < this.#options.graceMillis) {
+        counts.tooYoung++;
+        continue;
+      }
+      await this.#settle(shardId, row.gid, counts);
+    }
+    this.shards[shardId] = counts;
+  }
+
+  /** Settles one prepared transaction on one shard: its decision from D, then COMMIT or ROLLBACK PREPARED. */
+  async #settle(shardId: string, rawGid: string, counts: ShardCounts): Promise<void> {
+    const doubt = (reason: string) => {
+      counts.inDoubt++;
+      this.inDoubt.push({ gid: rawGid, shardId, reason });
+    };
+    let gid: Gid;
+    try {
+      gid = asGid(rawGid);
+    } catch {
+      return doubt('has this cluster\'s prefix but is not a well-formed pg-shard-router gid; left alone');
+    }
+    const deciderId = decisionShardOf(gid, this.#context.clusterId)!;
+    if (!this.#known.has(deciderId)) return doubt(`its decision shard ${deciderId} is not among the shards given to this router`);
+    let outcome: Outcome;
+    try {
+      outcome = await this.#decide(gid, deciderId);
+    } catch (error) {
+      return doubt(`its decision shard ${deciderId} could not be asked: ${describe(error)}`);
+    }
+    try {
+      await withSession(this.#context, shardId, (session) => session.query(`${outcome === 'commit' ? 'COMMIT' : 'ROLLBACK'} PREPARED ${gidLiteral(gid)}`));
+    } catch (error) {
+      // 42704: gone meanwhile; it was finished by its coordinator or another recovery,
+      // necessarily with the same decision, which is final.
+      if (sqlStateOf(error) !== '42704') return doubt(`decided ${outcome}, but finishing it failed: ${describe(error)}`);
+    }
+    if (outcome === 'commit') {
+      counts.committed++;
+      this.committed.push({ gid, shardId, outcome });
+    } else {
+      counts.rolledBack++;
+      this.rolledBack.push({ gid, shardId, outcome });
+    }
+  }
+
+  #decide(gid: Gid, deciderId: string): Promise<Outcome> {
+    let decision = this.#decisions.get(gid);
+    if (!decision) {
+      decision = withSession(this.#context, deciderId, (session) => settleDecision(session, this.#context.catalogSchema, gid, SETTLE_LOCK_TIMEOUT_MS));
+      decision.catch(() => undefined);
+      this.#decisions.set(gid, decision);
+    }
+    return decision;
+  }
+}
+
+/**
+ * Garbage collection, only after a complete listing: a commit row goes once no shard has its
+ * gid prepared (any age); abort rows go after their retention (decision-log.ts).
+ */
+async function collectFinishedDecisions(context: RecoveryContext, candidates: Map<string, string[]>, listings: Map<string, Listing>): Promise<number> {
+  let decisionsCollected = 0;
+  const everyShardListed = [...listings.values()].every((listing) => !(listing instanceof Error));
+  if (!everyShardListed) return decisionsCollected;
+  const stillPrepared = new Set([...listings.values()].flatMap((listing) => (listing instanceof Error ? [] : listing.map((row) => row.gid))));
+  await Promise.all(
+    [...candidates].map(async ([shardId, gids]) => {
+      const finished = gids.filter((gid) => !stillPrepared.has(gid));
+      const removed = await withSession(context, shardId, (session) => collectDecisions(session, context.catalogSchema, finished)).catch(() => 0);
+      decisionsCollected += removed;
+    }),
+  );
+  return decisionsCollected;
 }
 
 /** This cluster's prepared transactions in the shard's current database (exact prefix match, never LIKE). */

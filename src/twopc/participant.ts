@@ -1,0 +1,70 @@
+import type { QueryResult, QueryResultRow, ShardSession } from '../pool/session.js';
+import { ShardRouterError } from '../errors.js';
+import type { Gid } from './gid.js';
+import { testHooks } from './test-hooks.js';
+
+/** How long clean-up (ROLLBACK after a failure) may take before the connection is dropped instead. */
+const CLEANUP_WAIT_MS = 2_000;
+
+/** One shard of a transaction: its borrowed connection and what the coordinator knows about it. */
+export class Participant {
+  readonly shardId: string;
+  readonly session: ShardSession;
+  #began = false;
+  /** The first error a statement got here: the reason a later PREPARE votes no. */
+  firstError: unknown;
+  /** When this shard's transaction began, on its own clock (epoch seconds); NaN until known. */
+  startedAt = Number.NaN;
+
+  constructor(session: ShardSession) {
+    this.shardId = session.shardId;
+    this.session = session;
+  }
+
+  get began(): boolean {
+    return this.#began;
+  }
+
+  send<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+    testHooks.statement?.(this.shardId, sql);
+    return this.session.query<R>(sql, params);
+  }
+
+  /**
+   * Runs a statement, opening the transaction first if this is the shard's first one. BEGIN is
+   * lazy (a declared shard that is never used costs nothing, and work that touched one shard
+   * commits in one phase) and rides in the same round trip as the first statement.
+   */
+  async run<R extends QueryResultRow>(sql: string, params: readonly unknown[] | undefined, begin: () => readonly string[]): Promise<QueryResult<R>> {
+    try {
+      if (this.#began) return await this.send<R>(sql, params);
+      this.#began = true;
+      const preamble = begin();
+      testHooks.statement?.(this.shardId, preamble.join('; '));
+      testHooks.statement?.(this.shardId, sql);
+      const results = await this.session.queryPipelined(preamble, sql, params);
+      this.startedAt = Number((results[1]?.rows[0] as { started?: string } | undefined)?.started);
+      return results[results.length - 1] as QueryResult<R>;
+    } catch (error) {
+      this.firstError ??= error;
+      throw error;
+    }
+  }
+}
+
+/** TRANSACTION_ABORTED: nothing was committed anywhere because `shardId` could not commit. */
+export function aborted(shardId: string, gid: Gid | undefined, cause: unknown, why?: string): ShardRouterError {
+  const reason = why ?? (cause instanceof Error ? cause.message : 'its transaction had already failed');
+  return new ShardRouterError('TRANSACTION_ABORTED', `the transaction was rolled back on every shard: shard ${shardId} could not commit: ${reason}`, {
+    shardId,
+    gid,
+    cause,
+  });
+}
+
+/** Waits a bounded time for a clean-up statement; failures are fine (the pool destroys a connection left mid-transaction). */
+export async function cleanup(statement: Promise<unknown>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([statement.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, CLEANUP_WAIT_MS)))]);
+  clearTimeout(timer);
+}
