@@ -1,7 +1,7 @@
 import type { BucketMap } from '../placement/bucket-map.js';
 import { mapChannel } from '../catalog/map-channel.js';
 import type { Transaction } from '../twopc/coordinator.js';
-import type { ClusterAccess } from './cluster-access.js';
+import type { RebalanceContext } from './context.js';
 import { fenceFunctionDdl } from './schema.js';
 
 /**
@@ -31,6 +31,6 @@ export async function switchMapIn(
  * Tells listening routers (NOTIFY cannot be part of a prepared transaction, so it follows the
  * commit). Best effort: routers also poll, and the fence catches the rest.
  */
-export async function notifyMapChange(access: ClusterAccess, version: number): Promise<void> {
-  await Promise.allSettled(access.shardIds().map((shardId) => access.pool(shardId).query('SELECT pg_notify($1, $2)', [mapChannel(access.clusterId), String(version)])));
+export async function notifyMapChange(context: RebalanceContext, version: number): Promise<void> {
+  await Promise.allSettled(context.shardIds().map((shardId) => context.pool(shardId).query('SELECT pg_notify($1, $2)', [mapChannel(context.clusterId), String(version)])));
 }

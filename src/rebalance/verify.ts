@@ -2,6 +2,7 @@ import type { BucketMap } from '../placement/bucket-map.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { RegisteredTable } from '../catalog/registries.js';
 import { q, quoteIdent } from '../sql.js';
+import type { RebalanceContext } from './context.js';
 
 /** Rows of a sharded table on a shard that does not own their bucket. */
 export interface MisplacedRows {
@@ -35,6 +36,42 @@ export interface VerifyReport {
   readonly unreachable: readonly { readonly shardId: string; readonly error: string }[];
   /** True when nothing is misplaced or divergent. */
   readonly ok: boolean;
+}
+
+type Unreachable = { shardId: string; error: string };
+
+/**
+ * Checks the whole cluster: placement on every shard it ever had (removed ones too: rows left
+ * there are misplaced, and a move from there may be open) and the open moves. A removed shard
+ * that cannot be reached is listed, not fatal: its data takes no part in any answer.
+ */
+export async function verifyCluster(context: RebalanceContext): Promise<VerifyReport> {
+  const map = await context.refresh();
+  const members = context.shardIds();
+  const { reachable, unreachable, openMoves } = await countOpenMoves(context, members);
+  const placement = await verifyPlacement(map, context.tables, reachable, members, (id) => context.pool(id), context.config.catalogSchema);
+  return { ...placement, openMoves, unreachable, ok: placement.misplaced.length === 0 && placement.divergent.length === 0 };
+}
+
+/** Open moves on every shard the cluster has had, and which of those shards could be reached. */
+async function countOpenMoves(context: RebalanceContext, members: readonly string[]): Promise<{ reachable: string[]; unreachable: Unreachable[]; openMoves: number }> {
+  const unreachable: Unreachable[] = [];
+  const reachable: string[] = [];
+  let openMoves = 0;
+  for (const shardId of context.knownShardIds()) {
+    try {
+      const { rows } = await context.pool(shardId).query<{ open: string }>(
+        `SELECT count(*)::text AS open FROM "${context.config.catalogSchema}".moves WHERE state IN ('copying', 'switched')`,
+        [],
+      );
+      openMoves += Number(rows[0]?.open ?? 0);
+      reachable.push(shardId);
+    } catch (error) {
+      if (members.includes(shardId)) throw error;
+      unreachable.push({ shardId, error: error instanceof Error ? error.message : String(error) });
+    }
+  }
+  return { reachable, unreachable, openMoves };
 }
 
 /**
