@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { DedicatedConnection, QueryResultRow } from './session.js';
+import type { DedicatedConnection, Listener, QueryResultRow } from './session.js';
 
 /** How to open a connection outside any pool. */
 export interface DedicatedOptions {
@@ -9,15 +9,25 @@ export interface DedicatedOptions {
   readonly settings?: Readonly<Record<string, string>>;
 }
 
+/**
+ * Session settings as the startup packet's `options` (`-c name=value ...`), so they cost no
+ * round trip. Names and values are ours: no spaces or backslashes to escape.
+ */
+export function startupOptions(settings: Readonly<Record<string, string>>): { options?: string } {
+  const options = Object.entries(settings)
+    .map(([name, value]) => `-c ${name}=${value}`)
+    .join(' ');
+  return options ? { options } : {};
+}
+
 /** @internal A connected pg.Client outside any pool; a connect failure is thrown as pg's error. */
 export async function openClient(connectionString: string, options: DedicatedOptions): Promise<pg.Client> {
-  const settings = Object.entries(options.settings ?? {}).map(([name, value]) => `-c ${name}=${value}`).join(' ');
   const client = new pg.Client({
     connectionString,
     connectionTimeoutMillis: options.connectTimeoutMillis,
     application_name: options.applicationName.slice(0, 63),
     keepAlive: true,
-    ...(settings ? { options: settings } : {}),
+    ...startupOptions(options.settings ?? {}),
   });
   // A socket error while idle must not crash the process; the pending query rejects anyway.
   client.on('error', () => undefined);
@@ -44,4 +54,40 @@ export function dedicated(client: pg.Client): DedicatedConnection {
  */
 export async function connectDedicated(connectionString: string, options: DedicatedOptions): Promise<DedicatedConnection> {
   return dedicated(await openClient(connectionString, options));
+}
+
+/**
+ * LISTENs on `channel` over the dedicated `client` (which it then owns): `onNotification` gets
+ * each payload, `onLost` is called once if the connection breaks (not after close()). A
+ * failed LISTEN ends the connection and throws `translate(error)`.
+ */
+export async function listenOn(
+  client: pg.Client,
+  channel: string,
+  onNotification: (payload: string) => void,
+  onLost: () => void,
+  translate: (error: unknown) => unknown,
+): Promise<Listener> {
+  let closed = false;
+  const lost = () => {
+    if (closed) return;
+    closed = true;
+    void client.end().catch(() => undefined);
+    onLost();
+  };
+  client.on('error', lost);
+  client.on('end', lost);
+  client.on('notification', (message) => onNotification(message.payload ?? ''));
+  try {
+    await client.query(`LISTEN ${channel}`);
+  } catch (error) {
+    lost();
+    throw translate(error);
+  }
+  return {
+    close: async () => {
+      closed = true;
+      await client.end().catch(() => undefined);
+    },
+  };
 }

@@ -13,6 +13,25 @@ export interface QueryRows<R> {
   readonly rowCount: number | null;
 }
 
+/** pg's result shape plus the shard that produced it. */
+export interface ShardQueryResult<R extends QueryResultRow = QueryResultRow> {
+  readonly rows: R[];
+  readonly rowCount: number | null;
+  readonly fields: FieldDef[];
+  /** The command tag's verb: 'SELECT', 'INSERT', ... */
+  readonly command: string;
+  readonly shardId: string;
+}
+
+/** A shard's rows exactly as the server sent them: text forms by column, null for NULL. */
+export interface RawQueryResult {
+  readonly fields: FieldDef[];
+  readonly rows: (string | null)[][];
+  readonly rowCount: number | null;
+  readonly command: string;
+  readonly shardId: string;
+}
+
 /** Anything that runs one statement: a pool, a borrowed session, a transaction on one shard, a dedicated connection. */
 export interface Queryable {
   query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryRows<R>>;

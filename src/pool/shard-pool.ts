@@ -1,43 +1,23 @@
 import genericPool from 'generic-pool';
 import pg from 'pg';
-import type { FieldDef, QueryConfig, QueryResult, QueryResultRow } from 'pg';
+import type { QueryConfig, QueryResultRow } from 'pg';
 import type { PoolConfig, ResolvedShardConfig } from '../config.js';
-import { QueryError, ShardRouterError, closedError, isDatabaseError } from '../errors.js';
-import { STALE_MAP_SQLSTATE } from '../errors.js';
-import { PipelinedQuery } from './pipelined-query.js';
+import { ShardRouterError, closedError } from '../errors.js';
+import { awaitRetired, cancel } from './cancel.js';
 import { ShardCursor } from './cursor.js';
+import { dedicated, listenOn, openClient, startupOptions } from './dedicated.js';
+import { isConnectionLevel, translateError, unavailableError } from './pg-errors.js';
+import { PooledSession } from './pooled-session.js';
 import { RAW_TEXT } from './raw-text.js';
-import { dedicated, openClient } from './dedicated.js';
-import type { DedicatedConnection, Listener, RowCursor, ShardSession } from './session.js';
+import type { DedicatedConnection, Listener, RawQueryResult, RowCursor, ShardQueryResult, ShardSession } from './session.js';
+
+export type { RawQueryResult, ShardQueryResult } from './session.js';
 
 /** Session setting that carries a router connection's map version, which the shards' write fence checks (unset: not a router). */
 export const MAP_VERSION_SETTING = 'pg_shard_router.map_version';
 
 /** How long a failed connection attempt holds its pool slot, so a down shard is not hammered. */
 const CONNECT_RETRY_DELAY_MS = 250;
-
-/** pg's result shape plus the shard that produced it. */
-export interface ShardQueryResult<R extends QueryResultRow = QueryResultRow> {
-  readonly rows: R[];
-  readonly rowCount: number | null;
-  readonly fields: FieldDef[];
-  /** The command tag's verb: 'SELECT', 'INSERT', ... */
-  readonly command: string;
-  readonly shardId: string;
-}
-
-/** A shard's rows exactly as the server sent them: text forms by column, null for NULL. */
-export interface RawQueryResult {
-  readonly fields: FieldDef[];
-  readonly rows: (string | null)[][];
-  readonly rowCount: number | null;
-  readonly command: string;
-  readonly shardId: string;
-}
-
-/** How long a cancelled statement may take to stop before its socket is closed. */
-const RETIRE_GRACE_MS = 2_000;
-
 
 /** Point-in-time counters of one shard's pool. */
 export interface PoolStats {
@@ -102,45 +82,11 @@ export class ShardPool {
   constructor(shard: ResolvedShardConfig, config: Readonly<PoolConfig>, applicationName: string, settings: Readonly<Record<string, string>> = {}) {
     this.shardId = shard.id;
     this.#config = config;
-    const connectionString = shard.connectionString;
-    this.#connectionString = connectionString;
+    this.#connectionString = shard.connectionString;
     this.#applicationName = applicationName;
     this.#pool = genericPool.createPool<pg.Client>(
       {
-        create: async () => {
-          let client: pg.Client | undefined;
-          try {
-            // Inside the try: pg can throw while building a client (e.g. an sslrootcert file
-            // that does not exist), and a create that fails without the delay below would let
-            // generic-pool retry in a tight loop that starves the event loop.
-            const version = this.#routingVersion;
-            const startup = { ...settings, ...(version === undefined ? {} : { [MAP_VERSION_SETTING]: String(version) }) };
-            const created = new pg.Client({
-              connectionString,
-              connectionTimeoutMillis: config.connectTimeoutMillis,
-              application_name: applicationName,
-              keepAlive: true,
-              // Session settings ride in the startup packet: no extra round trip. Names and
-              // values are ours (no spaces or backslashes to escape).
-              ...(Object.keys(startup).length > 0 ? { options: Object.entries(startup).map(([name, value]) => `-c ${name}=${value}`).join(' ') } : {}),
-            });
-            if (version !== undefined) this.#stamps.set(created, version);
-            client = created;
-            // Without a listener an idle client's socket error would crash the process.
-            created.on('error', () => this.#markBroken(created));
-            created.on('end', () => this.#markBroken(created));
-            await created.connect();
-            return created;
-          } catch (error) {
-            void client?.end().catch(() => undefined);
-            // No live connection at all (parked ones count as borrowed, broken ones are gone):
-            // the shard looks down, so nobody waiting should sit until the acquire timeout.
-            // With live connections, waiters get the next one back.
-            if (this.#pool.borrowed + this.#pool.available === 0) this.#failWaiting(this.#unavailable(error));
-            await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_DELAY_MS));
-            throw error;
-          }
-        },
+        create: () => this.#create(settings),
         destroy: async (client) => {
           await client.end().catch(() => undefined);
         },
@@ -161,6 +107,41 @@ export class ShardPool {
     );
     this.#sweeper = setInterval(() => this.#unpark(), Math.min(config.idleTimeoutMillis, 10_000));
     this.#sweeper.unref();
+  }
+
+  /** generic-pool's create: a connected client carrying `settings` and the routing version from its startup packet. */
+  async #create(settings: Readonly<Record<string, string>>): Promise<pg.Client> {
+    let client: pg.Client | undefined;
+    try {
+      // Inside the try: pg can throw while building a client (e.g. an sslrootcert file
+      // that does not exist), and a create that fails without the delay below would let
+      // generic-pool retry in a tight loop that starves the event loop.
+      const version = this.#routingVersion;
+      const startup = { ...settings, ...(version === undefined ? {} : { [MAP_VERSION_SETTING]: String(version) }) };
+      const created = new pg.Client({
+        connectionString: this.#connectionString,
+        connectionTimeoutMillis: this.#config.connectTimeoutMillis,
+        application_name: this.#applicationName,
+        keepAlive: true,
+        // Session settings ride in the startup packet: no extra round trip.
+        ...startupOptions(startup),
+      });
+      if (version !== undefined) this.#stamps.set(created, version);
+      client = created;
+      // Without a listener an idle client's socket error would crash the process.
+      created.on('error', () => this.#markBroken(created));
+      created.on('end', () => this.#markBroken(created));
+      await created.connect();
+      return created;
+    } catch (error) {
+      void client?.end().catch(() => undefined);
+      // No live connection at all (parked ones count as borrowed, broken ones are gone):
+      // the shard looks down, so nobody waiting should sit until the acquire timeout.
+      // With live connections, waiters get the next one back.
+      if (this.#pool.borrowed + this.#pool.available === 0) this.#failWaiting(unavailableError(this.shardId, error));
+      await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_DELAY_MS));
+      throw error;
+    }
   }
 
   /**
@@ -242,34 +223,15 @@ export class ShardPool {
    * never hit a later statement.
    */
   async #retire(client: pg.Client, running: Promise<unknown>): Promise<void> {
-    this.#broken.add(client);
-    await this.#cancel(client);
-    const settled = await Promise.race([running.then(() => true, () => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), RETIRE_GRACE_MS).unref())]);
-    if (!settled) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
-    await running.catch(() => undefined);
+    await this.cancelAndDiscard(client);
+    await awaitRetired(client, running);
     this.releaseClient(client);
-  }
-
-  /** Asks the server to cancel what `client` is running (pg_cancel_backend on a short-lived connection). Never throws. */
-  async #cancel(client: pg.Client): Promise<void> {
-    const pid = (client as unknown as { processID?: number | null }).processID;
-    if (!pid) return;
-    const canceller = new pg.Client({ connectionString: this.#connectionString, application_name: this.#applicationName, connectionTimeoutMillis: 5_000 });
-    canceller.on('error', () => undefined);
-    try {
-      await canceller.connect();
-      await canceller.query('SELECT pg_cancel_backend($1)', [pid]);
-    } catch {
-      // Best effort: the connection is discarded either way, which ends the statement at the latest when it next writes.
-    } finally {
-      await canceller.end().catch(() => undefined);
-    }
   }
 
   /** @internal Cancel whatever a borrowed client runs and mark it for destruction on release. */
   async cancelAndDiscard(client: pg.Client): Promise<void> {
     this.#broken.add(client);
-    await this.#cancel(client);
+    await cancel(client, { connectionString: this.#connectionString, applicationName: this.#applicationName });
   }
 
   /** The map version this pool's connections carry (see #routingVersion). */
@@ -308,28 +270,7 @@ export class ShardPool {
   async listen(channel: string, onNotification: (payload: string) => void, onLost: () => void): Promise<Listener> {
     if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`bad channel name ${channel}`);
     const client = await this.#openClient({}, 'map listener');
-    let closed = false;
-    const lost = () => {
-      if (closed) return;
-      closed = true;
-      void client.end().catch(() => undefined);
-      onLost();
-    };
-    client.on('error', lost);
-    client.on('end', lost);
-    client.on('notification', (message) => onNotification(message.payload ?? ''));
-    try {
-      await client.query(`LISTEN ${channel}`);
-    } catch (error) {
-      lost();
-      throw this.translateError(client, error);
-    }
-    return {
-      close: async () => {
-        closed = true;
-        await client.end().catch(() => undefined);
-      },
-    };
+    return listenOn(client, channel, onNotification, onLost, (error) => this.translateError(client, error));
   }
 
   /**
@@ -351,7 +292,7 @@ export class ShardPool {
         settings,
       });
     } catch (error) {
-      throw this.#unavailable(error);
+      throw unavailableError(this.shardId, error);
     }
   }
 
@@ -485,25 +426,7 @@ export class ShardPool {
 
   /** @internal Map an error from client.query to this library's typed errors. */
   translateError(client: pg.Client, error: unknown): unknown {
-    if (this.#broken.has(client) || isConnectionLevel(error)) {
-      return new ShardRouterError(
-        'CONNECTION_LOST',
-        `shard ${this.shardId}: the connection broke during the statement, so it may or may not have taken effect`,
-        { shardId: this.shardId, cause: error },
-      );
-    }
-    // 55P03 lock_not_available: lock_timeout (or NOWAIT) gave up on a lock, e.g. one side of a
-    // lock cycle across two shards, which no single server can detect.
-    if (isDatabaseError(error)) {
-      const code = error.code === '55P03' ? 'LOCK_TIMEOUT' : error.code === STALE_MAP_SQLSTATE ? 'STALE_BUCKET_MAP' : 'QUERY_FAILED';
-      return new QueryError(this.shardId, error, code);
-    }
-    // What remains are pg's client-side failures to serialize a parameter (TypeError/RangeError).
-    const reason = error instanceof Error ? error.message : String(error);
-    return new ShardRouterError('INVALID_ARGUMENT', `shard ${this.shardId}: a parameter could not be sent: ${reason}`, {
-      shardId: this.shardId,
-      cause: error,
-    });
+    return translateError(this.shardId, error, this.#broken.has(client));
   }
 
   stats(): PoolStats {
@@ -535,18 +458,10 @@ export class ShardPool {
     for (let request = waiting.dequeue(); request; request = waiting.dequeue()) request.reject(error);
   }
 
-  #unavailable(cause: unknown): ShardRouterError {
-    const reason = cause instanceof Error ? cause.message : String(cause);
-    return new ShardRouterError('SHARD_UNAVAILABLE', `shard ${this.shardId} is unavailable: ${reason}`, {
-      shardId: this.shardId,
-      cause,
-    });
-  }
-
   #acquireError(error: unknown): unknown {
     if (error instanceof ShardRouterError) return error;
     if (this.#closing) return closedError();
-    return this.#unavailable(error);
+    return unavailableError(this.shardId, error);
   }
 
   #timeoutError(): ShardRouterError {
@@ -565,79 +480,3 @@ export class ShardPool {
     );
   }
 }
-
-class PooledSession implements ShardSession {
-  readonly #pool: ShardPool;
-  readonly #client: pg.Client;
-  #released = false;
-  #lastError: unknown;
-
-  constructor(pool: ShardPool, client: pg.Client) {
-    this.#pool = pool;
-    this.#client = client;
-  }
-
-  get shardId(): string {
-    return this.#pool.shardId;
-  }
-
-  get broken(): boolean {
-    return this.#lastError !== undefined || this.#pool.isBroken(this.#client);
-  }
-
-  get backendPid(): number | undefined {
-    return (this.#client as unknown as { processID?: number | null }).processID ?? undefined;
-  }
-
-  async query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-    if (this.#released) {
-      throw new ShardRouterError('INVALID_ARGUMENT', `shard ${this.shardId}: session used after release`, { shardId: this.shardId });
-    }
-    try {
-      return await this.#client.query<R>(sql, params as unknown[] | undefined);
-    } catch (error) {
-      if (isConnectionLevel(error)) this.#lastError = error;
-      throw this.#pool.translateError(this.#client, error);
-    }
-  }
-
-  async queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[]): Promise<QueryResult[]> {
-    if (this.#released) {
-      throw new ShardRouterError('INVALID_ARGUMENT', `shard ${this.shardId}: session used after release`, { shardId: this.shardId });
-    }
-    try {
-      return await new Promise<QueryResult[]>((resolve, reject) => {
-        // pg accepts any submittable; its types only describe QueryConfig.
-        const submittable = new PipelinedQuery(preamble, sql, (params ?? []) as unknown[], (error, results) => (error ? reject(error) : resolve(results)));
-        this.#client.query(submittable as unknown as pg.QueryConfig);
-      });
-    } catch (error) {
-      if (isConnectionLevel(error)) this.#lastError = error;
-      throw this.#pool.translateError(this.#client, error);
-    }
-  }
-
-  release(): void {
-    if (this.#released) return;
-    this.#released = true;
-    this.#pool.releaseClient(this.#client, this.#lastError);
-  }
-}
-
-/**
- * Errors after which a connection must not be reused: socket errors and "Connection terminated"
- * (anything that is neither a server error nor a client-side TypeError/RangeError from
- * serializing parameters), server errors that end the session (FATAL/PANIC, e.g.
- * pg_terminate_backend's 57P01), and connection-exception SQLSTATEs (class 08) not sent as a
- * plain ERROR.
- */
-function isConnectionLevel(error: unknown): boolean {
-  if (error === undefined) return false;
-  if (isDatabaseError(error)) {
-    // A class-08 SQLSTATE at severity ERROR (e.g. 08P01 for a bind with the wrong number of
-    // parameters) leaves the session usable: it is the statement's failure, not the connection's.
-    return error.severity === 'FATAL' || error.severity === 'PANIC' || (error.code.startsWith('08') && error.severity !== 'ERROR');
-  }
-  return !(error instanceof TypeError || error instanceof RangeError);
-}
-

@@ -1,0 +1,72 @@
+import type pg from 'pg';
+import type { QueryResult, QueryResultRow } from 'pg';
+import { ShardRouterError } from '../errors.js';
+import { isConnectionLevel } from './pg-errors.js';
+import { PipelinedQuery } from './pipelined-query.js';
+import type { ShardPool } from './shard-pool.js';
+import type { ShardSession } from './session.js';
+
+/** A connection borrowed from a ShardPool for several statements (ShardPool.acquire). */
+export class PooledSession implements ShardSession {
+  readonly #pool: ShardPool;
+  readonly #client: pg.Client;
+  #released = false;
+  #lastError: unknown;
+
+  constructor(pool: ShardPool, client: pg.Client) {
+    this.#pool = pool;
+    this.#client = client;
+  }
+
+  get shardId(): string {
+    return this.#pool.shardId;
+  }
+
+  get broken(): boolean {
+    return this.#lastError !== undefined || this.#pool.isBroken(this.#client);
+  }
+
+  get backendPid(): number | undefined {
+    return (this.#client as unknown as { processID?: number | null }).processID ?? undefined;
+  }
+
+  async query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+    this.#checkOpen();
+    try {
+      return await this.#client.query<R>(sql, params as unknown[] | undefined);
+    } catch (error) {
+      throw this.#failed(error);
+    }
+  }
+
+  async queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[]): Promise<QueryResult[]> {
+    this.#checkOpen();
+    try {
+      return await new Promise<QueryResult[]>((resolve, reject) => {
+        // pg accepts any submittable; its types only describe QueryConfig.
+        const submittable = new PipelinedQuery(preamble, sql, (params ?? []) as unknown[], (error, results) => (error ? reject(error) : resolve(results)));
+        this.#client.query(submittable as unknown as pg.QueryConfig);
+      });
+    } catch (error) {
+      throw this.#failed(error);
+    }
+  }
+
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#pool.releaseClient(this.#client, this.#lastError);
+  }
+
+  #checkOpen(): void {
+    if (this.#released) {
+      throw new ShardRouterError('INVALID_ARGUMENT', `shard ${this.shardId}: session used after release`, { shardId: this.shardId });
+    }
+  }
+
+  /** Remembers a connection-level failure (the connection is destroyed on release) and returns the typed error. */
+  #failed(error: unknown): unknown {
+    if (isConnectionLevel(error)) this.#lastError = error;
+    return this.#pool.translateError(this.#client, error);
+  }
+}
