@@ -79,3 +79,10 @@ export function integerConstant(node: unknown): number | undefined {
 export function isNullConstant(node: unknown): boolean {
   return asKind(node, 'A_Const')?.isnull === true;
 }
+
+/** A name list (e.g. a COLLATE clause's collname) as a quoted SQL name: `"pg_catalog"."C"`. */
+export function quotedName(list: unknown): string {
+  return names(list)
+    .map((part) => `"${part.replaceAll('"', '""')}"`)
+    .join('.');
+}

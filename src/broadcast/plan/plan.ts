@@ -4,6 +4,20 @@
  * what one server would have returned. `formatPlan` prints it for `router.explain`.
  */
 
+/** What the planner needs to know about the shards' functions. */
+export interface PlannerCatalog {
+  /** Whether a function name (unqualified, lower case) is an aggregate or window function on the shards. */
+  isAggregate(name: string): boolean;
+  /** Whether a table (schema as written, or undefined) is a registered reference table: a full copy on every shard. */
+  isReferenceTable?(schema: string | undefined, name: string): boolean;
+  /**
+   * For a registered sharded table, the condition that makes a shard read only the buckets it
+   * owns in the map version the broadcast routes by, given as parameter `$versionParam` (see
+   * movesGuardCondition); undefined for any other table.
+   */
+  movesGuard?(schema: string | undefined, name: string, versionParam: number): string | undefined;
+}
+
 /** A shard result column: a visible output position, or the n-th helper column the rewrite appended. */
 export type ColumnRef = { readonly kind: 'visible'; readonly position: number } | { readonly kind: 'hidden'; readonly index: number };
 
