@@ -1,0 +1,70 @@
+import { Broadcaster } from '../broadcast/broadcaster.js';
+import { probeBroadcastCapabilities, serverHelpers } from '../broadcast/server-probe.js';
+import { loadParser } from '../broadcast/sql-parser.js';
+import { openCatalog } from '../catalog/catalog.js';
+import { resolveConfig } from '../config.js';
+import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
+import type { ShardSession } from '../pool/session.js';
+import { ShardPool } from '../pool/shard-pool.js';
+import { rebalanceExtension } from '../rebalance/schema.js';
+import type { CoordinatorContext } from '../twopc/coordinator.js';
+import { decisionLogExtension } from '../twopc/decision-log.js';
+import { BackgroundRecovery } from './background-recovery.js';
+import { broadcastContext, coordinatorContext, recoveryContext } from './contexts.js';
+import { Topology } from './topology.js';
+
+/** The parts a router is composed of. */
+export interface RouterParts {
+  readonly config: ResolvedConfig;
+  readonly clusterId: string;
+  readonly topology: Topology;
+  readonly coordinator: CoordinatorContext;
+  readonly recovery: BackgroundRecovery;
+  readonly broadcaster: Broadcaster;
+}
+
+/**
+ * Connects: validates the config, opens one pool per configured shard, opens (or creates) the
+ * catalog with the layers' extensions, and builds the engines over the resulting topology.
+ * On failure every pool is closed again.
+ */
+export async function composeRouter(config: ShardRouterConfig): Promise<RouterParts> {
+  const resolved = resolveConfig(config);
+  const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool, resolved.applicationName)]));
+  try {
+    const [opened, broadcastCapabilities] = await Promise.all([
+      withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions, [decisionLogExtension, rebalanceExtension])),
+      probeBroadcastCapabilities([...pools.values()]),
+      loadParser(),
+    ]);
+    // The topology tells the broadcaster when the table registry changes, and the coordinator
+    // asks recovery for a pass soon: both are built after it, hence the late bindings.
+    let broadcaster: Broadcaster | undefined;
+    let recovery: BackgroundRecovery | undefined;
+    const topology = new Topology(resolved, pools, opened, () => broadcaster?.forgetPlans());
+    const coordinator = coordinatorContext(opened.clusterId, resolved, topology, () => recovery?.soon());
+    recovery = new BackgroundRecovery(recoveryContext(opened.clusterId, resolved, topology), resolved.recovery);
+    broadcaster = new Broadcaster({
+      ...broadcastContext(resolved, topology, coordinator),
+      capabilities: broadcastCapabilities,
+      ...serverHelpers([...pools.values()]),
+    });
+    return { config: resolved, clusterId: opened.clusterId, topology, coordinator, recovery, broadcaster };
+  } catch (error) {
+    await Promise.all([...pools.values()].map((pool) => pool.close()));
+    throw error;
+  }
+}
+
+/** Borrows one connection from every pool (all or none) for the duration of `work`. */
+async function withOneSessionPerShard<T>(pools: readonly ShardPool[], work: (sessions: ShardSession[]) => Promise<T>): Promise<T> {
+  const acquired = await Promise.allSettled(pools.map((pool) => pool.acquire()));
+  const sessions = acquired.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value] : []));
+  try {
+    const failed = acquired.find((outcome) => outcome.status === 'rejected');
+    if (failed) throw failed.reason;
+    return await work(sessions);
+  } finally {
+    for (const session of sessions) session.release();
+  }
+}

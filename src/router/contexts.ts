@@ -1,0 +1,117 @@
+import type { BroadcastContext } from '../broadcast/broadcaster.js';
+import type { ResolvedConfig } from '../config.js';
+import type { ClusterAccess } from '../rebalance/cluster-access.js';
+import { movesGuardCondition } from '../rebalance/schema.js';
+import type { CoordinatorContext } from '../twopc/coordinator.js';
+import { runTransaction } from '../twopc/coordinator.js';
+import type { RecoveryContext, RecoveryReport } from '../twopc/recovery.js';
+import { resolveTransactionOptions } from '../twopc/transaction-options.js';
+import type { Topology } from './topology.js';
+
+/**
+ * The ports the engines work through (docs/architecture.md), built over the router's topology.
+ * Each engine sees only its context, never the router.
+ */
+
+/** The 2PC engine's context, routing by the router's current map (for writes routed by shard id). */
+export function coordinatorContext(clusterId: string, config: ResolvedConfig, topology: Topology, onUnfinished: () => void): CoordinatorContext {
+  return {
+    clusterId,
+    catalogSchema: config.catalogSchema,
+    shardFor: (key) => topology.shardFor(key),
+    acquire: (shardId) => topology.pool(shardId).acquire(),
+    serverVersion: (shardId) => topology.capabilities(shardId)?.serverVersion ?? 0,
+    onUnfinished,
+  };
+}
+
+/**
+ * A coordinator context that routes every statement by one map version, the current one, and
+ * stamps its connections with that version (docs/rebalance.md, I0), with the members of that map.
+ */
+export function routedContext(base: CoordinatorContext, topology: Topology): { context: CoordinatorContext; members: string[]; version: number } {
+  const { map, owners, members } = topology.snapshot();
+  const context: CoordinatorContext = {
+    ...base,
+    shardFor: (key) => owners[topology.bucketOf(key)]!,
+    acquire: (shardId) => topology.pool(shardId).acquire(map.version),
+  };
+  return { context, members, version: map.version };
+}
+
+/** Recovery looks at every shard the router has a pool for, removed ones included. */
+export function recoveryContext(clusterId: string, config: ResolvedConfig, topology: Topology): RecoveryContext {
+  return {
+    clusterId,
+    catalogSchema: config.catalogSchema,
+    get shardIds() {
+      return topology.poolIds();
+    },
+    acquire: (shardId) => topology.pool(shardId).acquire(),
+  };
+}
+
+/** What the broadcaster needs besides what it probes itself. */
+export type BroadcastRouterPort = Omit<BroadcastContext, 'capabilities' | 'ranker' | 'caster'>;
+
+export function broadcastContext(config: ResolvedConfig, topology: Topology, coordinator: CoordinatorContext): BroadcastRouterPort {
+  return {
+    routing: () => {
+      const { map, owners, members } = topology.snapshot();
+      return { mapVersion: map.version, shardIds: members, owners };
+    },
+    retryingStaleMap: (attempt) => topology.retryingStaleMap(attempt),
+    registeredTable: (schema, name) => topology.registeredTable(schema, name),
+    movesGuard: (schema, name, versionParam) => {
+      const table = topology.registeredTable(schema, name);
+      return table?.kind === 'sharded' ? movesGuardCondition(config.catalogSchema, table.shardKey!, topology.bucketCount, versionParam) : undefined;
+    },
+    pool: (shardId) => topology.pool(shardId),
+    defaultTimeoutMillis: config.broadcast.timeoutMillis,
+    runWrite: (timeoutMillis, work) => {
+      const options = resolveTransactionOptions({ timeoutMillis }, config.transactions);
+      // Each attempt takes its participants from the map it routes by (and stamps its
+      // connections with that version): after a refusal by a raised fence, the retry writes to
+      // the shards the new map has, a shard added meanwhile included.
+      return topology.retryingStaleMap(() => {
+        const { context, members } = routedContext(coordinator, topology);
+        // Connections in shard-id order, as every transaction takes them; the first decides.
+        const ordered = [...members].sort();
+        topology.requirePreparedTransactions(ordered);
+        return runTransaction(context, ordered, ordered[0]!, options, (tx) => work(tx, ordered));
+      });
+    },
+  };
+}
+
+/** What the rebalancer needs of the router it works through. */
+export function clusterAccess(
+  clusterId: string,
+  config: ResolvedConfig,
+  topology: Topology,
+  coordinator: CoordinatorContext,
+  recoverNow: () => Promise<RecoveryReport>,
+): ClusterAccess {
+  return {
+    clusterId,
+    config,
+    coordinator,
+    get map() {
+      return topology.map;
+    },
+    get tables() {
+      return topology.tables;
+    },
+    get registeredShards() {
+      return topology.registeredShards;
+    },
+    shardIds: () => topology.members(),
+    knownShardIds: () => topology.shards().map((shard) => shard.shardId),
+    pool: (shardId) => topology.pool(shardId),
+    refresh: () => topology.refresh(),
+    addPool: (shard) => topology.addPool(shard),
+    setCapabilities: (shardId, capabilities) => topology.setCapabilities(shardId, capabilities),
+    requirePreparedTransactions: (shardIds) => topology.requirePreparedTransactions(shardIds),
+    recover: recoverNow,
+  };
+}
