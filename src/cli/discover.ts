@@ -56,51 +56,11 @@ class ProbeError extends Error {
  * @throws ShardRouterError INVALID_ARGUMENT, INVALID_CONFIG, SHARD_UNAVAILABLE, SHARD_IDENTITY_MISMATCH
  */
 export async function discoverCluster(urls: readonly string[], catalogSchema: string): Promise<DiscoveredCluster> {
-  try {
-    resolveConfig({ shards: [{ id: 'probe', connectionString: 'postgres://localhost' }], catalogSchema });
-  } catch (error) {
-    if (!(error instanceof ShardRouterError)) throw error;
-    const problems = error.message.replace(/^invalid pg-shard-router config:\n/, '');
-    throw new ShardRouterError(error.code, `--catalog-schema ${JSON.stringify(catalogSchema)} is not valid:\n${problems}`);
-  }
-  const seen = new Set<string>();
-  urls.forEach((url, index) => {
-    if (!isPostgresUrl(url)) {
-      // Not echoed: a malformed URL may still hold a password in a form the redaction misses.
-      throw new ShardRouterError('INVALID_ARGUMENT', `shard URL #${index + 1} is not a postgres:// or postgresql:// URL with a host`);
-    }
-    if (seen.has(url)) throw new ShardRouterError('INVALID_ARGUMENT', `${redactConnectionString(url)} is listed twice`);
-    seen.add(url);
-  });
-
-  const outcomes = await Promise.allSettled(urls.map((url) => probe(url, catalogSchema)));
-  const failures = outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [outcome.reason as unknown] : []));
-  if (failures.length > 0) {
-    const first = failures[0];
-    const code = first instanceof ProbeError ? first.code : 'SHARD_UNAVAILABLE';
-    const lines = failures.map((failure) => (failure instanceof Error ? failure.message : String(failure)));
-    const message = lines.length === 1 ? lines[0]! : `${lines.length} of ${urls.length} URLs failed:\n  ${lines.join('\n  ')}`;
-    throw new ShardRouterError(code, message);
-  }
-  const probes = outcomes.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value] : []));
-
-  const clusterIds = new Set(probes.map((p) => p.identity.clusterId));
-  if (clusterIds.size > 1) {
-    const which = probes.map((p) => `${p.displayUrl} is shard ${p.identity.shardId} of cluster ${p.identity.clusterId}`);
-    throw new ShardRouterError('SHARD_IDENTITY_MISMATCH', `the URLs belong to different clusters:\n  ${which.join('\n  ')}`);
-  }
-  const byId = new Map<string, Probe>();
-  for (const p of probes) {
-    const other = byId.get(p.identity.shardId);
-    if (other) {
-      throw new ShardRouterError(
-        'SHARD_IDENTITY_MISMATCH',
-        `${other.displayUrl} and ${p.displayUrl} are both shard ${p.identity.shardId}: the same database under two URLs?`,
-      );
-    }
-    byId.set(p.identity.shardId, p);
-  }
-  const clusterId = probes[0]!.identity.clusterId;
+  checkCatalogSchema(catalogSchema);
+  checkUrls(urls);
+  const probes = await probeAll(urls, catalogSchema);
+  const clusterId = oneClusterId(probes);
+  const byId = uniqueShardIds(probes);
   // Every shard holds the map; the newest copy says which shards the cluster has.
   const newest = probes.reduce((best, p) => (p.mapVersion > best.mapVersion ? p : best));
   const missing = [...new Set(newest.mapOwners)].filter((id) => !byId.has(id)).sort(byShardId);
@@ -117,6 +77,70 @@ export async function discoverCluster(urls: readonly string[], catalogSchema: st
     shards: sorted.map((p) => ({ id: p.identity.shardId, connectionString: p.url, displayUrl: p.displayUrl })),
     unfinished: sorted.filter((p) => !p.identity.complete || !p.hasDecisionTable).map((p) => p.identity.shardId),
   };
+}
+
+/** The catalog schema, checked exactly as the router's config does, before it is ever put into SQL. */
+function checkCatalogSchema(catalogSchema: string): void {
+  try {
+    resolveConfig({ shards: [{ id: 'probe', connectionString: 'postgres://localhost' }], catalogSchema });
+  } catch (error) {
+    if (!(error instanceof ShardRouterError)) throw error;
+    const problems = error.message.replace(/^invalid pg-shard-router config:\n/, '');
+    throw new ShardRouterError(error.code, `--catalog-schema ${JSON.stringify(catalogSchema)} is not valid:\n${problems}`);
+  }
+}
+
+/** Every URL a postgres:// URL with a host, none listed twice. */
+function checkUrls(urls: readonly string[]): void {
+  const seen = new Set<string>();
+  urls.forEach((url, index) => {
+    if (!isPostgresUrl(url)) {
+      // Not echoed: a malformed URL may still hold a password in a form the redaction misses.
+      throw new ShardRouterError('INVALID_ARGUMENT', `shard URL #${index + 1} is not a postgres:// or postgresql:// URL with a host`);
+    }
+    if (seen.has(url)) throw new ShardRouterError('INVALID_ARGUMENT', `${redactConnectionString(url)} is listed twice`);
+    seen.add(url);
+  });
+}
+
+/** Probes every URL at once; any failure fails the whole (all of them reported). */
+async function probeAll(urls: readonly string[], catalogSchema: string): Promise<Probe[]> {
+  const outcomes = await Promise.allSettled(urls.map((url) => probe(url, catalogSchema)));
+  const failures = outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [outcome.reason as unknown] : []));
+  if (failures.length > 0) {
+    const first = failures[0];
+    const code = first instanceof ProbeError ? first.code : 'SHARD_UNAVAILABLE';
+    const lines = failures.map((failure) => (failure instanceof Error ? failure.message : String(failure)));
+    const message = lines.length === 1 ? lines[0]! : `${lines.length} of ${urls.length} URLs failed:\n  ${lines.join('\n  ')}`;
+    throw new ShardRouterError(code, message);
+  }
+  return outcomes.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value] : []));
+}
+
+/** The one cluster all the servers belong to. */
+function oneClusterId(probes: readonly Probe[]): string {
+  const clusterIds = new Set(probes.map((p) => p.identity.clusterId));
+  if (clusterIds.size > 1) {
+    const which = probes.map((p) => `${p.displayUrl} is shard ${p.identity.shardId} of cluster ${p.identity.clusterId}`);
+    throw new ShardRouterError('SHARD_IDENTITY_MISMATCH', `the URLs belong to different clusters:\n  ${which.join('\n  ')}`);
+  }
+  return probes[0]!.identity.clusterId;
+}
+
+/** The probes by shard id; two URLs of the same shard are refused. */
+function uniqueShardIds(probes: readonly Probe[]): Map<string, Probe> {
+  const byId = new Map<string, Probe>();
+  for (const p of probes) {
+    const other = byId.get(p.identity.shardId);
+    if (other) {
+      throw new ShardRouterError(
+        'SHARD_IDENTITY_MISMATCH',
+        `${other.displayUrl} and ${p.displayUrl} are both shard ${p.identity.shardId}: the same database under two URLs?`,
+      );
+    }
+    byId.set(p.identity.shardId, p);
+  }
+  return byId;
 }
 
 async function probe(url: string, schema: string): Promise<Probe> {

@@ -20,14 +20,28 @@ export function formatServerVersion(versionNum: number): string {
 
 /** Left-aligned first column, right-aligned others. */
 export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  return formatColumns(header, rows, header.map((_, col) => col).slice(1));
+}
+
+/** A table whose columns are left-aligned except the `right` ones (numbers). */
+export function formatColumns(header: readonly string[], rows: readonly (readonly string[])[], right: readonly number[]): string {
   const all = [header, ...rows];
   const widths = header.map((_, col) => Math.max(...all.map((row) => (row[col] ?? '').length)));
   const line = (row: readonly string[]) =>
     row
-      .map((cell, col) => (col === 0 ? cell.padEnd(widths[col]!) : cell.padStart(widths[col]!)))
+      .map((cell, col) => (right.includes(col) ? cell.padStart(widths[col]!) : cell.padEnd(widths[col]!)))
       .join('  ')
       .trimEnd();
-  return [line(header), ...rows.map(line)].join('\n');
+  return all.map(line).join('\n');
+}
+
+/** Indents every line of `text` by `by` spaces. */
+export function indent(text: string, by = 2): string {
+  const pad = ' '.repeat(by);
+  return text
+    .split('\n')
+    .map((line) => pad + line)
+    .join('\n');
 }
 
 export function plural(count: number, word: string): string {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { formatBuckets, formatPlan, formatProgress, formatRunSummary, formatVerify, ProgressPrinter } from '../../src/cli/rebalance.js';
+import { formatBuckets, formatPlan, formatProgress, formatRunSummary, formatVerify, ProgressPrinter } from '../../src/cli/rebalance-format.js';
 import type { MoveProgress, MoveReport, RebalanceProgress, RebalanceReport } from '../../src/index.js';
 
 /** The CLI's rebalance progress line and reports: pure formatting, no servers. */
