@@ -16,6 +16,9 @@ export type { RawQueryResult, ShardQueryResult } from './session.js';
 /** Session setting that carries a router connection's map version, which the shards' write fence checks (unset: not a router). */
 export const MAP_VERSION_SETTING = 'pg_shard_router.map_version';
 
+/** What a statement without parameters sends (query is also a Queryable, whose callers may omit them). */
+const NO_PARAMS: readonly unknown[] = Object.freeze([]);
+
 /** How long a failed connection attempt holds its pool slot, so a down shard is not hammered. */
 const CONNECT_RETRY_DELAY_MS = 250;
 
@@ -152,7 +155,7 @@ export class ShardPool {
    */
   async query<R extends QueryResultRow = QueryResultRow>(
     sql: string,
-    params: readonly unknown[],
+    params: readonly unknown[] = NO_PARAMS,
     version: number | undefined = this.#routingVersion,
   ): Promise<ShardQueryResult<R>> {
     if (this.#closing) throw closedError();
