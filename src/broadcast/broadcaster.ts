@@ -1,35 +1,34 @@
-import type { RawQueryResult, ShardPool } from '../pool/shard-pool.js';
+import { parseRows } from '../pool/raw-text.js';
 import type { FieldDef, QueryResultRow, RowCursor } from '../pool/session.js';
+import type { ShardPool } from '../pool/shard-pool.js';
 import { QueryError, ShardRouterError, isStaleMap } from '../errors.js';
 import type { Transaction } from '../twopc/coordinator.js';
 import { mergeSortedBatches } from './merge/k-way-merge.js';
 import type { BatchSource } from './merge/k-way-merge.js';
 import { mergeSelect, resolveCount } from './merge/merge.js';
-import { parseRows } from '../pool/raw-text.js';
+import { rowComparator } from './merge/row-order.js';
+import type { RawRow, ServerRanker } from './merge/row-order.js';
 import { formatPlan } from './plan/plan.js';
 import type { BroadcastPlan, SelectPlan } from './plan/plan.js';
 import { planBroadcast } from './plan/planner.js';
-import { rowComparator } from './merge/row-order.js';
-import type { RawRow, ServerRanker } from './merge/row-order.js';
+import { loadParser } from './plan/sql-parser.js';
+import { guardedParams } from './routing.js';
+import type { BroadcastRouting } from './routing.js';
+import { scatter } from './scatter.js';
+import type { Scattered } from './scatter.js';
+import { probeBroadcastCapabilities, serverHelpers } from './server-probe.js';
 import type { BroadcastCapabilities, ServerCaster } from './server-probe.js';
-import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions, ShardFailure } from './types.js';
+import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from './types.js';
+
+export type { BroadcastRouting } from './routing.js';
 
 /** How many distinct SQL texts keep their plan. */
 const PLAN_CACHE_SIZE = 1_000;
 const DEFAULT_BATCH_SIZE = 1_000;
 const MAX_TIMEOUT_MS = 3_600_000;
 
-/** The map a broadcast routes by, and the shards it reads (taken together, in one tick). */
-export interface BroadcastRouting {
-  readonly mapVersion: number;
-  /** The cluster's members in that map, in config order. */
-  readonly shardIds: readonly string[];
-  /** The owner of each bucket in that map. */
-  readonly owners: readonly string[];
-}
-
 /** What the broadcast engine needs from the router. */
-export interface BroadcastContext {
+export interface BroadcastRouterContext {
   routing(): BroadcastRouting;
   /** Runs `attempt` again on a refreshed map while it fails with STALE_BUCKET_MAP. */
   retryingStaleMap<T>(attempt: () => Promise<T>): Promise<T>;
@@ -41,9 +40,6 @@ export interface BroadcastContext {
   /** For a registered sharded table, the shard query condition that reads only owned buckets (PlannerCatalog.movesGuard). */
   movesGuard(schema: string | undefined, name: string, versionParam: number): string | undefined;
   pool(shardId: string): ShardPool;
-  readonly capabilities: BroadcastCapabilities;
-  readonly ranker: ServerRanker;
-  readonly caster: ServerCaster;
   readonly defaultTimeoutMillis: number;
   /**
    * Runs `work` in one transaction over every member of the map it routes by (two-phase commit
@@ -52,13 +48,37 @@ export interface BroadcastContext {
   runWrite<T>(timeoutMillis: number, work: (tx: Transaction, shardIds: readonly string[]) => Promise<T>): Promise<T>;
 }
 
+/** What the broadcaster learns from the shards' servers at open, and asks of them while merging. */
+export interface BroadcastServers {
+  readonly capabilities: BroadcastCapabilities;
+  readonly ranker: ServerRanker;
+  readonly caster: ServerCaster;
+}
+
+/** The router's port and the servers' help together: what `new Broadcaster` takes (unit tests pass fakes). */
+export interface BroadcastContext extends BroadcastRouterContext, BroadcastServers {}
+
 /** Plans (cached by SQL text), runs and merges broadcasts. */
 export class Broadcaster {
-  readonly #context: BroadcastContext;
+  readonly #context: BroadcastRouterContext;
+  readonly #servers: BroadcastServers;
   readonly #plans = new Map<string, BroadcastPlan>();
 
-  constructor(context: BroadcastContext) {
+  /**
+   * Opens a broadcaster over the router's port: loads the SQL parser, probes every shard's
+   * collation and aggregate names, and sets up ranking and casting on the shards' servers.
+   */
+  static async open(context: BroadcastRouterContext, pools: readonly ShardPool[]): Promise<Broadcaster> {
+    const [capabilities] = await Promise.all([probeBroadcastCapabilities(pools), loadParser()]);
+    return new Broadcaster(context, { capabilities, ...serverHelpers(pools) });
+  }
+
+  /** The servers' help comes with `context`, or apart (as `open` gives it); the parser must be loaded. */
+  constructor(context: BroadcastContext);
+  constructor(context: BroadcastRouterContext, servers: BroadcastServers);
+  constructor(context: BroadcastRouterContext, servers: BroadcastServers = context as BroadcastContext) {
     this.#context = context;
+    this.#servers = servers;
   }
 
   /** The cached plan of `sql`, planning it on first use. */
@@ -66,7 +86,7 @@ export class Broadcaster {
     if (typeof sql !== 'string' || sql.trim() === '') throw new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string');
     const cached = this.#plans.get(sql);
     if (cached) return cached;
-    const aggregates = this.#context.capabilities.aggregateNames;
+    const aggregates = this.#servers.capabilities.aggregateNames;
     const context = this.#context;
     const plan = planBroadcast(sql, {
       isAggregate: (name) => aggregates.has(name),
@@ -132,40 +152,23 @@ export class Broadcaster {
     const values = plan.kind === 'single' ? params : guardedParams(plan, params, routing);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
-    const failures: ShardFailure[] = [];
-    const answered: RawQueryResult[] = [];
+    let scattered: Scattered;
     try {
-      await Promise.all(
-        shardIds.map(async (shardId) => {
-          try {
-            answered.push(await this.#context.pool(shardId).queryRaw(sql, values, controller.signal));
-          } catch (error) {
-            const failure = asShardError(error, shardId);
-            // A stale map is never a partial answer: the whole read runs again on the new map.
-            if (failure.code === 'BROADCAST_TIMEOUT' || failure.code === 'STALE_BUCKET_MAP' || !partial) {
-              // All or error: stop the other shards' work at once rather than wait for it.
-              if (!controller.signal.aborted) controller.abort(failure);
-              throw controller.signal.reason;
-            }
-            failures.push({ shardId, error: failure });
-          }
-        }),
-      );
+      scattered = await scatter(shardIds, (shardId) => this.#context.pool(shardId).queryRaw(sql, values, controller.signal), controller, partial);
     } finally {
       clearTimeout(timer);
     }
+    const { answered, failures } = scattered;
     if (answered.length === 0) throw failures[0]!.error;
-    // Shard order, not arrival order: the merge is then deterministic.
-    answered.sort((a, b) => shardIds.indexOf(a.shardId) - shardIds.indexOf(b.shardId));
     if (plan.kind === 'single') {
       const only = answered[0]!;
       return { rows: parseRows<R>(only.rows, only.fields), rowCount: only.rowCount ?? only.rows.length, fields: only.fields, command: only.command, failures };
     }
     const { rows, fields } = await mergeSelect<R>(plan, answered, {
       params,
-      textOrder: this.#context.capabilities.textOrder,
-      ranker: this.#context.ranker,
-      caster: this.#context.caster,
+      textOrder: this.#servers.capabilities.textOrder,
+      ranker: this.#servers.ranker,
+      caster: this.#servers.caster,
     });
     return { rows, rowCount: rows.length, fields, command: 'SELECT', failures };
   }
@@ -244,7 +247,7 @@ export class Broadcaster {
         plan.sort.length > 0
           ? mergeSortedBatches(
               cursors,
-              await rowComparator(plan.sort, fields.map((field) => field.dataTypeID), plan.hidden.length, this.#context.capabilities.textOrder, undefined, undefined),
+              await rowComparator(plan.sort, fields.map((field) => field.dataTypeID), plan.hidden.length, this.#servers.capabilities.textOrder, undefined, undefined),
             )
           : concatenate(cursors);
       for await (let batch of batches) {
@@ -273,40 +276,6 @@ export class Broadcaster {
   }
 }
 
-/** The shard query's parameters: the caller's, then (for a guarded plan) the map version it routes by. */
-function guardedParams(plan: SelectPlan, params: readonly unknown[], routing: BroadcastRouting): readonly unknown[] {
-  requireCoverage(routing);
-  if (plan.mapVersionParam === undefined) return params;
-  if (params.length !== plan.mapVersionParam - 1) {
-    throw new ShardRouterError(
-      'INVALID_ARGUMENT',
-      `the statement's parameters go up to $${plan.mapVersionParam - 1}, but ${params.length} value(s) were given`,
-    );
-  }
-  return [...params, routing.mapVersion];
-}
-
-const covered = new WeakMap<readonly string[], boolean>();
-
-/**
- * The shards a broadcast reads must together own every bucket of the map it routes by, or some
- * rows would be missing from the answer: then it fails (retryable) rather than answer wrong.
- */
-function requireCoverage(routing: BroadcastRouting): void {
-  let ok = covered.get(routing.owners);
-  if (ok === undefined) {
-    const members = new Set(routing.shardIds);
-    ok = routing.owners.every((owner) => members.has(owner));
-    covered.set(routing.owners, ok);
-  }
-  if (!ok) {
-    throw new ShardRouterError(
-      'STALE_BUCKET_MAP',
-      `bucket map version ${routing.mapVersion} gives buckets to shards outside ${routing.shardIds.join(', ')}: a broadcast would miss their rows`,
-    );
-  }
-}
-
 /** A stream that fails when iterated, so argument errors surface where stream errors do. */
 export async function* failedStream<R>(error: unknown): AsyncGenerator<R, void, undefined> {
   throw error;
@@ -316,9 +285,4 @@ async function* concatenate(sources: readonly BatchSource<RawRow>[]): AsyncGener
   for (const source of sources) {
     for (let batch = await source.next(); batch.length > 0; batch = await source.next()) yield batch;
   }
-}
-
-function asShardError(error: unknown, shardId: string): ShardRouterError {
-  if (error instanceof ShardRouterError) return error;
-  return new ShardRouterError('QUERY_FAILED', `shard ${shardId}: ${error instanceof Error ? error.message : String(error)}`, { shardId, cause: error });
 }
