@@ -1,6 +1,4 @@
 import { Broadcaster } from '../broadcast/broadcaster.js';
-import { probeBroadcastCapabilities, serverHelpers } from '../broadcast/server-probe.js';
-import { loadParser } from '../broadcast/sql-parser.js';
 import { openCatalog } from '../catalog/catalog.js';
 import { resolveConfig } from '../config.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
@@ -32,23 +30,18 @@ export async function composeRouter(config: ShardRouterConfig): Promise<RouterPa
   const resolved = resolveConfig(config);
   const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool, resolved.applicationName)]));
   try {
-    const [opened, broadcastCapabilities] = await Promise.all([
-      withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions, [decisionLogExtension, rebalanceExtension])),
-      probeBroadcastCapabilities([...pools.values()]),
-      loadParser(),
-    ]);
+    const opened = await withOneSessionPerShard([...pools.values()], (sessions) =>
+      openCatalog(resolved, sessions, [decisionLogExtension, rebalanceExtension]),
+    );
     // The topology tells the broadcaster when the table registry changes, and the coordinator
     // asks recovery for a pass soon: both are built after it, hence the late bindings.
     let broadcaster: Broadcaster | undefined;
     let recovery: BackgroundRecovery | undefined;
     const topology = new Topology(resolved, pools, opened, () => broadcaster?.forgetPlans());
     const coordinator = coordinatorContext(opened.clusterId, resolved, topology, () => recovery?.soon());
+    broadcaster = await Broadcaster.open(broadcastContext(resolved, topology, coordinator), [...pools.values()]);
+    // Last: its timers start at once, and nothing after it can fail.
     recovery = new BackgroundRecovery(recoveryContext(opened.clusterId, resolved, topology), resolved.recovery);
-    broadcaster = new Broadcaster({
-      ...broadcastContext(resolved, topology, coordinator),
-      capabilities: broadcastCapabilities,
-      ...serverHelpers([...pools.values()]),
-    });
     return { config: resolved, clusterId: opened.clusterId, topology, coordinator, recovery, broadcaster };
   } catch (error) {
     await Promise.all([...pools.values()].map((pool) => pool.close()));

@@ -1,4 +1,4 @@
-import type { BroadcastContext } from '../broadcast/broadcaster.js';
+import type { BroadcastRouterContext } from '../broadcast/broadcaster.js';
 import type { ResolvedConfig } from '../config.js';
 import type { ClusterAccess } from '../rebalance/cluster-access.js';
 import { movesGuardCondition } from '../rebalance/schema.js';
@@ -51,10 +51,8 @@ export function recoveryContext(clusterId: string, config: ResolvedConfig, topol
   };
 }
 
-/** What the broadcaster needs besides what it probes itself. */
-export type BroadcastRouterPort = Omit<BroadcastContext, 'capabilities' | 'ranker' | 'caster'>;
-
-export function broadcastContext(config: ResolvedConfig, topology: Topology, coordinator: CoordinatorContext): BroadcastRouterPort {
+/** The broadcaster's port: routing, stale-map retries, the table registry, and writes through 2PC. */
+export function broadcastContext(config: ResolvedConfig, topology: Topology, coordinator: CoordinatorContext): BroadcastRouterContext {
   return {
     routing: () => {
       const { map, owners, members } = topology.snapshot();
