@@ -1,7 +1,7 @@
 import type { PlannedMove } from './move-plan.js';
 import type { MoveStep } from './test-hooks.js';
 
-/** The rebalancer's public types (exported by the package index through rebalancer.ts). */
+/** The rebalancer's public types (the package index exports them through rebalancer.ts), and MoveOptions (internal). */
 
 export interface MoveProgress {
   readonly moveId: string;
@@ -20,6 +20,7 @@ export interface MoveProgress {
   readonly bytesCopied: number;
 }
 
+/** How a move runs (internal: the Rebalancer sets it from RebalancerOptions). */
 export interface MoveOptions {
   /** lock_timeout of the cutover's lock on the move row; on timeout it is tried again. */
   readonly cutoverLockTimeoutMillis: number;
