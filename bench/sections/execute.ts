@@ -1,10 +1,11 @@
 import pg from 'pg';
 import type { ShardRouter } from '../../src/index.js';
 import { atLeast, check, size } from '../section.js';
-import type { Section } from '../section.js';
+import type { Section, SectionContext, SectionOutcome } from '../section.js';
 import { formatTable, pairedRatios, summarize } from '../stats.js';
 import type { Series } from '../stats.js';
 import { closedLoop, interleavedRounds } from '../workload.js';
+import type { ClosedLoopResult } from '../workload.js';
 
 /**
  * `router.execute(key, 'SELECT $1::int', [key])` against a raw `pg.Pool` on the same shard, with
@@ -40,93 +41,118 @@ export interface ExecuteDetails {
   readonly cpuMicrosPerQuery: Readonly<Record<Variant, Series>>;
 }
 
+interface ExecutePlan {
+  readonly concurrency: number;
+  readonly poolMax: number;
+  readonly rounds: number;
+  readonly warmupRounds: number;
+}
+
+interface ExecuteRounds {
+  readonly results: Record<Variant, ClosedLoopResult[]>;
+  readonly checked: number;
+  readonly wrong: number;
+  readonly offShard: number;
+}
+
+/** Interleaved rounds of the same point queries through the router and through a raw pg.Pool. */
+async function measureRounds(ctx: SectionContext, plan: ExecutePlan, router: ShardRouter, pool: pg.Pool, shardId: string, keys: readonly number[]): Promise<ExecuteRounds> {
+  const { concurrency, poolMax, rounds, warmupRounds } = plan;
+  let wrong = 0;
+  let checked = 0;
+  let offShard = 0;
+  const ops: Record<Variant, (index: number) => Promise<boolean>> = {
+    router: async (index) => {
+      const key = keys[index]!;
+      const result = await router.execute<{ int4: number }>(key, EXECUTE_SQL, [key]);
+      if (result.shardId !== shardId) offShard++;
+      return result.rows.length === 1 && result.rows[0]!.int4 === key;
+    },
+    raw: async (index) => {
+      const key = keys[index]!;
+      const result = await pool.query<{ int4: number }>(EXECUTE_SQL, [key]);
+      return result.rows.length === 1 && result.rows[0]!.int4 === key;
+    },
+  };
+  ctx.log(`shard ${shardId}, concurrency ${concurrency}, pool max ${poolMax}: ${warmupRounds} warm-up rounds, then ${rounds} rounds of ${keys.length} queries`);
+  const results = await interleavedRounds(
+    VARIANTS,
+    { rounds, warmupRounds },
+    async (variant) => {
+      const result = await closedLoop(keys.length, concurrency, ops[variant]);
+      wrong += result.wrong;
+      checked += result.ops;
+      return result;
+    },
+    (r, q) => ctx.log(`round ${r}: router ${Math.round(q.router.opsPerSecond)}  raw ${Math.round(q.raw.opsPerSecond)} q/s  (ratio ${(q.router.opsPerSecond / q.raw.opsPerSecond).toFixed(3)})`),
+  );
+  return { results, checked, wrong, offShard };
+}
+
+function executeOutcome(plan: ExecutePlan, shardId: string, queriesPerRound: number, measured: ExecuteRounds): SectionOutcome<ExecuteDetails> {
+  const { concurrency, poolMax, rounds } = plan;
+  const { results, wrong, checked, offShard } = measured;
+  const qps = (v: Variant) => results[v].map((r) => r.opsPerSecond);
+  const routerSeries = summarize(qps('router'));
+  const rawSeries = summarize(qps('raw'));
+  const ratio = summarize(pairedRatios(qps('router'), qps('raw'))).median;
+  const cpu = { router: summarize(results.router.map((r) => r.cpuMicrosPerOp)), raw: summarize(results.raw.map((r) => r.cpuMicrosPerOp)) };
+  return {
+    setup: `${EXECUTE_SQL} on shard ${shardId}: router.execute vs pg.Pool.query, both pool max ${poolMax}, ${concurrency} in flight, ${rounds} interleaved rounds of ${queriesPerRound} queries`,
+    figures: [
+      {
+        label: 'router.execute point query',
+        value: routerSeries.median,
+        unit: 'queries/s',
+        baseline: { label: 'raw pg.Pool', value: rawSeries.median },
+        ratio,
+        note: `median of ${rounds} paired rounds`,
+        target: atLeast('ratio', ratio, EXECUTE_RATIO_TARGET, 'x'),
+      },
+      {
+        label: 'client CPU per query',
+        value: cpu.router.median,
+        unit: 'µs',
+        baseline: { label: 'raw pg.Pool', value: cpu.raw.median },
+        ratio: summarize(pairedRatios(results.router.map((r) => r.cpuMicrosPerOp), results.raw.map((r) => r.cpuMicrosPerOp))).median,
+        note: 'lower is better; far less noisy than throughput',
+      },
+    ],
+    guard: [
+      check('every answer is the key sent', wrong === 0, `${(checked - wrong).toLocaleString('en-US')}/${checked.toLocaleString('en-US')} answers right (warm-up included)`),
+      check('router answered from the key\'s shard', offShard === 0, `${offShard} answers from another shard`),
+    ],
+    details: {
+      shardId,
+      sql: EXECUTE_SQL,
+      concurrency,
+      poolMax,
+      queriesPerRound,
+      rounds,
+      queriesPerSecond: { router: routerSeries, raw: rawSeries },
+      ratio,
+      ratioOfMedians: routerSeries.median / rawSeries.median,
+      cpuMicrosPerQuery: cpu,
+    },
+  };
+}
+
 export const executeSection: Section<ExecuteDetails> = {
   name: 'execute',
   title: 'router.execute point query vs a raw pg.Pool on the same shard, same pool size and concurrency',
   async run(ctx) {
     const concurrency = 8;
-    const poolMax = concurrency;
+    const plan: ExecutePlan = { concurrency, poolMax: concurrency, rounds: size(ctx, 25, 5), warmupRounds: 2 };
     const queriesPerRound = size(ctx, 10_000, 2_000);
-    const rounds = size(ctx, 25, 5);
-    const warmupRounds = 2;
-    const router = await ctx.router(Math.min(4, ctx.shards.length), { poolMax });
+    const router = await ctx.router(Math.min(4, ctx.shards.length), { poolMax: plan.poolMax });
     const shard = ctx.shards[0]!;
     const keys = keysOnShard(router, shard.id, queriesPerRound);
-    const pool = new pg.Pool({ connectionString: shard.connectionString, max: poolMax });
+    const pool = new pg.Pool({ connectionString: shard.connectionString, max: plan.poolMax });
     // An idle client's socket error must not crash the benchmark; a failing query still throws.
     pool.on('error', () => undefined);
-    let wrong = 0;
-    let checked = 0;
-    let offShard = 0;
-    const ops: Record<Variant, (index: number) => Promise<boolean>> = {
-      router: async (index) => {
-        const key = keys[index]!;
-        const result = await router.execute<{ int4: number }>(key, EXECUTE_SQL, [key]);
-        if (result.shardId !== shard.id) offShard++;
-        return result.rows.length === 1 && result.rows[0]!.int4 === key;
-      },
-      raw: async (index) => {
-        const key = keys[index]!;
-        const result = await pool.query<{ int4: number }>(EXECUTE_SQL, [key]);
-        return result.rows.length === 1 && result.rows[0]!.int4 === key;
-      },
-    };
     try {
-      ctx.log(`shard ${shard.id}, concurrency ${concurrency}, pool max ${poolMax}: ${warmupRounds} warm-up rounds, then ${rounds} rounds of ${keys.length} queries`);
-      const results = await interleavedRounds(
-        VARIANTS,
-        { rounds, warmupRounds },
-        async (variant) => {
-          const result = await closedLoop(keys.length, concurrency, ops[variant]);
-          wrong += result.wrong;
-          checked += result.ops;
-          return result;
-        },
-        (r, q) => ctx.log(`round ${r}: router ${Math.round(q.router.opsPerSecond)}  raw ${Math.round(q.raw.opsPerSecond)} q/s  (ratio ${(q.router.opsPerSecond / q.raw.opsPerSecond).toFixed(3)})`),
-      );
-      const qps = (v: Variant) => results[v].map((r) => r.opsPerSecond);
-      const routerSeries = summarize(qps('router'));
-      const rawSeries = summarize(qps('raw'));
-      const ratio = summarize(pairedRatios(qps('router'), qps('raw'))).median;
-      const cpu = { router: summarize(results.router.map((r) => r.cpuMicrosPerOp)), raw: summarize(results.raw.map((r) => r.cpuMicrosPerOp)) };
-      return {
-        setup: `${EXECUTE_SQL} on shard ${shard.id}: router.execute vs pg.Pool.query, both pool max ${poolMax}, ${concurrency} in flight, ${rounds} interleaved rounds of ${keys.length} queries`,
-        figures: [
-          {
-            label: 'router.execute point query',
-            value: routerSeries.median,
-            unit: 'queries/s',
-            baseline: { label: 'raw pg.Pool', value: rawSeries.median },
-            ratio,
-            note: `median of ${rounds} paired rounds`,
-            target: atLeast('ratio', ratio, EXECUTE_RATIO_TARGET, 'x'),
-          },
-          {
-            label: 'client CPU per query',
-            value: cpu.router.median,
-            unit: 'µs',
-            baseline: { label: 'raw pg.Pool', value: cpu.raw.median },
-            ratio: summarize(pairedRatios(results.router.map((r) => r.cpuMicrosPerOp), results.raw.map((r) => r.cpuMicrosPerOp))).median,
-            note: 'lower is better; far less noisy than throughput',
-          },
-        ],
-        guard: [
-          check('every answer is the key sent', wrong === 0, `${(checked - wrong).toLocaleString('en-US')}/${checked.toLocaleString('en-US')} answers right (warm-up included)`),
-          check('router answered from the key\'s shard', offShard === 0, `${offShard} answers from another shard`),
-        ],
-        details: {
-          shardId: shard.id,
-          sql: EXECUTE_SQL,
-          concurrency,
-          poolMax,
-          queriesPerRound: keys.length,
-          rounds,
-          queriesPerSecond: { router: routerSeries, raw: rawSeries },
-          ratio,
-          ratioOfMedians: routerSeries.median / rawSeries.median,
-          cpuMicrosPerQuery: cpu,
-        },
-      };
+      const measured = await measureRounds(ctx, plan, router, pool, shard.id, keys);
+      return executeOutcome(plan, shard.id, keys.length, measured);
     } finally {
       await pool.end();
     }

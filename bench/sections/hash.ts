@@ -3,7 +3,7 @@ import { hashKey } from '../../src/index.js';
 import type { ShardKey, ShardRouter } from '../../src/index.js';
 import { formatValue } from '../report.js';
 import { atLeast, check, size } from '../section.js';
-import type { Figure, Section } from '../section.js';
+import type { Figure, GuardCheck, Section, SectionContext } from '../section.js';
 import { formatTable, nowNs, pairedRatios, roundOrder, secondsSince, summarize } from '../stats.js';
 import type { Series } from '../stats.js';
 
@@ -57,7 +57,8 @@ function bigintKeys(count: number): bigint[] {
   return Array.from({ length: count }, (_, i) => 1_300_000_000_000_000_000n + (BigInt(i) << 22n));
 }
 
-function variants(router: ShardRouter, strings: readonly string[], integers: readonly number[], bigints: readonly bigint[]): Variant[] {
+/** The string-key variants: the router, hashKey alone, the murmurhash package. */
+function stringVariants(router: ShardRouter, strings: readonly string[]): Variant[] {
   return [
     {
       name: 'router.shardFor(key)',
@@ -92,6 +93,12 @@ function variants(router: ShardRouter, strings: readonly string[], integers: rea
         return acc;
       },
     },
+  ];
+}
+
+/** The integer-key variants: the router and the murmurhash package on String(key). */
+function integerVariants(router: ShardRouter, integers: readonly number[]): Variant[] {
+  return [
     {
       name: 'router.shardFor(key)',
       kind: 'integer',
@@ -115,6 +122,12 @@ function variants(router: ShardRouter, strings: readonly string[], integers: rea
         return acc;
       },
     },
+  ];
+}
+
+/** The bigint-key variants: the router and the murmurhash package on String(key). */
+function bigintVariants(router: ShardRouter, bigints: readonly bigint[]): Variant[] {
+  return [
     {
       name: 'router.shardFor(key)',
       kind: 'bigint',
@@ -139,6 +152,10 @@ function variants(router: ShardRouter, strings: readonly string[], integers: rea
       },
     },
   ];
+}
+
+function variants(router: ShardRouter, strings: readonly string[], integers: readonly number[], bigints: readonly bigint[]): Variant[] {
+  return [...stringVariants(router, strings), ...integerVariants(router, integers), ...bigintVariants(router, bigints)];
 }
 
 interface IdentityCheck {
@@ -186,66 +203,125 @@ export interface HashDetails {
   readonly sink: number;
 }
 
+/** Folds every pass's result, so that no loop can be dead-code eliminated; reported in the details. */
+interface Sink {
+  value: number;
+}
+
+/**
+ * Slices of the key array (wrapping around) until the loop has had `minSeconds` of CPU (or 4x
+ * that of wall time passed); returns keys per CPU-second and per wall-clock second. The loop
+ * is single-threaded and does no I/O, so this process's CPU time is the time it actually ran:
+ * time spent descheduled by other processes on a shared machine is not counted.
+ */
+function time(variant: Variant, keyCount: number, minSeconds: number, sink: Sink): Rate {
+  let keys = 0;
+  let from = 0;
+  const cpuStart = process.cpuUsage();
+  const start = nowNs();
+  let cpuSeconds = 0;
+  let seconds = 0;
+  do {
+    const to = Math.min(from + SLICE, keyCount);
+    sink.value = (sink.value + variant.pass(from, to)) | 0;
+    keys += to - from;
+    from = to === keyCount ? 0 : to;
+    const cpu = process.cpuUsage(cpuStart);
+    cpuSeconds = (cpu.user + cpu.system) / 1e6;
+    seconds = secondsSince(start);
+  } while (cpuSeconds < minSeconds && seconds < 4 * minSeconds);
+  return { perCpuSecond: keys / cpuSeconds, perSecond: keys / seconds };
+}
+
+interface HashPlan {
+  readonly keyCount: number;
+  readonly rounds: number;
+  readonly secondsPerRound: number;
+  readonly warmupSeconds: number;
+}
+
+/** Per variant, its rates of each round: keys per CPU-second and per wall-clock second. */
+interface RoundRates {
+  readonly perRound: number[][];
+  readonly wallPerRound: number[][];
+}
+
+/** The warm-up, then interleaved rounds of every variant. */
+function measureVariants(ctx: SectionContext, plan: HashPlan, all: readonly Variant[], sink: Sink): RoundRates {
+  const { keyCount, rounds, secondsPerRound, warmupSeconds } = plan;
+  ctx.log(`${keyCount.toLocaleString('en-US')} keys per kind, ${all.length} variants; warm-up ${warmupSeconds}s each, then ${rounds} interleaved rounds`);
+  for (let slice = 0; slice < 3; slice++) {
+    for (const index of roundOrder(all.length, slice)) time(all[index]!, keyCount, warmupSeconds / 3, sink);
+  }
+  const perRound = all.map(() => [] as number[]);
+  const wallPerRound = all.map(() => [] as number[]);
+  for (let r = 0; r < rounds; r++) {
+    for (const index of roundOrder(all.length, r)) {
+      const rate = time(all[index]!, keyCount, secondsPerRound, sink);
+      perRound[index]!.push(rate.perCpuSecond);
+      wallPerRound[index]!.push(rate.perSecond);
+    }
+    const line = KEY_KINDS.map((kind) => {
+      const [mine, base] = [perRound[indexOf(all, kind, 'router')]![r]!, perRound[indexOf(all, kind, 'murmurhash')]![r]!];
+      return `${kind} ${(mine / 1e6).toFixed(1)} vs ${(base / 1e6).toFixed(2)}`;
+    });
+    ctx.log(`round ${r + 1}: shardFor vs murmurhash, M keys per CPU-second: ${line.join(', ')}`);
+  }
+  return { perRound, wallPerRound };
+}
+
+function indexOf(all: readonly Variant[], kind: KeyKind, role: Variant['role']): number {
+  return all.findIndex((v) => v.kind === kind && v.role === role);
+}
+
+function hashFigure(all: readonly Variant[], detailVariants: HashDetails['variants'], rounds: number, kind: KeyKind, label: string): Figure {
+  const routerVariant = detailVariants[indexOf(all, kind, 'router')]!;
+  const base = detailVariants[indexOf(all, kind, 'murmurhash')]!;
+  const value = routerVariant.keysPerSecond.median;
+  return {
+    label,
+    value,
+    unit: 'keys/s',
+    baseline: { label: base.name, value: base.keysPerSecond.median },
+    ratio: routerVariant.vsMurmurhash,
+    note:
+      `keys per CPU-second, median of ${rounds} interleaved rounds on one core (best ${formatValue(routerVariant.keysPerSecond.max, 'keys/s')}); ` +
+      `wall clock: median ${formatValue(routerVariant.keysPerWallSecond.median, 'keys/s')}`,
+    ...(kind === 'string' ? { target: atLeast('value', value, SHORT_STRING_TARGET, 'keys/s') } : {}),
+  };
+}
+
+function identityGuard(identity: IdentityCheck): GuardCheck[] {
+  const total = identity.checked.toLocaleString('en-US');
+  return [
+    check('hashKey(key) === murmurhash.v3(String(key))', identity.mismatches === 0, `${(identity.checked - identity.mismatches).toLocaleString('en-US')}/${total} keys of all three kinds bit-identical`),
+    check(
+      'shardFor(key) === owner of murmurhash.v3(String(key)) % buckets',
+      identity.routedMismatches === 0,
+      `${(identity.checked - identity.routedMismatches).toLocaleString('en-US')}/${total} keys` + (identity.firstMismatch === undefined ? '' : `; first mismatch ${identity.firstMismatch}`),
+    ),
+  ];
+}
+
 export const hashSection: Section<HashDetails> = {
   name: 'hash',
   title: 'key -> shard decision on one core (short strings, integers, bigints) vs the murmurhash package',
   async run(ctx) {
-    const keyCount = size(ctx, 1_000_000, 200_000);
-    const rounds = size(ctx, 7, 3);
-    const secondsPerRound = size(ctx, 0.25, 0.08);
-    const warmupSeconds = size(ctx, 0.6, 0.15);
+    const plan: HashPlan = {
+      keyCount: size(ctx, 1_000_000, 200_000),
+      rounds: size(ctx, 7, 3),
+      secondsPerRound: size(ctx, 0.25, 0.08),
+      warmupSeconds: size(ctx, 0.6, 0.15),
+    };
+    const { keyCount, rounds, secondsPerRound } = plan;
     // No I/O here: any router works, and one shard is enough to own every bucket.
     const router = await ctx.router(Math.min(4, ctx.shards.length));
     const strings = stringKeys(keyCount);
     const integers = integerKeys(keyCount);
     const bigints = bigintKeys(keyCount);
     const all = variants(router, strings, integers, bigints);
-    const indexOf = (kind: KeyKind, role: Variant['role']) => all.findIndex((v) => v.kind === kind && v.role === role);
-    let sink = 0;
-
-    /**
-     * Slices of the key array (wrapping around) until the loop has had `minSeconds` of CPU (or 4x
-     * that of wall time passed); returns keys per CPU-second and per wall-clock second. The loop
-     * is single-threaded and does no I/O, so this process's CPU time is the time it actually ran:
-     * time spent descheduled by other processes on a shared machine is not counted.
-     */
-    const time = (variant: Variant, minSeconds: number): Rate => {
-      let keys = 0;
-      let from = 0;
-      const cpuStart = process.cpuUsage();
-      const start = nowNs();
-      let cpuSeconds = 0;
-      let seconds = 0;
-      do {
-        const to = Math.min(from + SLICE, keyCount);
-        sink = (sink + variant.pass(from, to)) | 0;
-        keys += to - from;
-        from = to === keyCount ? 0 : to;
-        const cpu = process.cpuUsage(cpuStart);
-        cpuSeconds = (cpu.user + cpu.system) / 1e6;
-        seconds = secondsSince(start);
-      } while (cpuSeconds < minSeconds && seconds < 4 * minSeconds);
-      return { perCpuSecond: keys / cpuSeconds, perSecond: keys / seconds };
-    };
-
-    ctx.log(`${keyCount.toLocaleString('en-US')} keys per kind, ${all.length} variants; warm-up ${warmupSeconds}s each, then ${rounds} interleaved rounds`);
-    for (let slice = 0; slice < 3; slice++) {
-      for (const index of roundOrder(all.length, slice)) time(all[index]!, warmupSeconds / 3);
-    }
-    const perRound = all.map(() => [] as number[]);
-    const wallPerRound = all.map(() => [] as number[]);
-    for (let r = 0; r < rounds; r++) {
-      for (const index of roundOrder(all.length, r)) {
-        const rate = time(all[index]!, secondsPerRound);
-        perRound[index]!.push(rate.perCpuSecond);
-        wallPerRound[index]!.push(rate.perSecond);
-      }
-      const line = KEY_KINDS.map((kind) => {
-        const [mine, base] = [perRound[indexOf(kind, 'router')]![r]!, perRound[indexOf(kind, 'murmurhash')]![r]!];
-        return `${kind} ${(mine / 1e6).toFixed(1)} vs ${(base / 1e6).toFixed(2)}`;
-      });
-      ctx.log(`round ${r + 1}: shardFor vs murmurhash, M keys per CPU-second: ${line.join(', ')}`);
-    }
+    const sink: Sink = { value: 0 };
+    const { perRound, wallPerRound } = measureVariants(ctx, plan, all, sink);
 
     const identity = checkIdentity(router, [...strings, ...integers, ...bigints]);
     const detailVariants = all.map((variant, i) => ({
@@ -253,25 +329,8 @@ export const hashSection: Section<HashDetails> = {
       kind: variant.kind,
       keysPerSecond: summarize(perRound[i]!),
       keysPerWallSecond: summarize(wallPerRound[i]!),
-      vsMurmurhash: summarize(pairedRatios(perRound[i]!, perRound[indexOf(variant.kind, 'murmurhash')]!)).median,
+      vsMurmurhash: summarize(pairedRatios(perRound[i]!, perRound[indexOf(all, variant.kind, 'murmurhash')]!)).median,
     }));
-    const figureFor = (kind: KeyKind, label: string): Figure => {
-      const routerVariant = detailVariants[indexOf(kind, 'router')]!;
-      const base = detailVariants[indexOf(kind, 'murmurhash')]!;
-      const value = routerVariant.keysPerSecond.median;
-      return {
-        label,
-        value,
-        unit: 'keys/s',
-        baseline: { label: base.name, value: base.keysPerSecond.median },
-        ratio: routerVariant.vsMurmurhash,
-        note:
-          `keys per CPU-second, median of ${rounds} interleaved rounds on one core (best ${formatValue(routerVariant.keysPerSecond.max, 'keys/s')}); ` +
-          `wall clock: median ${formatValue(routerVariant.keysPerWallSecond.median, 'keys/s')}`,
-        ...(kind === 'string' ? { target: atLeast('value', value, SHORT_STRING_TARGET, 'keys/s') } : {}),
-      };
-    };
-    const total = identity.checked.toLocaleString('en-US');
     return {
       setup:
         `router.shardFor(key) on one core, ${keyCount.toLocaleString('en-US')} keys of each kind (strings ${strings[0]}..${strings[keyCount - 1]}, ` +
@@ -280,18 +339,11 @@ export const hashSection: Section<HashDetails> = {
         'rates are keys per CPU-second of this process (single-threaded loop, no I/O), so time other processes took from it is not counted, ' +
         'while garbage collection on helper threads is (it counts against the variants that allocate)',
       figures: [
-        figureFor('string', "router.shardFor, short strings ('user-N')"),
-        figureFor('integer', 'router.shardFor, integers (serial ids)'),
-        figureFor('bigint', 'router.shardFor, bigints (19 digits)'),
+        hashFigure(all, detailVariants, rounds, 'string', "router.shardFor, short strings ('user-N')"),
+        hashFigure(all, detailVariants, rounds, 'integer', 'router.shardFor, integers (serial ids)'),
+        hashFigure(all, detailVariants, rounds, 'bigint', 'router.shardFor, bigints (19 digits)'),
       ],
-      guard: [
-        check('hashKey(key) === murmurhash.v3(String(key))', identity.mismatches === 0, `${(identity.checked - identity.mismatches).toLocaleString('en-US')}/${total} keys of all three kinds bit-identical`),
-        check(
-          'shardFor(key) === owner of murmurhash.v3(String(key)) % buckets',
-          identity.routedMismatches === 0,
-          `${(identity.checked - identity.routedMismatches).toLocaleString('en-US')}/${total} keys` + (identity.firstMismatch === undefined ? '' : `; first mismatch ${identity.firstMismatch}`),
-        ),
-      ],
+      guard: identityGuard(identity),
       details: {
         keysPerKind: keyCount,
         samples: {
@@ -303,7 +355,7 @@ export const hashSection: Section<HashDetails> = {
         secondsPerRound,
         variants: detailVariants,
         identity,
-        sink,
+        sink: sink.value,
       },
     };
   },

@@ -1,10 +1,12 @@
+import type { ShardRouter } from '../../src/index.js';
 import { NaiveRouter } from '../naive-router.js';
 import { createPointTable, pointQuery, pointValue } from '../point-table.js';
 import { check, size } from '../section.js';
-import type { Section } from '../section.js';
+import type { Section, SectionContext } from '../section.js';
 import { formatTable, pairedRatios, summarize } from '../stats.js';
 import type { Series } from '../stats.js';
 import { closedLoop, interleavedRounds } from '../workload.js';
+import type { ClosedLoopResult } from '../workload.js';
 
 /**
  * Point queries through the router against the textbook naive router (one pg.Client per shard,
@@ -26,6 +28,52 @@ export interface NaiveDetails {
   readonly cpuMicrosPerQuery: Readonly<Record<Variant, Series>>;
 }
 
+interface NaivePlan {
+  readonly shardCount: number;
+  readonly concurrency: number;
+  readonly rounds: number;
+  readonly warmupRounds: number;
+  readonly queriesPerRound: number;
+}
+
+/** Interleaved rounds of the same point queries through the router and through the naive router. */
+async function measureRounds(
+  ctx: SectionContext,
+  plan: NaivePlan,
+  router: ShardRouter,
+  naive: NaiveRouter,
+): Promise<{ results: Record<Variant, ClosedLoopResult[]>; checked: Record<Variant, number>; wrong: Record<Variant, number> }> {
+  const { shardCount, concurrency, rounds, warmupRounds, queriesPerRound } = plan;
+  const sql = { router: pointQuery(ctx.schema, 'items_router'), naive: pointQuery(ctx.schema, 'items_naive') };
+  const checked = { router: 0, naive: 0 };
+  const wrong = { router: 0, naive: 0 };
+  const ops: Record<Variant, (index: number) => Promise<boolean>> = {
+    router: async (index) => {
+      const id = index + 1;
+      const { rows } = await router.execute<{ v: number }>(id, sql.router, [id]);
+      return rows.length === 1 && rows[0]!.v === pointValue(id);
+    },
+    naive: async (index) => {
+      const id = index + 1;
+      const { rows } = await naive.query<{ v: number }>(id, sql.naive, [id]);
+      return rows.length === 1 && rows[0]!.v === pointValue(id);
+    },
+  };
+  ctx.log(`${shardCount} shards, ${concurrency} in flight: ${warmupRounds} warm-up round, then ${rounds} rounds of ${queriesPerRound} queries per variant`);
+  const results = await interleavedRounds(
+    VARIANTS,
+    { rounds, warmupRounds },
+    async (variant) => {
+      const result = await closedLoop(queriesPerRound, concurrency, ops[variant]);
+      checked[variant] += result.ops;
+      wrong[variant] += result.wrong;
+      return result;
+    },
+    (r, q) => ctx.log(`round ${r}: router ${Math.round(q.router.opsPerSecond)}  naive ${Math.round(q.naive.opsPerSecond)} q/s  (ratio ${(q.router.opsPerSecond / q.naive.opsPerSecond).toFixed(3)})`),
+  );
+  return { results, checked, wrong };
+}
+
 export const naiveSection: Section<NaiveDetails> = {
   name: 'naive',
   title: 'point queries: router vs the textbook naive router (one connection per shard, key % N), 4 shards',
@@ -43,33 +91,7 @@ export const naiveSection: Section<NaiveDetails> = {
     try {
       await createPointTable(ctx, 'items_router', queriesPerRound, shardCount, (id) => shardIndex.get(router.shardFor(id))!);
       await createPointTable(ctx, 'items_naive', queriesPerRound, shardCount, (id) => naive.shardOf(id));
-      const sql = { router: pointQuery(ctx.schema, 'items_router'), naive: pointQuery(ctx.schema, 'items_naive') };
-      const checked = { router: 0, naive: 0 };
-      const wrong = { router: 0, naive: 0 };
-      const ops: Record<Variant, (index: number) => Promise<boolean>> = {
-        router: async (index) => {
-          const id = index + 1;
-          const { rows } = await router.execute<{ v: number }>(id, sql.router, [id]);
-          return rows.length === 1 && rows[0]!.v === pointValue(id);
-        },
-        naive: async (index) => {
-          const id = index + 1;
-          const { rows } = await naive.query<{ v: number }>(id, sql.naive, [id]);
-          return rows.length === 1 && rows[0]!.v === pointValue(id);
-        },
-      };
-      ctx.log(`${shardCount} shards, ${concurrency} in flight: ${warmupRounds} warm-up round, then ${rounds} rounds of ${queriesPerRound} queries per variant`);
-      const results = await interleavedRounds(
-        VARIANTS,
-        { rounds, warmupRounds },
-        async (variant) => {
-          const result = await closedLoop(queriesPerRound, concurrency, ops[variant]);
-          checked[variant] += result.ops;
-          wrong[variant] += result.wrong;
-          return result;
-        },
-        (r, q) => ctx.log(`round ${r}: router ${Math.round(q.router.opsPerSecond)}  naive ${Math.round(q.naive.opsPerSecond)} q/s  (ratio ${(q.router.opsPerSecond / q.naive.opsPerSecond).toFixed(3)})`),
-      );
+      const { results, checked, wrong } = await measureRounds(ctx, { shardCount, concurrency, rounds, warmupRounds, queriesPerRound }, router, naive);
       const qps = (v: Variant) => results[v].map((r) => r.opsPerSecond);
       const cpu = (v: Variant) => results[v].map((r) => r.cpuMicrosPerOp);
       const ratio = summarize(pairedRatios(qps('router'), qps('naive'))).median;

@@ -2,10 +2,11 @@ import os from 'node:os';
 import type { ShardRouter } from '../../src/index.js';
 import { createPointTable, pointQuery, pointValue } from '../point-table.js';
 import { check, size } from '../section.js';
-import type { Figure, Section } from '../section.js';
+import type { Figure, Section, SectionContext } from '../section.js';
 import { formatTable, pairedRatios, summarize } from '../stats.js';
 import type { Series } from '../stats.js';
 import { closedLoop, interleavedRounds } from '../workload.js';
+import type { ClosedLoopResult } from '../workload.js';
 
 /**
  * Point-query throughput through routers over 1, 2 and 4 shards at the same client concurrency,
@@ -23,6 +24,45 @@ export interface ScalingDetails {
   readonly rounds: number;
   readonly cores: number;
   readonly variants: readonly { readonly shards: number; readonly queriesPerSecond: Series; readonly vsOneShard: number; readonly cpuMicrosPerQuery: number }[];
+}
+
+interface ScalingPlan {
+  readonly counts: readonly number[];
+  readonly concurrency: number;
+  readonly rounds: number;
+  readonly warmupRounds: number;
+  readonly queriesPerRound: number;
+}
+
+/** Interleaved rounds of the same point queries through the router of each shard count (by name, '1', '2', ...). */
+async function measureRounds(
+  ctx: SectionContext,
+  routers: ReadonlyMap<string, ShardRouter>,
+  names: readonly string[],
+  plan: ScalingPlan,
+): Promise<{ results: Record<string, ClosedLoopResult[]>; checked: Map<string, number>; wrong: Map<string, number> }> {
+  const { counts, concurrency, rounds, warmupRounds, queriesPerRound } = plan;
+  const checked = new Map(names.map((n) => [n, 0]));
+  const wrong = new Map(names.map((n) => [n, 0]));
+  ctx.log(`${counts.join(', ')} shards, ${concurrency} in flight: ${warmupRounds} warm-up round, then ${rounds} rounds of ${queriesPerRound} queries per shard count`);
+  const results = await interleavedRounds(
+    names,
+    { rounds, warmupRounds },
+    async (name) => {
+      const router = routers.get(name)!;
+      const sql = pointQuery(ctx.schema, `items_${name}`);
+      const result = await closedLoop(queriesPerRound, concurrency, async (index) => {
+        const id = index + 1;
+        const { rows } = await router.execute<{ v: number }>(id, sql, [id]);
+        return rows.length === 1 && rows[0]!.v === pointValue(id);
+      });
+      checked.set(name, checked.get(name)! + result.ops);
+      wrong.set(name, wrong.get(name)! + result.wrong);
+      return result;
+    },
+    (r, q) => ctx.log(`round ${r}: ${names.map((n) => `${n} shard${n === '1' ? '' : 's'} ${Math.round(q[n]!.opsPerSecond)}`).join('  ')} q/s`),
+  );
+  return { results, checked, wrong };
 }
 
 export const scalingSection: Section<ScalingDetails> = {
@@ -44,26 +84,7 @@ export const scalingSection: Section<ScalingDetails> = {
       await createPointTable(ctx, `items_${n}`, queriesPerRound, n, (id) => shardIndex.get(router.shardFor(id))!);
     }
     const names = counts.map(String);
-    const checked = new Map(names.map((n) => [n, 0]));
-    const wrong = new Map(names.map((n) => [n, 0]));
-    ctx.log(`${counts.join(', ')} shards, ${concurrency} in flight: ${warmupRounds} warm-up round, then ${rounds} rounds of ${queriesPerRound} queries per shard count`);
-    const results = await interleavedRounds(
-      names,
-      { rounds, warmupRounds },
-      async (name) => {
-        const router = routers.get(name)!;
-        const sql = pointQuery(ctx.schema, `items_${name}`);
-        const result = await closedLoop(queriesPerRound, concurrency, async (index) => {
-          const id = index + 1;
-          const { rows } = await router.execute<{ v: number }>(id, sql, [id]);
-          return rows.length === 1 && rows[0]!.v === pointValue(id);
-        });
-        checked.set(name, checked.get(name)! + result.ops);
-        wrong.set(name, wrong.get(name)! + result.wrong);
-        return result;
-      },
-      (r, q) => ctx.log(`round ${r}: ${names.map((n) => `${n} shard${n === '1' ? '' : 's'} ${Math.round(q[n]!.opsPerSecond)}`).join('  ')} q/s`),
-    );
+    const { results, checked, wrong } = await measureRounds(ctx, routers, names, { counts, concurrency, rounds, warmupRounds, queriesPerRound });
     const qps = (name: string) => results[name]!.map((r) => r.opsPerSecond);
     const variants = names.map((name) => ({
       shards: Number(name),

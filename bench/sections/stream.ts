@@ -100,6 +100,48 @@ export interface StreamDetails {
   readonly gcExposed: boolean;
 }
 
+interface StreamPlan {
+  readonly shardCount: number;
+  readonly rows: number;
+  readonly rounds: number;
+  readonly batchSize: number;
+  readonly rowsPerShard: readonly number[];
+}
+
+/** Interleaved rounds: the ordered broadcastStream against a pg-cursor read of the same rows on one server. */
+async function measureRounds(
+  ctx: SectionContext,
+  router: ShardRouter,
+  client: pg.Client,
+  plan: StreamPlan,
+): Promise<{ results: Record<Variant, PassResult[]>; checked: Record<Variant, number>; wrong: Record<Variant, number> }> {
+  const { shardCount, rows, rounds, batchSize, rowsPerShard } = plan;
+  const sql = (table: string) => `SELECT id, v FROM ${ctx.schema}.${table} ORDER BY id`;
+  const checked = { stream: 0, cursor: 0 };
+  const wrong = { stream: 0, cursor: 0 };
+  const pass: Record<Variant, () => Promise<PassResult>> = {
+    stream: () => consume(router.broadcastStream<{ id: number; v: number }>(sql('s'), [], { batchSize }), rows),
+    cursor: () => consume(cursorRows(client, sql('s_all'), batchSize), rows),
+  };
+  ctx.log(`${rows.toLocaleString('en-US')} rows (${rowsPerShard.join(' + ')} on ${shardCount} shards), batch ${batchSize}; 1 warm-up round, then ${rounds} rounds per side`);
+  const results = await interleavedRounds(
+    VARIANTS,
+    { rounds, warmupRounds: 1 },
+    async (variant) => {
+      const result = await pass[variant]();
+      checked[variant] += result.rows;
+      wrong[variant] += result.wrong;
+      return result;
+    },
+    (r, t) =>
+      ctx.log(
+        `round ${r}: stream ${Math.round(t.stream.rowsPerSecond)} rows/s (heap +${t.stream.peakHeapGrowthMB.toFixed(1)} MB)  ` +
+          `cursor ${Math.round(t.cursor.rowsPerSecond)} rows/s (heap +${t.cursor.peakHeapGrowthMB.toFixed(1)} MB)`,
+      ),
+  );
+  return { results, checked, wrong };
+}
+
 export const streamSection: Section<StreamDetails> = {
   name: 'stream',
   title: 'broadcastStream: ordered k-way merge of 4 shards, rows/s and peak heap vs a raw pg-cursor read',
@@ -113,30 +155,8 @@ export const streamSection: Section<StreamDetails> = {
     const client = new pg.Client({ connectionString: ctx.shards[0]!.connectionString, application_name: 'bench cursor' });
     client.on('error', () => undefined);
     await client.connect();
-    const sql = (table: string) => `SELECT id, v FROM ${ctx.schema}.${table} ORDER BY id`;
-    const checked = { stream: 0, cursor: 0 };
-    const wrong = { stream: 0, cursor: 0 };
     try {
-      const pass: Record<Variant, () => Promise<PassResult>> = {
-        stream: () => consume(router.broadcastStream<{ id: number; v: number }>(sql('s'), [], { batchSize }), rows),
-        cursor: () => consume(cursorRows(client, sql('s_all'), batchSize), rows),
-      };
-      ctx.log(`${rows.toLocaleString('en-US')} rows (${rowsPerShard.join(' + ')} on ${shardCount} shards), batch ${batchSize}; 1 warm-up round, then ${rounds} rounds per side`);
-      const results = await interleavedRounds(
-        VARIANTS,
-        { rounds, warmupRounds: 1 },
-        async (variant) => {
-          const result = await pass[variant]();
-          checked[variant] += result.rows;
-          wrong[variant] += result.wrong;
-          return result;
-        },
-        (r, t) =>
-          ctx.log(
-            `round ${r}: stream ${Math.round(t.stream.rowsPerSecond)} rows/s (heap +${t.stream.peakHeapGrowthMB.toFixed(1)} MB)  ` +
-              `cursor ${Math.round(t.cursor.rowsPerSecond)} rows/s (heap +${t.cursor.peakHeapGrowthMB.toFixed(1)} MB)`,
-          ),
-      );
+      const { results, checked, wrong } = await measureRounds(ctx, router, client, { shardCount, rows, rounds, batchSize, rowsPerShard });
       const rps = (v: Variant) => results[v].map((r) => r.rowsPerSecond);
       const heap = (v: Variant) => summarize(results[v].map((r) => r.peakHeapGrowthMB));
       const rowsPerSecond = { stream: summarize(rps('stream')), cursor: summarize(rps('cursor')) };
