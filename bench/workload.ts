@@ -73,3 +73,11 @@ export async function interleavedRounds<V extends string, R>(
   }
   return all;
 }
+
+/** The sizes of a comparison in interleaved rounds: `concurrency` callers, `queriesPerRound` operations per variant and round. */
+export interface RoundsPlan {
+  readonly concurrency: number;
+  readonly rounds: number;
+  readonly warmupRounds: number;
+  readonly queriesPerRound: number;
+}

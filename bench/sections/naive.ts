@@ -6,7 +6,7 @@ import type { Section, SectionContext } from '../section.js';
 import { formatTable, pairedRatios, summarize } from '../stats.js';
 import type { Series } from '../stats.js';
 import { closedLoop, interleavedRounds } from '../workload.js';
-import type { ClosedLoopResult } from '../workload.js';
+import type { ClosedLoopResult, RoundsPlan } from '../workload.js';
 
 /**
  * Point queries through the router against the textbook naive router (one pg.Client per shard,
@@ -28,12 +28,8 @@ export interface NaiveDetails {
   readonly cpuMicrosPerQuery: Readonly<Record<Variant, Series>>;
 }
 
-interface NaivePlan {
+interface NaivePlan extends RoundsPlan {
   readonly shardCount: number;
-  readonly concurrency: number;
-  readonly rounds: number;
-  readonly warmupRounds: number;
-  readonly queriesPerRound: number;
 }
 
 /** Interleaved rounds of the same point queries through the router and through the naive router. */

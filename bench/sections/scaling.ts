@@ -6,7 +6,7 @@ import type { Figure, Section, SectionContext } from '../section.js';
 import { formatTable, pairedRatios, summarize } from '../stats.js';
 import type { Series } from '../stats.js';
 import { closedLoop, interleavedRounds } from '../workload.js';
-import type { ClosedLoopResult } from '../workload.js';
+import type { ClosedLoopResult, RoundsPlan } from '../workload.js';
 
 /**
  * Point-query throughput through routers over 1, 2 and 4 shards at the same client concurrency,
@@ -26,12 +26,8 @@ export interface ScalingDetails {
   readonly variants: readonly { readonly shards: number; readonly queriesPerSecond: Series; readonly vsOneShard: number; readonly cpuMicrosPerQuery: number }[];
 }
 
-interface ScalingPlan {
+interface ScalingPlan extends RoundsPlan {
   readonly counts: readonly number[];
-  readonly concurrency: number;
-  readonly rounds: number;
-  readonly warmupRounds: number;
-  readonly queriesPerRound: number;
 }
 
 /** Interleaved rounds of the same point queries through the router of each shard count (by name, '1', '2', ...). */
