@@ -66,6 +66,7 @@ export class ShardRouter {
     this.#recovery = parts.recovery;
     this.#broadcaster = parts.broadcaster;
     const topology = parts.topology;
+    topology.refreshRetriesVia(() => this.refreshMap());
     this.#watcher = new MapWatcher({
       channel: mapChannel(parts.clusterId),
       intervalMillis: parts.config.mapRefresh.intervalMillis,

@@ -71,6 +71,8 @@ export class Topology {
   readonly #bucketMask: number;
   #refreshing: Promise<void> | undefined;
   #nextRefresh: Promise<void> | undefined;
+  /** What a stale-map retry calls to refresh: the router's public refreshMap, once there is a router. */
+  #refreshForRetry: () => Promise<unknown> = () => this.refresh();
   #closed = false;
 
   constructor(config: ResolvedConfig, pools: Map<string, ShardPool>, initial: InitialState, onTablesChanged: () => void) {
@@ -226,6 +228,11 @@ export class Topology {
     return this.#map;
   }
 
+  /** Routes the refreshes of stale-map retries through `refresh` (the router's refreshMap). */
+  refreshRetriesVia(refresh: () => Promise<unknown>): void {
+    this.#refreshForRetry = refresh;
+  }
+
   /**
    * Runs `attempt`; while it fails because a shard's fence refused a stale map, refreshes the
    * map and runs it again (a fenced write did nothing). `first` is a failure already seen.
@@ -236,7 +243,7 @@ export class Topology {
       if (failure !== undefined) {
         if (!isStaleMap(failure)) throw failure;
         if (round > 1) await new Promise((resolve) => setTimeout(resolve, STALE_MAP_BACKOFF_MS * 2 ** round));
-        await this.refresh();
+        await this.#refreshForRetry();
       }
       try {
         return await attempt();
