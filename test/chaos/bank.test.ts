@@ -2,8 +2,9 @@ import { createInterface } from 'node:readline';
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { ShardRouter, startLocalCluster } from '../../src/index.js';
-import type { LocalCluster } from '../../src/index.js';
+import { ShardRouter } from '../../src/index.js';
+import { startLocalCluster } from '../../src/local.js';
+import type { LocalCluster } from '../../src/local.js';
 import { preparedOn, recoverUntilSettled, spawnTypeScript, waitForBackendsGone } from './support.js';
 
 /**

@@ -1,7 +1,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { ShardRouter, startLocalCluster } from '../../src/index.js';
-import type { LocalCluster, PlannedMove, RebalanceReport, ResumeReport } from '../../src/index.js';
+import { ShardRouter } from '../../src/index.js';
+import { startLocalCluster } from '../../src/local.js';
+import type { PlannedMove, RebalanceReport, ResumeReport } from '../../src/index.js';
+import type { LocalCluster } from '../../src/local.js';
 import type { MoveStep } from '../../src/rebalance/test-hooks.js';
 import { createScratchDatabases, eventually, uniqueName, withServer } from '../support/cluster.js';
 import { startMembershipWriters } from './membership-writers.js';

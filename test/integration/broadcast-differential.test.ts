@@ -1,8 +1,9 @@
 import pg from 'pg';
 import type { QueryResult, QueryResultRow } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLocalCluster } from '../../src/index.js';
-import type { LocalCluster, ShardRouter } from '../../src/index.js';
+import { startLocalCluster } from '../../src/local.js';
+import type { ShardRouter } from '../../src/index.js';
+import type { LocalCluster } from '../../src/local.js';
 import { connectFreshRouter, dropSchemas, uniqueName } from '../support/cluster.js';
 import { seededRandom } from '../support/random.js';
 

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { redactConnectionString, ShardRouter, startLocalCluster } from '../../src/index.js';
-import type { LocalCluster, VerifyReport } from '../../src/index.js';
+import { redactConnectionString, ShardRouter } from '../../src/index.js';
+import { startLocalCluster } from '../../src/local.js';
+import type { VerifyReport } from '../../src/index.js';
+import type { LocalCluster } from '../../src/local.js';
 import { createScratchDatabases, withServer } from '../support/cluster.js';
 import { runCli } from '../support/cli.js';
 import type { CliRun } from '../support/cli.js';

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ShardRouter, ShardRouterError, startLocalCluster } from '../../src/index.js';
-import type { LocalCluster } from '../../src/index.js';
+import { ShardRouter, ShardRouterError } from '../../src/index.js';
+import { startLocalCluster } from '../../src/local.js';
+import type { LocalCluster } from '../../src/local.js';
 import { testHooks } from '../../src/twopc/test-hooks.js';
 import { dropSchemas, rejectionOf, shardConfigs, uniqueName, withServer } from '../support/cluster.js';
 import { keyOn } from '../support/keys.js';

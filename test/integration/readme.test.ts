@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLocalCluster } from '../../src/index.js';
+import { startLocalCluster } from '../../src/local.js';
 import { createScratchDatabases, runTypeScript, uniqueName, withServer } from '../support/cluster.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -20,7 +20,10 @@ async function runReadmeExample(name: string): Promise<string> {
   mkdirSync(path.join(root, '.tmp'), { recursive: true });
   const file = path.join(root, '.tmp', `${uniqueName('readme')}.ts`);
   // The only edit: the package name resolves to this checkout's source.
-  writeFileSync(file, readmeExample(name).replace(`from 'pg-shard-router'`, `from '../src/index.js'`));
+  writeFileSync(
+    file,
+    readmeExample(name).replace(`from 'pg-shard-router/local'`, `from '../src/local.js'`).replace(`from 'pg-shard-router'`, `from '../src/index.js'`),
+  );
   try {
     return (await runTypeScript(file, { PG_SHARD_URLS: scratch.urls.join(',') })).stdout;
   } finally {

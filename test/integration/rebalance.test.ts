@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ShardRouter, ShardRouterError, startLocalCluster } from '../../src/index.js';
-import type { LocalCluster, Rebalancer } from '../../src/index.js';
+import { ShardRouter, ShardRouterError } from '../../src/index.js';
+import { startLocalCluster } from '../../src/local.js';
+import type { Rebalancer } from '../../src/index.js';
+import type { LocalCluster } from '../../src/local.js';
 import { createScratchDatabases, rejectionOf, shardConfigs, uniqueName, withServer } from '../support/cluster.js';
 import { seededRandom } from '../support/random.js';
 

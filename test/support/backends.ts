@@ -1,4 +1,4 @@
-import { startLocalCluster } from '../../src/index.js';
+import { startLocalCluster } from '../../src/local.js';
 
 /** The PostgreSQL servers a test run uses, and how to let them go. */
 export interface TestBackend {

