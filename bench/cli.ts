@@ -33,7 +33,11 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
     strict: true,
     allowPositionals: false,
   });
-  const only = values.only?.flatMap((value) => value.split(',')).map((name) => name.trim()).filter((name) => name !== '') ?? null;
+  const only =
+    values.only
+      ?.flatMap((value) => value.split(','))
+      .map((name) => name.trim())
+      .filter((name) => name !== '') ?? null;
   return {
     quick: values.quick ?? false,
     only: only === null || only.length === 0 ? null : only,

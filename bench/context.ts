@@ -50,7 +50,9 @@ export class BenchRun {
     } finally {
       for (const router of routers) await router.close().catch((error: unknown) => log(`warning: router.close failed: ${String(error)}`));
       for (let i = 0; i < this.#shards.length; i++) {
-        await this.admin(i, `DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((error: unknown) => log(`warning: dropping ${schema} on shard ${i} failed: ${String(error)}`));
+        await this.admin(i, `DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((error: unknown) =>
+          log(`warning: dropping ${schema} on shard ${i} failed: ${String(error)}`),
+        );
       }
     }
   }

@@ -30,7 +30,11 @@ export async function createPointTable(
   for (let id = 1; id <= count; id++) ids[place(id)]!.push(id);
   for (let shard = 0; shard < shardCount; shard++) {
     await ctx.admin(shard, `CREATE TABLE ${ctx.schema}.${table} (id int PRIMARY KEY, v int NOT NULL)`);
-    await ctx.admin(shard, `INSERT INTO ${ctx.schema}.${table} (id, v) SELECT id, (id::bigint * 7919 % 1000003)::int FROM unnest($1::int[]) AS id`, [ids[shard]]);
+    await ctx.admin(
+      shard,
+      `INSERT INTO ${ctx.schema}.${table} (id, v) SELECT id, (id::bigint * 7919 % 1000003)::int FROM unnest($1::int[]) AS id`,
+      [ids[shard]],
+    );
     await ctx.admin(shard, `ANALYZE ${ctx.schema}.${table}`);
   }
   return ids.map((list) => list.length);

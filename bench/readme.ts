@@ -33,7 +33,8 @@ function duration(seconds: number): string {
 function runDescription(results: BenchResults): string {
   const m = results.machine;
   const when = results.startedAt.replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC');
-  const load = m.loadAverage1mAtEnd === undefined ? `${m.loadAverage1m}` : `${m.loadAverage1m} at the start and ${m.loadAverage1mAtEnd} at the end`;
+  const load =
+    m.loadAverage1mAtEnd === undefined ? `${m.loadAverage1m}` : `${m.loadAverage1m} at the start and ${m.loadAverage1mAtEnd} at the end`;
   return (
     `Run of ${when}: \`${results.command}\`, ${duration(results.seconds)} in all, code at ${results.code.commit}${results.code.srcDirty ? ' (plus uncommitted changes in src/)' : ''}. ` +
     `Machine: ${m.cpuModel}, ${m.cores} cores, ${m.totalMemoryGiB} GiB RAM, ${m.platform}; Node ${m.node}; ` +
@@ -43,7 +44,10 @@ function runDescription(results: BenchResults): string {
 }
 
 function figureTable(sections: readonly SectionReport[]): string[] {
-  const lines = ['| section | measure | value | baseline, same rounds | ratio | target | met |', '| --- | --- | --- | --- | --- | --- | --- |'];
+  const lines = [
+    '| section | measure | value | baseline, same rounds | ratio | target | met |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+  ];
   for (const section of sections) {
     switch (section.status) {
       case 'ok':
@@ -79,7 +83,9 @@ function figureTable(sections: readonly SectionReport[]): string[] {
 /** The generated block, markers excluded. */
 export function renderPerformance(results: BenchResults): string {
   const measured = results.sections.filter(isMeasured);
-  const targets = measured.flatMap((s) => s.figures.flatMap((f) => (f.target === undefined ? [] : [{ section: s.name, label: f.label, target: f.target }])));
+  const targets = measured.flatMap((s) =>
+    s.figures.flatMap((f) => (f.target === undefined ? [] : [{ section: s.name, label: f.label, target: f.target }])),
+  );
   const met = targets.filter((t) => t.target.met);
   const checks = measured.flatMap((s) => s.guard.map((c) => ({ section: s.name, ...c })));
   const failed = checks.filter((c) => !c.ok);
@@ -92,7 +98,12 @@ export function renderPerformance(results: BenchResults): string {
     ...figureTable(results.sections),
     '',
     `Targets: ${met.length} of ${targets.length} met` +
-      (met.length === targets.length ? '.' : `; not met: ${targets.filter((t) => !t.target.met).map((t) => `${t.section} (${t.label}, ${formatTarget(t.target)})`).join('; ')}.`),
+      (met.length === targets.length
+        ? '.'
+        : `; not met: ${targets
+            .filter((t) => !t.target.met)
+            .map((t) => `${t.section} (${t.label}, ${formatTarget(t.target)})`)
+            .join('; ')}.`),
     '',
     `Correctness guards: ${failed.length === 0 && crashed.length === 0 ? `all ${checks.length} passed` : `**${failed.length} of ${checks.length} FAILED**${crashed.length > 0 ? `, ${crashed.length} section(s) crashed` : ''}`}:`,
     '',
@@ -112,15 +123,22 @@ export function renderPerformance(results: BenchResults): string {
 export function replaceBlock(readme: string, block: string): string {
   const start = readme.indexOf(START_MARKER);
   const end = readme.indexOf(END_MARKER);
-  if (start < 0 || end < 0 || end < start) throw new Error(`README.md needs ${START_MARKER} ... ${END_MARKER} in its "## Performance" section`);
+  if (start < 0 || end < 0 || end < start)
+    throw new Error(`README.md needs ${START_MARKER} ... ${END_MARKER} in its "## Performance" section`);
   const performance = readme.lastIndexOf('\n## Performance', start);
   const nextSection = readme.indexOf('\n## ', performance + 1);
-  if (performance < 0 || (nextSection >= 0 && nextSection < end)) throw new Error('the bench markers must both be inside the "## Performance" section');
+  if (performance < 0 || (nextSection >= 0 && nextSection < end))
+    throw new Error('the bench markers must both be inside the "## Performance" section');
   return `${readme.slice(0, start + START_MARKER.length)}\n${block}\n${readme.slice(end)}`;
 }
 
 function main(argv: readonly string[]): number {
-  const { values, positionals } = parseArgs({ args: [...argv], options: { force: { type: 'boolean', default: false } }, allowPositionals: true, strict: true });
+  const { values, positionals } = parseArgs({
+    args: [...argv],
+    options: { force: { type: 'boolean', default: false } },
+    allowPositionals: true,
+    strict: true,
+  });
   const file = positionals[0] ?? LATEST_RESULTS;
   const results = JSON.parse(readFileSync(file, 'utf8')) as BenchResults;
   if (results.format !== 'pg-shard-router-bench/1') throw new Error(`${file} is not a pg-shard-router benchmark result`);

@@ -30,7 +30,10 @@ export const LATEST_RESULTS = path.join(RESULTS_DIR, 'latest.json');
 /** HEAD and whether src/ differs from it; 'unknown' outside a git checkout. */
 export function describeCode(): BenchResults['code'] {
   try {
-    const commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
     const status = execFileSync('git', ['status', '--porcelain', '--', 'src'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     return { commit, srcDirty: status.trim() !== '' };
   } catch {
@@ -78,7 +81,10 @@ export function formatRatio(ratio: number): string {
 
 /** `ratio >= 0.97`, `>= 25.00 M keys/s`, `<= 45.3 ms (1.2 x slowest shard + 2 ms)`. */
 export function formatTarget(target: TargetCheck): string {
-  const threshold = target.on === 'ratio' ? `ratio ${target.comparison} ${formatRatio(target.threshold)}` : `${target.comparison} ${formatValue(target.threshold, target.unit)}`;
+  const threshold =
+    target.on === 'ratio'
+      ? `ratio ${target.comparison} ${formatRatio(target.threshold)}`
+      : `${target.comparison} ${formatValue(target.threshold, target.unit)}`;
   return target.thresholdText === undefined ? threshold : `${threshold} (${target.thresholdText})`;
 }
 

@@ -33,7 +33,8 @@ function indent(text: string, prefix = '  '): string {
 function selectSections(args: BenchArgs): readonly Section[] {
   if (args.only === null) return SECTIONS;
   const unknown = args.only.filter((name) => !SECTIONS.some((s) => s.name === name));
-  if (unknown.length > 0) throw new UsageError(`unknown section(s): ${unknown.join(', ')}; sections: ${SECTIONS.map((s) => s.name).join(', ')}`);
+  if (unknown.length > 0)
+    throw new UsageError(`unknown section(s): ${unknown.join(', ')}; sections: ${SECTIONS.map((s) => s.name).join(', ')}`);
   return SECTIONS.filter((s) => args.only!.includes(s.name));
 }
 
@@ -48,7 +49,11 @@ async function runSection(run: BenchRun, section: Section, position: string): Pr
   console.log(`\n[${position}] ${name}: ${title}`);
   const start = nowNs();
   try {
-    const outcome = await run.withSection(name, (line) => console.log(`  ${line}`), (ctx) => section.run(ctx));
+    const outcome = await run.withSection(
+      name,
+      (line) => console.log(`  ${line}`),
+      (ctx) => section.run(ctx),
+    );
     const seconds = Math.round(secondsSince(start) * 10) / 10;
     console.log(indent(section.format(outcome)));
     for (const c of outcome.guard) console.log(`  guard ${c.ok ? 'OK    ' : 'FAILED'} ${c.label}: ${c.detail}`);
@@ -74,7 +79,13 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const selected = selectSections(args);
   if (args.list) {
-    console.log(formatTable(['section', 'what'], SECTIONS.map((s) => [s.name, s.notBuilt === undefined ? s.title : `not built yet (${s.notBuilt})`]), [0, 1]));
+    console.log(
+      formatTable(
+        ['section', 'what'],
+        SECTIONS.map((s) => [s.name, s.notBuilt === undefined ? s.title : `not built yet (${s.notBuilt})`]),
+        [0, 1],
+      ),
+    );
     return 0;
   }
 
@@ -89,16 +100,22 @@ async function main(argv: readonly string[]): Promise<number> {
   const run = new BenchRun(shards.shards, shards.schemaPrefix, args.quick);
   try {
     const version = await serverVersion(shards.shards[0]!.connectionString);
-    console.log(`PostgreSQL ${version} via ${shards.source}: ${shards.shards.map((s) => `${s.id}=${redactConnectionString(s.connectionString)}`).join(', ')}`);
+    console.log(
+      `PostgreSQL ${version} via ${shards.source}: ${shards.shards.map((s) => `${s.id}=${redactConnectionString(s.connectionString)}`).join(', ')}`,
+    );
 
     const reports: SectionReport[] = [];
     for (const [i, section] of selected.entries()) reports.push(await runSection(run, section, `${i + 1}/${selected.length}`));
 
     const failures = failedChecks(reports);
     const seconds = Math.round(secondsSince(start) * 10) / 10;
-    console.log(`\nSummary (${args.quick ? 'quick run, ' : ''}${seconds}s; ratios are medians of per-round ratios against the baseline measured in the same rounds):`);
+    console.log(
+      `\nSummary (${args.quick ? 'quick run, ' : ''}${seconds}s; ratios are medians of per-round ratios against the baseline measured in the same rounds):`,
+    );
     console.log(formatTable(SUMMARY_HEADER, summaryRows(reports), SUMMARY_LEFT_ALIGNED));
-    console.log(`load average (1m): ${machine.loadAverage1m} at start, ${Math.round((os.loadavg()[0] ?? 0) * 100) / 100} at end (2 cores: above ~2 means others were using the machine too)`);
+    console.log(
+      `load average (1m): ${machine.loadAverage1m} at start, ${Math.round((os.loadavg()[0] ?? 0) * 100) / 100} at end (2 cores: above ~2 means others were using the machine too)`,
+    );
 
     const results: BenchResults = {
       format: 'pg-shard-router-bench/1',

@@ -96,12 +96,28 @@ export type SectionReport =
 
 /** Target: the figure's value (`on: 'value'`, in its unit) or its ratio (`on: 'ratio'`) is at least `threshold`. */
 export function atLeast(on: TargetCheck['on'], actual: number, threshold: number, unit: Unit, thresholdText?: string): TargetCheck {
-  return { on, comparison: '>=', threshold, actual, unit, ...(thresholdText === undefined ? {} : { thresholdText }), met: actual >= threshold };
+  return {
+    on,
+    comparison: '>=',
+    threshold,
+    actual,
+    unit,
+    ...(thresholdText === undefined ? {} : { thresholdText }),
+    met: actual >= threshold,
+  };
 }
 
 /** Target: at most `threshold`. */
 export function atMost(on: TargetCheck['on'], actual: number, threshold: number, unit: Unit, thresholdText?: string): TargetCheck {
-  return { on, comparison: '<=', threshold, actual, unit, ...(thresholdText === undefined ? {} : { thresholdText }), met: actual <= threshold };
+  return {
+    on,
+    comparison: '<=',
+    threshold,
+    actual,
+    unit,
+    ...(thresholdText === undefined ? {} : { thresholdText }),
+    met: actual <= threshold,
+  };
 }
 
 export function check(label: string, ok: boolean, detail: string): GuardCheck {

@@ -52,7 +52,9 @@ async function dropSchemasEverywhere(urls: readonly string[], prefix: string): P
     const client = new pg.Client({ connectionString: url });
     try {
       await client.connect();
-      const { rows } = await client.query<{ name: string }>('SELECT nspname AS name FROM pg_namespace WHERE starts_with(nspname, $1)', [prefix]);
+      const { rows } = await client.query<{ name: string }>('SELECT nspname AS name FROM pg_namespace WHERE starts_with(nspname, $1)', [
+        prefix,
+      ]);
       for (const { name } of rows) await client.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);

@@ -30,7 +30,9 @@ const USERS = [
 const log = (line = '') => process.stdout.write(`${line}\n`);
 
 async function main(): Promise<void> {
-  const urls = process.env.PG_SHARD_URLS?.split(',').map((url) => url.trim()).filter(Boolean);
+  const urls = process.env.PG_SHARD_URLS?.split(',')
+    .map((url) => url.trim())
+    .filter(Boolean);
   let cluster: LocalCluster | undefined;
   let shards: { id: string; connectionString: string }[];
   // The fifth server is added later, as a new shard, while a writer keeps writing.
@@ -49,7 +51,9 @@ async function main(): Promise<void> {
   let router: ShardRouter | undefined;
   try {
     router = await ShardRouter.connect({ shards, catalogSchema: 'demo_shard_router' });
-    log(`cluster ${router.clusterId}: ${router.bucketCount} buckets over ${router.shardIds.join(', ')} (map version ${router.bucketMap.version})`);
+    log(
+      `cluster ${router.clusterId}: ${router.bucketCount} buckets over ${router.shardIds.join(', ')} (map version ${router.bucketMap.version})`,
+    );
     const perShard = [...router.bucketMap.bucketsPerShard()].map(([id, n]) => `${id}=${n}`).join(' ');
     log(`buckets per shard: ${perShard}\n`);
 
@@ -127,7 +131,9 @@ async function aggregateReport(router: ShardRouter, expectedTotals: ReadonlyMap<
     'SELECT count(*) AS orders, sum(amount) AS revenue, avg(amount) AS average, min(amount) AS smallest, max(amount) AS largest FROM shard_router_demo.orders',
   );
   const totals = summary[0]!;
-  log(`  ${totals.orders} orders, revenue ${totals.revenue}, average ${totals.average}, smallest ${totals.smallest}, largest ${totals.largest}`);
+  log(
+    `  ${totals.orders} orders, revenue ${totals.revenue}, average ${totals.average}, smallest ${totals.smallest}, largest ${totals.largest}`,
+  );
 
   const { rows: countries } = await router.broadcast<{ country: string; users: string }>(
     'SELECT country, count(*) AS users FROM shard_router_demo.users GROUP BY country HAVING count(*) >= $1 ORDER BY users DESC, country',
@@ -135,14 +141,16 @@ async function aggregateReport(router: ShardRouter, expectedTotals: ReadonlyMap<
   );
   log(`  users per country: ${countries.map((row) => `${row.country} ${row.users}`).join(', ')}`);
 
-  const topSql = 'SELECT user_id, count(*) AS orders, sum(amount) AS spent FROM shard_router_demo.orders GROUP BY user_id ORDER BY spent DESC, user_id LIMIT 3';
+  const topSql =
+    'SELECT user_id, count(*) AS orders, sum(amount) AS spent FROM shard_router_demo.orders GROUP BY user_id ORDER BY spent DESC, user_id LIMIT 3';
   const { rows: top } = await router.broadcast<{ user_id: string; orders: string; spent: string }>(topSql);
   log(`  top 3 customers: ${top.map((row) => `${row.user_id} (${row.orders} orders, ${row.spent})`).join('; ')}`);
   log(`  how the router ran the last one:\n${router.explain(topSql).replace(/^/gm, '    ')}`);
 
   // Exact, not approximately right: the merged revenue is the sum of what was written.
   const written = [...expectedTotals.values()].reduce((sum, total) => sum + Math.round(total * 100), 0);
-  if (Math.round(Number(totals.revenue) * 100) !== written) throw new Error(`merged revenue ${totals.revenue} differs from the ${written / 100} written`);
+  if (Math.round(Number(totals.revenue) * 100) !== written)
+    throw new Error(`merged revenue ${totals.revenue} differs from the ${written / 100} written`);
   const users = countries.reduce((sum, row) => sum + Number(row.users), 0);
   if (users !== expectedTotals.size) throw new Error(`merged user count ${users} differs from the ${expectedTotals.size} written`);
   log('  the merged revenue and user count equal what was written');
@@ -192,7 +200,11 @@ async function crossShardTransfer(router: ShardRouter): Promise<void> {
   }
 
   const balance = async (userId: number) => {
-    const { rows, shardId } = await router.execute<{ balance: string }>(userId, 'SELECT balance::text FROM shard_router_demo.accounts WHERE user_id = $1', [userId]);
+    const { rows, shardId } = await router.execute<{ balance: string }>(
+      userId,
+      'SELECT balance::text FROM shard_router_demo.accounts WHERE user_id = $1',
+      [userId],
+    );
     return { shardId, balance: rows[0]?.balance ?? '?' };
   };
   const [payer, payee] = [await balance(from), await balance(to)];
@@ -222,7 +234,9 @@ async function growCluster(router: ShardRouter, spare: { id: string; connectionS
   await router.registerShardedTable('shard_router_demo.orders', 'user_id');
   await router.broadcast('CREATE TABLE shard_router_demo.countries (code text PRIMARY KEY, name text NOT NULL)');
   await router.registerReferenceTable('shard_router_demo.countries');
-  await router.broadcast("INSERT INTO shard_router_demo.countries (code, name) VALUES ('GB', 'United Kingdom'), ('US', 'United States'), ('FI', 'Finland'), ('NL', 'Netherlands')");
+  await router.broadcast(
+    "INSERT INTO shard_router_demo.countries (code, name) VALUES ('GB', 'United Kingdom'), ('US', 'United States'), ('FI', 'Finland'), ('NL', 'Netherlands')",
+  );
 
   const migrate = new pg.Client({ connectionString: spare.connectionString });
   await migrate.connect();
@@ -230,7 +244,9 @@ async function growCluster(router: ShardRouter, spare: { id: string; connectionS
     await migrate.query('DROP SCHEMA IF EXISTS shard_router_demo CASCADE');
     await migrate.query('CREATE SCHEMA shard_router_demo');
     await migrate.query('CREATE TABLE shard_router_demo.users (id bigint PRIMARY KEY, name text NOT NULL, country text NOT NULL)');
-    await migrate.query('CREATE TABLE shard_router_demo.orders (id bigint GENERATED ALWAYS AS IDENTITY, user_id bigint NOT NULL, amount numeric(10,2) NOT NULL, PRIMARY KEY (user_id, id))');
+    await migrate.query(
+      'CREATE TABLE shard_router_demo.orders (id bigint GENERATED ALWAYS AS IDENTITY, user_id bigint NOT NULL, amount numeric(10,2) NOT NULL, PRIMARY KEY (user_id, id))',
+    );
     await migrate.query('CREATE TABLE shard_router_demo.countries (code text PRIMARY KEY, name text NOT NULL)');
   } finally {
     await migrate.end();
@@ -250,16 +266,26 @@ async function growCluster(router: ShardRouter, spare: { id: string; connectionS
   const rebalancer = router.rebalancer({
     onProgress: (progress) => {
       if (progress.current.step !== 'done') return;
-      log(`  move ${progress.move}/${progress.moves}: buckets ${progress.current.buckets.join(',')} ${progress.current.source} -> ${progress.current.target}, ${progress.current.rowsCopied} rows`);
+      log(
+        `  move ${progress.move}/${progress.moves}: buckets ${progress.current.buckets.join(',')} ${progress.current.source} -> ${progress.current.target}, ${progress.current.rowsCopied} rows`,
+      );
     },
   });
   const added = await rebalancer.addShard(spare);
-  log(`  ${spare.id} joined with no buckets; reference tables copied to it: ${Object.entries(added.referenceRows).map(([table, rows]) => `${table} (${rows} rows)`).join(', ')}`);
+  log(
+    `  ${spare.id} joined with no buckets; reference tables copied to it: ${Object.entries(added.referenceRows)
+      .map(([table, rows]) => `${table} (${rows} rows)`)
+      .join(', ')}`,
+  );
   const report = await rebalancer.rebalance();
   writing = false;
   await writer;
   const longestPause = Math.max(0, ...report.moves.map((move) => move.pauseMillis));
-  log(`  buckets per shard now: ${Object.entries(report.bucketsPerShard).map(([id, n]) => `${id}=${n}`).join(' ')} (map version ${report.mapVersion})`);
+  log(
+    `  buckets per shard now: ${Object.entries(report.bucketsPerShard)
+      .map(([id, n]) => `${id}=${n}`)
+      .join(' ')} (map version ${report.mapVersion})`,
+  );
   log(`  the writer wrote ${written} orders meanwhile; the longest write pause of a moving bucket was ${longestPause} ms`);
 
   const after = await router.broadcast<{ orders: string }>('SELECT count(*) AS orders FROM shard_router_demo.orders');
@@ -267,7 +293,9 @@ async function growCluster(router: ShardRouter, spare: { id: string; connectionS
     throw new Error(`orders after the rebalance: ${after.rows[0]!.orders}, expected ${Number(before.rows[0]!.orders) + written}`);
   }
   const verify = await rebalancer.verify();
-  log(`  verify: ${verify.tablesChecked} tables, ${verify.misplaced.length} misplaced row groups, ${verify.divergent.length} divergent reference tables`);
+  log(
+    `  verify: ${verify.tablesChecked} tables, ${verify.misplaced.length} misplaced row groups, ${verify.divergent.length} divergent reference tables`,
+  );
   if (!verify.ok) throw new Error('verify found misplaced or divergent rows');
   log(`  every acknowledged order is there, each row on the shard that owns its bucket`);
 }

@@ -79,7 +79,12 @@ const configSchema = z
     broadcast: broadcastSchema.default(() => broadcastSchema.parse({})),
     mapRefresh: mapRefreshSchema.default(() => mapRefreshSchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
-    applicationName: z.string().min(1).max(63).regex(/^[\x20-\x7e]+$/, 'must be printable ASCII').default('pg-shard-router'),
+    applicationName: z
+      .string()
+      .min(1)
+      .max(63)
+      .regex(/^[\x20-\x7e]+$/, 'must be printable ASCII')
+      .default('pg-shard-router'),
     catalogSchema: z
       .string()
       .regex(SCHEMA_NAME, 'must be a lower-case identifier: a-z, 0-9, _ (not starting with a digit), at most 63')

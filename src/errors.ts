@@ -65,7 +65,13 @@ export interface ShardRouterErrorContext {
  * serialization_failure, deadlock_detected, lock_not_available (lock_timeout).
  */
 const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', '55P03']);
-const RETRYABLE_CODES = new Set<ErrorCode>(['LOCK_TIMEOUT', 'TRANSACTION_TIMEOUT', 'POOL_TIMEOUT', 'BROADCAST_TIMEOUT', 'STALE_BUCKET_MAP']);
+const RETRYABLE_CODES = new Set<ErrorCode>([
+  'LOCK_TIMEOUT',
+  'TRANSACTION_TIMEOUT',
+  'POOL_TIMEOUT',
+  'BROADCAST_TIMEOUT',
+  'STALE_BUCKET_MAP',
+]);
 
 /** The one base class of every error thrown by pg-shard-router. */
 export class ShardRouterError extends Error {
@@ -104,7 +110,11 @@ export class ShardRouterError extends Error {
 export class QueryError extends ShardRouterError {
   readonly sqlState: string;
 
-  constructor(shardId: string, cause: Error & { code?: unknown }, code: 'QUERY_FAILED' | 'LOCK_TIMEOUT' | 'STALE_BUCKET_MAP' = 'QUERY_FAILED') {
+  constructor(
+    shardId: string,
+    cause: Error & { code?: unknown },
+    code: 'QUERY_FAILED' | 'LOCK_TIMEOUT' | 'STALE_BUCKET_MAP' = 'QUERY_FAILED',
+  ) {
     super(code, `shard ${shardId}: ${cause.message}`, { shardId, cause });
     this.name = 'QueryError';
     this.sqlState = typeof cause.code === 'string' ? cause.code : '';

@@ -52,7 +52,9 @@ export interface BroadcastDetails {
     readonly sql: string;
     readonly rounds: number;
     readonly queriesPerRound: number;
-    readonly millis: Readonly<Record<(typeof LATENCY_VARIANTS)[number], { readonly p50: number; readonly p99: number; readonly roundMedians: Series }>>;
+    readonly millis: Readonly<
+      Record<(typeof LATENCY_VARIANTS)[number], { readonly p50: number; readonly p99: number; readonly roundMedians: Series }>
+    >;
     readonly ratio: number;
     /** Each shard's latency with the query sent to it alone (nothing else running), p50 ms. */
     readonly soloShardMillis: Readonly<Record<string, number>>;
@@ -75,7 +77,8 @@ async function loadRows(ctx: SectionContext, router: ShardRouter, shardCount: nu
   const ids = Array.from({ length: shardCount }, () => [] as number[]);
   for (let id = 1; id <= rows; id++) ids[index.get(router.shardFor(id))!]!.push(id);
   const create = (table: string) => `CREATE TABLE ${ctx.schema}.${table} (id int PRIMARY KEY, g int NOT NULL, x int NOT NULL)`;
-  const fill = (table: string) => `INSERT INTO ${ctx.schema}.${table} SELECT id, id % ${GROUPS}, id * 37 % 1000 FROM unnest($1::int[]) AS id`;
+  const fill = (table: string) =>
+    `INSERT INTO ${ctx.schema}.${table} SELECT id, id % ${GROUPS}, id * 37 % 1000 FROM unnest($1::int[]) AS id`;
   for (let shard = 0; shard < shardCount; shard++) {
     await ctx.admin(shard, create('t'));
     await ctx.admin(shard, fill('t'), [ids[shard]]);
@@ -143,7 +146,9 @@ async function measureLatency(b: Bench): Promise<LatencyResult> {
       return secondsSince(start) * 1e3;
     },
   };
-  ctx.log(`latency: ${b.rows.toLocaleString('en-US')} rows in ${GROUPS} groups over ${b.shardCount} shards; 1 warm-up round, then ${latencyRounds} rounds of ${perRound} queries per side`);
+  ctx.log(
+    `latency: ${b.rows.toLocaleString('en-US')} rows in ${GROUPS} groups over ${b.shardCount} shards; 1 warm-up round, then ${latencyRounds} rounds of ${perRound} queries per side`,
+  );
   const latencyResults = await interleavedRounds(
     LATENCY_VARIANTS,
     { rounds: latencyRounds, warmupRounds: 1 },
@@ -152,12 +157,19 @@ async function measureLatency(b: Bench): Promise<LatencyResult> {
       for (let i = 0; i < perRound; i++) times.push(await timeOne[variant]());
       return times;
     },
-    (r, t) => ctx.log(`round ${r}: broadcast ${summarize(t.broadcast).median.toFixed(2)} ms, slowest shard ${summarize(t.direct).median.toFixed(2)} ms`),
+    (r, t) =>
+      ctx.log(
+        `round ${r}: broadcast ${summarize(t.broadcast).median.toFixed(2)} ms, slowest shard ${summarize(t.direct).median.toFixed(2)} ms`,
+      ),
   );
   for (const v of LATENCY_VARIANTS) for (const times of latencyResults[v]) samples[v].push(...times);
   const roundMedians = (v: (typeof LATENCY_VARIANTS)[number]) => latencyResults[v].map((times) => summarize(times).median);
   const ratio = summarize(pairedRatios(roundMedians('broadcast'), roundMedians('direct'))).median;
-  const p = (v: (typeof LATENCY_VARIANTS)[number]) => ({ p50: percentile(samples[v], 50), p99: percentile(samples[v], 99), roundMedians: summarize(roundMedians(v)) });
+  const p = (v: (typeof LATENCY_VARIANTS)[number]) => ({
+    p50: percentile(samples[v], 50),
+    p99: percentile(samples[v], 99),
+    roundMedians: summarize(roundMedians(v)),
+  });
   return { rounds: latencyRounds, perRound, millis: { broadcast: p('broadcast'), direct: p('direct') }, ratio, checks, wrong };
 }
 
@@ -225,7 +237,9 @@ async function measureThroughput(b: Bench): Promise<ThroughputResult> {
       return isRight(g, await naive.broadcast<{ id: number; x: number }>(filterSql, [g]));
     },
   };
-  ctx.log(`throughput: ${filterSql.replace(ctx.schema, 's')}, ${concurrency} in flight; 1 warm-up round, then ${throughputRounds} rounds of ${broadcastsPerRound} broadcasts per side`);
+  ctx.log(
+    `throughput: ${filterSql.replace(ctx.schema, 's')}, ${concurrency} in flight; 1 warm-up round, then ${throughputRounds} rounds of ${broadcastsPerRound} broadcasts per side`,
+  );
   const throughput = await interleavedRounds(
     THROUGHPUT_VARIANTS,
     { rounds: throughputRounds, warmupRounds: 1 },
@@ -236,7 +250,9 @@ async function measureThroughput(b: Bench): Promise<ThroughputResult> {
       return result;
     },
     (r, t) =>
-      ctx.log(`round ${r}: router ${Math.round(t.router.opsPerSecond)}  naive ${Math.round(t.naive.opsPerSecond)} broadcasts/s  (ratio ${(t.router.opsPerSecond / t.naive.opsPerSecond).toFixed(3)})`),
+      ctx.log(
+        `round ${r}: router ${Math.round(t.router.opsPerSecond)}  naive ${Math.round(t.naive.opsPerSecond)} broadcasts/s  (ratio ${(t.router.opsPerSecond / t.naive.opsPerSecond).toFixed(3)})`,
+      ),
   );
   const bps = (v: ThroughputVariant) => throughput[v].map((r) => r.opsPerSecond);
   const cpuPerBroadcast = (v: ThroughputVariant) => summarize(throughput[v].map((r) => r.cpuMicrosPerOp)).median;
@@ -275,7 +291,12 @@ function measurePlanCache(b: Bench): BroadcastDetails['planCache'] {
   return { hitMicros: summarize(hits).median, missMicros: summarize(misses).median, calls };
 }
 
-function broadcastFigures(b: Bench, latency: LatencyResult, throughput: BroadcastDetails['throughput'], planCache: BroadcastDetails['planCache']): Figure[] {
+function broadcastFigures(
+  b: Bench,
+  latency: LatencyResult,
+  throughput: BroadcastDetails['throughput'],
+  planCache: BroadcastDetails['planCache'],
+): Figure[] {
   const { millis } = latency;
   const threshold = LATENCY_FACTOR * millis.direct.p50 + LATENCY_SLACK_MS;
   return [
@@ -330,7 +351,9 @@ export const broadcastSection: Section<BroadcastDetails> = {
     await loadRows(ctx, router, shardCount, rows);
     const sql = aggregateSql(`${ctx.schema}.t`);
     const filterSql = filterSqlOn(`${ctx.schema}.t`);
-    const clients = ctx.shards.slice(0, shardCount).map((s) => new pg.Client({ connectionString: s.connectionString, application_name: 'bench direct' }));
+    const clients = ctx.shards
+      .slice(0, shardCount)
+      .map((s) => new pg.Client({ connectionString: s.connectionString, application_name: 'bench direct' }));
     const naive = await NaiveRouter.connect(ctx.shards.slice(0, shardCount).map((s) => s.connectionString));
     try {
       for (const client of clients) {
@@ -346,16 +369,31 @@ export const broadcastSection: Section<BroadcastDetails> = {
         setup: setupText(b, latency, throughput.details),
         figures: broadcastFigures(b, latency, throughput.details, planCache),
         guard: [
-          check('merged aggregate = one server holding every row (text of every group)', latency.wrong === 0 && latency.checks > 0, `${latency.checks - latency.wrong}/${latency.checks} broadcasts exact`),
+          check(
+            'merged aggregate = one server holding every row (text of every group)',
+            latency.wrong === 0 && latency.checks > 0,
+            `${latency.checks - latency.wrong}/${latency.checks} broadcasts exact`,
+          ),
           ...THROUGHPUT_VARIANTS.map((v) =>
-            check(`${v}: WHERE g = $1 returns exactly that group's rows`, throughput.wrong[v] === 0, `${(throughput.checks[v] - throughput.wrong[v]).toLocaleString('en-US')}/${throughput.checks[v].toLocaleString('en-US')} broadcasts right (warm-up included)`),
+            check(
+              `${v}: WHERE g = $1 returns exactly that group's rows`,
+              throughput.wrong[v] === 0,
+              `${(throughput.checks[v] - throughput.wrong[v]).toLocaleString('en-US')}/${throughput.checks[v].toLocaleString('en-US')} broadcasts right (warm-up included)`,
+            ),
           ),
         ],
         details: {
           shards: shardCount,
           rows,
           groups: GROUPS,
-          latency: { sql, rounds: latency.rounds, queriesPerRound: latency.perRound, millis: latency.millis, ratio: latency.ratio, soloShardMillis },
+          latency: {
+            sql,
+            rounds: latency.rounds,
+            queriesPerRound: latency.perRound,
+            millis: latency.millis,
+            ratio: latency.ratio,
+            soloShardMillis,
+          },
           throughput: throughput.details,
           planCache,
         },
@@ -368,14 +406,26 @@ export const broadcastSection: Section<BroadcastDetails> = {
   format(outcome) {
     const d = outcome.details;
     const l = d.latency.millis;
-    const solo = Object.entries(d.latency.soloShardMillis).map(([id, ms]) => `${id} ${ms.toFixed(2)}`).join(', ');
+    const solo = Object.entries(d.latency.soloShardMillis)
+      .map(([id, ms]) => `${id} ${ms.toFixed(2)}`)
+      .join(', ');
     const q = (v: number) => Math.round(v).toString();
     return [
       formatTable(
         ['aggregate latency', 'p50 ms', 'p99 ms', 'round medians min-max'],
         [
-          ['router.broadcast (merged)', l.broadcast.p50.toFixed(2), l.broadcast.p99.toFixed(2), `${l.broadcast.roundMedians.min.toFixed(2)}-${l.broadcast.roundMedians.max.toFixed(2)}`],
-          ['slowest shard, sent directly', l.direct.p50.toFixed(2), l.direct.p99.toFixed(2), `${l.direct.roundMedians.min.toFixed(2)}-${l.direct.roundMedians.max.toFixed(2)}`],
+          [
+            'router.broadcast (merged)',
+            l.broadcast.p50.toFixed(2),
+            l.broadcast.p99.toFixed(2),
+            `${l.broadcast.roundMedians.min.toFixed(2)}-${l.broadcast.roundMedians.max.toFixed(2)}`,
+          ],
+          [
+            'slowest shard, sent directly',
+            l.direct.p50.toFixed(2),
+            l.direct.p99.toFixed(2),
+            `${l.direct.roundMedians.min.toFixed(2)}-${l.direct.roundMedians.max.toFixed(2)}`,
+          ],
         ],
       ),
       `ratio ${d.latency.ratio.toFixed(3)}; each shard alone, p50 ms: ${solo}`,

@@ -56,7 +56,14 @@ interface ExecuteRounds {
 }
 
 /** Interleaved rounds of the same point queries through the router and through a raw pg.Pool. */
-async function measureRounds(ctx: SectionContext, plan: ExecutePlan, router: ShardRouter, pool: pg.Pool, shardId: string, keys: readonly number[]): Promise<ExecuteRounds> {
+async function measureRounds(
+  ctx: SectionContext,
+  plan: ExecutePlan,
+  router: ShardRouter,
+  pool: pg.Pool,
+  shardId: string,
+  keys: readonly number[],
+): Promise<ExecuteRounds> {
   const { concurrency, poolMax, rounds, warmupRounds } = plan;
   let wrong = 0;
   let checked = 0;
@@ -74,7 +81,9 @@ async function measureRounds(ctx: SectionContext, plan: ExecutePlan, router: Sha
       return result.rows.length === 1 && result.rows[0]!.int4 === key;
     },
   };
-  ctx.log(`shard ${shardId}, concurrency ${concurrency}, pool max ${poolMax}: ${warmupRounds} warm-up rounds, then ${rounds} rounds of ${keys.length} queries`);
+  ctx.log(
+    `shard ${shardId}, concurrency ${concurrency}, pool max ${poolMax}: ${warmupRounds} warm-up rounds, then ${rounds} rounds of ${keys.length} queries`,
+  );
   const results = await interleavedRounds(
     VARIANTS,
     { rounds, warmupRounds },
@@ -84,12 +93,20 @@ async function measureRounds(ctx: SectionContext, plan: ExecutePlan, router: Sha
       checked += result.ops;
       return result;
     },
-    (r, q) => ctx.log(`round ${r}: router ${Math.round(q.router.opsPerSecond)}  raw ${Math.round(q.raw.opsPerSecond)} q/s  (ratio ${(q.router.opsPerSecond / q.raw.opsPerSecond).toFixed(3)})`),
+    (r, q) =>
+      ctx.log(
+        `round ${r}: router ${Math.round(q.router.opsPerSecond)}  raw ${Math.round(q.raw.opsPerSecond)} q/s  (ratio ${(q.router.opsPerSecond / q.raw.opsPerSecond).toFixed(3)})`,
+      ),
   );
   return { results, checked, wrong, offShard };
 }
 
-function executeOutcome(plan: ExecutePlan, shardId: string, queriesPerRound: number, measured: ExecuteRounds): SectionOutcome<ExecuteDetails> {
+function executeOutcome(
+  plan: ExecutePlan,
+  shardId: string,
+  queriesPerRound: number,
+  measured: ExecuteRounds,
+): SectionOutcome<ExecuteDetails> {
   const { concurrency, poolMax, rounds } = plan;
   const { results, wrong, checked, offShard } = measured;
   const qps = (v: Variant) => results[v].map((r) => r.opsPerSecond);
@@ -114,13 +131,22 @@ function executeOutcome(plan: ExecutePlan, shardId: string, queriesPerRound: num
         value: cpu.router.median,
         unit: 'µs',
         baseline: { label: 'raw pg.Pool', value: cpu.raw.median },
-        ratio: summarize(pairedRatios(results.router.map((r) => r.cpuMicrosPerOp), results.raw.map((r) => r.cpuMicrosPerOp))).median,
+        ratio: summarize(
+          pairedRatios(
+            results.router.map((r) => r.cpuMicrosPerOp),
+            results.raw.map((r) => r.cpuMicrosPerOp),
+          ),
+        ).median,
         note: 'lower is better; far less noisy than throughput',
       },
     ],
     guard: [
-      check('every answer is the key sent', wrong === 0, `${(checked - wrong).toLocaleString('en-US')}/${checked.toLocaleString('en-US')} answers right (warm-up included)`),
-      check('router answered from the key\'s shard', offShard === 0, `${offShard} answers from another shard`),
+      check(
+        'every answer is the key sent',
+        wrong === 0,
+        `${(checked - wrong).toLocaleString('en-US')}/${checked.toLocaleString('en-US')} answers right (warm-up included)`,
+      ),
+      check("router answered from the key's shard", offShard === 0, `${offShard} answers from another shard`),
     ],
     details: {
       shardId,
@@ -164,8 +190,12 @@ export const executeSection: Section<ExecuteDetails> = {
     return (
       formatTable(
         ['variant', 'median q/s', 'min', 'max', 'CPU µs/query'],
-        [row('router.execute(key, sql, [key])', d.queriesPerSecond.router, d.cpuMicrosPerQuery.router), row('pg.Pool.query(sql, [key])', d.queriesPerSecond.raw, d.cpuMicrosPerQuery.raw)],
-      ) + `\nratio router/raw ${d.ratio.toFixed(3)} (median of paired rounds; ratio of medians ${d.ratioOfMedians.toFixed(3)}); target >= ${EXECUTE_RATIO_TARGET}`
+        [
+          row('router.execute(key, sql, [key])', d.queriesPerSecond.router, d.cpuMicrosPerQuery.router),
+          row('pg.Pool.query(sql, [key])', d.queriesPerSecond.raw, d.cpuMicrosPerQuery.raw),
+        ],
+      ) +
+      `\nratio router/raw ${d.ratio.toFixed(3)} (median of paired rounds; ratio of medians ${d.ratioOfMedians.toFixed(3)}); target >= ${EXECUTE_RATIO_TARGET}`
     );
   },
 };

@@ -249,7 +249,9 @@ interface RoundRates {
 /** The warm-up, then interleaved rounds of every variant. */
 function measureVariants(ctx: SectionContext, plan: HashPlan, all: readonly Variant[], sink: Sink): RoundRates {
   const { keyCount, rounds, secondsPerRound, warmupSeconds } = plan;
-  ctx.log(`${keyCount.toLocaleString('en-US')} keys per kind, ${all.length} variants; warm-up ${warmupSeconds}s each, then ${rounds} interleaved rounds`);
+  ctx.log(
+    `${keyCount.toLocaleString('en-US')} keys per kind, ${all.length} variants; warm-up ${warmupSeconds}s each, then ${rounds} interleaved rounds`,
+  );
   for (let slice = 0; slice < 3; slice++) {
     for (const index of roundOrder(all.length, slice)) time(all[index]!, keyCount, warmupSeconds / 3, sink);
   }
@@ -274,7 +276,13 @@ function indexOf(all: readonly Variant[], kind: KeyKind, role: Variant['role']):
   return all.findIndex((v) => v.kind === kind && v.role === role);
 }
 
-function hashFigure(all: readonly Variant[], detailVariants: HashDetails['variants'], rounds: number, kind: KeyKind, label: string): Figure {
+function hashFigure(
+  all: readonly Variant[],
+  detailVariants: HashDetails['variants'],
+  rounds: number,
+  kind: KeyKind,
+  label: string,
+): Figure {
   const routerVariant = detailVariants[indexOf(all, kind, 'router')]!;
   const base = detailVariants[indexOf(all, kind, 'murmurhash')]!;
   const value = routerVariant.keysPerSecond.median;
@@ -294,11 +302,16 @@ function hashFigure(all: readonly Variant[], detailVariants: HashDetails['varian
 function identityGuard(identity: IdentityCheck): GuardCheck[] {
   const total = identity.checked.toLocaleString('en-US');
   return [
-    check('hashKey(key) === murmurhash.v3(String(key))', identity.mismatches === 0, `${(identity.checked - identity.mismatches).toLocaleString('en-US')}/${total} keys of all three kinds bit-identical`),
+    check(
+      'hashKey(key) === murmurhash.v3(String(key))',
+      identity.mismatches === 0,
+      `${(identity.checked - identity.mismatches).toLocaleString('en-US')}/${total} keys of all three kinds bit-identical`,
+    ),
     check(
       'shardFor(key) === owner of murmurhash.v3(String(key)) % buckets',
       identity.routedMismatches === 0,
-      `${(identity.checked - identity.routedMismatches).toLocaleString('en-US')}/${total} keys` + (identity.firstMismatch === undefined ? '' : `; first mismatch ${identity.firstMismatch}`),
+      `${(identity.checked - identity.routedMismatches).toLocaleString('en-US')}/${total} keys` +
+        (identity.firstMismatch === undefined ? '' : `; first mismatch ${identity.firstMismatch}`),
     ),
   ];
 }
@@ -362,18 +375,20 @@ export const hashSection: Section<HashDetails> = {
   format(outcome) {
     const d = outcome.details;
     const m = (v: number) => (v / 1e6).toFixed(2);
-    return formatTable(
-      ['kind', 'variant', 'M keys/CPU-s', 'min', 'max', 'wall M keys/s', 'vs murmurhash'],
-      d.variants.map((v) => [
-        v.kind,
-        v.name,
-        m(v.keysPerSecond.median),
-        m(v.keysPerSecond.min),
-        m(v.keysPerSecond.max),
-        m(v.keysPerWallSecond.median),
-        `${v.vsMurmurhash.toFixed(2)}x`,
-      ]),
-      [0, 1],
-    ) + `\n(target: short strings >= ${formatValue(SHORT_STRING_TARGET, 'keys/s')}; sink ${d.sink})`;
+    return (
+      formatTable(
+        ['kind', 'variant', 'M keys/CPU-s', 'min', 'max', 'wall M keys/s', 'vs murmurhash'],
+        d.variants.map((v) => [
+          v.kind,
+          v.name,
+          m(v.keysPerSecond.median),
+          m(v.keysPerSecond.min),
+          m(v.keysPerSecond.max),
+          m(v.keysPerWallSecond.median),
+          `${v.vsMurmurhash.toFixed(2)}x`,
+        ]),
+        [0, 1],
+      ) + `\n(target: short strings >= ${formatValue(SHORT_STRING_TARGET, 'keys/s')}; sink ${d.sink})`
+    );
   },
 };

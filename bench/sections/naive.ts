@@ -55,7 +55,9 @@ async function measureRounds(
       return rows.length === 1 && rows[0]!.v === pointValue(id);
     },
   };
-  ctx.log(`${shardCount} shards, ${concurrency} in flight: ${warmupRounds} warm-up round, then ${rounds} rounds of ${queriesPerRound} queries per variant`);
+  ctx.log(
+    `${shardCount} shards, ${concurrency} in flight: ${warmupRounds} warm-up round, then ${rounds} rounds of ${queriesPerRound} queries per variant`,
+  );
   const results = await interleavedRounds(
     VARIANTS,
     { rounds, warmupRounds },
@@ -65,7 +67,10 @@ async function measureRounds(
       wrong[variant] += result.wrong;
       return result;
     },
-    (r, q) => ctx.log(`round ${r}: router ${Math.round(q.router.opsPerSecond)}  naive ${Math.round(q.naive.opsPerSecond)} q/s  (ratio ${(q.router.opsPerSecond / q.naive.opsPerSecond).toFixed(3)})`),
+    (r, q) =>
+      ctx.log(
+        `round ${r}: router ${Math.round(q.router.opsPerSecond)}  naive ${Math.round(q.naive.opsPerSecond)} q/s  (ratio ${(q.router.opsPerSecond / q.naive.opsPerSecond).toFixed(3)})`,
+      ),
   );
   return { results, checked, wrong };
 }
@@ -87,7 +92,12 @@ export const naiveSection: Section<NaiveDetails> = {
     try {
       await createPointTable(ctx, 'items_router', queriesPerRound, shardCount, (id) => shardIndex.get(router.shardFor(id))!);
       await createPointTable(ctx, 'items_naive', queriesPerRound, shardCount, (id) => naive.shardOf(id));
-      const { results, checked, wrong } = await measureRounds(ctx, { shardCount, concurrency, rounds, warmupRounds, queriesPerRound }, router, naive);
+      const { results, checked, wrong } = await measureRounds(
+        ctx,
+        { shardCount, concurrency, rounds, warmupRounds, queriesPerRound },
+        router,
+        naive,
+      );
       const qps = (v: Variant) => results[v].map((r) => r.opsPerSecond);
       const cpu = (v: Variant) => results[v].map((r) => r.cpuMicrosPerOp);
       const ratio = summarize(pairedRatios(qps('router'), qps('naive'))).median;
@@ -107,7 +117,11 @@ export const naiveSection: Section<NaiveDetails> = {
           },
         ],
         guard: (['router', 'naive'] as const).map((v) =>
-          check(`${v}: every point query returns its one row`, wrong[v] === 0, `${(checked[v] - wrong[v]).toLocaleString('en-US')}/${checked[v].toLocaleString('en-US')} right (warm-up included)`),
+          check(
+            `${v}: every point query returns its one row`,
+            wrong[v] === 0,
+            `${(checked[v] - wrong[v]).toLocaleString('en-US')}/${checked[v].toLocaleString('en-US')} right (warm-up included)`,
+          ),
         ),
         details: {
           shards: shardCount,

@@ -67,7 +67,8 @@ export interface FenceOutcome {
 export async function measureFence(ctx: SectionContext, router: ShardRouter): Promise<FenceOutcome> {
   const fenceTable = (variant: Variant) => `${ctx.schema}.${variant}`;
   for (let i = 0; i < 2; i++) {
-    for (const variant of VARIANTS) await ctx.admin(i, `CREATE TABLE ${fenceTable(variant)} (id text PRIMARY KEY, v bigint NOT NULL, payload text NOT NULL)`);
+    for (const variant of VARIANTS)
+      await ctx.admin(i, `CREATE TABLE ${fenceTable(variant)} (id text PRIMARY KEY, v bigint NOT NULL, payload text NOT NULL)`);
   }
   await router.registerShardedTable(fenceTable('fenced'), 'id');
   const rounds = await measureFenceRounds(ctx, router, fenceTable);
@@ -99,7 +100,9 @@ async function measureFenceRounds(ctx: SectionContext, router: ShardRouter, fenc
   const fenceRounds = size(ctx, 40, 8);
   const runs: Record<Variant, number> = { fenced: 0, plain: 0 };
   let wrong = 0;
-  ctx.log(`fence: ${concurrency} in flight, 2 warm-up rounds, then ${fenceRounds} rounds of ${insertsPerRound} single-row INSERTs per table`);
+  ctx.log(
+    `fence: ${concurrency} in flight, 2 warm-up rounds, then ${fenceRounds} rounds of ${insertsPerRound} single-row INSERTs per table`,
+  );
   const results = await interleavedRounds(
     VARIANTS,
     { rounds: fenceRounds, warmupRounds: 2 },
@@ -115,14 +118,21 @@ async function measureFenceRounds(ctx: SectionContext, router: ShardRouter, fenc
       return result;
     },
     (r, q) => {
-      if (r % 5 === 0 || r === fenceRounds) ctx.log(`round ${r}: fenced ${Math.round(q.fenced.opsPerSecond)}  plain ${Math.round(q.plain.opsPerSecond)} inserts/s  (ratio ${(q.fenced.opsPerSecond / q.plain.opsPerSecond).toFixed(3)})`);
+      if (r % 5 === 0 || r === fenceRounds)
+        ctx.log(
+          `round ${r}: fenced ${Math.round(q.fenced.opsPerSecond)}  plain ${Math.round(q.plain.opsPerSecond)} inserts/s  (ratio ${(q.fenced.opsPerSecond / q.plain.opsPerSecond).toFixed(3)})`,
+        );
     },
   );
   return { concurrency, insertsPerRound, rounds: fenceRounds, results, inserts: (runs.fenced + runs.plain) * insertsPerRound, wrong };
 }
 
 /** Statement-level interleaving: the same closed loop alternates the two tables (A B B A ...). */
-async function measureAlternating(ctx: SectionContext, router: ShardRouter, fenceTable: FenceTable): Promise<{ details: FenceDetails['alternating']; wrong: number }> {
+async function measureAlternating(
+  ctx: SectionContext,
+  router: ShardRouter,
+  fenceTable: FenceTable,
+): Promise<{ details: FenceDetails['alternating']; wrong: number }> {
   const concurrency = 8;
   const alternatingStatements = size(ctx, 20_000, 4_000);
   const alternatingVariant = (index: number): Variant => VARIANTS[(index + (index >> 1)) % 2]!;
@@ -131,7 +141,11 @@ async function measureAlternating(ctx: SectionContext, router: ShardRouter, fenc
     concurrency,
     async (index) => {
       const key = `a-${index}`;
-      const inserted = await router.execute(key, `INSERT INTO ${fenceTable(alternatingVariant(index))} (id, v, payload) VALUES ($1, $2, $3)`, [key, index, FENCE_PAYLOAD]);
+      const inserted = await router.execute(
+        key,
+        `INSERT INTO ${fenceTable(alternatingVariant(index))} (id, v, payload) VALUES ($1, $2, $3)`,
+        [key, index, FENCE_PAYLOAD],
+      );
       return inserted.rowCount === 1;
     },
     { latencies: true },
@@ -152,7 +166,11 @@ async function measureAlternating(ctx: SectionContext, router: ShardRouter, fenc
 }
 
 /** The same INSERTs in a server-side loop on a router connection: the trigger's own cost. */
-async function measureServerLoops(ctx: SectionContext, router: ShardRouter, fenceTable: FenceTable): Promise<{ details: FenceDetails['serverSide']; inserts: number }> {
+async function measureServerLoops(
+  ctx: SectionContext,
+  router: ShardRouter,
+  fenceTable: FenceTable,
+): Promise<{ details: FenceDetails['serverSide']; inserts: number }> {
   const loopShard = router.shardIds[0]!;
   const loopInserts = size(ctx, 5_000, 2_000);
   const loopRounds = size(ctx, 15, 5);
@@ -178,7 +196,13 @@ async function measureServerLoops(ctx: SectionContext, router: ShardRouter, fenc
       extraMicros: median(fenced.map((f, i) => f - plain[i]!)),
     };
   };
-  const serverSide = { shardId: loopShard, insertsPerRound: loopInserts, rounds: loopRounds, commitEach: loopSummary('commitEach'), oneTransaction: loopSummary('oneTransaction') };
+  const serverSide = {
+    shardId: loopShard,
+    insertsPerRound: loopInserts,
+    rounds: loopRounds,
+    commitEach: loopSummary('commitEach'),
+    oneTransaction: loopSummary('oneTransaction'),
+  };
   ctx.log(`server-side loop on ${loopShard}, COMMIT after each INSERT: ${describeServerLoop(serverSide.commitEach)}`);
   ctx.log(`server-side loop on ${loopShard}, one transaction: ${describeServerLoop(serverSide.oneTransaction)}`);
   return { details: serverSide, inserts: 2 * (loopRuns.fenced + loopRuns.plain) * loopInserts };
@@ -213,14 +237,26 @@ async function fenceGuard(ctx: SectionContext, fenceTable: FenceTable, fenceWron
     }
   }
   return [
-    check('fence: every INSERT inserted one row', fenceWrong === 0 && fenceRows === expectedRows, `${fenceRows}/${expectedRows} rows, ${fenceWrong} wrong answers (warm-up included)`),
-    check('fence: the registered table has its trigger, the plain one none', triggers.fenced === 2 && triggers.plain === 0, `triggers on 2 shards: registered ${triggers.fenced}, plain ${triggers.plain}`),
+    check(
+      'fence: every INSERT inserted one row',
+      fenceWrong === 0 && fenceRows === expectedRows,
+      `${fenceRows}/${expectedRows} rows, ${fenceWrong} wrong answers (warm-up included)`,
+    ),
+    check(
+      'fence: the registered table has its trigger, the plain one none',
+      triggers.fenced === 2 && triggers.plain === 0,
+      `triggers on 2 shards: registered ${triggers.fenced}, plain ${triggers.plain}`,
+    ),
   ];
 }
 
 /** Triggers (not internal ones) on `table` on shard `index`. */
 async function triggerCount(ctx: SectionContext, index: number, table: string): Promise<number> {
-  const rows = await ctx.admin<{ n: number }>(index, 'SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal', [table]);
+  const rows = await ctx.admin<{ n: number }>(
+    index,
+    'SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal',
+    [table],
+  );
   return rows[0]?.n ?? 0;
 }
 

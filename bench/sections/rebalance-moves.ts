@@ -112,7 +112,11 @@ function generateKeys(router: ShardRouter, payloadBytes: number, spareCount: num
   const spare: string[] = [];
   const otherByShard = new Map(router.shardIds.map((id) => [id, [] as string[]]));
   let bytes = 0;
-  for (let n = 0; bytes < payloadBytes || spare.length < spareCount || [...otherByShard.values()].some((keys) => keys.length < othersPerShard); n++) {
+  for (
+    let n = 0;
+    bytes < payloadBytes || spare.length < spareCount || [...otherByShard.values()].some((keys) => keys.length < othersPerShard);
+    n++
+  ) {
     const key = `rb-${n}`;
     if (router.bucketFor(key) !== bucket) {
       const others = otherByShard.get(router.shardFor(key))!;
@@ -167,7 +171,9 @@ class WriteLoad {
     this.#model = model;
     this.#failures = failures;
     const movingLoops = movingShares.map((share) => this.#movingWriter(share));
-    const otherLoops = Array.from({ length: otherWriters }, (_, writer) => this.#otherWriter(otherKeys.filter((_, index) => index % otherWriters === writer)));
+    const otherLoops = Array.from({ length: otherWriters }, (_, writer) =>
+      this.#otherWriter(otherKeys.filter((_, index) => index % otherWriters === writer)),
+    );
     this.#loops = [...movingLoops, ...otherLoops];
   }
 
@@ -250,14 +256,22 @@ async function readValues(ctx: SectionContext, router: ShardRouter, table: strin
   for (const shardId of router.shardIds) {
     const mine = keys.filter((key) => router.shardFor(key) === shardId);
     if (mine.length === 0) continue;
-    const rows = await ctx.admin<{ id: string; v: string }>(shardIndex(ctx, shardId), `SELECT id, v::text FROM ${table} WHERE id = ANY ($1::text[])`, [mine]);
+    const rows = await ctx.admin<{ id: string; v: string }>(
+      shardIndex(ctx, shardId),
+      `SELECT id, v::text FROM ${table} WHERE id = ANY ($1::text[])`,
+      [mine],
+    );
     for (const row of rows) values.set(row.id, Number(row.v));
   }
   return values;
 }
 
 async function countKeysOn(ctx: SectionContext, shardId: string, table: string, keys: readonly string[]): Promise<number> {
-  const rows = await ctx.admin<{ n: number }>(shardIndex(ctx, shardId), `SELECT count(*)::int AS n FROM ${table} WHERE id = ANY ($1::text[])`, [keys]);
+  const rows = await ctx.admin<{ n: number }>(
+    shardIndex(ctx, shardId),
+    `SELECT count(*)::int AS n FROM ${table} WHERE id = ANY ($1::text[])`,
+    [keys],
+  );
   return rows[0]?.n ?? 0;
 }
 
@@ -266,11 +280,22 @@ async function countKeysOn(ctx: SectionContext, shardId: string, table: string, 
  * key, through the primary key: no bucket hashing) and inserted on shard `to` into `bareTable`
  * (same columns, not registered) with one INSERT json_populate_recordset; then emptied again.
  */
-async function bareCopy(ctx: SectionContext, table: string, bareTable: string, keys: readonly string[], from: number, to: number): Promise<MoveRound['bare']> {
+async function bareCopy(
+  ctx: SectionContext,
+  table: string,
+  bareTable: string,
+  keys: readonly string[],
+  from: number,
+  to: number,
+): Promise<MoveRound['bare']> {
   const start = nowNs();
   const rows = await ctx.admin<{ j: string }>(from, `SELECT row_to_json(t)::text AS j FROM ${table} t WHERE id = ANY ($1::text[])`, [keys]);
   const json = `[${rows.map((row) => row.j).join(',')}]`;
-  await ctx.admin(to, `INSERT INTO ${bareTable} (id, v, payload) SELECT id, v, payload FROM json_populate_recordset(NULL::${bareTable}, $1::json)`, [json]);
+  await ctx.admin(
+    to,
+    `INSERT INTO ${bareTable} (id, v, payload) SELECT id, v, payload FROM json_populate_recordset(NULL::${bareTable}, $1::json)`,
+    [json],
+  );
   const millis = secondsSince(start) * 1e3;
   await ctx.admin(to, `TRUNCATE ${bareTable}`);
   return { rows: rows.length, bytes: json.length, millis, mbPerSecond: json.length / MB / (millis / 1e3) };
@@ -298,11 +323,19 @@ export async function loadBucket(ctx: SectionContext, router: ShardRouter, plan:
       `${(keys.initialPayloadBytes / MB).toFixed(1)} MB of payload (keys found in ${keyGenerationSeconds.toFixed(1)} s)`,
   );
   for (let i = 0; i < 2; i++) {
-    for (const name of [table, bareTable]) await ctx.admin(i, `CREATE TABLE ${name} (id text PRIMARY KEY, v bigint NOT NULL, payload text NOT NULL)`);
+    for (const name of [table, bareTable])
+      await ctx.admin(i, `CREATE TABLE ${name} (id text PRIMARY KEY, v bigint NOT NULL, payload text NOT NULL)`);
   }
   await router.registerShardedTable(table, 'id');
   await loadRows(ctx, table, homeShard, keys.initial, keys.initialLengths);
-  for (const [shardId, others] of keys.otherByShard) await loadRows(ctx, table, shardId, others, others.map((_, i) => payloadLength(i)));
+  for (const [shardId, others] of keys.otherByShard)
+    await loadRows(
+      ctx,
+      table,
+      shardId,
+      others,
+      others.map((_, i) => payloadLength(i)),
+    );
   for (let i = 0; i < 2; i++) await ctx.admin(i, `ANALYZE ${table}`);
 
   // Moving-bucket writers own the first keys of the bucket (round robin) and their share of the spare keys.
@@ -319,7 +352,13 @@ export async function loadBucket(ctx: SectionContext, router: ShardRouter, plan:
   return { keys, keyGenerationSeconds, homeShard, shares, model };
 }
 
-async function loadRows(ctx: SectionContext, table: string, shardId: string, ids: readonly string[], lengths: readonly number[]): Promise<void> {
+async function loadRows(
+  ctx: SectionContext,
+  table: string,
+  shardId: string,
+  ids: readonly string[],
+  lengths: readonly number[],
+): Promise<void> {
   for (let offset = 0; offset < ids.length; offset += 5_000) {
     await ctx.admin(
       shardIndex(ctx, shardId),
@@ -368,7 +407,13 @@ interface MoveState {
 }
 
 /** One move of the bucket to the other shard (under writers after the idle moves), then its bare copy back. */
-async function moveOnce(ctx: SectionContext, router: ShardRouter, plan: MovePlan, data: LoadedBucket, state: MoveState): Promise<{ round: MoveRound } | { guard: GuardCheck }> {
+async function moveOnce(
+  ctx: SectionContext,
+  router: ShardRouter,
+  plan: MovePlan,
+  data: LoadedBucket,
+  state: MoveState,
+): Promise<{ round: MoveRound } | { guard: GuardCheck }> {
   const { r, stepAt } = state;
   const { keys, shares } = data;
   const underWrites = r >= plan.idleMoves;
@@ -393,7 +438,9 @@ async function moveOnce(ctx: SectionContext, router: ShardRouter, plan: MovePlan
   const moveMillis = secondsSince(moveStart) * 1e3;
   const move: MoveReport | undefined = report.moves[0];
   if (report.moves.length !== 1 || move === undefined || move.source !== from || move.target !== to) {
-    return { guard: check(`move ${r + 1} moved bucket ${keys.bucket} from ${from} to ${to}`, false, `report: ${JSON.stringify(report.moves)}`) };
+    return {
+      guard: check(`move ${r + 1} moved bucket ${keys.bucket} from ${from} to ${to}`, false, `report: ${JSON.stringify(report.moves)}`),
+    };
   }
   const snapshotCopyMillis = (stepAt.get('catching-up') ?? Number.NaN) - (stepAt.get('copying') ?? Number.NaN);
   const keysNow = [...keys.initial, ...shares.flatMap((share) => share.spare.slice(0, share.nextSpare))];
@@ -463,15 +510,35 @@ async function movesGuard(
   const movingWrites = rounds.reduce((sum, r) => sum + (r.moving ? r.moving.quiet.writes + r.moving.move.writes : 0), 0);
   const otherWrites = rounds.reduce((sum, r) => sum + (r.other ? r.other.quiet.writes + r.other.move.writes : 0), 0);
   return [
-    check('no write failed during the moves', failures.length === 0, failures.length === 0 ? `${movingWrites + otherWrites} timed writes, none failed` : failures.slice(0, 3).join('; ')),
+    check(
+      'no write failed during the moves',
+      failures.length === 0,
+      failures.length === 0 ? `${movingWrites + otherWrites} timed writes, none failed` : failures.slice(0, 3).join('; '),
+    ),
     check(
       'the bucket is back home, every row once, on its owner',
       owner === homeShard && onOwner === bucketKeys.length && leftBehind === 0,
       `${totalMoves} moves; owner ${owner} (home ${homeShard}) holds ${onOwner}/${bucketKeys.length} rows, ${leftBehind} left on ${elsewhere.join(', ')}`,
     ),
-    check('every acknowledged write is there (v = its UPDATE count)', wrongValues === 0, `${model.size - wrongValues}/${model.size} keys right`),
-    check('every bare copy copied the whole bucket', rounds.every((r) => r.bare.rows >= keys.initial.length), `rows per bare copy: ${rounds.map((r) => r.bare.rows).join(', ')}`),
-    check('every move copied the whole bucket', rounds.every((r) => r.rowsCopied >= keys.initial.length), `rows copied per move: ${rounds.map((r) => r.rowsCopied).join(', ')} (bucket had ${keys.initial.length} before the writers)`),
-    check('verify: placement clean, no open move', verify.ok && verify.openMoves === 0, `ok ${verify.ok}, ${verify.misplaced.length} misplaced, ${verify.openMoves} open moves`),
+    check(
+      'every acknowledged write is there (v = its UPDATE count)',
+      wrongValues === 0,
+      `${model.size - wrongValues}/${model.size} keys right`,
+    ),
+    check(
+      'every bare copy copied the whole bucket',
+      rounds.every((r) => r.bare.rows >= keys.initial.length),
+      `rows per bare copy: ${rounds.map((r) => r.bare.rows).join(', ')}`,
+    ),
+    check(
+      'every move copied the whole bucket',
+      rounds.every((r) => r.rowsCopied >= keys.initial.length),
+      `rows copied per move: ${rounds.map((r) => r.rowsCopied).join(', ')} (bucket had ${keys.initial.length} before the writers)`,
+    ),
+    check(
+      'verify: placement clean, no open move',
+      verify.ok && verify.openMoves === 0,
+      `ok ${verify.ok}, ${verify.misplaced.length} misplaced, ${verify.openMoves} open moves`,
+    ),
   ];
 }

@@ -113,7 +113,25 @@ export const rebalanceSection: Section<RebalanceDetails> = {
     const d = outcome.details;
     const f1 = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '' : v.toFixed(1));
     const moves = formatTable(
-      ['move', 'writers', 'rows', 'MB', 'copy ms', 'snapshot ms', 'MB/s', 'rows/s', 'bare MB/s', 'pause ms', 'move ms', 'moving p50', 'p99', 'max', 'p99 no move', 'other p99', 'p99 no move'],
+      [
+        'move',
+        'writers',
+        'rows',
+        'MB',
+        'copy ms',
+        'snapshot ms',
+        'MB/s',
+        'rows/s',
+        'bare MB/s',
+        'pause ms',
+        'move ms',
+        'moving p50',
+        'p99',
+        'max',
+        'p99 no move',
+        'other p99',
+        'p99 no move',
+      ],
       d.rounds.map((r) => [
         `${r.round} ${r.from}->${r.to}`,
         r.underWrites ? `${d.movingWriters}+${d.otherWriters}` : '0',
@@ -139,7 +157,10 @@ export const rebalanceSection: Section<RebalanceDetails> = {
     const row = (name: string, s: Series, cpu: Series) => [name, q(s.median), q(s.min), q(s.max), cpu.median.toFixed(1)];
     const fenceTable = formatTable(
       ['single-row INSERT into', 'median inserts/s', 'min', 'max', 'CPU µs/insert'],
-      [row('registered table (fence trigger)', fence.insertsPerSecond.fenced, fence.cpuMicrosPerInsert.fenced), row('unregistered table', fence.insertsPerSecond.plain, fence.cpuMicrosPerInsert.plain)],
+      [
+        row('registered table (fence trigger)', fence.insertsPerSecond.fenced, fence.cpuMicrosPerInsert.fenced),
+        row('unregistered table', fence.insertsPerSecond.plain, fence.cpuMicrosPerInsert.plain),
+      ],
     );
     return (
       `${moves}\n(write latencies in ms; "no move": the same writers just before the move; bare: the same rows copied back with one SELECT and one INSERT)\n` +
@@ -156,7 +177,8 @@ export const rebalanceSection: Section<RebalanceDetails> = {
 /** The worst moves under writes; each figure's baseline comes from the same move's round. */
 function worstMoves(loaded: readonly MoveRound[]): RebalanceDetails['worst'] {
   // The move where `pick` is highest (the worst), so its baseline comes from the same round.
-  const worstRound = (pick: (r: MoveRound) => number): MoveRound | undefined => loaded.reduce<MoveRound | undefined>((a, r) => (a === undefined || pick(r) > pick(a) ? r : a), undefined);
+  const worstRound = (pick: (r: MoveRound) => number): MoveRound | undefined =>
+    loaded.reduce<MoveRound | undefined>((a, r) => (a === undefined || pick(r) > pick(a) ? r : a), undefined);
   const byMovingP99 = worstRound((r) => r.moving!.move.p99);
   const byMovingMax = worstRound((r) => r.moving!.move.max);
   const byOtherP99 = worstRound((r) => r.other!.move.p99);
@@ -215,7 +237,7 @@ function loadedFigures(plan: MovePlan, loaded: readonly MoveRound[], worst: Reba
       label: 'moving-bucket write max during a move',
       value: worst.movingMax,
       unit: 'ms',
-      baseline: { label: 'that move\'s pauseMillis', value: worst.pauseMillisAtMax },
+      baseline: { label: "that move's pauseMillis", value: worst.pauseMillisAtMax },
       ratio: worst.movingMax / worst.pauseMillisAtMax,
       note: `worst of ${loaded.length} moves; pause per move: ${loaded.map((r) => r.pauseMillis).join(', ')} ms`,
     },

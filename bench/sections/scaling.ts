@@ -23,7 +23,12 @@ export interface ScalingDetails {
   readonly queriesPerRound: number;
   readonly rounds: number;
   readonly cores: number;
-  readonly variants: readonly { readonly shards: number; readonly queriesPerSecond: Series; readonly vsOneShard: number; readonly cpuMicrosPerQuery: number }[];
+  readonly variants: readonly {
+    readonly shards: number;
+    readonly queriesPerSecond: Series;
+    readonly vsOneShard: number;
+    readonly cpuMicrosPerQuery: number;
+  }[];
 }
 
 interface ScalingPlan extends RoundsPlan {
@@ -40,7 +45,9 @@ async function measureRounds(
   const { counts, concurrency, rounds, warmupRounds, queriesPerRound } = plan;
   const checked = new Map(names.map((n) => [n, 0]));
   const wrong = new Map(names.map((n) => [n, 0]));
-  ctx.log(`${counts.join(', ')} shards, ${concurrency} in flight: ${warmupRounds} warm-up round, then ${rounds} rounds of ${queriesPerRound} queries per shard count`);
+  ctx.log(
+    `${counts.join(', ')} shards, ${concurrency} in flight: ${warmupRounds} warm-up round, then ${rounds} rounds of ${queriesPerRound} queries per shard count`,
+  );
   const results = await interleavedRounds(
     names,
     { rounds, warmupRounds },
@@ -56,7 +63,8 @@ async function measureRounds(
       wrong.set(name, wrong.get(name)! + result.wrong);
       return result;
     },
-    (r, q) => ctx.log(`round ${r}: ${names.map((n) => `${n} shard${n === '1' ? '' : 's'} ${Math.round(q[n]!.opsPerSecond)}`).join('  ')} q/s`),
+    (r, q) =>
+      ctx.log(`round ${r}: ${names.map((n) => `${n} shard${n === '1' ? '' : 's'} ${Math.round(q[n]!.opsPerSecond)}`).join('  ')} q/s`),
   );
   return { results, checked, wrong };
 }
@@ -80,7 +88,13 @@ export const scalingSection: Section<ScalingDetails> = {
       await createPointTable(ctx, `items_${n}`, queriesPerRound, n, (id) => shardIndex.get(router.shardFor(id))!);
     }
     const names = counts.map(String);
-    const { results, checked, wrong } = await measureRounds(ctx, routers, names, { counts, concurrency, rounds, warmupRounds, queriesPerRound });
+    const { results, checked, wrong } = await measureRounds(ctx, routers, names, {
+      counts,
+      concurrency,
+      rounds,
+      warmupRounds,
+      queriesPerRound,
+    });
     const qps = (name: string) => results[name]!.map((r) => r.opsPerSecond);
     const variants = names.map((name) => ({
       shards: Number(name),
@@ -105,7 +119,13 @@ export const scalingSection: Section<ScalingDetails> = {
         `${pointQuery('s', 't')} through routers over ${counts.join(', ')} shards, ${concurrency} in flight, pool max ${poolMaxPerShard} per shard, ` +
         `${rounds} interleaved rounds of ${queriesPerRound} queries. All shards and the client share this machine's ${cores} cores, so more shards cannot mean more CPU here`,
       figures,
-      guard: names.map((n) => check(`${n} shard(s): every point query returns its one row`, wrong.get(n) === 0, `${(checked.get(n)! - wrong.get(n)!).toLocaleString('en-US')}/${checked.get(n)!.toLocaleString('en-US')} right (warm-up included)`)),
+      guard: names.map((n) =>
+        check(
+          `${n} shard(s): every point query returns its one row`,
+          wrong.get(n) === 0,
+          `${(checked.get(n)! - wrong.get(n)!).toLocaleString('en-US')}/${checked.get(n)!.toLocaleString('en-US')} right (warm-up included)`,
+        ),
+      ),
       details: { concurrency, poolMaxPerShard, queriesPerRound, rounds, cores, variants },
     };
   },
@@ -115,7 +135,14 @@ export const scalingSection: Section<ScalingDetails> = {
     return (
       formatTable(
         ['shards', 'median q/s', 'min', 'max', 'vs 1 shard', 'CPU µs/query'],
-        d.variants.map((v) => [String(v.shards), q(v.queriesPerSecond.median), q(v.queriesPerSecond.min), q(v.queriesPerSecond.max), v.vsOneShard.toFixed(3), v.cpuMicrosPerQuery.toFixed(1)]),
+        d.variants.map((v) => [
+          String(v.shards),
+          q(v.queriesPerSecond.median),
+          q(v.queriesPerSecond.min),
+          q(v.queriesPerSecond.max),
+          v.vsOneShard.toFixed(3),
+          v.cpuMicrosPerQuery.toFixed(1),
+        ]),
       ) + `\n(${d.concurrency} in flight; ${d.cores} cores shared by the client and all the shards)`
     );
   },

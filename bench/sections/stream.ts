@@ -79,11 +79,18 @@ async function loadRows(ctx: SectionContext, router: ShardRouter, shardCount: nu
   for (let id = 1; id <= rows; id++) ids[index.get(router.shardFor(id))!]!.push(id);
   for (let shard = 0; shard < shardCount; shard++) {
     await ctx.admin(shard, `CREATE TABLE ${ctx.schema}.s (id int PRIMARY KEY, v int NOT NULL)`);
-    await ctx.admin(shard, `INSERT INTO ${ctx.schema}.s SELECT id, (id::bigint * 7919 % 1000003)::int FROM unnest($1::int[]) AS id ORDER BY id`, [ids[shard]]);
+    await ctx.admin(
+      shard,
+      `INSERT INTO ${ctx.schema}.s SELECT id, (id::bigint * 7919 % 1000003)::int FROM unnest($1::int[]) AS id ORDER BY id`,
+      [ids[shard]],
+    );
     await ctx.admin(shard, `VACUUM ANALYZE ${ctx.schema}.s`);
   }
   await ctx.admin(0, `CREATE TABLE ${ctx.schema}.s_all (id int PRIMARY KEY, v int NOT NULL)`);
-  await ctx.admin(0, `INSERT INTO ${ctx.schema}.s_all SELECT id, (id::bigint * 7919 % 1000003)::int FROM generate_series(1, ${rows}) AS id`);
+  await ctx.admin(
+    0,
+    `INSERT INTO ${ctx.schema}.s_all SELECT id, (id::bigint * 7919 % 1000003)::int FROM generate_series(1, ${rows}) AS id`,
+  );
   await ctx.admin(0, `VACUUM ANALYZE ${ctx.schema}.s_all`);
   return ids.map((list) => list.length);
 }
@@ -123,7 +130,9 @@ async function measureRounds(
     stream: () => consume(router.broadcastStream<{ id: number; v: number }>(sql('s'), [], { batchSize }), rows),
     cursor: () => consume(cursorRows(client, sql('s_all'), batchSize), rows),
   };
-  ctx.log(`${rows.toLocaleString('en-US')} rows (${rowsPerShard.join(' + ')} on ${shardCount} shards), batch ${batchSize}; 1 warm-up round, then ${rounds} rounds per side`);
+  ctx.log(
+    `${rows.toLocaleString('en-US')} rows (${rowsPerShard.join(' + ')} on ${shardCount} shards), batch ${batchSize}; 1 warm-up round, then ${rounds} rounds per side`,
+  );
   const results = await interleavedRounds(
     VARIANTS,
     { rounds, warmupRounds: 1 },
@@ -188,7 +197,11 @@ export const streamSection: Section<StreamDetails> = {
           },
         ],
         guard: VARIANTS.map((v) =>
-          check(`${v}: every row, in order, with its value`, wrong[v] === 0 && checked[v] > 0, `${(checked[v] - wrong[v]).toLocaleString('en-US')}/${checked[v].toLocaleString('en-US')} rows right (warm-up included)`),
+          check(
+            `${v}: every row, in order, with its value`,
+            wrong[v] === 0 && checked[v] > 0,
+            `${(checked[v] - wrong[v]).toLocaleString('en-US')}/${checked[v].toLocaleString('en-US')} rows right (warm-up included)`,
+          ),
         ),
         details: { shards: shardCount, rows, rowsPerShard, batchSize, rounds, rowsPerSecond, ratio, peakHeapGrowthMB, gcExposed },
       };
@@ -199,7 +212,13 @@ export const streamSection: Section<StreamDetails> = {
   format(outcome) {
     const d = outcome.details;
     const q = (v: number) => Math.round(v).toString();
-    const row = (name: string, v: Variant) => [name, q(d.rowsPerSecond[v].median), q(d.rowsPerSecond[v].min), q(d.rowsPerSecond[v].max), d.peakHeapGrowthMB[v].max.toFixed(1)];
+    const row = (name: string, v: Variant) => [
+      name,
+      q(d.rowsPerSecond[v].median),
+      q(d.rowsPerSecond[v].min),
+      q(d.rowsPerSecond[v].max),
+      d.peakHeapGrowthMB[v].max.toFixed(1),
+    ];
     return (
       formatTable(
         ['variant', 'median rows/s', 'min', 'max', 'peak heap +MB'],

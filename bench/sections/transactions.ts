@@ -116,7 +116,13 @@ interface RoundResult {
   readonly latenciesMillis: number[];
 }
 
-async function runRound(router: ShardRouter, schema: string, pairs: readonly Pair[], transfers: number, concurrency: number): Promise<RoundResult> {
+async function runRound(
+  router: ShardRouter,
+  schema: string,
+  pairs: readonly Pair[],
+  transfers: number,
+  concurrency: number,
+): Promise<RoundResult> {
   const debit = `UPDATE ${schema}.accounts SET balance = balance - $2 WHERE id = $1`;
   const credit = `UPDATE ${schema}.accounts SET balance = balance + $2 WHERE id = $1`;
   const latencies = new Array<number>(transfers);
@@ -147,13 +153,21 @@ async function runRound(router: ShardRouter, schema: string, pairs: readonly Pai
 async function totalBalance(router: ShardRouter, schema: string): Promise<number> {
   let total = 0;
   for (const shardId of router.shardIds) {
-    const { rows } = await router.executeOn<{ total: string }>(shardId, `SELECT coalesce(sum(balance), 0)::text AS total FROM ${schema}.accounts`);
+    const { rows } = await router.executeOn<{ total: string }>(
+      shardId,
+      `SELECT coalesce(sum(balance), 0)::text AS total FROM ${schema}.accounts`,
+    );
     total += Number(rows[0]?.total);
   }
   return total;
 }
 
-async function checkAfterwards(router: ShardRouter, schema: string, pairs: Record<TransferVariant, Pair[]>, totalBefore: number): Promise<TransferGuard> {
+async function checkAfterwards(
+  router: ShardRouter,
+  schema: string,
+  pairs: Record<TransferVariant, Pair[]>,
+  totalBefore: number,
+): Promise<TransferGuard> {
   const expected = new Map<number, number>();
   let transfers = 0;
   for (const pair of [...pairs.singleShard, ...pairs.twoShard]) {
@@ -164,7 +178,10 @@ async function checkAfterwards(router: ShardRouter, schema: string, pairs: Recor
   let wrongBalances = 0;
   let accounts = 0;
   for (const shardId of router.shardIds) {
-    const { rows } = await router.executeOn<{ id: string; balance: string }>(shardId, `SELECT id::text, balance::text FROM ${schema}.accounts`);
+    const { rows } = await router.executeOn<{ id: string; balance: string }>(
+      shardId,
+      `SELECT id::text, balance::text FROM ${schema}.accounts`,
+    );
     for (const row of rows) {
       accounts++;
       if (expected.get(Number(row.id)) !== Number(row.balance)) wrongBalances++;
@@ -174,8 +191,19 @@ async function checkAfterwards(router: ShardRouter, schema: string, pairs: Recor
   const preparedLeft = status.shards.reduce((sum, shard) => sum + shard.preparedTransactions.filter((p) => p.ours).length, 0);
   const unreachableShards = status.shards.filter((shard) => !shard.reachable).length;
   const totalAfter = await totalBalance(router, schema);
-  const ok = unreachableShards === 0 && totalAfter === totalBefore && accounts === expected.size && wrongBalances === 0 && preparedLeft === 0;
-  return { ok, totalBefore, totalAfter, accounts, wrongBalances, preparedLeft, unreachableShards, expectedAccounts: expected.size, transfers };
+  const ok =
+    unreachableShards === 0 && totalAfter === totalBefore && accounts === expected.size && wrongBalances === 0 && preparedLeft === 0;
+  return {
+    ok,
+    totalBefore,
+    totalAfter,
+    accounts,
+    wrongBalances,
+    preparedLeft,
+    unreachableShards,
+    expectedAccounts: expected.size,
+    transfers,
+  };
 }
 
 /** `router` must have pool max >= concurrency per shard, so the pool is never what limits either variant. */
@@ -189,7 +217,10 @@ export async function runTransferBench(router: ShardRouter, poolMax: number, opt
   const ids = [...pairs.singleShard, ...pairs.twoShard].flatMap((pair) => [pair.from, pair.to]);
   for (const shardId of router.shardIds) {
     const mine = ids.filter((id) => router.shardFor(id) === shardId);
-    await router.executeOn(shardId, `INSERT INTO ${schema}.accounts (id, balance) SELECT unnest($1::bigint[]), $2`, [mine, INITIAL_BALANCE]);
+    await router.executeOn(shardId, `INSERT INTO ${schema}.accounts (id, balance) SELECT unnest($1::bigint[]), $2`, [
+      mine,
+      INITIAL_BALANCE,
+    ]);
   }
   const totalBefore = await totalBalance(router, schema);
 
@@ -252,9 +283,14 @@ export const transactionsSection: Section<TransferBenchResult> = {
       rounds: size(ctx, 11, 3),
       warmupRounds: 1,
       schema: ctx.schema,
-      onRound: (r, t) => ctx.log(`round ${r}: single-shard ${Math.round(t.singleShard)}  2-shard ${Math.round(t.twoShard)} transfers/s  (ratio ${(t.twoShard / t.singleShard).toFixed(3)})`),
+      onRound: (r, t) =>
+        ctx.log(
+          `round ${r}: single-shard ${Math.round(t.singleShard)}  2-shard ${Math.round(t.twoShard)} transfers/s  (ratio ${(t.twoShard / t.singleShard).toFixed(3)})`,
+        ),
     };
-    ctx.log(`${router.shardIds.join(', ')}, concurrency ${concurrency}, pool max ${poolMax}: ${options.warmupRounds} warm-up round, then ${options.rounds} rounds of ${options.transfersPerRound} transfers per variant`);
+    ctx.log(
+      `${router.shardIds.join(', ')}, concurrency ${concurrency}, pool max ${poolMax}: ${options.warmupRounds} warm-up round, then ${options.rounds} rounds of ${options.transfersPerRound} transfers per variant`,
+    );
     const result = await runTransferBench(router, poolMax, options);
     const { singleShard, twoShard } = result.latencyMillis;
     const g = result.guard;
@@ -272,8 +308,20 @@ export const transactionsSection: Section<TransferBenchResult> = {
           note: `median of ${result.rounds} paired rounds`,
           target: atLeast('ratio', result.ratio, TWO_SHARD_RATIO_TARGET, 'x'),
         },
-        { label: '2-shard transfer (2PC) p50 latency', value: twoShard.p50, unit: 'ms', baseline: { label: 'single-shard (1PC)', value: singleShard.p50 }, ratio: twoShard.p50 / singleShard.p50 },
-        { label: '2-shard transfer (2PC) p99 latency', value: twoShard.p99, unit: 'ms', baseline: { label: 'single-shard (1PC)', value: singleShard.p99 }, ratio: twoShard.p99 / singleShard.p99 },
+        {
+          label: '2-shard transfer (2PC) p50 latency',
+          value: twoShard.p50,
+          unit: 'ms',
+          baseline: { label: 'single-shard (1PC)', value: singleShard.p50 },
+          ratio: twoShard.p50 / singleShard.p50,
+        },
+        {
+          label: '2-shard transfer (2PC) p99 latency',
+          value: twoShard.p99,
+          unit: 'ms',
+          baseline: { label: 'single-shard (1PC)', value: singleShard.p99 },
+          ratio: twoShard.p99 / singleShard.p99,
+        },
       ],
       guard: [
         check(
@@ -282,7 +330,11 @@ export const transactionsSection: Section<TransferBenchResult> = {
           `${g.transfers} transfers, ${g.accounts}/${g.expectedAccounts} accounts, ${g.wrongBalances} wrong balances`,
         ),
         check('money conserved', g.totalAfter === g.totalBefore, `total ${g.totalBefore} -> ${g.totalAfter}`),
-        check('no prepared transaction left behind', g.preparedLeft === 0 && g.unreachableShards === 0, `${g.preparedLeft} left, ${g.unreachableShards} shards unreachable`),
+        check(
+          'no prepared transaction left behind',
+          g.preparedLeft === 0 && g.unreachableShards === 0,
+          `${g.preparedLeft} left, ${g.unreachableShards} shards unreachable`,
+        ),
       ],
       details: result,
     };
@@ -290,7 +342,15 @@ export const transactionsSection: Section<TransferBenchResult> = {
   format(outcome) {
     const d = outcome.details;
     const q = (v: number) => Math.round(v).toString();
-    const row = (name: string, s: Series, l: LatencyMillis, cpu: Series) => [name, q(s.median), q(s.min), q(s.max), l.p50.toFixed(2), l.p99.toFixed(2), cpu.median.toFixed(1)];
+    const row = (name: string, s: Series, l: LatencyMillis, cpu: Series) => [
+      name,
+      q(s.median),
+      q(s.min),
+      q(s.max),
+      l.p50.toFixed(2),
+      l.p99.toFixed(2),
+      cpu.median.toFixed(1),
+    ];
     return (
       formatTable(
         ['variant', 'median transfers/s', 'min', 'max', 'p50 ms', 'p99 ms', 'CPU µs/transfer'],
@@ -298,7 +358,8 @@ export const transactionsSection: Section<TransferBenchResult> = {
           row('single-shard (1PC)', d.transfersPerSecond.singleShard, d.latencyMillis.singleShard, d.cpuMicrosPerTransfer.singleShard),
           row('2-shard (2PC)', d.transfersPerSecond.twoShard, d.latencyMillis.twoShard, d.cpuMicrosPerTransfer.twoShard),
         ],
-      ) + `\nratio 2-shard/single-shard ${d.ratio.toFixed(3)} (median of paired rounds; ratio of medians ${d.ratioOfMedians.toFixed(3)}); target >= ${TWO_SHARD_RATIO_TARGET}`
+      ) +
+      `\nratio 2-shard/single-shard ${d.ratio.toFixed(3)} (median of paired rounds; ratio of medians ${d.ratioOfMedians.toFixed(3)}); target >= ${TWO_SHARD_RATIO_TARGET}`
     );
   },
 };

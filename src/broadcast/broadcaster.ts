@@ -141,11 +141,21 @@ export class Broadcaster {
    * Reads on every shard (or one, for a plan that reads no sharded table) and merges; again on
    * a refreshed map when a shard's read guard says the map moved on.
    */
-  #read<R extends QueryResultRow>(plan: SelectPlan | { kind: 'single'; sql: string }, params: readonly unknown[], timeoutMillis: number, partial: boolean): Promise<BroadcastResult<R>> {
+  #read<R extends QueryResultRow>(
+    plan: SelectPlan | { kind: 'single'; sql: string },
+    params: readonly unknown[],
+    timeoutMillis: number,
+    partial: boolean,
+  ): Promise<BroadcastResult<R>> {
     return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial));
   }
 
-  async #readOnce<R extends QueryResultRow>(plan: SelectPlan | { kind: 'single'; sql: string }, params: readonly unknown[], timeoutMillis: number, partial: boolean): Promise<BroadcastResult<R>> {
+  async #readOnce<R extends QueryResultRow>(
+    plan: SelectPlan | { kind: 'single'; sql: string },
+    params: readonly unknown[],
+    timeoutMillis: number,
+    partial: boolean,
+  ): Promise<BroadcastResult<R>> {
     const routing = this.#context.routing();
     const shardIds = plan.kind === 'single' ? routing.shardIds.slice(0, 1) : routing.shardIds;
     const sql = plan.kind === 'single' ? plan.sql : plan.shardSql;
@@ -154,7 +164,12 @@ export class Broadcaster {
     const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
     let scattered: Scattered;
     try {
-      scattered = await scatter(shardIds, (shardId) => this.#context.pool(shardId).queryRaw(sql, values, controller.signal), controller, partial);
+      scattered = await scatter(
+        shardIds,
+        (shardId) => this.#context.pool(shardId).queryRaw(sql, values, controller.signal),
+        controller,
+        partial,
+      );
     } finally {
       clearTimeout(timer);
     }
@@ -162,7 +177,13 @@ export class Broadcaster {
     if (answered.length === 0) throw failures[0]!.error;
     if (plan.kind === 'single') {
       const only = answered[0]!;
-      return { rows: parseRows<R>(only.rows, only.fields), rowCount: only.rowCount ?? only.rows.length, fields: only.fields, command: only.command, failures };
+      return {
+        rows: parseRows<R>(only.rows, only.fields),
+        rowCount: only.rowCount ?? only.rows.length,
+        fields: only.fields,
+        command: only.command,
+        failures,
+      };
     }
     const { rows, fields } = await mergeSelect<R>(plan, answered, {
       params,
@@ -194,7 +215,11 @@ export class Broadcaster {
    * whatever the result size. Aggregate and DISTINCT queries are merged whole, then streamed.
    * Argument and planning errors surface on the first iteration, like the stream's own.
    */
-  stream<R extends QueryResultRow>(sql: string, params: readonly unknown[], options: BroadcastStreamOptions): AsyncGenerator<R, void, undefined> {
+  stream<R extends QueryResultRow>(
+    sql: string,
+    params: readonly unknown[],
+    options: BroadcastStreamOptions,
+  ): AsyncGenerator<R, void, undefined> {
     let plan: BroadcastPlan;
     let batchSize: number;
     let timeoutMillis: number | undefined;
@@ -213,16 +238,27 @@ export class Broadcaster {
     return this.#streamSelect<R>(plan, params, batchSize, timeoutMillis);
   }
 
-  async *#streamWhole<R extends QueryResultRow>(sql: string, params: readonly unknown[], timeoutMillis: number | undefined): AsyncGenerator<R, void, undefined> {
+  async *#streamWhole<R extends QueryResultRow>(
+    sql: string,
+    params: readonly unknown[],
+    timeoutMillis: number | undefined,
+  ): AsyncGenerator<R, void, undefined> {
     const result = await this.run<R>(sql, params, timeoutMillis === undefined ? {} : { timeoutMillis });
     yield* result.rows;
   }
 
-  async *#streamSelect<R extends QueryResultRow>(plan: SelectPlan, params: readonly unknown[], batchSize: number, timeoutMillis: number | undefined): AsyncGenerator<R, void, undefined> {
+  async *#streamSelect<R extends QueryResultRow>(
+    plan: SelectPlan,
+    params: readonly unknown[],
+    batchSize: number,
+    timeoutMillis: number | undefined,
+  ): AsyncGenerator<R, void, undefined> {
     let shardIds: readonly string[] = [];
     const controller = new AbortController();
     const timer =
-      timeoutMillis === undefined ? undefined : setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
+      timeoutMillis === undefined
+        ? undefined
+        : setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
     let cursors: RowCursor[] = [];
     try {
       // Opening reads each cursor's first batch, where a shard's read guard refuses a stale
@@ -247,7 +283,14 @@ export class Broadcaster {
         plan.sort.length > 0
           ? mergeSortedBatches(
               cursors,
-              await rowComparator(plan.sort, fields.map((field) => field.dataTypeID), plan.hidden.length, this.#servers.capabilities.textOrder, undefined, undefined),
+              await rowComparator(
+                plan.sort,
+                fields.map((field) => field.dataTypeID),
+                plan.hidden.length,
+                this.#servers.capabilities.textOrder,
+                undefined,
+                undefined,
+              ),
             )
           : concatenate(cursors);
       for await (let batch of batches) {
@@ -272,7 +315,10 @@ export class Broadcaster {
   }
 
   #timeoutError(timeoutMillis: number, shardIds: readonly string[]): ShardRouterError {
-    return new ShardRouterError('BROADCAST_TIMEOUT', `the broadcast did not finish within ${timeoutMillis} ms on shards ${shardIds.join(', ')}; the running shard queries were cancelled`);
+    return new ShardRouterError(
+      'BROADCAST_TIMEOUT',
+      `the broadcast did not finish within ${timeoutMillis} ms on shards ${shardIds.join(', ')}; the running shard queries were cancelled`,
+    );
   }
 }
 

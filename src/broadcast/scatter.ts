@@ -44,5 +44,8 @@ export async function scatter(
 
 function asShardError(error: unknown, shardId: string): ShardRouterError {
   if (error instanceof ShardRouterError) return error;
-  return new ShardRouterError('QUERY_FAILED', `shard ${shardId}: ${error instanceof Error ? error.message : String(error)}`, { shardId, cause: error });
+  return new ShardRouterError('QUERY_FAILED', `shard ${shardId}: ${error instanceof Error ? error.message : String(error)}`, {
+    shardId,
+    cause: error,
+  });
 }

@@ -28,7 +28,8 @@ export async function probeBroadcastCapabilities(pools: readonly ShardPool[]): P
       );
       const row = rows[0]!;
       // 'c' libc: datcollate is the locale; 'b' builtin: C or C.UTF-8 order by code point; 'i' ICU never does.
-      const codePoint = row.provider === 'b' ? CODE_POINT_LOCALES.has(row.locale) : row.provider === 'c' && CODE_POINT_LOCALES.has(row.datcollate);
+      const codePoint =
+        row.provider === 'b' ? CODE_POINT_LOCALES.has(row.locale) : row.provider === 'c' && CODE_POINT_LOCALES.has(row.datcollate);
       return { codePoint, names: row.names };
     }),
   );
@@ -54,7 +55,10 @@ export function serverHelpers(pools: readonly ShardPool[]): { ranker: ServerRank
         let typeName = typeNames.get(oid);
         if (typeName === undefined) {
           // format_type without a modifier would make bpchar `character`, i.e. char(1).
-          typeName = oid === 1042 ? 'bpchar' : (await pool.query<{ name: string }>('SELECT format_type($1::oid, NULL) AS name', [oid])).rows[0]!.name;
+          typeName =
+            oid === 1042
+              ? 'bpchar'
+              : (await pool.query<{ name: string }>('SELECT format_type($1::oid, NULL) AS name', [oid])).rows[0]!.name;
           typeNames.set(oid, typeName);
         }
         return await work(pool, typeName);

@@ -73,7 +73,9 @@ export async function probeCapabilities(session: ShardSession): Promise<ShardCap
 }
 
 export async function readIdentity(session: Queryable, schema: string): Promise<ShardIdentity | null> {
-  const exists = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [`${q(schema)}.shard_identity`]);
+  const exists = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [
+    `${q(schema)}.shard_identity`,
+  ]);
   if (!exists.rows[0]?.present) return null;
   const { rows } = await session.query<{ cluster_id: string; shard_id: string; bucket_count: number; complete: boolean }>(
     `SELECT cluster_id::text, shard_id, bucket_count, complete FROM ${q(schema)}.shard_identity`,
@@ -132,7 +134,11 @@ export async function installCatalog(session: ShardSession, schema: string, iden
  * on first use, installs the layers' catalog extensions, and returns the cluster id and the
  * newest bucket map. `sessions` holds one session per configured shard, in config order.
  */
-export async function openCatalog(config: ResolvedConfig, sessions: readonly ShardSession[], extensions: readonly CatalogExtension[]): Promise<OpenedCatalog> {
+export async function openCatalog(
+  config: ResolvedConfig,
+  sessions: readonly ShardSession[],
+  extensions: readonly CatalogExtension[],
+): Promise<OpenedCatalog> {
   const schema = config.catalogSchema;
   const lockHolder = [...sessions].sort((a, b) => (a.shardId < b.shardId ? -1 : 1))[0]!;
   const lockArgs = [LOCK_CLASS, hashKey(`pg-shard-router:${schema}`) | 0];
@@ -164,14 +170,20 @@ interface Found {
   readonly identity: ShardIdentity | null;
 }
 
-async function openLocked(config: ResolvedConfig, sessions: readonly ShardSession[], extensions: readonly CatalogExtension[]): Promise<OpenedCatalog> {
+async function openLocked(
+  config: ResolvedConfig,
+  sessions: readonly ShardSession[],
+  extensions: readonly CatalogExtension[],
+): Promise<OpenedCatalog> {
   const schema = config.catalogSchema;
   const found: Found[] = await Promise.all(sessions.map(async (session) => ({ session, identity: await readIdentity(session, schema) })));
   checkIdentities(config, found);
   const { clusterId, map, created } = await clusterAndMap(config, found);
   checkConfigAgainst(config, found, clusterId, map, created);
   const registry = await readKnownRegistry(found, schema);
-  const unknownOwners = map.shardIds().filter((id) => !found.some(({ session }) => session.shardId === id) && registry.get(id)?.state !== 'active');
+  const unknownOwners = map
+    .shardIds()
+    .filter((id) => !found.some(({ session }) => session.shardId === id) && registry.get(id)?.state !== 'active');
   if (unknownOwners.length > 0) {
     throw new ShardRouterError(
       'INVALID_CONFIG',
@@ -214,7 +226,10 @@ function checkIdentities(config: ResolvedConfig, found: readonly Found[]): void 
 }
 
 /** The existing cluster's id and newest map, or a new cluster's (no shard has a catalog yet). */
-async function clusterAndMap(config: ResolvedConfig, found: readonly Found[]): Promise<{ clusterId: string; map: BucketMap; created: boolean }> {
+async function clusterAndMap(
+  config: ResolvedConfig,
+  found: readonly Found[],
+): Promise<{ clusterId: string; map: BucketMap; created: boolean }> {
   const known = found.filter(({ identity }) => identity !== null);
   if (known.length === 0) {
     const map = BucketMap.even(
@@ -282,7 +297,8 @@ async function finishCreation(config: ResolvedConfig, found: readonly Found[], c
   const schema = config.catalogSchema;
   const displayUrl = new Map(config.shards.map((shard) => [shard.id, shard.displayUrl]));
   for (const { session, identity } of found) {
-    if (!identity) await installCatalog(session, schema, { clusterId, shardId: session.shardId, bucketCount: map.bucketCount, complete: false }, map);
+    if (!identity)
+      await installCatalog(session, schema, { clusterId, shardId: session.shardId, bucketCount: map.bucketCount, complete: false }, map);
   }
   for (const { session } of found) {
     const identity = await readIdentity(session, schema);
@@ -310,7 +326,10 @@ async function registerConfiguredShards(
   for (const shard of unregistered) {
     const url = urlWithoutPassword(shard.connectionString);
     for (const session of sessions) {
-      await session.query(`INSERT INTO ${q(config.catalogSchema)}.shards (shard_id, url) VALUES ($1, $2) ON CONFLICT (shard_id) DO NOTHING`, [shard.id, url]);
+      await session.query(
+        `INSERT INTO ${q(config.catalogSchema)}.shards (shard_id, url) VALUES ($1, $2) ON CONFLICT (shard_id) DO NOTHING`,
+        [shard.id, url],
+      );
     }
     registry.set(shard.id, { shardId: shard.id, url, state: 'active' });
   }

@@ -46,10 +46,10 @@ export interface TableShape {
 
 /** Creates the registries where they are missing (catalogs older than them included). */
 export async function ensureRegistries(session: Queryable, schema: string): Promise<void> {
-  const present = await session.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS present', [
-    `${q(schema)}.tables`,
-    `${q(schema)}.shards`,
-  ]);
+  const present = await session.query<{ present: boolean }>(
+    'SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS present',
+    [`${q(schema)}.tables`, `${q(schema)}.shards`],
+  );
   if (present.rows[0]?.present) return;
   await session.query(`CREATE TABLE IF NOT EXISTS ${q(schema)}.tables (
        table_name text PRIMARY KEY,

@@ -160,7 +160,9 @@ async function probe(url: string, schema: string): Promise<Probe> {
       );
     }
     const map = await readLatestMap(client, schema);
-    const { rows } = await client.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [`"${schema}".twopc_decisions`]);
+    const { rows } = await client.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [
+      `"${schema}".twopc_decisions`,
+    ]);
     return {
       url,
       displayUrl,
@@ -176,8 +178,6 @@ async function probe(url: string, schema: string): Promise<Probe> {
     await client.end();
   }
 }
-
-
 
 /** s2 before s10. */
 export function byShardId(a: string, b: string): number {

@@ -23,7 +23,11 @@ const CLUSTER_FLAGS = {
 type Write = (text: string) => void;
 
 /** Connects a router with background recovery off: the CLI decides what runs, and when. */
-export async function withRouter<T>(cluster: DiscoveredCluster, catalogSchema: string, work: (router: ShardRouter) => Promise<T>): Promise<T> {
+export async function withRouter<T>(
+  cluster: DiscoveredCluster,
+  catalogSchema: string,
+  work: (router: ShardRouter) => Promise<T>,
+): Promise<T> {
   const router = await ShardRouter.connect({
     shards: cluster.shards.map((shard) => ({ id: shard.id, connectionString: shard.connectionString })),
     catalogSchema,
@@ -56,7 +60,9 @@ export async function statusCommand(args: string[], env: NodeJS.ProcessEnv, writ
 
   if (values.json) {
     const shards = status.shards.map((shard) => ({ ...shard, url: urlOf.get(shard.shardId) }));
-    write(`${JSON.stringify({ clusterId: status.clusterId, bucketMapVersion: status.bucketMapVersion, catalogSchema, shards }, null, 2)}\n`);
+    write(
+      `${JSON.stringify({ clusterId: status.clusterId, bucketMapVersion: status.bucketMapVersion, catalogSchema, shards }, null, 2)}\n`,
+    );
     return 0;
   }
   write(formatStatus(status, catalogSchema, urlOf));
@@ -73,9 +79,13 @@ function formatStatus(status: RouterStatus, catalogSchema: string, urlOf: Readon
     lines.push(shard.state === 'removed' ? '    REMOVED from the cluster' : `    active, ${plural(shard.buckets, 'bucket')}`);
     lines.push(shard.reachable ? '    reachable' : `    UNREACHABLE: ${shard.error ?? 'unknown error'}`);
     const twoPc = shard.maxPreparedTransactions > 0 ? '' : ' (cross-shard transactions impossible: it must be > 0)';
-    lines.push(`    PostgreSQL ${formatServerVersion(shard.serverVersion)}, max_prepared_transactions ${shard.maxPreparedTransactions}${twoPc}`);
+    lines.push(
+      `    PostgreSQL ${formatServerVersion(shard.serverVersion)}, max_prepared_transactions ${shard.maxPreparedTransactions}${twoPc}`,
+    );
     const pool = shard.pool;
-    lines.push(`    pool (this command's): ${pool.size} open, ${pool.available} idle, ${pool.borrowed} borrowed, ${pool.pending} waiting, max ${pool.max}`);
+    lines.push(
+      `    pool (this command's): ${pool.size} open, ${pool.available} idle, ${pool.borrowed} borrowed, ${pool.pending} waiting, max ${pool.max}`,
+    );
     if (!shard.reachable) continue;
     const prepared = shard.preparedTransactions;
     const mine = prepared.filter((p) => p.ours).length;
@@ -123,7 +133,10 @@ export async function recoverCommand(args: string[], env: NodeJS.ProcessEnv, wri
 
 function formatReport(cluster: DiscoveredCluster, report: RecoveryReport, graceMillis: number | undefined): string {
   const grace = graceMillis === undefined ? 'default grace age' : `grace age ${graceMillis} ms`;
-  const lines = [`cluster ${cluster.clusterId}: one recovery pass over ${plural(cluster.shards.length, 'shard')} in ${report.durationMillis} ms (${grace})`, ''];
+  const lines = [
+    `cluster ${cluster.clusterId}: one recovery pass over ${plural(cluster.shards.length, 'shard')} in ${report.durationMillis} ms (${grace})`,
+    '',
+  ];
   const rows = cluster.shards.map(({ id }) => {
     const shard = report.shards[id];
     if (!shard) return [id, '-', '-', '-', '-', '-'];
@@ -140,14 +153,17 @@ function formatReport(cluster: DiscoveredCluster, report: RecoveryReport, graceM
   }
   const tooYoung = Object.values(report.shards).reduce((sum, shard) => sum + shard.tooYoung, 0);
   if (tooYoung > 0) {
-    lines.push(`${plural(tooYoung, 'prepared transaction')} younger than the grace age left to their coordinator (run again later, or lower --grace-ms)`);
+    lines.push(
+      `${plural(tooYoung, 'prepared transaction')} younger than the grace age left to their coordinator (run again later, or lower --grace-ms)`,
+    );
   }
   if (report.inDoubt.length > 0) {
     lines.push('', 'still in doubt (not settled; run again once the reason is dealt with):');
     for (const doubt of report.inDoubt) lines.push(`  ${doubt.shardId}  ${doubt.gid}`, `      ${doubt.reason}`);
   }
   for (const [shardId, shard] of Object.entries(report.shards)) {
-    if (shard.error !== undefined) lines.push('', `shard ${shardId} could not be examined, so it may still hold prepared transactions: ${shard.error}`);
+    if (shard.error !== undefined)
+      lines.push('', `shard ${shardId} could not be examined, so it may still hold prepared transactions: ${shard.error}`);
   }
   return `${lines.join('\n')}\n`;
 }

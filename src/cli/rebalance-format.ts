@@ -7,7 +7,6 @@ import { formatAge, formatColumns, formatTable, indent, plural } from './format.
  * plan, the run summary, resume and verify reports, and the progress line on stderr.
  */
 
-
 /** Where the progress line goes (process.stderr): a redrawn line on a terminal, else a log line now and then. */
 export interface ProgressStream {
   write(text: string): unknown;
@@ -87,7 +86,13 @@ export function formatPlan(report: RebalanceReport, before: ReadonlyMap<string, 
     indent(
       formatColumns(
         ['move', 'from', 'to', 'buckets', 'which'],
-        report.plan.map((move, index) => [String(index + 1), move.source, move.target, String(move.buckets.length), formatBuckets(move.buckets)]),
+        report.plan.map((move, index) => [
+          String(index + 1),
+          move.source,
+          move.target,
+          String(move.buckets.length),
+          formatBuckets(move.buckets),
+        ]),
         [0, 3],
       ),
     ),
@@ -111,14 +116,25 @@ export function formatRunSummary(report: RebalanceReport, elapsedMillis: number)
   const lines = [
     `done: ${plural(moves.length, 'move')}, ${plural(buckets, 'bucket')}, ${thousands(rows)} rows, ${megabytes(bytes)} MB copied in ${formatAge(elapsedMillis)}; bucket map version ${report.mapVersion}`,
   ];
-  const longest = moves.reduce<(typeof moves)[number] | undefined>((best, move) => (best === undefined || move.pauseMillis > best.pauseMillis ? move : best), undefined);
+  const longest = moves.reduce<(typeof moves)[number] | undefined>(
+    (best, move) => (best === undefined || move.pauseMillis > best.pauseMillis ? move : best),
+    undefined,
+  );
   if (longest) {
     lines.push(
       `longest write pause: ${formatAge(longest.pauseMillis)} (move ${longest.moveId}, ${longest.source}->${longest.target}, buckets ${formatBuckets(longest.buckets)})`,
     );
   }
   const ids = Object.keys(report.bucketsPerShard).sort(byShardId);
-  lines.push('buckets per shard:', indent(formatTable(['shard', 'buckets'], ids.map((id) => [id, String(report.bucketsPerShard[id])]))));
+  lines.push(
+    'buckets per shard:',
+    indent(
+      formatTable(
+        ['shard', 'buckets'],
+        ids.map((id) => [id, String(report.bucketsPerShard[id])]),
+      ),
+    ),
+  );
   return `${lines.join('\n')}\n`;
 }
 
@@ -128,14 +144,18 @@ export function formatResume(report: ResumeReport): string {
   const lines = [`resume: ${plural(total, 'open move')}`];
   for (const id of report.finished) lines.push(`  finished (was switched)  ${id}`);
   for (const move of report.restarted) {
-    lines.push(`  copied again and switched  ${move.moveId}  ${move.source}->${move.target}  buckets ${formatBuckets(move.buckets)}  ${thousands(move.rowsCopied)} rows`);
+    lines.push(
+      `  copied again and switched  ${move.moveId}  ${move.source}->${move.target}  buckets ${formatBuckets(move.buckets)}  ${thousands(move.rowsCopied)} rows`,
+    );
   }
   for (const id of report.undone) lines.push(`  undone (source keeps the buckets)  ${id}`);
   return `${lines.join('\n')}\n`;
 }
 
 export function formatVerify(clusterId: string, report: VerifyReport): string {
-  const lines = [`cluster ${clusterId}, bucket map version ${report.mapVersion}: ${plural(report.tablesChecked, 'registered table')} checked`];
+  const lines = [
+    `cluster ${clusterId}, bucket map version ${report.mapVersion}: ${plural(report.tablesChecked, 'registered table')} checked`,
+  ];
   const sharded = Object.keys(report.rowCounts).sort();
   if (sharded.length > 0) {
     const shardIds = [...new Set(sharded.flatMap((table) => Object.keys(report.rowCounts[table]!)))].sort(byShardId);
@@ -156,7 +176,14 @@ export function formatVerify(clusterId: string, report: VerifyReport): string {
       indent(
         formatColumns(
           ['table', 'shard', 'bucket', 'owner', 'rows', 'sample keys'],
-          report.misplaced.map((entry) => [entry.table, entry.shardId, String(entry.bucket), entry.owner, thousands(entry.rows), entry.sampleKeys.join(', ')]),
+          report.misplaced.map((entry) => [
+            entry.table,
+            entry.shardId,
+            String(entry.bucket),
+            entry.owner,
+            thousands(entry.rows),
+            entry.sampleKeys.join(', '),
+          ]),
           [2, 4],
         ),
       ),
@@ -169,7 +196,16 @@ export function formatVerify(clusterId: string, report: VerifyReport): string {
     lines.push(`reference tables: ${report.divergent.length} of ${referenceTables} differ between shards`);
     for (const table of report.divergent) {
       lines.push(`  ${table.table}`);
-      lines.push(indent(formatColumns(['shard', 'rows', 'digest'], table.shards.map((shard) => [shard.shardId, thousands(shard.rows), shard.digest]), [1]), 4));
+      lines.push(
+        indent(
+          formatColumns(
+            ['shard', 'rows', 'digest'],
+            table.shards.map((shard) => [shard.shardId, thousands(shard.rows), shard.digest]),
+            [1],
+          ),
+          4,
+        ),
+      );
     }
   }
   if (report.openMoves > 0) {

@@ -41,7 +41,11 @@ interface ClusterArgs {
   readonly 'catalog-schema': string;
 }
 
-async function connectCluster<T>(values: ClusterArgs, env: NodeJS.ProcessEnv, work: (router: ShardRouter, cluster: DiscoveredCluster) => Promise<T>): Promise<T> {
+async function connectCluster<T>(
+  values: ClusterArgs,
+  env: NodeJS.ProcessEnv,
+  work: (router: ShardRouter, cluster: DiscoveredCluster) => Promise<T>,
+): Promise<T> {
   const catalogSchema = values['catalog-schema'];
   const cluster = await discoverCluster(shardUrlsFrom(values.shards, env), catalogSchema);
   return withRouter(cluster, catalogSchema, (router) => work(router, cluster));
@@ -52,7 +56,14 @@ function usageError(usage: string, problem: string): ShardRouterError {
 }
 
 function expectPositionals(positionals: readonly string[], names: readonly string[], usage: string): void {
-  if (positionals.length < names.length) throw usageError(usage, `missing ${names.slice(positionals.length).map((name) => `<${name}>`).join(' ')}`);
+  if (positionals.length < names.length)
+    throw usageError(
+      usage,
+      `missing ${names
+        .slice(positionals.length)
+        .map((name) => `<${name}>`)
+        .join(' ')}`,
+    );
   if (positionals.length > names.length) throw usageError(usage, `unexpected argument "${positionals[names.length]}"`);
 }
 
@@ -80,7 +91,8 @@ async function planAndRun(
   const planned = await call(rebalancer, true);
   if (options.dryRun || planned.plan.length === 0) {
     // Nothing to move: the dry run's report is the result (with dryRun as asked).
-    if (options.json) io.write(`${JSON.stringify({ clusterId: router.clusterId, ...options.extra, ...planned, dryRun: options.dryRun }, null, 2)}\n`);
+    if (options.json)
+      io.write(`${JSON.stringify({ clusterId: router.clusterId, ...options.extra, ...planned, dryRun: options.dryRun }, null, 2)}\n`);
     else io.write(formatPlan(planned, before, `${options.title}${options.dryRun ? ' (dry run: nothing changes)' : ''}`));
     return planned;
   }
@@ -98,7 +110,8 @@ async function planAndRun(
 }
 
 function rebalancerFactory(router: ShardRouter, bucketsPerMove: number | undefined) {
-  return (onProgress: (progress: RebalanceProgress) => void) => router.rebalancer({ onProgress, ...(bucketsPerMove === undefined ? {} : { bucketsPerMove }) });
+  return (onProgress: (progress: RebalanceProgress) => void) =>
+    router.rebalancer({ onProgress, ...(bucketsPerMove === undefined ? {} : { bucketsPerMove }) });
 }
 
 const REBALANCE_USAGE = 'rebalance [--by count|size] [--dry-run] [--resume [--undo]] [--buckets-per-move N]';
@@ -159,17 +172,27 @@ export async function rebalanceCommand(args: string[], env: NodeJS.ProcessEnv, i
 const MOVE_BUCKET_USAGE = 'move-bucket <bucket> <to-shard> [--dry-run]';
 
 export async function moveBucketCommand(args: string[], env: NodeJS.ProcessEnv, io: RebalanceCliIo): Promise<number> {
-  const { values, positionals } = parseFlags({ args, options: { ...CLUSTER_FLAGS, ...DRY_RUN_FLAG }, strict: true, allowPositionals: true });
+  const { values, positionals } = parseFlags({
+    args,
+    options: { ...CLUSTER_FLAGS, ...DRY_RUN_FLAG },
+    strict: true,
+    allowPositionals: true,
+  });
   expectPositionals(positionals, ['bucket', 'to-shard'], MOVE_BUCKET_USAGE);
   const bucket = nonNegativeInteger('<bucket>', positionals[0]!);
   const toShard = positionals[1]!;
   return connectCluster(values, env, async (router) => {
-    const report = await planAndRun(router, rebalancerFactory(router, undefined), (rebalancer, dryRun) => rebalancer.moveBucket(bucket, toShard, { dryRun }), {
-      dryRun: values['dry-run'],
-      json: values.json,
-      title: `move bucket ${bucket} to ${toShard}`,
-      io,
-    });
+    const report = await planAndRun(
+      router,
+      rebalancerFactory(router, undefined),
+      (rebalancer, dryRun) => rebalancer.moveBucket(bucket, toShard, { dryRun }),
+      {
+        dryRun: values['dry-run'],
+        json: values.json,
+        title: `move bucket ${bucket} to ${toShard}`,
+        io,
+      },
+    );
     if (report.plan.length === 0 && !values.json) io.write(`bucket ${bucket} already belongs to ${toShard}\n`);
     return 0;
   });
@@ -178,7 +201,12 @@ export async function moveBucketCommand(args: string[], env: NodeJS.ProcessEnv, 
 const REMOVE_SHARD_USAGE = 'remove-shard <id> [--dry-run]';
 
 export async function removeShardCommand(args: string[], env: NodeJS.ProcessEnv, io: RebalanceCliIo): Promise<number> {
-  const { values, positionals } = parseFlags({ args, options: { ...CLUSTER_FLAGS, ...DRY_RUN_FLAG }, strict: true, allowPositionals: true });
+  const { values, positionals } = parseFlags({
+    args,
+    options: { ...CLUSTER_FLAGS, ...DRY_RUN_FLAG },
+    strict: true,
+    allowPositionals: true,
+  });
   expectPositionals(positionals, ['id'], REMOVE_SHARD_USAGE);
   const shardId = positionals[0]!;
   const dryRun = values['dry-run'];
@@ -208,7 +236,9 @@ export async function removeShardCommand(args: string[], env: NodeJS.ProcessEnv,
       io.write(`${JSON.stringify({ clusterId: router.clusterId, shardId, removed: true, ...report }, null, 2)}\n`);
     } else {
       io.write(`\n${formatRunSummary(report, Date.now() - started)}`);
-      io.write(`shard ${shardId} is removed: routers no longer use it; its data stays on the server (drop it yourself), and leave its URL out of --shards\n`);
+      io.write(
+        `shard ${shardId} is removed: routers no longer use it; its data stays on the server (drop it yourself), and leave its URL out of --shards\n`,
+      );
     }
     return 0;
   });
@@ -217,7 +247,12 @@ export async function removeShardCommand(args: string[], env: NodeJS.ProcessEnv,
 const ADD_SHARD_USAGE = 'add-shard <id> <postgres-url> [--dry-run]';
 
 export async function addShardCommand(args: string[], env: NodeJS.ProcessEnv, io: RebalanceCliIo): Promise<number> {
-  const { values, positionals } = parseFlags({ args, options: { ...CLUSTER_FLAGS, ...DRY_RUN_FLAG }, strict: true, allowPositionals: true });
+  const { values, positionals } = parseFlags({
+    args,
+    options: { ...CLUSTER_FLAGS, ...DRY_RUN_FLAG },
+    strict: true,
+    allowPositionals: true,
+  });
   expectPositionals(positionals, ['id', 'postgres-url'], ADD_SHARD_USAGE);
   const [id, connectionString] = positionals as [string, string];
   const displayUrl = redactConnectionString(connectionString);
@@ -233,12 +268,18 @@ export async function addShardCommand(args: string[], env: NodeJS.ProcessEnv, io
         `add shard ${id} (${displayUrl}) (dry run: nothing changes): reachable, not part of another cluster, and every registered table exists there with the same columns (sharded ones empty)\n`,
       );
       const reference = router.tables.filter((table) => table.kind === 'reference').map((table) => table.table);
-      io.write(reference.length === 0 ? 'no reference tables to copy\n' : `reference tables it would get a copy of: ${reference.join(', ')}\n`);
+      io.write(
+        reference.length === 0 ? 'no reference tables to copy\n' : `reference tables it would get a copy of: ${reference.join(', ')}\n`,
+      );
       return 0;
     }
     io.write(`added shard ${id} (${displayUrl}); bucket map version ${report.mapVersion}\n`);
     const copied = Object.entries(report.referenceRows);
-    io.write(copied.length === 0 ? 'no reference tables to copy\n' : `reference tables copied: ${copied.map(([table, rows]) => `${table} (${plural(rows, 'row')})`).join(', ')}\n`);
+    io.write(
+      copied.length === 0
+        ? 'no reference tables to copy\n'
+        : `reference tables copied: ${copied.map(([table, rows]) => `${table} (${plural(rows, 'row')})`).join(', ')}\n`,
+    );
     io.write(`it owns no buckets yet: add its URL to --shards / PG_SHARD_URLS and run pg-shard-router rebalance\n`);
     return 0;
   });
@@ -250,11 +291,13 @@ export async function verifyCommand(args: string[], env: NodeJS.ProcessEnv, io: 
     const report = await router.rebalancer().verify();
     if (values.json) {
       const rowCounts = Object.fromEntries(
-        Object.entries(report.rowCounts).map(([table, counts]) => [table, Object.fromEntries(Object.entries(counts).sort(([a], [b]) => byShardId(a, b)))]),
+        Object.entries(report.rowCounts).map(([table, counts]) => [
+          table,
+          Object.fromEntries(Object.entries(counts).sort(([a], [b]) => byShardId(a, b))),
+        ]),
       );
       io.write(`${JSON.stringify({ clusterId: router.clusterId, ...report, rowCounts }, null, 2)}\n`);
-    }
-    else io.write(formatVerify(router.clusterId, report));
+    } else io.write(formatVerify(router.clusterId, report));
     return report.ok ? 0 : EXIT_VERIFY_FAILED;
   });
 }

@@ -119,7 +119,8 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   return {
     servers,
     connectionStrings: servers.map((server) => server.connectionString),
-    shardConfigs: (prefix = 's') => servers.map((server) => ({ id: `${prefix}${server.index}`, connectionString: server.connectionString })),
+    shardConfigs: (prefix = 's') =>
+      servers.map((server) => ({ id: `${prefix}${server.index}`, connectionString: server.connectionString })),
     stop: () =>
       (stopping ??= (async () => {
         await stopAll();

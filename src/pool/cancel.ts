@@ -19,7 +19,11 @@ export interface CancelTarget {
 export async function cancel(client: pg.Client, target: CancelTarget): Promise<void> {
   const pid = (client as unknown as { processID?: number | null }).processID;
   if (!pid) return;
-  const canceller = new pg.Client({ connectionString: target.connectionString, application_name: target.applicationName, connectionTimeoutMillis: 5_000 });
+  const canceller = new pg.Client({
+    connectionString: target.connectionString,
+    application_name: target.applicationName,
+    connectionTimeoutMillis: 5_000,
+  });
   canceller.on('error', () => undefined);
   try {
     await canceller.connect();
@@ -36,7 +40,13 @@ export async function cancel(client: pg.Client, target: CancelTarget): Promise<v
  * has not stopped within the grace period. Never throws.
  */
 export async function awaitRetired(client: pg.Client, running: Promise<unknown>): Promise<void> {
-  const settled = await Promise.race([running.then(() => true, () => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), RETIRE_GRACE_MS).unref())]);
+  const settled = await Promise.race([
+    running.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<false>((resolve) => setTimeout(() => resolve(false), RETIRE_GRACE_MS).unref()),
+  ]);
   if (!settled) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   await running.catch(() => undefined);
 }

@@ -29,10 +29,14 @@ export function isConnectionLevel(error: unknown): boolean {
  */
 export function translateError(shardId: string, error: unknown, connectionBroke: boolean): unknown {
   if (connectionBroke || isConnectionLevel(error)) {
-    return new ShardRouterError('CONNECTION_LOST', `shard ${shardId}: the connection broke during the statement, so it may or may not have taken effect`, {
-      shardId,
-      cause: error,
-    });
+    return new ShardRouterError(
+      'CONNECTION_LOST',
+      `shard ${shardId}: the connection broke during the statement, so it may or may not have taken effect`,
+      {
+        shardId,
+        cause: error,
+      },
+    );
   }
   // 55P03 lock_not_available: lock_timeout (or NOWAIT) gave up on a lock, e.g. one side of a
   // lock cycle across two shards, which no single server can detect.

@@ -33,7 +33,12 @@ const PgQuery = pg.Query as unknown as new (config: {
 export class PipelinedQuery extends PgQuery {
   readonly #preamble: readonly string[];
 
-  constructor(preamble: readonly string[], text: string, values: unknown[], callback: (error: Error | null, results: QueryResult[]) => void) {
+  constructor(
+    preamble: readonly string[],
+    text: string,
+    values: unknown[],
+    callback: (error: Error | null, results: QueryResult[]) => void,
+  ) {
     super({
       text,
       values,

@@ -44,7 +44,9 @@ export class PooledSession implements ShardSession {
     try {
       return await new Promise<QueryResult[]>((resolve, reject) => {
         // pg accepts any submittable; its types only describe QueryConfig.
-        const submittable = new PipelinedQuery(preamble, sql, (params ?? []) as unknown[], (error, results) => (error ? reject(error) : resolve(results)));
+        const submittable = new PipelinedQuery(preamble, sql, (params ?? []) as unknown[], (error, results) =>
+          error ? reject(error) : resolve(results),
+        );
         this.#client.query(submittable as unknown as pg.QueryConfig);
       });
     } catch (error) {

@@ -82,7 +82,12 @@ export class ShardPool {
   #routingVersion: number | undefined;
   readonly #stamps = new WeakMap<pg.Client, number>();
 
-  constructor(shard: ResolvedShardConfig, config: Readonly<PoolConfig>, applicationName: string, settings: Readonly<Record<string, string>> = {}) {
+  constructor(
+    shard: ResolvedShardConfig,
+    config: Readonly<PoolConfig>,
+    applicationName: string,
+    settings: Readonly<Record<string, string>> = {},
+  ) {
     this.shardId = shard.id;
     this.#config = config;
     this.#connectionString = shard.connectionString;
@@ -211,7 +216,13 @@ export class ShardPool {
       const result = await (signal ? Promise.race([running, aborted]) : running);
       signal?.removeEventListener('abort', onAbort!);
       this.releaseClient(client);
-      return { fields: result.fields, rows: result.rows as unknown as (string | null)[][], rowCount: result.rowCount, command: result.command, shardId: this.shardId };
+      return {
+        fields: result.fields,
+        rows: result.rows as unknown as (string | null)[][],
+        rowCount: result.rowCount,
+        command: result.command,
+        shardId: this.shardId,
+      };
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
       signal?.removeEventListener('abort', onAbort!);
@@ -336,7 +347,10 @@ export class ShardPool {
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => {
         reject(signal.reason);
-        borrowing.then((client) => this.releaseClient(client), () => undefined);
+        borrowing.then(
+          (client) => this.releaseClient(client),
+          () => undefined,
+        );
       };
       signal.addEventListener('abort', onAbort, { once: true });
     });

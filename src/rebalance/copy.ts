@@ -78,7 +78,10 @@ async function copyRows(
   onBatch: (rows: number, bytes: number) => void,
 ): Promise<void> {
   const cursor = quoteIdent(`psr_copy_${table.shape.oid}`);
-  await snapshot.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${where}`, params);
+  await snapshot.query(
+    `DECLARE ${cursor} NO SCROLL CURSOR FOR SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${where}`,
+    params,
+  );
   try {
     for (;;) {
       const { rows } = await snapshot.query<{ j: string }>(`FETCH ${job.batchRows} FROM ${cursor}`);
@@ -133,8 +136,11 @@ async function catchUp(job: CopyJob): Promise<number> {
       const batch = keys.slice(offset, offset + job.batchRows);
       const match = `${quoteIdent(table.keyColumn)} = ANY ($1::text[]::${table.keyType}[])`;
       await tx.executeOn(target, `DELETE FROM ${table.shape.name} WHERE ${match}`, [batch]);
-      const current = await source.query<{ j: string }>(`SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${match}`, [batch]);
-      if (current.rows.length > 0) await tx.executeOn(target, insertJsonSql(table.shape), [`[${current.rows.map((row) => row.j).join(',')}]`]);
+      const current = await source.query<{ j: string }>(`SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${match}`, [
+        batch,
+      ]);
+      if (current.rows.length > 0)
+        await tx.executeOn(target, insertJsonSql(table.shape), [`[${current.rows.map((row) => row.j).join(',')}]`]);
     }
     handled += keys.length;
   }
@@ -148,10 +154,17 @@ async function catchUp(job: CopyJob): Promise<number> {
 export async function advanceSequences(job: CopyJob): Promise<void> {
   for (const table of job.tables) {
     for (const { column, sequence } of table.shape.sequences) {
-      const { rows } = await job.tx.executeOn<{ top: string | null }>(job.target, `SELECT max(${quoteIdent(column)})::text AS top FROM ${table.shape.name}`);
+      const { rows } = await job.tx.executeOn<{ top: string | null }>(
+        job.target,
+        `SELECT max(${quoteIdent(column)})::text AS top FROM ${table.shape.name}`,
+      );
       const top = rows[0]?.top;
       if (top === null || top === undefined) continue;
-      await job.tx.executeOn(job.target, 'SELECT setval($1::regclass, $2::bigint) WHERE $2::bigint > coalesce(pg_sequence_last_value($1::regclass), 0)', [sequence, top]);
+      await job.tx.executeOn(
+        job.target,
+        'SELECT setval($1::regclass, $2::bigint) WHERE $2::bigint > coalesce(pg_sequence_last_value($1::regclass), 0)',
+        [sequence, top],
+      );
     }
   }
 }

@@ -18,7 +18,8 @@ export async function switchMapIn(
   next: BucketMap,
   fenced: readonly string[],
 ): Promise<void> {
-  if (next.version !== before.version + 1) throw new Error(`a map switch goes from version ${before.version} to ${before.version + 1}, not ${next.version}`);
+  if (next.version !== before.version + 1)
+    throw new Error(`a map switch goes from version ${before.version} to ${before.version + 1}, not ${next.version}`);
   await Promise.all(
     shardIds.map(async (shardId) => {
       await tx.executeOn(shardId, `INSERT INTO "${schema}".bucket_map (version, owners) VALUES ($1, $2)`, [next.version, next.owners]);
@@ -32,5 +33,9 @@ export async function switchMapIn(
  * commit). Best effort: routers also poll, and the fence catches the rest.
  */
 export async function notifyMapChange(context: RebalanceContext, version: number): Promise<void> {
-  await Promise.allSettled(context.shardIds().map((shardId) => context.pool(shardId).query('SELECT pg_notify($1, $2)', [mapChannel(context.clusterId), String(version)])));
+  await Promise.allSettled(
+    context
+      .shardIds()
+      .map((shardId) => context.pool(shardId).query('SELECT pg_notify($1, $2)', [mapChannel(context.clusterId), String(version)])),
+  );
 }

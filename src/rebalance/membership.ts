@@ -32,7 +32,11 @@ const REFERENCE_BATCH_ROWS = 2_000;
 export async function addShard(context: RebalanceContext, shard: ResolvedShardConfig, dryRun: boolean): Promise<AddShardReport> {
   await context.refresh();
   const registered = context.registeredShards.find((entry) => entry.shardId === shard.id);
-  if (registered) throw new ShardRouterError('INVALID_ARGUMENT', `shard id ${shard.id} is already ${registered.state === 'active' ? 'in' : 'removed from'} the cluster`);
+  if (registered)
+    throw new ShardRouterError(
+      'INVALID_ARGUMENT',
+      `shard id ${shard.id} is already ${registered.state === 'active' ? 'in' : 'removed from'} the cluster`,
+    );
   const pool = context.addPool(shard);
   const ready = await prepareNewShard(context, pool, shard, dryRun);
   if (!ready) return { shardId: shard.id, dryRun: true, referenceRows: {}, mapVersion: context.map.version };
@@ -54,15 +58,24 @@ async function prepareNewShard(context: RebalanceContext, pool: ShardPool, shard
     const capabilities = await probeCapabilities(session);
     const identity = await readIdentity(session, schema);
     if (identity && (identity.clusterId !== context.clusterId || identity.shardId !== shard.id)) {
-      throw new ShardRouterError('SHARD_IDENTITY_MISMATCH', `${shard.displayUrl} already is shard ${identity.shardId} of cluster ${identity.clusterId}`, {
-        shardId: shard.id,
-      });
+      throw new ShardRouterError(
+        'SHARD_IDENTITY_MISMATCH',
+        `${shard.displayUrl} already is shard ${identity.shardId} of cluster ${identity.clusterId}`,
+        {
+          shardId: shard.id,
+        },
+      );
     }
     await checkTablesOnNewShard(context, session, shard.id);
     if (dryRun) return false;
     context.setCapabilities(shard.id, capabilities);
     const before = context.map;
-    await installCatalog(session, schema, { clusterId: context.clusterId, shardId: shard.id, bucketCount: before.bucketCount, complete: false }, before);
+    await installCatalog(
+      session,
+      schema,
+      { clusterId: context.clusterId, shardId: shard.id, bucketCount: before.bucketCount, complete: false },
+      before,
+    );
     await ensureRegistries(session, schema);
     for (const extension of [decisionLogExtension, rebalanceExtension]) await extension.ensure(session, schema);
     return true;
@@ -84,7 +97,8 @@ async function checkTablesOnNewShard(context: RebalanceContext, session: Queryab
     }
     const expected = await describeTable(referenceSession, table.table);
     const differs = expected && [...expected.types].some(([column, type]) => shape.types.get(column) !== type);
-    if (differs || shape.types.size !== expected?.types.size) problems.push(`${table.table} has different columns than on shard ${reference}`);
+    if (differs || shape.types.size !== expected?.types.size)
+      problems.push(`${table.table} has different columns than on shard ${reference}`);
     if (table.kind === 'sharded') {
       const { rows } = await session.query<{ any: boolean }>(`SELECT EXISTS (SELECT 1 FROM ${shape.name}) AS any`);
       if (rows[0]?.any) problems.push(`${table.table} is not empty (a new shard's sharded tables must be)`);
@@ -103,7 +117,10 @@ async function checkTablesOnNewShard(context: RebalanceContext, session: Queryab
  * One transaction over all shards, the new one included: its tables registered, the reference
  * tables copied to it, every shard registry told, and a new map version (same owners).
  */
-async function joinCluster(context: RebalanceContext, shard: ResolvedShardConfig): Promise<{ referenceRows: Record<string, number>; mapVersion: number }> {
+async function joinCluster(
+  context: RebalanceContext,
+  shard: ResolvedShardConfig,
+): Promise<{ referenceRows: Record<string, number>; mapVersion: number }> {
   const schema = context.config.catalogSchema;
   const existing = context.shardIds().sort();
   const all = [...existing, shard.id].sort();
@@ -133,7 +150,10 @@ async function copyReferenceTable(tx: Transaction, from: string, to: string, tab
   await tx.executeOn(to, `DELETE FROM ${table.table}`);
   const shape = (await describeTable(tx.on(to), table.table))!;
   for (let offset = 0; offset < rows.length; offset += REFERENCE_BATCH_ROWS) {
-    const json = `[${rows.slice(offset, offset + REFERENCE_BATCH_ROWS).map((row) => row.j).join(',')}]`;
+    const json = `[${rows
+      .slice(offset, offset + REFERENCE_BATCH_ROWS)
+      .map((row) => row.j)
+      .join(',')}]`;
     await tx.executeOn(to, insertJsonSql(shape), [json]);
   }
   return rows.length;
@@ -143,8 +163,16 @@ async function copyReferenceTable(tx: Transaction, from: string, to: string, tab
  * Every shard's registry lists every shard that ever joined: the new one gets the whole
  * registry (removed shards included), the others the new shard's row.
  */
-async function addToShardRegistries(tx: Transaction, context: RebalanceContext, shard: ResolvedShardConfig, all: readonly string[]): Promise<void> {
-  const rows = [...context.registeredShards, { shardId: shard.id, url: urlWithoutPassword(shard.connectionString), state: 'active' as const }];
+async function addToShardRegistries(
+  tx: Transaction,
+  context: RebalanceContext,
+  shard: ResolvedShardConfig,
+  all: readonly string[],
+): Promise<void> {
+  const rows = [
+    ...context.registeredShards,
+    { shardId: shard.id, url: urlWithoutPassword(shard.connectionString), state: 'active' as const },
+  ];
   await Promise.all(
     all.map((shardId) => {
       const added = shardId === shard.id ? rows : rows.slice(-1);
@@ -166,7 +194,12 @@ export function removableShards(context: RebalanceContext, shardId: string): str
 }
 
 /** Removes a shard (see Rebalancer.removeShard): moves its buckets to the others, then marks it removed. */
-export async function removeShard(run: RebalanceRun, shardId: string, active: readonly string[], dryRun: boolean): Promise<RebalanceReport> {
+export async function removeShard(
+  run: RebalanceRun,
+  shardId: string,
+  active: readonly string[],
+  dryRun: boolean,
+): Promise<RebalanceReport> {
   const remaining = active.filter((id) => id !== shardId);
   const plan = await planMoves(run, remaining, 'count');
   const report = await runPlan(run, plan, dryRun);
@@ -174,13 +207,22 @@ export async function removeShard(run: RebalanceRun, shardId: string, active: re
   const { context } = run;
   const schema = context.config.catalogSchema;
   const before = await context.refresh();
-  if (before.owners.includes(shardId)) throw new ShardRouterError('REBALANCE_CONFLICT', `shard ${shardId} still owns buckets after draining it`);
+  if (before.owners.includes(shardId))
+    throw new ShardRouterError('REBALANCE_CONFLICT', `shard ${shardId} still owns buckets after draining it`);
   const next = BucketMap.fromOwners(before.version + 1, before.owners);
   const all = [...active].sort();
-  await runTransaction(context.coordinator, all, remaining.sort()[0]!, resolveTransactionOptions(undefined, context.config.transactions), async (tx) => {
-    await Promise.all(all.map((id) => tx.executeOn(id, `UPDATE "${schema}".shards SET state = 'removed' WHERE shard_id = $1`, [shardId])));
-    await switchMapIn(tx, schema, all, before, next, [shardId]);
-  });
+  await runTransaction(
+    context.coordinator,
+    all,
+    remaining.sort()[0]!,
+    resolveTransactionOptions(undefined, context.config.transactions),
+    async (tx) => {
+      await Promise.all(
+        all.map((id) => tx.executeOn(id, `UPDATE "${schema}".shards SET state = 'removed' WHERE shard_id = $1`, [shardId])),
+      );
+      await switchMapIn(tx, schema, all, before, next, [shardId]);
+    },
+  );
   await notifyMapChange(context, next.version);
   const after = await context.refresh();
   return { ...report, mapVersion: after.version, bucketsPerShard: Object.fromEntries(after.bucketsPerShard()) };

@@ -23,7 +23,10 @@ export const MOVE_LOCK_CLASS = 0x5053524d;
 
 /** Takes a move's lease: held by whoever runs it, released by the server if that process dies. */
 export async function takeMoveLease(client: DedicatedConnection, moveId: string): Promise<void> {
-  const lease = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [MOVE_LOCK_CLASS, moveId]);
+  const lease = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [
+    MOVE_LOCK_CLASS,
+    moveId,
+  ]);
   if (!lease.rows[0]?.locked) throw new ShardRouterError('REBALANCE_CONFLICT', `move ${moveId} is being run by another rebalancer`);
 }
 
@@ -33,18 +36,30 @@ export async function releaseMoveLease(client: DedicatedConnection, moveId: stri
 }
 
 /** Records a new move on its source (state 'copying'). */
-export async function recordMove(client: DedicatedConnection, schema: string, moveId: string, buckets: readonly number[], source: string, target: string): Promise<void> {
-  await client.query(`INSERT INTO ${q(schema)}.moves (move_id, buckets, source_shard, target_shard, state) VALUES ($1, $2, $3, $4, 'copying')`, [
-    moveId,
-    buckets,
-    source,
-    target,
-  ]);
+export async function recordMove(
+  client: DedicatedConnection,
+  schema: string,
+  moveId: string,
+  buckets: readonly number[],
+  source: string,
+  target: string,
+): Promise<void> {
+  await client.query(
+    `INSERT INTO ${q(schema)}.moves (move_id, buckets, source_shard, target_shard, state) VALUES ($1, $2, $3, $4, 'copying')`,
+    [moveId, buckets, source, target],
+  );
 }
 
 /** Open (copying or switched) moves recorded on one shard. */
 export async function readOpenMoves(client: Queryable, schema: string): Promise<StoredMove[]> {
-  const { rows } = await client.query<{ move_id: string; buckets: number[]; source_shard: string; target_shard: string; state: StoredMove['state']; map_version: string | null }>(
+  const { rows } = await client.query<{
+    move_id: string;
+    buckets: number[];
+    source_shard: string;
+    target_shard: string;
+    state: StoredMove['state'];
+    map_version: string | null;
+  }>(
     `SELECT move_id, buckets, source_shard, target_shard, state, map_version::text FROM ${q(schema)}.moves WHERE state IN ('copying', 'switched') ORDER BY started_at`,
   );
   return rows.map((row) => ({

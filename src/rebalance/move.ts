@@ -155,11 +155,20 @@ async function copyAndSwitch(
   );
   const before = await context.refresh();
   for (const bucket of move.buckets) {
-    if (before.ownerOf(bucket) !== move.source) throw new ShardRouterError('REBALANCE_CONFLICT', `bucket ${bucket} is owned by ${before.ownerOf(bucket)}, not ${move.source}`);
+    if (before.ownerOf(bucket) !== move.source)
+      throw new ShardRouterError('REBALANCE_CONFLICT', `bucket ${bucket} is owned by ${before.ownerOf(bucket)}, not ${move.source}`);
   }
   const result = { pauseStarted: 0, mapVersion: 0 };
   await runTransaction(context.coordinator, allShards, move.target, transactionOptions, async (tx) => {
-    const job: CopyJob = { source: source.log, tx, target: move.target, schema: move.schema, moveId: move.moveId, tables, batchRows: options.batchRows };
+    const job: CopyJob = {
+      source: source.log,
+      tx,
+      target: move.target,
+      schema: move.schema,
+      moveId: move.moveId,
+      tables,
+      batchRows: options.batchRows,
+    };
     await copy(job, source.snapshot, move, options);
     result.pauseStarted = await cutover(job, move, options);
     result.mapVersion = await switchMap(job, move, before, allShards);
@@ -196,7 +205,9 @@ async function lockMoveRow(tx: Transaction, source: string, schema: string, move
   for (let attempt = 1; ; attempt++) {
     await tx.executeOn(source, 'SAVEPOINT cutover');
     try {
-      const locked = await tx.executeOn(source, `SELECT 1 FROM ${q(schema)}.moves WHERE move_id = $1 AND state = 'copying' FOR UPDATE`, [moveId]);
+      const locked = await tx.executeOn(source, `SELECT 1 FROM ${q(schema)}.moves WHERE move_id = $1 AND state = 'copying' FOR UPDATE`, [
+        moveId,
+      ]);
       if (locked.rowCount !== 1) throw new ShardRouterError('REBALANCE_CONFLICT', `move ${moveId} is no longer copying`);
       return;
     } catch (error) {
@@ -250,7 +261,13 @@ export async function finishSwitched(
 }
 
 /** Marks a move done or undone, drops its change log and, if no other move from the source is open, its capture triggers. */
-export async function closeMove(client: DedicatedConnection, schema: string, moveId: string, state: 'done' | 'undone', tables: readonly TableCopy[]): Promise<void> {
+export async function closeMove(
+  client: DedicatedConnection,
+  schema: string,
+  moveId: string,
+  state: 'done' | 'undone',
+  tables: readonly TableCopy[],
+): Promise<void> {
   // Triggers first, each in a transaction of its own (DROP TRIGGER takes ACCESS EXCLUSIVE on its
   // table and nothing else): a writer holds its table's lock and then share-locks the move row in
   // the trigger, so holding the move row, or another table, while waiting would invite a cycle.

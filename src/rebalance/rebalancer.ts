@@ -82,7 +82,8 @@ export class Rebalancer {
     if (!Number.isSafeInteger(bucket) || bucket < 0 || bucket >= map.bucketCount) {
       throw new ShardRouterError('INVALID_ARGUMENT', `bucket must be an integer from 0 to ${map.bucketCount - 1}`);
     }
-    if (!context.shardIds().includes(toShard)) throw new ShardRouterError('INVALID_ARGUMENT', `unknown or removed shard "${String(toShard)}"`);
+    if (!context.shardIds().includes(toShard))
+      throw new ShardRouterError('INVALID_ARGUMENT', `unknown or removed shard "${String(toShard)}"`);
     return this.#exclusive(!options.dryRun, async () => {
       const current = await context.refresh();
       const from = current.ownerOf(bucket);

@@ -23,10 +23,14 @@ export async function registerOnShard(
   shardKey: string | undefined,
 ): Promise<string> {
   const shape = await describeTable(tx.on(shardId), table);
-  if (!shape) throw new ShardRouterError('INVALID_ARGUMENT', `table ${table} does not exist on shard ${shardId}: create it on every shard first`, { shardId });
+  if (!shape)
+    throw new ShardRouterError('INVALID_ARGUMENT', `table ${table} does not exist on shard ${shardId}: create it on every shard first`, {
+      shardId,
+    });
   if (kind === 'sharded') {
     const type = shape.types.get(shardKey!);
-    if (type === undefined) throw new ShardRouterError('INVALID_ARGUMENT', `table ${shape.name} on shard ${shardId} has no column "${shardKey}"`, { shardId });
+    if (type === undefined)
+      throw new ShardRouterError('INVALID_ARGUMENT', `table ${shape.name} on shard ${shardId} has no column "${shardKey}"`, { shardId });
     if (!KEY_TYPES.test(type)) {
       throw new ShardRouterError(
         'INVALID_ARGUMENT',
@@ -48,7 +52,11 @@ export async function registerOnShard(
     );
   }
   if (!before) {
-    await tx.executeOn(shardId, `INSERT INTO ${q(schema)}.tables (table_name, kind, key_column) VALUES ($1, $2, $3)`, [shape.name, kind, shardKey ?? null]);
+    await tx.executeOn(shardId, `INSERT INTO ${q(schema)}.tables (table_name, kind, key_column) VALUES ($1, $2, $3)`, [
+      shape.name,
+      kind,
+      shardKey ?? null,
+    ]);
   }
   if (kind === 'sharded') await tx.executeOn(shardId, captureFunctionDdl(schema, shape.oid, shape.name, shardKey!, bucketCount));
   await tx.executeOn(

@@ -48,7 +48,13 @@ export async function resumeOpenMoves(run: RebalanceRun, undo: boolean): Promise
 }
 
 /** Finishes, undoes or restarts one open move, holding its lease. */
-async function resumeMove(run: RebalanceRun, move: StoredMove, undo: boolean, progress: (current: MoveProgress) => void, outcome: ResumeOutcome): Promise<void> {
+async function resumeMove(
+  run: RebalanceRun,
+  move: StoredMove,
+  undo: boolean,
+  progress: (current: MoveProgress) => void,
+  outcome: ResumeOutcome,
+): Promise<void> {
   const client = await run.context.pool(move.source).openDedicated({ [ROLE_SETTING]: 'rebalancer' });
   try {
     await takeMoveLease(client, move.moveId);
@@ -70,7 +76,12 @@ async function resumeMove(run: RebalanceRun, move: StoredMove, undo: boolean, pr
 }
 
 /** Drains and cleans up a move a dead rebalancer left switched, reporting each step. */
-async function finishResumed(run: RebalanceRun, client: DedicatedConnection, move: StoredMove, progress: (current: MoveProgress) => void): Promise<void> {
+async function finishResumed(
+  run: RebalanceRun,
+  client: DedicatedConnection,
+  move: StoredMove,
+  progress: (current: MoveProgress) => void,
+): Promise<void> {
   progress(resumedProgress(move, 'switched'));
   const onStep = async (step: MoveStep) => {
     progress(resumedProgress(move, step));
@@ -82,5 +93,14 @@ async function finishResumed(run: RebalanceRun, client: DedicatedConnection, mov
 
 /** Progress of a resumed move that copies nothing (its rows are already where they go). */
 function resumedProgress(move: StoredMove, step: MoveProgress['step']): MoveProgress {
-  return { moveId: move.moveId, buckets: move.buckets, source: move.source, target: move.target, step, rowsCopied: 0, bytesCopied: 0, resumed: true };
+  return {
+    moveId: move.moveId,
+    buckets: move.buckets,
+    source: move.source,
+    target: move.target,
+    step,
+    rowsCopied: 0,
+    bytesCopied: 0,
+    resumed: true,
+  };
 }

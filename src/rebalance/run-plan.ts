@@ -30,10 +30,12 @@ async function bucketSizes(context: RebalanceContext, map: BucketMap): Promise<M
   for (const table of context.tables) {
     if (table.kind !== 'sharded') continue;
     for (const shardId of new Set(map.owners)) {
-      const { rows } = await context.pool(shardId).query<{ bucket: number; bytes: string }>(
-        `SELECT "${schema}".bucket_of(${quoteIdent(table.shardKey!)}::text, ${map.bucketCount}) AS bucket, sum(pg_column_size(t.*))::text AS bytes FROM ${table.table} t GROUP BY 1`,
-        [],
-      );
+      const { rows } = await context
+        .pool(shardId)
+        .query<{ bucket: number; bytes: string }>(
+          `SELECT "${schema}".bucket_of(${quoteIdent(table.shardKey!)}::text, ${map.bucketCount}) AS bucket, sum(pg_column_size(t.*))::text AS bytes FROM ${table.table} t GROUP BY 1`,
+          [],
+        );
       for (const row of rows) sizes.set(row.bucket, (sizes.get(row.bucket) ?? 0) + Number(row.bytes));
     }
   }

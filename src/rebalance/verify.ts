@@ -54,16 +54,21 @@ export async function verifyCluster(context: RebalanceContext): Promise<VerifyRe
 }
 
 /** Open moves on every shard the cluster has had, and which of those shards could be reached. */
-async function countOpenMoves(context: RebalanceContext, members: readonly string[]): Promise<{ reachable: string[]; unreachable: Unreachable[]; openMoves: number }> {
+async function countOpenMoves(
+  context: RebalanceContext,
+  members: readonly string[],
+): Promise<{ reachable: string[]; unreachable: Unreachable[]; openMoves: number }> {
   const unreachable: Unreachable[] = [];
   const reachable: string[] = [];
   let openMoves = 0;
   for (const shardId of context.knownShardIds()) {
     try {
-      const { rows } = await context.pool(shardId).query<{ open: string }>(
-        `SELECT count(*)::text AS open FROM "${context.config.catalogSchema}".moves WHERE state IN ('copying', 'switched')`,
-        [],
-      );
+      const { rows } = await context
+        .pool(shardId)
+        .query<{ open: string }>(
+          `SELECT count(*)::text AS open FROM "${context.config.catalogSchema}".moves WHERE state IN ('copying', 'switched')`,
+          [],
+        );
       openMoves += Number(rows[0]?.open ?? 0);
       reachable.push(shardId);
     } catch (error) {

@@ -32,7 +32,8 @@ export class BackgroundRecovery {
 
   /** A pass now, with `graceMillis` (default: the config's); its report is kept. */
   async run(graceMillis: number = this.#settings.graceMillis): Promise<RecoveryReport> {
-    if (!Number.isSafeInteger(graceMillis) || graceMillis < 0) throw new ShardRouterError('INVALID_ARGUMENT', 'graceMillis must be a non-negative integer');
+    if (!Number.isSafeInteger(graceMillis) || graceMillis < 0)
+      throw new ShardRouterError('INVALID_ARGUMENT', 'graceMillis must be a non-negative integer');
     const report = await recover(this.#context, { graceMillis });
     this.last = report;
     return report;

@@ -14,7 +14,12 @@ import type { Topology } from './topology.js';
  */
 
 /** The 2PC engine's context, routing by the router's current map (for writes routed by shard id). */
-export function coordinatorContext(clusterId: string, config: ResolvedConfig, topology: Topology, onUnfinished: () => void): CoordinatorContext {
+export function coordinatorContext(
+  clusterId: string,
+  config: ResolvedConfig,
+  topology: Topology,
+  onUnfinished: () => void,
+): CoordinatorContext {
   return {
     clusterId,
     catalogSchema: config.catalogSchema,
@@ -29,7 +34,10 @@ export function coordinatorContext(clusterId: string, config: ResolvedConfig, to
  * A coordinator context that routes every statement by one map version, the current one, and
  * stamps its connections with that version (docs/rebalance.md, I0), with the members of that map.
  */
-export function routedContext(base: CoordinatorContext, topology: Topology): { context: CoordinatorContext; members: string[]; version: number } {
+export function routedContext(
+  base: CoordinatorContext,
+  topology: Topology,
+): { context: CoordinatorContext; members: string[]; version: number } {
   const { map, owners, members } = topology.snapshot();
   const context: CoordinatorContext = {
     ...base,
@@ -62,7 +70,9 @@ export function broadcastContext(config: ResolvedConfig, topology: Topology, coo
     registeredTable: (schema, name) => topology.registeredTable(schema, name),
     movesGuard: (schema, name, versionParam) => {
       const table = topology.registeredTable(schema, name);
-      return table?.kind === 'sharded' ? movesGuardCondition(config.catalogSchema, table.shardKey!, topology.bucketCount, versionParam) : undefined;
+      return table?.kind === 'sharded'
+        ? movesGuardCondition(config.catalogSchema, table.shardKey!, topology.bucketCount, versionParam)
+        : undefined;
     },
     pool: (shardId) => topology.pool(shardId),
     defaultTimeoutMillis: config.broadcast.timeoutMillis,

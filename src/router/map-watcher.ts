@@ -57,7 +57,10 @@ export class MapWatcher {
     const pool = this.#pickPool();
     if (!pool || this.#closed) return;
     try {
-      const { rows } = await pool.query<{ version: string | null }>(`SELECT max(version)::text AS version FROM "${this.#context.catalogSchema}".bucket_map`, []);
+      const { rows } = await pool.query<{ version: string | null }>(
+        `SELECT max(version)::text AS version FROM "${this.#context.catalogSchema}".bucket_map`,
+        [],
+      );
       if (Number(rows[0]?.version ?? 0) > this.#context.currentVersion()) await this.#context.refresh();
     } catch {
       // The next tick asks another shard; fenced writes still refresh on their own.

@@ -161,7 +161,11 @@ export class ShardRouter {
    * for (const id of router.shardIds) await router.executeOn(id, 'CREATE TABLE IF NOT EXISTS users (id bigint PRIMARY KEY)');
    * @throws ShardRouterError INVALID_ARGUMENT (unknown shard) and the errors of {@link execute}
    */
-  async executeOn<R extends QueryResultRow = QueryResultRow>(shardId: string, sql: string, params?: readonly unknown[]): Promise<ExecuteResult<R>> {
+  async executeOn<R extends QueryResultRow = QueryResultRow>(
+    shardId: string,
+    sql: string,
+    params?: readonly unknown[],
+  ): Promise<ExecuteResult<R>> {
     if (this.#closing) throw closedError();
     return run<R>(this.#topology.pool(shardId), sql, params, undefined);
   }
@@ -186,7 +190,8 @@ export class ShardRouter {
    */
   async transaction<T>(keys: readonly ShardKey[], work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
     if (this.#closing) throw closedError();
-    if (!Array.isArray(keys) || keys.length === 0) throw new ShardRouterError('INVALID_ARGUMENT', 'keys must be a non-empty array of shard keys');
+    if (!Array.isArray(keys) || keys.length === 0)
+      throw new ShardRouterError('INVALID_ARGUMENT', 'keys must be a non-empty array of shard keys');
     if (typeof work !== 'function') throw new ShardRouterError('INVALID_ARGUMENT', 'work must be a function (tx) => Promise');
     const resolved = resolveTransactionOptions(options, this.#config.transactions);
     // Refused by a map fence (a bucket moved): nothing committed, so the whole transaction runs
@@ -217,7 +222,8 @@ export class ShardRouter {
    * @throws ShardRouterError INVALID_ARGUMENT (no such table or column, registered differently)
    */
   async registerShardedTable(table: string, shardKeyColumn: string): Promise<RegisteredTable> {
-    if (typeof shardKeyColumn !== 'string' || shardKeyColumn === '') throw new ShardRouterError('INVALID_ARGUMENT', 'shardKeyColumn must be a column name');
+    if (typeof shardKeyColumn !== 'string' || shardKeyColumn === '')
+      throw new ShardRouterError('INVALID_ARGUMENT', 'shardKeyColumn must be a column name');
     return this.#register(table, 'sharded', shardKeyColumn);
   }
 
@@ -284,7 +290,11 @@ export class ShardRouter {
    * (without `partial`) the first failing shard's error (QUERY_FAILED, SHARD_UNAVAILABLE, ...,
    * with its `shardId`); for writes also the errors of {@link transaction}
    */
-  async broadcast<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[], options: BroadcastOptions = {}): Promise<BroadcastResult<R>> {
+  async broadcast<R extends QueryResultRow = QueryResultRow>(
+    sql: string,
+    params?: readonly unknown[],
+    options: BroadcastOptions = {},
+  ): Promise<BroadcastResult<R>> {
     if (this.#closing) throw closedError();
     const invalid = invalidBroadcastArguments(params, options);
     if (invalid) throw invalid;
@@ -401,7 +411,11 @@ export class ShardRouter {
     const names = await runTransaction(this.#coordinator, shardIds, shardIds[0]!, options, (tx) =>
       Promise.all(shardIds.map((shardId) => registerOnShard(tx, shardId, schema, bucketCount, table, kind, shardKey))),
     );
-    if (new Set(names).size > 1) throw new ShardRouterError('INVALID_ARGUMENT', `table ${table} resolves to different tables on different shards: ${names.join(', ')}`);
+    if (new Set(names).size > 1)
+      throw new ShardRouterError(
+        'INVALID_ARGUMENT',
+        `table ${table} resolves to different tables on different shards: ${names.join(', ')}`,
+      );
     await this.refreshMap();
     return { table: names[0]!, kind, shardKey };
   }
@@ -409,9 +423,16 @@ export class ShardRouter {
 
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
 
-function run<R extends QueryResultRow>(pool: ShardPool, sql: string, params: readonly unknown[] | undefined, version: number | undefined): Promise<ExecuteResult<R>> {
-  if (typeof sql !== 'string' || sql.length === 0) return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string'));
-  if (params !== undefined && !Array.isArray(params)) return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'params must be an array'));
+function run<R extends QueryResultRow>(
+  pool: ShardPool,
+  sql: string,
+  params: readonly unknown[] | undefined,
+  version: number | undefined,
+): Promise<ExecuteResult<R>> {
+  if (typeof sql !== 'string' || sql.length === 0)
+    return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string'));
+  if (params !== undefined && !Array.isArray(params))
+    return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'params must be an array'));
   return pool.query<R>(sql, params ?? NO_PARAMS, version);
 }
 

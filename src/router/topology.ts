@@ -147,7 +147,11 @@ export class Topology {
    */
   members(): string[] {
     const removed = new Set(this.#registeredShards.filter((shard) => shard.state === 'removed').map((shard) => shard.shardId));
-    const members = new Set([...this.#config.shards.map((shard) => shard.id), ...this.#registeredShards.map((shard) => shard.shardId), ...this.#map.owners]);
+    const members = new Set([
+      ...this.#config.shards.map((shard) => shard.id),
+      ...this.#registeredShards.map((shard) => shard.shardId),
+      ...this.#map.owners,
+    ]);
     return [...this.#pools.keys()].filter((id) => members.has(id) && !removed.has(id));
   }
 
@@ -275,7 +279,8 @@ export class Topology {
     const reads = await Promise.allSettled(this.members().map((shardId) => this.#readState(this.pool(shardId))));
     let newest: CatalogState | undefined;
     for (const read of reads) {
-      if (read.status === 'fulfilled' && read.value.map && (!newest?.map || read.value.map.version > newest.map.version)) newest = read.value;
+      if (read.status === 'fulfilled' && read.value.map && (!newest?.map || read.value.map.version > newest.map.version))
+        newest = read.value;
     }
     if (!newest?.map) {
       const failure = reads.find((read) => read.status === 'rejected');
@@ -335,7 +340,9 @@ export class Topology {
     if (existing) return existing;
     const registered = this.#registeredShards.find((shard) => shard.shardId === shardId);
     if (!registered) {
-      throw new ShardRouterError('INVALID_CONFIG', `shard ${shardId} owns buckets but is neither configured nor in the shard registry`, { shardId });
+      throw new ShardRouterError('INVALID_CONFIG', `shard ${shardId} owns buckets but is neither configured nor in the shard registry`, {
+        shardId,
+      });
     }
     const shard = resolveShard(shardId, connectionStringFor(registered.url, this.#config.shards));
     // A removed shard's server may be gone: never keep connections open to it.

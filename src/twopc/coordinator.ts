@@ -56,7 +56,11 @@ export interface Transaction {
    * (one of `shardIds`): for DDL and maintenance that belong to no key.
    * @throws ShardRouterError INVALID_ARGUMENT (not a participant) and the errors of {@link execute}
    */
-  executeOn<R extends QueryResultRow = QueryResultRow>(shardId: string, sql: string, params?: readonly unknown[]): Promise<ShardQueryResult<R>>;
+  executeOn<R extends QueryResultRow = QueryResultRow>(
+    shardId: string,
+    sql: string,
+    params?: readonly unknown[],
+  ): Promise<ShardQueryResult<R>>;
   /** The participating shards, in the order their connections were taken. */
   readonly shardIds: readonly string[];
   /** One participant as a Queryable (for helpers that take one): `on(id).query(sql, params)` is `executeOn(id, sql, params)`. */
@@ -109,7 +113,8 @@ class TransactionRun<T> {
 
   async execute(work: (tx: Transaction) => Promise<T>): Promise<T> {
     const tx: Transaction = Object.freeze({
-      execute: <R extends QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]) => this.#statement<R>(key, undefined, sql, params),
+      execute: <R extends QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]) =>
+        this.#statement<R>(key, undefined, sql, params),
       executeOn: <R extends QueryResultRow>(shardId: string, sql: string, params?: readonly unknown[]) =>
         this.#statement<R>(undefined, shardId, sql, params),
       shardIds: Object.freeze([...this.#participants.keys()]),
@@ -121,10 +126,13 @@ class TransactionRun<T> {
     let value: T;
     try {
       const expired = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          this.#state = 'timed-out';
-          reject(this.#timeoutError());
-        }, Math.max(0, this.#deadline - Date.now()));
+        timer = setTimeout(
+          () => {
+            this.#state = 'timed-out';
+            reject(this.#timeoutError());
+          },
+          Math.max(0, this.#deadline - Date.now()),
+        );
       });
       // Started inside a promise chain so a callback that throws synchronously is handled the
       // same way; after a timeout it keeps running on its own, so its rejection is swallowed.
@@ -193,9 +201,13 @@ class TransactionRun<T> {
   }
 
   #timeoutError(cause?: unknown): ShardRouterError {
-    return new ShardRouterError('TRANSACTION_TIMEOUT', `the transaction did not finish within ${this.#options.timeoutMillis} ms and was rolled back`, {
-      cause,
-    });
+    return new ShardRouterError(
+      'TRANSACTION_TIMEOUT',
+      `the transaction did not finish within ${this.#options.timeoutMillis} ms and was rolled back`,
+      {
+        cause,
+      },
+    );
   }
 
   #touched(): Participant[] {
@@ -235,6 +247,8 @@ class TransactionRun<T> {
   }
 
   async #commitTwoPhase(touched: Participant[]): Promise<void> {
-    await new TwoPhaseCommit(this.#context, touched, this.#decisionShardId, this.#options.timeoutMillis, (cause) => this.#timeoutError(cause)).run();
+    await new TwoPhaseCommit(this.#context, touched, this.#decisionShardId, this.#options.timeoutMillis, (cause) =>
+      this.#timeoutError(cause),
+    ).run();
   }
 }

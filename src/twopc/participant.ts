@@ -35,7 +35,11 @@ export class Participant {
    * lazy (a declared shard that is never used costs nothing, and work that touched one shard
    * commits in one phase) and rides in the same round trip as the first statement.
    */
-  async run<R extends QueryResultRow>(sql: string, params: readonly unknown[] | undefined, begin: () => readonly string[]): Promise<QueryResult<R>> {
+  async run<R extends QueryResultRow>(
+    sql: string,
+    params: readonly unknown[] | undefined,
+    begin: () => readonly string[],
+  ): Promise<QueryResult<R>> {
     try {
       if (this.#began) return await this.send<R>(sql, params);
       this.#began = true;
@@ -55,11 +59,15 @@ export class Participant {
 /** TRANSACTION_ABORTED: nothing was committed anywhere because `shardId` could not commit. */
 export function aborted(shardId: string, gid: Gid | undefined, cause: unknown, why?: string): ShardRouterError {
   const reason = why ?? (cause instanceof Error ? cause.message : 'its transaction had already failed');
-  return new ShardRouterError('TRANSACTION_ABORTED', `the transaction was rolled back on every shard: shard ${shardId} could not commit: ${reason}`, {
-    shardId,
-    gid,
-    cause,
-  });
+  return new ShardRouterError(
+    'TRANSACTION_ABORTED',
+    `the transaction was rolled back on every shard: shard ${shardId} could not commit: ${reason}`,
+    {
+      shardId,
+      gid,
+      cause,
+    },
+  );
 }
 
 /** Waits a bounded time for a clean-up statement; failures are fine (the pool destroys a connection left mid-transaction). */

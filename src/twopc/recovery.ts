@@ -96,7 +96,9 @@ async function readCommitRowCandidates(context: RecoveryContext): Promise<Map<st
   const candidates = new Map<string, string[]>();
   await Promise.all(
     context.shardIds.map(async (shardId) => {
-      const rows = await withSession(context, shardId, (session) => commitRowCandidates(session, context.catalogSchema)).catch(() => undefined);
+      const rows = await withSession(context, shardId, (session) => commitRowCandidates(session, context.catalogSchema)).catch(
+        () => undefined,
+      );
       if (rows) candidates.set(shardId, rows);
     }),
   );
@@ -165,7 +167,7 @@ class SettlePass {
     try {
       gid = asGid(rawGid);
     } catch {
-      return doubt('has this cluster\'s prefix but is not a well-formed pg-shard-router gid; left alone');
+      return doubt("has this cluster's prefix but is not a well-formed pg-shard-router gid; left alone");
     }
     const deciderId = decisionShardOf(gid, this.#context.clusterId)!;
     if (!this.#known.has(deciderId)) return doubt(`its decision shard ${deciderId} is not among the shards given to this router`);
@@ -176,7 +178,9 @@ class SettlePass {
       return doubt(`its decision shard ${deciderId} could not be asked: ${describe(error)}`);
     }
     try {
-      await withSession(this.#context, shardId, (session) => session.query(`${outcome === 'commit' ? 'COMMIT' : 'ROLLBACK'} PREPARED ${gidLiteral(gid)}`));
+      await withSession(this.#context, shardId, (session) =>
+        session.query(`${outcome === 'commit' ? 'COMMIT' : 'ROLLBACK'} PREPARED ${gidLiteral(gid)}`),
+      );
     } catch (error) {
       // 42704: gone meanwhile; it was finished by its coordinator or another recovery,
       // necessarily with the same decision, which is final.
@@ -194,7 +198,9 @@ class SettlePass {
   #decide(gid: Gid, deciderId: string): Promise<Outcome> {
     let decision = this.#decisions.get(gid);
     if (!decision) {
-      decision = withSession(this.#context, deciderId, (session) => settleDecision(session, this.#context.catalogSchema, gid, SETTLE_LOCK_TIMEOUT_MS));
+      decision = withSession(this.#context, deciderId, (session) =>
+        settleDecision(session, this.#context.catalogSchema, gid, SETTLE_LOCK_TIMEOUT_MS),
+      );
       decision.catch(() => undefined);
       this.#decisions.set(gid, decision);
     }
@@ -206,15 +212,23 @@ class SettlePass {
  * Garbage collection, only after a complete listing: a commit row goes once no shard has its
  * gid prepared (any age); abort rows go after their retention (decision-log.ts).
  */
-async function collectFinishedDecisions(context: RecoveryContext, candidates: Map<string, string[]>, listings: Map<string, Listing>): Promise<number> {
+async function collectFinishedDecisions(
+  context: RecoveryContext,
+  candidates: Map<string, string[]>,
+  listings: Map<string, Listing>,
+): Promise<number> {
   let decisionsCollected = 0;
   const everyShardListed = [...listings.values()].every((listing) => !(listing instanceof Error));
   if (!everyShardListed) return decisionsCollected;
-  const stillPrepared = new Set([...listings.values()].flatMap((listing) => (listing instanceof Error ? [] : listing.map((row) => row.gid))));
+  const stillPrepared = new Set(
+    [...listings.values()].flatMap((listing) => (listing instanceof Error ? [] : listing.map((row) => row.gid))),
+  );
   await Promise.all(
     [...candidates].map(async ([shardId, gids]) => {
       const finished = gids.filter((gid) => !stillPrepared.has(gid));
-      const removed = await withSession(context, shardId, (session) => collectDecisions(session, context.catalogSchema, finished)).catch(() => 0);
+      const removed = await withSession(context, shardId, (session) => collectDecisions(session, context.catalogSchema, finished)).catch(
+        () => 0,
+      );
       decisionsCollected += removed;
     }),
   );

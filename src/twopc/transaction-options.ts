@@ -40,7 +40,12 @@ function millis(name: string, value: unknown, fallback: number): number {
 
 export function resolveTransactionOptions(options: unknown, defaults: Readonly<TransactionConfig>): ResolvedTransactionOptions {
   if (options === undefined) {
-    return { isolation: 'read committed', timeoutMillis: defaults.timeoutMillis, lockTimeoutMillis: defaults.lockTimeoutMillis, readOnly: false };
+    return {
+      isolation: 'read committed',
+      timeoutMillis: defaults.timeoutMillis,
+      lockTimeoutMillis: defaults.lockTimeoutMillis,
+      readOnly: false,
+    };
   }
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw bad('must be an object');
   const given = options as Record<string, unknown>;

@@ -154,7 +154,12 @@ export class TwoPhaseCommit {
   #abortedAtDecision(refusal: unknown): ShardRouterError {
     const decider = this.#decider;
     if (refusal !== undefined && sqlStateOf(refusal) === '23505') {
-      return aborted(decider.shardId, this.#gid, refusal, 'recovery had already decided to abort it (it saw a participant prepared for longer than the grace age)');
+      return aborted(
+        decider.shardId,
+        this.#gid,
+        refusal,
+        'recovery had already decided to abort it (it saw a participant prepared for longer than the grace age)',
+      );
     }
     if (refusal !== undefined && sqlStateOf(refusal) === '23514') return this.#timeoutError(refusal);
     return aborted(decider.shardId, this.#gid, decider.firstError, 'the decision shard could not commit');
@@ -247,7 +252,15 @@ export class TwoPhaseCommit {
   /** Runs the test hook; call sites check `testHooks.fault` first, so production pays no await. */
   async #fault(point: FaultPoint, participant: Participant, index: number, of: number, attempt = 1, target?: ShardSession): Promise<void> {
     const gid = this.#gid;
-    await testHooks.fault?.({ point, gid, shardId: participant.shardId, backendPid: (target ?? participant.session).backendPid, index, of, attempt });
+    await testHooks.fault?.({
+      point,
+      gid,
+      shardId: participant.shardId,
+      backendPid: (target ?? participant.session).backendPid,
+      index,
+      of,
+      attempt,
+    });
   }
 }
 

@@ -48,7 +48,11 @@ const accounts: string[] = [];
 beforeAll(async () => {
   cluster = await startLocalCluster({ shards: SHARDS, maxPreparedTransactions: 64, maxConnections: 100 });
   urls = [...cluster.connectionStrings];
-  const router = await ShardRouter.connect({ shards: cluster.shardConfigs(), catalogSchema: catalog, recovery: { intervalMillis: 0, atConnect: false } });
+  const router = await ShardRouter.connect({
+    shards: cluster.shardConfigs(),
+    catalogSchema: catalog,
+    recovery: { intervalMillis: 0, atConnect: false },
+  });
   try {
     const perShard = new Map<string, string[]>(router.shardIds.map((shardId) => [shardId, []]));
     for (let n = 0; [...perShard.values()].some((list) => list.length < ACCOUNTS_PER_SHARD); n++) {
@@ -58,7 +62,10 @@ beforeAll(async () => {
     for (const [shardId, list] of perShard) {
       await router.executeOn(shardId, `CREATE SCHEMA ${data}`);
       await router.executeOn(shardId, `CREATE TABLE ${data}.accounts (id text PRIMARY KEY, balance bigint NOT NULL)`);
-      await router.executeOn(shardId, `CREATE TABLE ${data}.legs (transfer_id text NOT NULL, account text NOT NULL, delta bigint NOT NULL)`);
+      await router.executeOn(
+        shardId,
+        `CREATE TABLE ${data}.legs (transfer_id text NOT NULL, account text NOT NULL, delta bigint NOT NULL)`,
+      );
       await router.executeOn(shardId, `INSERT INTO ${data}.accounts (id, balance) SELECT unnest($1::text[]), $2`, [list, INITIAL_BALANCE]);
       accounts.push(...list);
     }
@@ -287,7 +294,11 @@ it('keeps the books balanced and every transfer all-or-nothing through worker ki
 
   // Settle what the dead workers left, once their backends are gone (see waitForBackendsGone).
   await waitForBackendsGone(urls, 'bank-worker-%');
-  const router = await ShardRouter.connect({ shards: cluster.shardConfigs(), catalogSchema: catalog, recovery: { intervalMillis: 0, atConnect: false } });
+  const router = await ShardRouter.connect({
+    shards: cluster.shardConfigs(),
+    catalogSchema: catalog,
+    recovery: { intervalMillis: 0, atConnect: false },
+  });
   try {
     const leftByCrashes = (await preparedOn(urls, '')).length;
     await recoverUntilSettled(router, urls);
@@ -297,8 +308,15 @@ it('keeps the books balanced and every transfer all-or-nothing through worker ki
     const legs = new Map<string, { shard: string; account: string; delta: number }[]>();
     const balances = new Map<string, number>();
     for (const shardId of router.shardIds) {
-      const found = await router.executeOn<{ transfer_id: string; account: string; delta: string }>(shardId, `SELECT transfer_id, account, delta FROM ${data}.legs`);
-      for (const row of found.rows) legs.set(row.transfer_id, [...(legs.get(row.transfer_id) ?? []), { shard: shardId, account: row.account, delta: Number(row.delta) }]);
+      const found = await router.executeOn<{ transfer_id: string; account: string; delta: string }>(
+        shardId,
+        `SELECT transfer_id, account, delta FROM ${data}.legs`,
+      );
+      for (const row of found.rows)
+        legs.set(row.transfer_id, [
+          ...(legs.get(row.transfer_id) ?? []),
+          { shard: shardId, account: row.account, delta: Number(row.delta) },
+        ]);
       const onShard = await router.executeOn<{ id: string; balance: string }>(shardId, `SELECT id, balance FROM ${data}.accounts`);
       for (const row of onShard.rows) balances.set(row.id, Number(row.balance));
     }
@@ -343,7 +361,9 @@ it('keeps the books balanced and every transfer all-or-nothing through worker ki
     const verdicts = (verdict: string) => all.filter((transfer) => transfer.verdict === verdict).length;
     const failCodes = new Map<string, number>();
     for (const { failCode } of all) if (failCode) failCodes.set(failCode, (failCodes.get(failCode) ?? 0) + 1);
-    const heldEndings = all.filter((transfer) => transfer.heldAtCommitPoint).map((transfer) => transfer.failCode ?? transfer.verdict ?? 'cut off');
+    const heldEndings = all
+      .filter((transfer) => transfer.heldAtCommitPoint)
+      .map((transfer) => transfer.failCode ?? transfer.verdict ?? 'cut off');
     // One line for the record: what this run went through.
     console.log(
       `bank: ${all.length} transfers started, ${verdicts('ack')} acked, ${verdicts('fail')} failed ${JSON.stringify(Object.fromEntries(failCodes))}, ` +

@@ -87,7 +87,11 @@ async function run(transfer: PlannedTransfer): Promise<void> {
         for (const { account, delta } of transfer.legs) {
           const updated = await tx.execute(account, `UPDATE ${data}.accounts SET balance = balance + $2 WHERE id = $1`, [account, delta]);
           if (updated.rowCount !== 1) throw new Error(`account ${account} does not exist`);
-          await tx.execute(account, `INSERT INTO ${data}.legs (transfer_id, account, delta) VALUES ($1, $2, $3)`, [transfer.id, account, delta]);
+          await tx.execute(account, `INSERT INTO ${data}.legs (transfer_id, account, delta) VALUES ($1, $2, $3)`, [
+            transfer.id,
+            account,
+            delta,
+          ]);
         }
       }),
     );

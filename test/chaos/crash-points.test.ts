@@ -37,7 +37,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // Only a failed case leaves anything prepared; its locks would block the DROP.
-  await rollBackPrepared(urls, clusterIds.map((id) => `psr:${id}:`));
+  await rollBackPrepared(
+    urls,
+    clusterIds.map((id) => `psr:${id}:`),
+  );
   await dropSchemas(data, ...catalogs);
 });
 
@@ -126,7 +129,9 @@ async function balancesOf(router: ShardRouter, accounts: readonly string[]): Pro
 /** The durable decision of `gid` on its decision shard, or undefined when there is no row. */
 async function decisionOf(router: ShardRouter, catalog: string, gid: string): Promise<string | undefined> {
   const deciderId = gid.split(':')[2]!;
-  const { rows } = await router.executeOn<{ outcome: string }>(deciderId, `SELECT outcome FROM ${catalog}.twopc_decisions WHERE gid = $1`, [gid]);
+  const { rows } = await router.executeOn<{ outcome: string }>(deciderId, `SELECT outcome FROM ${catalog}.twopc_decisions WHERE gid = $1`, [
+    gid,
+  ]);
   return rows[0]?.outcome;
 }
 
@@ -151,8 +156,15 @@ async function expectConsistent(router: ShardRouter, transfers: readonly Planned
     if (found.length === 0) {
       outcomes.set(transfer.id, 'none');
     } else {
-      const expected = transfer.legs.map((leg) => ({ server: Number(router.shardFor(leg.account).slice(1)), transferId: transfer.id, ...leg }));
-      expect(found.sort((a, b) => a.server - b.server), `legs of ${transfer.id}`).toEqual(expected.sort((a, b) => a.server - b.server));
+      const expected = transfer.legs.map((leg) => ({
+        server: Number(router.shardFor(leg.account).slice(1)),
+        transferId: transfer.id,
+        ...leg,
+      }));
+      expect(
+        found.sort((a, b) => a.server - b.server),
+        `legs of ${transfer.id}`,
+      ).toEqual(expected.sort((a, b) => a.server - b.server));
       outcomes.set(transfer.id, 'all');
     }
     for (const { account } of transfer.legs) {
@@ -194,44 +206,52 @@ const CASES: readonly CrashCase[] = [
 ];
 
 describe.concurrent('a coordinator SIGKILLed at one step of a 3-shard transaction', () => {
-  it.each(CASES.map((crash, n) => ({ ...crash, n })))('$point (index $index of 2) ends $outcome', async ({ n, point, index, preparedLeft, decisionLeft, outcome }) => {
-    const { router, catalog } = await connectCluster();
-    try {
-      const tag = `${point}-${index}`;
-      const accounts = await openAccounts(router, threeShards(n), tag);
-      const transfer = transferOver(tag, accounts);
-      const application = `chaos-crash-${tag}`;
+  it.each(CASES.map((crash, n) => ({ ...crash, n })))(
+    '$point (index $index of 2) ends $outcome',
+    async ({ n, point, index, preparedLeft, decisionLeft, outcome }) => {
+      const { router, catalog } = await connectCluster();
+      try {
+        const tag = `${point}-${index}`;
+        const accounts = await openAccounts(router, threeShards(n), tag);
+        const transfer = transferOver(tag, accounts);
+        const application = `chaos-crash-${tag}`;
 
-      const child = await runChild(catalog, application, [transfer], { point, index, nth: 1 });
-      expect(child.signal, `the child should have died by SIGKILL; it ended with code ${child.code}:\n${child.stdout}\n${child.stderr}`).toBe('SIGKILL');
-      const killed = wordsOf(child.stdout).find((words) => words[0] === 'kill');
-      expect(killed?.slice(0, 4)).toEqual(['kill', tag, point, String(index)]);
-      const killedShard = killed![4]!;
-      const gid = killed![5]!;
-      // The decision shard is the first key's.
-      expect(gid.startsWith(`psr:${router.clusterId}:${router.shardFor(accounts[0]!)}:`)).toBe(true);
+        const child = await runChild(catalog, application, [transfer], { point, index, nth: 1 });
+        expect(
+          child.signal,
+          `the child should have died by SIGKILL; it ended with code ${child.code}:\n${child.stdout}\n${child.stderr}`,
+        ).toBe('SIGKILL');
+        const killed = wordsOf(child.stdout).find((words) => words[0] === 'kill');
+        expect(killed?.slice(0, 4)).toEqual(['kill', tag, point, String(index)]);
+        const killedShard = killed![4]!;
+        const gid = killed![5]!;
+        // The decision shard is the first key's.
+        expect(gid.startsWith(`psr:${router.clusterId}:${router.shardFor(accounts[0]!)}:`)).toBe(true);
 
-      // What the crash left, once the dead coordinator's backends are gone.
-      await waitForBackendsGone(urls, application);
-      const left = await preparedOn(urls, `psr:${router.clusterId}:`);
-      expect(left.every((prepared) => prepared.gid === gid)).toBe(true);
-      expect(left.length).toBeGreaterThanOrEqual(preparedLeft[0]);
-      expect(left.length).toBeLessThanOrEqual(preparedLeft[1]);
-      if (point === 'after-commit-prepared') expect(left.map((prepared) => `s${prepared.server}`)).not.toContain(killedShard);
-      expect(await decisionOf(router, catalog, gid)).toBe(decisionLeft);
+        // What the crash left, once the dead coordinator's backends are gone.
+        await waitForBackendsGone(urls, application);
+        const left = await preparedOn(urls, `psr:${router.clusterId}:`);
+        expect(left.every((prepared) => prepared.gid === gid)).toBe(true);
+        expect(left.length).toBeGreaterThanOrEqual(preparedLeft[0]);
+        expect(left.length).toBeLessThanOrEqual(preparedLeft[1]);
+        if (point === 'after-commit-prepared') expect(left.map((prepared) => `s${prepared.server}`)).not.toContain(killedShard);
+        expect(await decisionOf(router, catalog, gid)).toBe(decisionLeft);
 
-      const reports = await withFreshRouter(catalog, (recoverer) => recoverUntilSettled(recoverer, urls));
-      expect(await preparedOn(urls, `psr:${router.clusterId}:`)).toEqual([]);
-      expect(settledIn(reports, gid)).toEqual(outcome === 'all' ? { committed: left.length, rolledBack: 0 } : { committed: 0, rolledBack: left.length });
-      // Recovery consults (and, for an abort, writes) the decision only when something was prepared.
-      expect(await decisionOf(router, catalog, gid)).toBe(outcome === 'all' ? 'commit' : left.length > 0 ? 'abort' : undefined);
+        const reports = await withFreshRouter(catalog, (recoverer) => recoverUntilSettled(recoverer, urls));
+        expect(await preparedOn(urls, `psr:${router.clusterId}:`)).toEqual([]);
+        expect(settledIn(reports, gid)).toEqual(
+          outcome === 'all' ? { committed: left.length, rolledBack: 0 } : { committed: 0, rolledBack: left.length },
+        );
+        // Recovery consults (and, for an abort, writes) the decision only when something was prepared.
+        expect(await decisionOf(router, catalog, gid)).toBe(outcome === 'all' ? 'commit' : left.length > 0 ? 'abort' : undefined);
 
-      const outcomes = await expectConsistent(router, [transfer]);
-      expect(outcomes.get(transfer.id)).toBe(outcome);
-    } finally {
-      await router.close();
-    }
-  });
+        const outcomes = await expectConsistent(router, [transfer]);
+        expect(outcomes.get(transfer.id)).toBe(outcome);
+      } finally {
+        await router.close();
+      }
+    },
+  );
 });
 
 /** Frozen at a step until the kill: so the crash finds transactions before, at and after the decision. */
@@ -250,12 +270,19 @@ describe('a coordinator SIGKILLed with several transactions in flight', () => {
       }
       const application = 'chaos-crash-mix';
       const child = await runChild(catalog, application, transfers, KILL_IN_FLIGHT, HELD);
-      expect(child.signal, `the child should have died by SIGKILL; it ended with code ${child.code}:\n${child.stdout}\n${child.stderr}`).toBe('SIGKILL');
+      expect(
+        child.signal,
+        `the child should have died by SIGKILL; it ended with code ${child.code}:\n${child.stdout}\n${child.stderr}`,
+      ).toBe('SIGKILL');
       const lines = wordsOf(child.stdout);
       const killed = lines.find((words) => words[0] === 'kill');
       expect(killed?.slice(0, 4)).toEqual(['kill', expect.any(String), 'before-commit-prepared', '1']);
       const held = lines.filter((words) => words[0] === 'hold');
-      expect(held.map((words) => `${words[1]} ${words[2]}`).sort()).toEqual(Object.entries(HELD).map(([id, point]) => `${id} ${point}`).sort());
+      expect(held.map((words) => `${words[1]} ${words[2]}`).sort()).toEqual(
+        Object.entries(HELD)
+          .map(([id, point]) => `${id} ${point}`)
+          .sort(),
+      );
 
       await waitForBackendsGone(urls, application);
       const left = await preparedOn(urls, `psr:${router.clusterId}:`);

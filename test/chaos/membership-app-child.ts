@@ -24,7 +24,10 @@ import { describeError, startMembershipWriters } from './membership-writers.js';
  */
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
-const list = (name: string) => requiredEnv(name).split(',').filter((item) => item !== '');
+const list = (name: string) =>
+  requiredEnv(name)
+    .split(',')
+    .filter((item) => item !== '');
 
 const router = await ShardRouter.connect({
   shards: requiredEnv('CHAOS_SHARD_URLS')
@@ -41,7 +44,14 @@ const router = await ShardRouter.connect({
 const writers = startMembershipWriters(
   router,
   JSON.parse(requiredEnv('CHAOS_TABLES')),
-  { keys: list('CHAOS_KEYS'), codes: list('CHAOS_CODES'), shardedLoops: 3, referenceLoops: 2, seed: Number(requiredEnv('CHAOS_SEED')), pauseMillis: 10 },
+  {
+    keys: list('CHAOS_KEYS'),
+    codes: list('CHAOS_CODES'),
+    shardedLoops: 3,
+    referenceLoops: 2,
+    seed: Number(requiredEnv('CHAOS_SEED')),
+    pauseMillis: 10,
+  },
   {
     ack: (key, after) => say(`ack ${key} ${after}`),
     pending: (key, before, after) => say(`pending ${key} ${before} ${after}`),

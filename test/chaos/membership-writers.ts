@@ -61,7 +61,10 @@ export function writeSql(tables: MembershipTables, op: 'insert' | 'update' | 'de
 
 /** Outcome unknown: the connection broke while the statement ran. */
 function outcomeUnknown(error: unknown): boolean {
-  return error instanceof ShardRouterError && (error.code === 'CONNECTION_LOST' || error.code === 'SHARD_UNAVAILABLE' || error.code === 'IN_DOUBT');
+  return (
+    error instanceof ShardRouterError &&
+    (error.code === 'CONNECTION_LOST' || error.code === 'SHARD_UNAVAILABLE' || error.code === 'IN_DOUBT')
+  );
 }
 
 export function describeError(error: unknown): string {
@@ -92,7 +95,12 @@ export function startMembershipWriters(router: ShardRouter, tables: MembershipTa
   }
 
   /** Runs one sharded write to its end: 'done', 'nothing' (settled as not applied) or 'unknown'. */
-  async function shardedWrite(key: string, op: 'insert' | 'update' | 'delete', before: number, after: number): Promise<'done' | 'nothing' | 'unknown'> {
+  async function shardedWrite(
+    key: string,
+    op: 'insert' | 'update' | 'delete',
+    before: number,
+    after: number,
+  ): Promise<'done' | 'nothing' | 'unknown'> {
     for (;;) {
       try {
         const result = await router.execute(key, writeSql(tables, op), [key]);
@@ -109,7 +117,9 @@ export function startMembershipWriters(router: ShardRouter, tables: MembershipTa
           const now = await balanceOf(key);
           if (now === after) return 'done';
           if (now === before) return 'nothing';
-          throw new Error(`after a write of unknown outcome (${describeError(error)}), ${key} holds ${now}, expected ${before} or ${after}`);
+          throw new Error(
+            `after a write of unknown outcome (${describeError(error)}), ${key} holds ${now}, expected ${before} or ${after}`,
+          );
         } catch (settle) {
           if (outcomeUnknown(settle)) return 'unknown';
           throw settle;
@@ -119,7 +129,10 @@ export function startMembershipWriters(router: ShardRouter, tables: MembershipTa
   }
 
   async function referenceWrite(code: string, before: number): Promise<{ rowCount: number } | 'unknown'> {
-    const sql = before === -1 ? `INSERT INTO ${tables.reference} (code, v) VALUES ($1, 1)` : `UPDATE ${tables.reference} SET v = v + 1 WHERE code = $1`;
+    const sql =
+      before === -1
+        ? `INSERT INTO ${tables.reference} (code, v) VALUES ($1, 1)`
+        : `UPDATE ${tables.reference} SET v = v + 1 WHERE code = $1`;
     for (let aborted = 0; ; ) {
       try {
         const result = await router.broadcast(sql, [code]);

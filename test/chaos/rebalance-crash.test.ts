@@ -143,7 +143,9 @@ function startWriters(router: ShardRouter, tables: Tables, keys: readonly string
           if (op === 'delete') return now === undefined;
           if (now === current! + 1) return true;
           if (now === current) return false;
-          throw new Error(`after an update of unknown outcome, ${key} holds ${now}, expected ${current} or ${current! + 1}`, { cause: error });
+          throw new Error(`after an update of unknown outcome, ${key} holds ${now}, expected ${current} or ${current! + 1}`, {
+            cause: error,
+          });
         }
         throw error;
       }
@@ -189,7 +191,10 @@ function startWriters(router: ShardRouter, tables: Tables, keys: readonly string
 }
 
 /** Every row of both tables on every shard, read on each shard directly (duplicates across shards show). */
-async function contentsOf(router: ShardRouter, tables: Tables): Promise<{ balances: Map<string, number>; duplicated: string[]; ledger: string[] }> {
+async function contentsOf(
+  router: ShardRouter,
+  tables: Tables,
+): Promise<{ balances: Map<string, number>; duplicated: string[]; ledger: string[] }> {
   const balances = new Map<string, number>();
   const duplicated: string[] = [];
   const ledger: string[] = [];
@@ -199,7 +204,10 @@ async function contentsOf(router: ShardRouter, tables: Tables): Promise<{ balanc
       if (balances.has(row.id)) duplicated.push(`${row.id} (also on ${shardId})`);
       balances.set(row.id, Number(row.balance));
     }
-    const entries = await router.executeOn<{ account_id: string; balance: string }>(shardId, `SELECT account_id, balance FROM ${tables.ledger}`);
+    const entries = await router.executeOn<{ account_id: string; balance: string }>(
+      shardId,
+      `SELECT account_id, balance FROM ${tables.ledger}`,
+    );
     ledger.push(...entries.rows.map((row) => `${row.account_id}:${Number(row.balance)}`));
   }
   return { balances, duplicated, ledger: ledger.sort() };
@@ -207,7 +215,11 @@ async function contentsOf(router: ShardRouter, tables: Tables): Promise<{ balanc
 
 /** Rows of `bucket` in the accounts table on one shard. */
 async function rowsOfBucket(router: ShardRouter, catalog: string, tables: Tables, shardId: string, bucket: number): Promise<number> {
-  const { rows } = await router.executeOn<{ n: number }>(shardId, `SELECT count(*)::int AS n FROM ${tables.accounts} WHERE "${catalog}".bucket_of(id, ${BUCKETS}) = $1`, [bucket]);
+  const { rows } = await router.executeOn<{ n: number }>(
+    shardId,
+    `SELECT count(*)::int AS n FROM ${tables.accounts} WHERE "${catalog}".bucket_of(id, ${BUCKETS}) = $1`,
+    [bucket],
+  );
   return rows[0]!.n;
 }
 
@@ -216,7 +228,6 @@ function keysWhere(router: ShardRouter, prefix: string, count: number, wanted: (
   for (let n = 0; keys.length < count; n++) if (wanted(`${prefix}${n}`)) keys.push(`${prefix}${n}`);
   return keys;
 }
-
 
 let scratch: Awaited<ReturnType<typeof createScratchDatabases>>;
 const clusterIds: string[] = [];
@@ -227,7 +238,11 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // Only a failed case leaves anything prepared; it would keep DROP DATABASE from running.
-  if (scratch) await rollBackPrepared(scratch.urls, clusterIds.map((id) => `psr:${id}:`));
+  if (scratch)
+    await rollBackPrepared(
+      scratch.urls,
+      clusterIds.map((id) => `psr:${id}:`),
+    );
   await scratch?.drop();
 });
 
@@ -274,7 +289,12 @@ async function setUpCluster() {
 }
 
 /** Runs the rebalancer child to its SIGKILL; returns its move id and the gid of its switch (when it got that far). */
-async function crashMove(catalog: string, bucket: number, target: string, kill: RebalanceKill): Promise<{ moveId: string; gid: string | undefined; application: string }> {
+async function crashMove(
+  catalog: string,
+  bucket: number,
+  target: string,
+  kill: RebalanceKill,
+): Promise<{ moveId: string; gid: string | undefined; application: string }> {
   const application = uniqueName('chaos_move');
   const child = await runToEnd('test/chaos/rebalance-child.ts', {
     CHAOS_SHARD_URLS: scratch.urls.join(','),
@@ -284,7 +304,9 @@ async function crashMove(catalog: string, bucket: number, target: string, kill: 
     CHAOS_TARGET: target,
     CHAOS_KILL: JSON.stringify(kill),
   });
-  expect(child.signal, `the child should have died by SIGKILL; it ended with code ${child.code}:\n${child.stdout}\n${child.stderr}`).toBe('SIGKILL');
+  expect(child.signal, `the child should have died by SIGKILL; it ended with code ${child.code}:\n${child.stdout}\n${child.stderr}`).toBe(
+    'SIGKILL',
+  );
   const lines = wordsOf(child.stdout);
   const killed = lines.find((words) => words[0] === 'kill');
   expect(killed?.[1]).toBe('step' in kill ? kill.step : kill.fault);
@@ -304,7 +326,6 @@ async function moveStateOf(sourceUrl: string, catalog: string, moveId: string): 
     return rows[0]?.state;
   });
 }
-
 
 describe.concurrent('a rebalancer SIGKILLed in the middle of a bucket move, under writes to that bucket', () => {
   it.each(CASES.map((crash, n) => ({ ...crash, n })))(
@@ -404,9 +425,11 @@ describe.concurrent('a rebalancer SIGKILLed in the middle of a bucket move, unde
           await router.execute(newcomer, writeSql(tables, 'insert'), [newcomer]);
           const survivor = hot.find((key) => model.balances.has(key)) ?? newcomer;
           await router.execute(survivor, writeSql(tables, 'update'), [survivor]);
-          const { rows } = await router.executeOn<{ id: string; balance: string }>(owner, `SELECT id, balance FROM ${tables.accounts} WHERE id = ANY ($1)`, [
-            [newcomer, survivor],
-          ]);
+          const { rows } = await router.executeOn<{ id: string; balance: string }>(
+            owner,
+            `SELECT id, balance FROM ${tables.accounts} WHERE id = ANY ($1)`,
+            [[newcomer, survivor]],
+          );
           const expected = new Map([[newcomer, 1]]);
           expected.set(survivor, (expected.get(survivor) ?? model.balances.get(survivor)!) + 1);
           expect(new Map(rows.map((row) => [row.id, Number(row.balance)]))).toEqual(expected);
@@ -478,7 +501,10 @@ describe('undo of a move left copying, against a transaction that writes the tab
 async function waitForLockWait(url: string, table: string): Promise<void> {
   await withServer(url, async (client) => {
     for (let attempt = 0; attempt < 500; attempt++) {
-      const { rowCount } = await client.query(`SELECT 1 FROM pg_locks WHERE NOT granted AND locktype = 'relation' AND relation = $1::regclass`, [table]);
+      const { rowCount } = await client.query(
+        `SELECT 1 FROM pg_locks WHERE NOT granted AND locktype = 'relation' AND relation = $1::regclass`,
+        [table],
+      );
       if (rowCount) return;
       await sleep(20);
     }

@@ -89,7 +89,9 @@ beforeAll(async () => {
     const password = client.escapeLiteral(decodeURIComponent(known.password));
     const exists = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [user]);
     const role = client.escapeIdentifier(user);
-    await client.query(exists.rowCount ? `ALTER ROLE ${role} WITH LOGIN PASSWORD ${password}` : `CREATE ROLE ${role} SUPERUSER LOGIN PASSWORD ${password}`);
+    await client.query(
+      exists.rowCount ? `ALTER ROLE ${role} WITH LOGIN PASSWORD ${password}` : `CREATE ROLE ${role} SUPERUSER LOGIN PASSWORD ${password}`,
+    );
   });
   const url = new URL(extra.connectionStrings[0]!);
   url.username = known.username;
@@ -100,7 +102,11 @@ beforeAll(async () => {
 afterAll(async () => {
   const urls = scratch ? [...scratch.urls, ...(extraUrl ? [extraUrl] : [])] : [];
   // Only a failed case leaves anything prepared; it would keep DROP DATABASE from running.
-  if (scratch) await rollBackPrepared(urls, clusterIds.map((id) => `psr:${id}:`));
+  if (scratch)
+    await rollBackPrepared(
+      urls,
+      clusterIds.map((id) => `psr:${id}:`),
+    );
   await scratch?.drop();
   await extra?.stop();
 });
@@ -163,7 +169,9 @@ function startApplication(env: Record<string, string>, model: Model) {
     }
   });
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal })),
+  );
   return {
     counts,
     get ready() {
@@ -213,7 +221,12 @@ interface Placement {
 }
 
 /** Every sharded row on every server, read directly, with its bucket and that bucket's owner in `owners`. */
-async function readPlacement(urlOf: Record<string, string>, catalog: string, tables: MembershipTables, owners: readonly string[]): Promise<Placement> {
+async function readPlacement(
+  urlOf: Record<string, string>,
+  catalog: string,
+  tables: MembershipTables,
+  owners: readonly string[],
+): Promise<Placement> {
   const placement: Placement = { misplaced: {}, balances: new Map(), duplicated: [], ledger: [], rowCounts: {} };
   for (const [shardId, url] of Object.entries(urlOf)) {
     await withServer(url, async (client) => {
@@ -225,12 +238,14 @@ async function readPlacement(urlOf: Record<string, string>, catalog: string, tab
       );
       const misplaced: string[] = [];
       for (const row of accounts.rows) {
-        if (owners[row.bucket] !== shardId) misplaced.push(`${tables.accounts} ${row.id} (bucket ${row.bucket}, owner ${owners[row.bucket]})`);
+        if (owners[row.bucket] !== shardId)
+          misplaced.push(`${tables.accounts} ${row.id} (bucket ${row.bucket}, owner ${owners[row.bucket]})`);
         if (placement.balances.has(row.id)) placement.duplicated.push(`${row.id} (also on ${shardId})`);
         placement.balances.set(row.id, Number(row.balance));
       }
       for (const row of ledger.rows) {
-        if (owners[row.bucket] !== shardId) misplaced.push(`${tables.ledger} ${row.account_id}:${row.balance} (bucket ${row.bucket}, owner ${owners[row.bucket]})`);
+        if (owners[row.bucket] !== shardId)
+          misplaced.push(`${tables.ledger} ${row.account_id}:${row.balance} (bucket ${row.bucket}, owner ${owners[row.bucket]})`);
         placement.ledger.push(`${row.account_id}:${Number(row.balance)}`);
       }
       if (misplaced.length > 0) placement.misplaced[shardId] = misplaced;
@@ -253,7 +268,9 @@ async function newestMap(url: string, catalog: string): Promise<{ version: numbe
 
 async function registryOn(url: string, catalog: string): Promise<Record<string, string>> {
   return withServer(url, async (client) => {
-    const { rows } = await client.query<{ shard_id: string; state: string }>(`SELECT shard_id, state FROM "${catalog}".shards ORDER BY shard_id`);
+    const { rows } = await client.query<{ shard_id: string; state: string }>(
+      `SELECT shard_id, state FROM "${catalog}".shards ORDER BY shard_id`,
+    );
     return Object.fromEntries(rows.map((row) => [row.shard_id, row.state]));
   });
 }
@@ -272,235 +289,254 @@ function withoutPending<V>(values: ReadonlyMap<string, V>, pending: ReadonlyMap<
 
 describe.concurrent('membership changes (addShard, rebalance, removeShard) with the rebalancer SIGKILLed in the removal, under a stale application router', () => {
   // Concurrent cases: every assertion goes through the case's own `expect` (the test context's).
-  it.for(CASES)(
-    '$name',
-    { timeout: 120_000 },
-    async ({ additions, remove, killStep, seed }, { expect }) => {
-      const catalog = uniqueName('cat');
-      const tables: MembershipTables = { accounts: uniqueName('acc'), ledger: uniqueName('led'), reference: uniqueName('ref') };
-      const originals = scratch.urls.slice(0, ORIGINALS);
-      const added = additions.map((id) => ({ id, connectionString: id === 's3' ? scratch.urls[ORIGINALS]! : extraUrl }));
-      const urlOf: Record<string, string> = Object.fromEntries([
-        ...originals.map((url, index) => [`s${index}`, url] as const),
-        ...added.map((shard) => [shard.id, shard.connectionString] as const),
-      ]);
-      const allUrls = Object.values(urlOf);
-      const remaining = Object.keys(urlOf).filter((id) => id !== remove);
-      for (const url of allUrls) {
-        await withServer(url, async (client) => {
-          await client.query(`CREATE TABLE ${tables.accounts} (id text PRIMARY KEY, balance bigint NOT NULL)`);
-          await client.query(`CREATE TABLE ${tables.ledger} (account_id text NOT NULL, balance bigint NOT NULL)`);
-          await client.query(`CREATE TABLE ${tables.reference} (code text PRIMARY KEY, v integer NOT NULL)`);
-        });
-      }
-
-      const router = await ShardRouter.connect({
-        shards: originals.map((connectionString, i) => ({ id: `s${i}`, connectionString })),
-        catalogSchema: catalog,
-        bucketCount: BUCKETS,
-        recovery: { intervalMillis: 0, atConnect: false },
+  it.for(CASES)('$name', { timeout: 120_000 }, async ({ additions, remove, killStep, seed }, { expect }) => {
+    const catalog = uniqueName('cat');
+    const tables: MembershipTables = { accounts: uniqueName('acc'), ledger: uniqueName('led'), reference: uniqueName('ref') };
+    const originals = scratch.urls.slice(0, ORIGINALS);
+    const added = additions.map((id) => ({ id, connectionString: id === 's3' ? scratch.urls[ORIGINALS]! : extraUrl }));
+    const urlOf: Record<string, string> = Object.fromEntries([
+      ...originals.map((url, index) => [`s${index}`, url] as const),
+      ...added.map((shard) => [shard.id, shard.connectionString] as const),
+    ]);
+    const allUrls = Object.values(urlOf);
+    const remaining = Object.keys(urlOf).filter((id) => id !== remove);
+    for (const url of allUrls) {
+      await withServer(url, async (client) => {
+        await client.query(`CREATE TABLE ${tables.accounts} (id text PRIMARY KEY, balance bigint NOT NULL)`);
+        await client.query(`CREATE TABLE ${tables.ledger} (account_id text NOT NULL, balance bigint NOT NULL)`);
+        await client.query(`CREATE TABLE ${tables.reference} (code text PRIMARY KEY, v integer NOT NULL)`);
       });
-      clusterIds.push(router.clusterId);
-      const model = new Model();
-      let app: ReturnType<typeof startApplication> | undefined;
-      let writers: ReturnType<typeof startMembershipWriters> | undefined;
-      try {
-        await router.registerShardedTable(tables.accounts, 'id');
-        await router.registerShardedTable(tables.ledger, 'account_id');
-        await router.registerReferenceTable(tables.reference);
-        for (let n = 0; n < SEED_CODES; n++) {
-          await router.broadcast(`INSERT INTO ${tables.reference} (code, v) VALUES ($1, 1)`, [`seed-${n}`]);
-          model.ref(`seed-${n}`, 1);
-        }
+    }
 
-        // (1) The stale application router, writing before, during and after the membership changes.
-        app = startApplication(
-          {
-            CHAOS_SHARD_URLS: originals.join(','),
-            CHAOS_CATALOG: catalog,
-            CHAOS_APPLICATION: uniqueName('chaos_app'),
-            CHAOS_TABLES: JSON.stringify(tables),
-            CHAOS_KEYS: Array.from({ length: APP_KEYS }, (_, n) => `a-${n}`).join(','),
-            CHAOS_CODES: Array.from({ length: APP_CODES }, (_, n) => `ac-${n}`).join(','),
-            CHAOS_SEED: String(seed),
-          },
-          model,
-        );
-        const application = app;
-        await until('the application writing', () => application.ready && application.counts.acknowledged >= 20 && application.counts.referenceAcknowledged >= 4, app);
-        writers = startMembershipWriters(
-          router,
-          tables,
-          {
-            keys: Array.from({ length: PARENT_KEYS }, (_, n) => `p-${n}`),
-            codes: Array.from({ length: PARENT_CODES }, (_, n) => `pc-${n}`),
-            shardedLoops: 2,
-            referenceLoops: 1,
-            seed: seed + 1,
-            pauseMillis: 10,
-          },
-          {
-            ack: (key, after) => model.ack(key, after),
-            pending: (key, before, after) => model.pending.set(key, [before, after]),
-            ref: (code, v) => model.ref(code, v),
-            refPending: (code, before, after) => model.referencePending.set(code, [before, after]),
-            failure: (error) => model.failures.push(`parent: ${error instanceof Error ? error.stack : String(error)}`),
-          },
-        );
-
-        // (2)+(3) The rebalancer: add, rebalance, remove; SIGKILLed in the removal's last move.
-        const rebalancerApplication = uniqueName('chaos_rebalancer');
-        const crashed = await runToEnd('test/chaos/membership-rebalancer-child.ts', {
-          CHAOS_MODE: 'crash',
-          CHAOS_SHARD_URLS: originals.join(','),
-          CHAOS_CATALOG: catalog,
-          CHAOS_APPLICATION: rebalancerApplication,
-          CHAOS_ADD: JSON.stringify(added),
-          CHAOS_REMOVE: remove,
-          CHAOS_KILL_STEP: killStep,
-        });
-        expect(crashed.signal, `the rebalancer should have died by SIGKILL; it ended with code ${crashed.code}:\n${crashed.stdout}\n${crashed.stderr}`).toBe('SIGKILL');
-        const lines = wordsOf(crashed.stdout);
-        expect(lines.filter((words) => words[0] === 'added').map((words) => words[1])).toEqual([...additions]);
-        for (const words of lines.filter((line) => line[0] === 'added')) {
-          // Every added shard got the reference table's rows (how many depends on the writers).
-          expect(Object.values(JSON.parse(words[2]!) as Record<string, number>)[0]).toBeGreaterThanOrEqual(SEED_CODES);
-        }
-        expect(Number(firstLine(lines, 'rebalanced')?.[1])).toBeGreaterThan(0);
-        const plan = JSON.parse(firstLine(lines, 'plan')!.slice(1).join(' ')) as PlannedMove[];
-        expect(plan.length).toBeGreaterThan(0);
-        expect(plan.every((move) => move.source === remove)).toBe(true);
-        const removalMoves = [...new Set(lines.filter((words) => words[0] === 'step' && words[1] === 'remove').map((words) => words[3]!))];
-        expect(removalMoves).toHaveLength(plan.length);
-        const killed = firstLine(lines, 'kill');
-        expect(killed?.slice(1)).toEqual([killStep, removalMoves.at(-1)]);
-        const moveId = removalMoves.at(-1)!;
-        const lastMove = plan.at(-1)!;
-        // What the crash left is final once the dead rebalancer's backends are gone.
-        await waitForBackendsGone(allUrls, rebalancerApplication);
-
-        // The state the crash left: the last move switched (its row on the shard being removed),
-        // that shard owns no bucket but is still an active member.
-        const moveRow = await withServer(urlOf[remove]!, async (client) => {
-          const { rows } = await client.query<{ state: string; buckets: number[]; target_shard: string }>(
-            `SELECT state, buckets, target_shard FROM "${catalog}".moves WHERE move_id = $1`,
-            [moveId],
-          );
-          return rows[0];
-        });
-        expect(moveRow?.state).toBe('switched');
-        expect([...moveRow!.buckets].sort((a, b) => a - b)).toEqual([...lastMove.buckets].sort((a, b) => a - b));
-        expect(moveRow?.target_shard).toBe(lastMove.target);
-        const crashMap = await newestMap(urlOf[remaining[0]!]!, catalog);
-        expect(crashMap.owners).not.toContain(remove);
-        expect((await registryOn(urlOf[remaining[0]!]!, catalog))[remove]).toBe('active');
-        if (killStep === 'cleaned') {
-          const left = await withServer(urlOf[remove]!, async (client) => {
-            const { rows } = await client.query<{ n: number }>(
-              `SELECT count(*)::int AS n FROM ${tables.accounts} WHERE "${catalog}".bucket_of(id::text, ${BUCKETS}) = ANY ($1)`,
-              [lastMove.buckets],
-            );
-            return rows[0]!.n;
-          });
-          expect(left).toBe(0);
-        }
-
-        // (3) A fresh process, config listing the original shards only: resume, then remove again.
-        const resumedRun = await runToEnd('test/chaos/membership-rebalancer-child.ts', {
-          CHAOS_MODE: 'resume',
-          CHAOS_SHARD_URLS: originals.join(','),
-          CHAOS_CATALOG: catalog,
-          CHAOS_APPLICATION: uniqueName('chaos_resume'),
-          CHAOS_REMOVE: remove,
-        });
-        const resumedLines = wordsOf(resumedRun.stdout);
-        const detail = `resume process (code ${resumedRun.code}, signal ${resumedRun.signal}):\n${resumedRun.stdout}\n${resumedRun.stderr}`;
-        const resumeLine = firstLine(resumedLines, 'resumed');
-        const resumed = resumeLine ? (JSON.parse(resumeLine.slice(1).join(' ')) as ResumeReport) : undefined;
-        // It must find the switched move on the shard being removed, though that shard owns no bucket.
-        expect.soft(resumed, detail).toEqual({ finished: [moveId], restarted: [], undone: [] });
-        const removedLine = firstLine(resumedLines, 'removed');
-        const removal = removedLine ? (JSON.parse(removedLine.slice(1).join(' ')) as RebalanceReport) : undefined;
-        expect.soft(removal?.plan, detail).toEqual([]);
-        expect.soft(Object.keys(removal?.bucketsPerShard ?? {}).sort(), detail).toEqual(remaining);
-        expect.soft(resumedRun.code, detail).toBe(0);
-
-        // Writes go on after the removal: the stale application learns it from fences.
-        const after = { ...app.counts };
-        await until(
-          'application writes after the removal',
-          () =>
-            application.counts.acknowledged >= after.acknowledged + WRITES_AFTER.sharded &&
-            application.counts.referenceAcknowledged >= after.referenceAcknowledged + WRITES_AFTER.reference,
-          app,
-        );
-        const exit = await app.stop();
-        expect.soft(exit, app.output()).toEqual({ code: 0, signal: null });
-        expect.soft(app.done, app.output()).toBe(true);
-        await writers.stop();
-        expect.soft(model.failures, 'writes that failed').toEqual([]);
-
-        // (4) Every server read directly.
-        const maps = await Promise.all(remaining.map((id) => newestMap(urlOf[id]!, catalog)));
-        const map = maps[0]!;
-        expect.soft(maps.map((each) => each.version), 'every active shard has the newest map').toEqual(maps.map(() => map.version));
-        expect.soft(new Set(map.owners), 'owners of the newest map').toEqual(new Set(remaining));
-        for (const id of remaining) {
-          expect.soft(await registryOn(urlOf[id]!, catalog), `shard registry on ${id}`).toEqual(
-            Object.fromEntries(Object.keys(urlOf).sort().map((shardId) => [shardId, shardId === remove ? 'removed' : 'active'])),
-          );
-        }
-
-        // Reference tables: the same on every active shard, the added ones included, and equal to the acknowledged writes.
-        const expectedReferences = withoutPending(model.references, model.referencePending);
-        const referenceCopies = new Map<string, Map<string, number>>();
-        for (const id of remaining) referenceCopies.set(id, await referenceRowsOn(urlOf[id]!, tables));
-        for (const id of remaining) {
-          const copy = referenceCopies.get(id)!;
-          expect.soft(withoutPending(copy, model.referencePending), `reference table on ${id}`).toEqual(expectedReferences);
-          expect.soft(copy, `reference table on ${id} against ${remaining[0]}`).toEqual(referenceCopies.get(remaining[0]!));
-          for (const [code, [before, afterValue]] of model.referencePending) expect.soft([before, afterValue], `pending ${code} on ${id}`).toContain(copy.get(code) ?? -1);
-        }
-
-        // Sharded tables: nothing on a non-owner (the removed shard empty), every acknowledged write exactly once.
-        const placement = await readPlacement(urlOf, catalog, tables, map.owners);
-        expect.soft(placement.misplaced, 'rows on a shard that does not own their bucket').toEqual({});
-        expect.soft(placement.rowCounts[remove], `sharded tables on the removed shard ${remove}`).toEqual({ accounts: 0, ledger: 0 });
-        expect.soft(placement.duplicated).toEqual([]);
-        expect.soft(withoutPending(placement.balances, model.pending), 'balances').toEqual(withoutPending(model.balances, model.pending));
-        for (const [key, [before, afterValue]] of model.pending) expect.soft([before, afterValue], `pending ${key}`).toContain(placement.balances.get(key) ?? -1);
-        const ofPending = (entry: string) => model.pending.has(entry.slice(0, entry.lastIndexOf(':')));
-        expect.soft(placement.ledger.filter((entry) => !ofPending(entry)), 'ledger').toEqual(model.ledger.filter((entry) => !ofPending(entry)).sort());
-        for (const [key, [, afterValue]] of model.pending) {
-          const expected = model.ledger.filter((entry) => entry.startsWith(`${key}:`)).sort();
-          const actual = placement.ledger.filter((entry) => entry.startsWith(`${key}:`));
-          expect.soft([expected, [...expected, `${key}:${afterValue}`].sort()], `ledger of pending ${key}`).toContainEqual(actual);
-        }
-
-        // No move open anywhere, no capture trigger left, nothing of the cluster prepared.
-        for (const [id, url] of Object.entries(urlOf)) {
-          await withServer(url, async (client) => {
-            const open = await client.query(`SELECT move_id, state FROM "${catalog}".moves WHERE state IN ('copying', 'switched')`);
-            expect.soft(open.rows, `open moves on ${id}`).toEqual([]);
-            const triggers = await client.query(`SELECT tgname FROM pg_trigger WHERE tgname = $1`, [`${catalog}_move`]);
-            expect.soft(triggers.rowCount, `capture triggers on ${id}`).toBe(0);
-          });
-        }
-        expect.soft(await preparedOn(allUrls, `psr:${router.clusterId}:`)).toEqual([]);
-
-        // verify() agrees with the direct read.
-        const verify = await router.rebalancer().verify();
-        expect.soft(verify.misplaced).toEqual([]);
-        expect.soft(verify.divergent).toEqual([]);
-        expect.soft(verify.openMoves).toBe(0);
-        expect.soft(verify.ok).toBe(true);
-        expect.soft([...router.shardIds].sort(), 'members as the parent router sees them').toEqual(remaining);
-      } finally {
-        app?.kill();
-        await rollBackPrepared(allUrls, [`psr:${router.clusterId}:`]);
-        await writers?.stop();
-        await router.close();
+    const router = await ShardRouter.connect({
+      shards: originals.map((connectionString, i) => ({ id: `s${i}`, connectionString })),
+      catalogSchema: catalog,
+      bucketCount: BUCKETS,
+      recovery: { intervalMillis: 0, atConnect: false },
+    });
+    clusterIds.push(router.clusterId);
+    const model = new Model();
+    let app: ReturnType<typeof startApplication> | undefined;
+    let writers: ReturnType<typeof startMembershipWriters> | undefined;
+    try {
+      await router.registerShardedTable(tables.accounts, 'id');
+      await router.registerShardedTable(tables.ledger, 'account_id');
+      await router.registerReferenceTable(tables.reference);
+      for (let n = 0; n < SEED_CODES; n++) {
+        await router.broadcast(`INSERT INTO ${tables.reference} (code, v) VALUES ($1, 1)`, [`seed-${n}`]);
+        model.ref(`seed-${n}`, 1);
       }
-    },
-  );
+
+      // (1) The stale application router, writing before, during and after the membership changes.
+      app = startApplication(
+        {
+          CHAOS_SHARD_URLS: originals.join(','),
+          CHAOS_CATALOG: catalog,
+          CHAOS_APPLICATION: uniqueName('chaos_app'),
+          CHAOS_TABLES: JSON.stringify(tables),
+          CHAOS_KEYS: Array.from({ length: APP_KEYS }, (_, n) => `a-${n}`).join(','),
+          CHAOS_CODES: Array.from({ length: APP_CODES }, (_, n) => `ac-${n}`).join(','),
+          CHAOS_SEED: String(seed),
+        },
+        model,
+      );
+      const application = app;
+      await until(
+        'the application writing',
+        () => application.ready && application.counts.acknowledged >= 20 && application.counts.referenceAcknowledged >= 4,
+        app,
+      );
+      writers = startMembershipWriters(
+        router,
+        tables,
+        {
+          keys: Array.from({ length: PARENT_KEYS }, (_, n) => `p-${n}`),
+          codes: Array.from({ length: PARENT_CODES }, (_, n) => `pc-${n}`),
+          shardedLoops: 2,
+          referenceLoops: 1,
+          seed: seed + 1,
+          pauseMillis: 10,
+        },
+        {
+          ack: (key, after) => model.ack(key, after),
+          pending: (key, before, after) => model.pending.set(key, [before, after]),
+          ref: (code, v) => model.ref(code, v),
+          refPending: (code, before, after) => model.referencePending.set(code, [before, after]),
+          failure: (error) => model.failures.push(`parent: ${error instanceof Error ? error.stack : String(error)}`),
+        },
+      );
+
+      // (2)+(3) The rebalancer: add, rebalance, remove; SIGKILLed in the removal's last move.
+      const rebalancerApplication = uniqueName('chaos_rebalancer');
+      const crashed = await runToEnd('test/chaos/membership-rebalancer-child.ts', {
+        CHAOS_MODE: 'crash',
+        CHAOS_SHARD_URLS: originals.join(','),
+        CHAOS_CATALOG: catalog,
+        CHAOS_APPLICATION: rebalancerApplication,
+        CHAOS_ADD: JSON.stringify(added),
+        CHAOS_REMOVE: remove,
+        CHAOS_KILL_STEP: killStep,
+      });
+      expect(
+        crashed.signal,
+        `the rebalancer should have died by SIGKILL; it ended with code ${crashed.code}:\n${crashed.stdout}\n${crashed.stderr}`,
+      ).toBe('SIGKILL');
+      const lines = wordsOf(crashed.stdout);
+      expect(lines.filter((words) => words[0] === 'added').map((words) => words[1])).toEqual([...additions]);
+      for (const words of lines.filter((line) => line[0] === 'added')) {
+        // Every added shard got the reference table's rows (how many depends on the writers).
+        expect(Object.values(JSON.parse(words[2]!) as Record<string, number>)[0]).toBeGreaterThanOrEqual(SEED_CODES);
+      }
+      expect(Number(firstLine(lines, 'rebalanced')?.[1])).toBeGreaterThan(0);
+      const plan = JSON.parse(firstLine(lines, 'plan')!.slice(1).join(' ')) as PlannedMove[];
+      expect(plan.length).toBeGreaterThan(0);
+      expect(plan.every((move) => move.source === remove)).toBe(true);
+      const removalMoves = [...new Set(lines.filter((words) => words[0] === 'step' && words[1] === 'remove').map((words) => words[3]!))];
+      expect(removalMoves).toHaveLength(plan.length);
+      const killed = firstLine(lines, 'kill');
+      expect(killed?.slice(1)).toEqual([killStep, removalMoves.at(-1)]);
+      const moveId = removalMoves.at(-1)!;
+      const lastMove = plan.at(-1)!;
+      // What the crash left is final once the dead rebalancer's backends are gone.
+      await waitForBackendsGone(allUrls, rebalancerApplication);
+
+      // The state the crash left: the last move switched (its row on the shard being removed),
+      // that shard owns no bucket but is still an active member.
+      const moveRow = await withServer(urlOf[remove]!, async (client) => {
+        const { rows } = await client.query<{ state: string; buckets: number[]; target_shard: string }>(
+          `SELECT state, buckets, target_shard FROM "${catalog}".moves WHERE move_id = $1`,
+          [moveId],
+        );
+        return rows[0];
+      });
+      expect(moveRow?.state).toBe('switched');
+      expect([...moveRow!.buckets].sort((a, b) => a - b)).toEqual([...lastMove.buckets].sort((a, b) => a - b));
+      expect(moveRow?.target_shard).toBe(lastMove.target);
+      const crashMap = await newestMap(urlOf[remaining[0]!]!, catalog);
+      expect(crashMap.owners).not.toContain(remove);
+      expect((await registryOn(urlOf[remaining[0]!]!, catalog))[remove]).toBe('active');
+      if (killStep === 'cleaned') {
+        const left = await withServer(urlOf[remove]!, async (client) => {
+          const { rows } = await client.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM ${tables.accounts} WHERE "${catalog}".bucket_of(id::text, ${BUCKETS}) = ANY ($1)`,
+            [lastMove.buckets],
+          );
+          return rows[0]!.n;
+        });
+        expect(left).toBe(0);
+      }
+
+      // (3) A fresh process, config listing the original shards only: resume, then remove again.
+      const resumedRun = await runToEnd('test/chaos/membership-rebalancer-child.ts', {
+        CHAOS_MODE: 'resume',
+        CHAOS_SHARD_URLS: originals.join(','),
+        CHAOS_CATALOG: catalog,
+        CHAOS_APPLICATION: uniqueName('chaos_resume'),
+        CHAOS_REMOVE: remove,
+      });
+      const resumedLines = wordsOf(resumedRun.stdout);
+      const detail = `resume process (code ${resumedRun.code}, signal ${resumedRun.signal}):\n${resumedRun.stdout}\n${resumedRun.stderr}`;
+      const resumeLine = firstLine(resumedLines, 'resumed');
+      const resumed = resumeLine ? (JSON.parse(resumeLine.slice(1).join(' ')) as ResumeReport) : undefined;
+      // It must find the switched move on the shard being removed, though that shard owns no bucket.
+      expect.soft(resumed, detail).toEqual({ finished: [moveId], restarted: [], undone: [] });
+      const removedLine = firstLine(resumedLines, 'removed');
+      const removal = removedLine ? (JSON.parse(removedLine.slice(1).join(' ')) as RebalanceReport) : undefined;
+      expect.soft(removal?.plan, detail).toEqual([]);
+      expect.soft(Object.keys(removal?.bucketsPerShard ?? {}).sort(), detail).toEqual(remaining);
+      expect.soft(resumedRun.code, detail).toBe(0);
+
+      // Writes go on after the removal: the stale application learns it from fences.
+      const after = { ...app.counts };
+      await until(
+        'application writes after the removal',
+        () =>
+          application.counts.acknowledged >= after.acknowledged + WRITES_AFTER.sharded &&
+          application.counts.referenceAcknowledged >= after.referenceAcknowledged + WRITES_AFTER.reference,
+        app,
+      );
+      const exit = await app.stop();
+      expect.soft(exit, app.output()).toEqual({ code: 0, signal: null });
+      expect.soft(app.done, app.output()).toBe(true);
+      await writers.stop();
+      expect.soft(model.failures, 'writes that failed').toEqual([]);
+
+      // (4) Every server read directly.
+      const maps = await Promise.all(remaining.map((id) => newestMap(urlOf[id]!, catalog)));
+      const map = maps[0]!;
+      expect
+        .soft(
+          maps.map((each) => each.version),
+          'every active shard has the newest map',
+        )
+        .toEqual(maps.map(() => map.version));
+      expect.soft(new Set(map.owners), 'owners of the newest map').toEqual(new Set(remaining));
+      for (const id of remaining) {
+        expect.soft(await registryOn(urlOf[id]!, catalog), `shard registry on ${id}`).toEqual(
+          Object.fromEntries(
+            Object.keys(urlOf)
+              .sort()
+              .map((shardId) => [shardId, shardId === remove ? 'removed' : 'active']),
+          ),
+        );
+      }
+
+      // Reference tables: the same on every active shard, the added ones included, and equal to the acknowledged writes.
+      const expectedReferences = withoutPending(model.references, model.referencePending);
+      const referenceCopies = new Map<string, Map<string, number>>();
+      for (const id of remaining) referenceCopies.set(id, await referenceRowsOn(urlOf[id]!, tables));
+      for (const id of remaining) {
+        const copy = referenceCopies.get(id)!;
+        expect.soft(withoutPending(copy, model.referencePending), `reference table on ${id}`).toEqual(expectedReferences);
+        expect.soft(copy, `reference table on ${id} against ${remaining[0]}`).toEqual(referenceCopies.get(remaining[0]!));
+        for (const [code, [before, afterValue]] of model.referencePending)
+          expect.soft([before, afterValue], `pending ${code} on ${id}`).toContain(copy.get(code) ?? -1);
+      }
+
+      // Sharded tables: nothing on a non-owner (the removed shard empty), every acknowledged write exactly once.
+      const placement = await readPlacement(urlOf, catalog, tables, map.owners);
+      expect.soft(placement.misplaced, 'rows on a shard that does not own their bucket').toEqual({});
+      expect.soft(placement.rowCounts[remove], `sharded tables on the removed shard ${remove}`).toEqual({ accounts: 0, ledger: 0 });
+      expect.soft(placement.duplicated).toEqual([]);
+      expect.soft(withoutPending(placement.balances, model.pending), 'balances').toEqual(withoutPending(model.balances, model.pending));
+      for (const [key, [before, afterValue]] of model.pending)
+        expect.soft([before, afterValue], `pending ${key}`).toContain(placement.balances.get(key) ?? -1);
+      const ofPending = (entry: string) => model.pending.has(entry.slice(0, entry.lastIndexOf(':')));
+      expect
+        .soft(
+          placement.ledger.filter((entry) => !ofPending(entry)),
+          'ledger',
+        )
+        .toEqual(model.ledger.filter((entry) => !ofPending(entry)).sort());
+      for (const [key, [, afterValue]] of model.pending) {
+        const expected = model.ledger.filter((entry) => entry.startsWith(`${key}:`)).sort();
+        const actual = placement.ledger.filter((entry) => entry.startsWith(`${key}:`));
+        expect.soft([expected, [...expected, `${key}:${afterValue}`].sort()], `ledger of pending ${key}`).toContainEqual(actual);
+      }
+
+      // No move open anywhere, no capture trigger left, nothing of the cluster prepared.
+      for (const [id, url] of Object.entries(urlOf)) {
+        await withServer(url, async (client) => {
+          const open = await client.query(`SELECT move_id, state FROM "${catalog}".moves WHERE state IN ('copying', 'switched')`);
+          expect.soft(open.rows, `open moves on ${id}`).toEqual([]);
+          const triggers = await client.query(`SELECT tgname FROM pg_trigger WHERE tgname = $1`, [`${catalog}_move`]);
+          expect.soft(triggers.rowCount, `capture triggers on ${id}`).toBe(0);
+        });
+      }
+      expect.soft(await preparedOn(allUrls, `psr:${router.clusterId}:`)).toEqual([]);
+
+      // verify() agrees with the direct read.
+      const verify = await router.rebalancer().verify();
+      expect.soft(verify.misplaced).toEqual([]);
+      expect.soft(verify.divergent).toEqual([]);
+      expect.soft(verify.openMoves).toBe(0);
+      expect.soft(verify.ok).toBe(true);
+      expect.soft([...router.shardIds].sort(), 'members as the parent router sees them').toEqual(remaining);
+    } finally {
+      app?.kill();
+      await rollBackPrepared(allUrls, [`psr:${router.clusterId}:`]);
+      await writers?.stop();
+      await router.close();
+    }
+  });
 });

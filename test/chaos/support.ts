@@ -14,7 +14,11 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
  * reach only the wrapper and the program's own SIGKILL would look like exit code 137.
  */
 export function spawnTypeScript(file: string, env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', file], { cwd: root, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  return spawn(process.execPath, ['--import', 'tsx', file], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
 }
 
 export interface ChildExit {
@@ -71,9 +75,10 @@ export async function waitForBackendsGone(urls: readonly string[], applicationPa
     const counts = await Promise.all(
       urls.map((url) =>
         withServer(url, async (client) => {
-          const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1', [
-            applicationPattern,
-          ]);
+          const { rows } = await client.query<{ n: number }>(
+            'SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1',
+            [applicationPattern],
+          );
           return rows[0]?.n ?? 0;
         }),
       ),

@@ -15,8 +15,36 @@ const urlOf = (url: string) => {
   return scratch.toString();
 };
 // Strings whose ICU order differs from code point order: case, accents, punctuation, digits.
-const WORDS = ['apple', 'Apple', 'APPLE', 'äpple', 'banana', 'Banana', '_under', '-dash', 'zebra', 'Zürich', 'zulu', 'éclair', 'eclair', 'Eclair', '10', '9', 'a b', 'ab', '', 'ß', 'ss', '😀', 'ｚ'];
-const rows = Array.from({ length: 120 }, (_, i) => ({ id: i + 1, g: `g${i % 4}`, v: i % 17 === 0 ? null : WORDS[(i * 7) % WORDS.length]! }));
+const WORDS = [
+  'apple',
+  'Apple',
+  'APPLE',
+  'äpple',
+  'banana',
+  'Banana',
+  '_under',
+  '-dash',
+  'zebra',
+  'Zürich',
+  'zulu',
+  'éclair',
+  'eclair',
+  'Eclair',
+  '10',
+  '9',
+  'a b',
+  'ab',
+  '',
+  'ß',
+  'ss',
+  '😀',
+  'ｚ',
+];
+const rows = Array.from({ length: 120 }, (_, i) => ({
+  id: i + 1,
+  g: `g${i % 4}`,
+  v: i % 17 === 0 ? null : WORDS[(i * 7) % WORDS.length]!,
+}));
 
 let router: ShardRouter;
 let reference: (sql: string) => Promise<unknown[]>;
@@ -34,14 +62,20 @@ beforeAll(async () => {
   // The reference: every row in one table of server 0's database, under the same default collation.
   await withServer(urlOf(servers[0]!), async (client) => {
     await client.query('CREATE TABLE all_words (id int PRIMARY KEY, g text, v text)');
-    await client.query('INSERT INTO all_words SELECT * FROM unnest($1::int[], $2::text[], $3::text[])', [rows.map((r) => r.id), rows.map((r) => r.g), rows.map((r) => r.v)]);
+    await client.query('INSERT INTO all_words SELECT * FROM unnest($1::int[], $2::text[], $3::text[])', [
+      rows.map((r) => r.id),
+      rows.map((r) => r.g),
+      rows.map((r) => r.v),
+    ]);
   });
-  reference = (sql) => withServer(urlOf(servers[0]!), async (client) => (await client.query(sql.replaceAll('FROM words', 'FROM all_words'))).rows);
+  reference = (sql) =>
+    withServer(urlOf(servers[0]!), async (client) => (await client.query(sql.replaceAll('FROM words', 'FROM all_words'))).rows);
 });
 
 afterAll(async () => {
   await router?.close();
-  for (const url of shardUrls().slice(0, TEST_SHARDS)) await withServer(url, (client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
+  for (const url of shardUrls().slice(0, TEST_SHARDS))
+    await withServer(url, (client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
 });
 
 describe('broadcast under an ICU default collation', () => {

@@ -54,7 +54,27 @@ const ROW_COUNT = 3000;
  * differs from their code point (= the server's C.UTF-8 and "C") order: U+FF5A 'ｚ' sorts
  * before U+1F600 '😀' by code point but after it by UTF-16 code unit.
  */
-const TEXTS = ['alpha', 'Alpha', 'ALPHA', 'beta', 'Beta', 'gamma', 'delta', 'ärger', 'Ärger', 'zebra', 'Ωmega', '日本語', '😀 smile', 'ｚｅｔａ', 'a b', 'a', 'ab', 'Z', '~tilde'];
+const TEXTS = [
+  'alpha',
+  'Alpha',
+  'ALPHA',
+  'beta',
+  'Beta',
+  'gamma',
+  'delta',
+  'ärger',
+  'Ärger',
+  'zebra',
+  'Ωmega',
+  '日本語',
+  '😀 smile',
+  'ｚｅｔａ',
+  'a b',
+  'a',
+  'ab',
+  'Z',
+  '~tilde',
+];
 const WORDS = ['x', 'X', 'éclair', 'Éclair', 'naïve', 'car', 'Car', 'CAR', '北京', '🦄', 'ｚ', 'a%b', 'under_score', 'zz', 'A'];
 const TWO_POW_62 = 1n << 62n;
 /**
@@ -269,12 +289,10 @@ beforeAll(async () => {
     "SELECT current_setting('TimeZone') AS timezone, current_setting('DateStyle') AS datestyle, current_setting('IntervalStyle') AS intervalstyle, current_setting('extra_float_digits') AS extra",
   );
   const settings = shardSettings.rows[0]!;
-  await client.query("SELECT set_config('TimeZone', $1, false), set_config('DateStyle', $2, false), set_config('IntervalStyle', $3, false), set_config('extra_float_digits', $4, false)", [
-    settings.timezone,
-    settings.datestyle,
-    settings.intervalstyle,
-    settings.extra,
-  ]);
+  await client.query(
+    "SELECT set_config('TimeZone', $1, false), set_config('DateStyle', $2, false), set_config('IntervalStyle', $3, false), set_config('extra_float_digits', $4, false)",
+    [settings.timezone, settings.datestyle, settings.intervalstyle, settings.extra],
+  );
 
   rows = generateRows((key) => router.shardFor(key));
 
@@ -330,7 +348,8 @@ interface CorpusQuery {
   readonly ordered: boolean;
 }
 
-const q = (sql: string, ordered: boolean, params?: unknown[] | (() => unknown[])): CorpusQuery => (params === undefined ? { sql, ordered } : { sql, ordered, params });
+const q = (sql: string, ordered: boolean, params?: unknown[] | (() => unknown[])): CorpusQuery =>
+  params === undefined ? { sql, ordered } : { sql, ordered, params };
 
 /** An id that exists, on shard s1. */
 const anIdOnS1 = () => [String(rows.find((row) => row.g === 'only-s1')!.id)];
@@ -411,17 +430,26 @@ const CORPUS: CorpusQuery[] = [
   q(`SELECT count(*) AS c, count(k) AS ck, count(g) AS cg, count(flag) AS cf, count(u) AS cu FROM ${T}`, true),
   q(`SELECT sum(k) AS sk, sum(s) AS ss, sum(big) AS sb, sum(amount) AS sa, sum(n) AS sn FROM ${T}`, true),
   q(`SELECT avg(k) AS ak, avg(s) AS avg_s, avg(big) AS ab, avg(amount) AS aa, avg(n) AS an FROM ${T}`, true),
-  q(`SELECT min(k) AS mink, max(k) AS maxk, min(s) AS mins, max(s) AS maxs, min(big) AS minb, max(big) AS maxb, min(amount) AS mina, max(amount) AS maxa, min(n) AS minn, max(n) AS maxn FROM ${T}`, true),
+  q(
+    `SELECT min(k) AS mink, max(k) AS maxk, min(s) AS mins, max(s) AS maxs, min(big) AS minb, max(big) AS maxb, min(amount) AS mina, max(amount) AS maxa, min(n) AS minn, max(n) AS maxn FROM ${T}`,
+    true,
+  ),
   q(`SELECT min(g) AS ming, max(g) AS maxg, min(vc) AS minvc, max(vc) AS maxvc FROM ${T}`, true),
   q(`SELECT min(g COLLATE "C") AS ming, max(g COLLATE "C") AS maxg FROM ${T}`, true),
   q(`SELECT min(d) AS mind, max(d) AS maxd, min(ts) AS mints, max(ts) AS maxts, min(tl) AS mintl, max(tl) AS maxtl FROM ${T}`, true),
   q(`SELECT min(u::text) AS minu, max(u::text) AS maxu FROM ${T}`, true),
   q(`SELECT bool_and(flag) AS ba, bool_or(flag) AS bo, every(flag) AS ev, bool_and(k > -100) AS allk FROM ${T}`, true),
-  q(`SELECT count(*) AS c, count(k) AS ck, sum(k) AS sk, sum(big) AS sb, avg(amount) AS aa, min(g) AS mg, max(ts) AS mt, bool_and(flag) AS ba FROM ${T} WHERE k > 1000`, true),
+  q(
+    `SELECT count(*) AS c, count(k) AS ck, sum(k) AS sk, sum(big) AS sb, avg(amount) AS aa, min(g) AS mg, max(ts) AS mt, bool_and(flag) AS ba FROM ${T} WHERE k > 1000`,
+    true,
+  ),
   q(`SELECT count(*) FROM ${T} WHERE false`, true),
   q(`SELECT count(*) AS c, sum(amount) AS sa, max(ts) AS mt FROM ${T} WHERE g = 'only-s1'`, true),
   q(`SELECT count(*) AS c, sum(big) AS sb, avg(big) AS ab FROM ${T} WHERE g = $1`, true, ['only-s2']),
-  q(`SELECT count(*) FILTER (WHERE flag) AS ct, count(*) FILTER (WHERE NOT flag) AS cf, sum(amount) FILTER (WHERE k < 0) AS neg, max(g) FILTER (WHERE k = 0) AS mg FROM ${T}`, true),
+  q(
+    `SELECT count(*) FILTER (WHERE flag) AS ct, count(*) FILTER (WHERE NOT flag) AS cf, sum(amount) FILTER (WHERE k < 0) AS neg, max(g) FILTER (WHERE k = 0) AS mg FROM ${T}`,
+    true,
+  ),
   q(`SELECT min(f) AS minf, max(f) AS maxf, sum(f) AS sf, avg(f) AS af FROM ${T}`, true),
   q(`SELECT count(*) AS c, sum(big) AS sb, min(g) AS mg FROM ${T} WHERE id = $1`, true, anIdOnS1),
   q(`SELECT max(amount) AS m, min(n) AS mn FROM ${T} WHERE g IS NULL`, true),
@@ -441,16 +469,28 @@ const CORPUS: CorpusQuery[] = [
   q(`SELECT g, flag, count(*) AS c, bool_or(k > 0) AS anypos FROM ${T} GROUP BY 1, 2`, false),
   q(`SELECT extract(year FROM d) AS y, count(*) AS c, sum(s) AS ss FROM ${T} GROUP BY y ORDER BY y`, true),
   q(`SELECT k % 3 AS k, count(*) AS c FROM ${T} GROUP BY k ORDER BY k, c`, true), // GROUP BY k: the input column; ORDER BY k: the output column
-  q(`SELECT flag, date_trunc('month', ts) AS m, count(*) AS c FROM ${T} GROUP BY flag, 2 ORDER BY 2 NULLS FIRST, 1 NULLS FIRST LIMIT 12`, true),
+  q(
+    `SELECT flag, date_trunc('month', ts) AS m, count(*) AS c FROM ${T} GROUP BY flag, 2 ORDER BY 2 NULLS FIRST, 1 NULLS FIRST LIMIT 12`,
+    true,
+  ),
   q(`SELECT flag, k % 2 AS parity, count(*) AS c FROM ${T} GROUP BY 1, 2 ORDER BY 1 NULLS FIRST, 2 DESC NULLS LAST`, true),
   q(`SELECT count(*) AS c FROM ${T} GROUP BY g`, false), // group key not in the output
   q(`SELECT g, min(d) AS md, max(tl) AS mtl, min(u::text) AS mu, max(vc) AS mvc, min(ts) AS mts FROM ${T} GROUP BY g`, false),
   q(`SELECT k, avg(k) AS ak, avg(s) AS avg_s, avg(big) AS ab, avg(n) AS an, sum(n) AS sn FROM ${T} GROUP BY k`, false),
-  q(`SELECT g, count(*) AS c, sum(amount) AS sa, min(ts) AS mt, avg(big) AS ab FROM ${T} WHERE g LIKE 'only%' OR g = 'singleton' GROUP BY g ORDER BY g`, true),
+  q(
+    `SELECT g, count(*) AS c, sum(amount) AS sa, min(ts) AS mt, avg(big) AS ab FROM ${T} WHERE g LIKE 'only%' OR g = 'singleton' GROUP BY g ORDER BY g`,
+    true,
+  ),
   q(`SELECT g, count(*) AS c FROM ${T} WHERE k > 1000 GROUP BY g`, false),
-  q(`SELECT flag, count(*) FILTER (WHERE k > 0) AS pos, sum(big) FILTER (WHERE big < 0) AS negsum, avg(n) FILTER (WHERE n > 0) AS posavg FROM ${T} GROUP BY flag ORDER BY flag NULLS FIRST`, true),
+  q(
+    `SELECT flag, count(*) FILTER (WHERE k > 0) AS pos, sum(big) FILTER (WHERE big < 0) AS negsum, avg(n) FILTER (WHERE n > 0) AS posavg FROM ${T} GROUP BY flag ORDER BY flag NULLS FIRST`,
+    true,
+  ),
   q(`SELECT d, count(*) AS c FROM ${T} GROUP BY d ORDER BY c DESC, d LIMIT 5`, true),
-  q(`SELECT g, bool_and(flag) AS ba, every(k > -3) AS ev, bool_or(flag) FILTER (WHERE k = 0) AS bo0 FROM ${T} GROUP BY g ORDER BY g COLLATE "C" NULLS FIRST`, true),
+  q(
+    `SELECT g, bool_and(flag) AS ba, every(k > -3) AS ev, bool_or(flag) FILTER (WHERE k = 0) AS bo0 FROM ${T} GROUP BY g ORDER BY g COLLATE "C" NULLS FIRST`,
+    true,
+  ),
   q(`SELECT date_trunc('year', d) AS y, sum(n) AS sn, avg(n) AS an, min(f) AS mf FROM ${T} GROUP BY 1 ORDER BY 1 NULLS FIRST`, true),
   q(`SELECT amount > 0 AS pos, count(*) AS c, sum(amount) AS sa FROM ${T} GROUP BY amount > 0 ORDER BY pos NULLS FIRST`, true),
   q(`SELECT g, count(*), count(k) FROM ${T} GROUP BY g`, false), // two output columns named "count"
@@ -467,7 +507,10 @@ const CORPUS: CorpusQuery[] = [
   q(`SELECT g, min(k) AS mk FROM ${T} GROUP BY g HAVING NOT (min(k) IS NULL) OR g IS NULL ORDER BY g NULLS FIRST`, true),
   q(`SELECT k, count(*) AS c FROM ${T} GROUP BY k HAVING count(*) BETWEEN $1 AND $2 ORDER BY k NULLS FIRST`, true, [200, 260]),
   q(`SELECT g, count(*) AS c FROM ${T} GROUP BY g HAVING g <> '' AND g IS NOT NULL ORDER BY g`, true),
-  q(`SELECT g, k, sum(amount) AS sa FROM ${T} GROUP BY g, k HAVING count(*) >= 2 ORDER BY sa DESC NULLS LAST, g, k LIMIT 10 OFFSET 5`, true),
+  q(
+    `SELECT g, k, sum(amount) AS sa FROM ${T} GROUP BY g, k HAVING count(*) >= 2 ORDER BY sa DESC NULLS LAST, g, k LIMIT 10 OFFSET 5`,
+    true,
+  ),
   q(`SELECT g, count(*) AS c FROM ${T} WHERE k = $1 GROUP BY g HAVING count(*) > $2 ORDER BY g LIMIT $3`, true, [1, 1, 5]),
   q(`SELECT count(*) AS c, sum(amount) AS sa FROM ${T} GROUP BY k HAVING k IS NULL`, false),
   q(`SELECT g, sum(amount) AS sa FROM ${T} GROUP BY g HAVING sum(amount) > $1::numeric ORDER BY g`, true, ['0']),
@@ -477,12 +520,21 @@ const CORPUS: CorpusQuery[] = [
   q(`SELECT g FROM ${T} GROUP BY g HAVING max(ts) <= $1 ORDER BY g`, true, [new Date(Date.UTC(2023, 9, 1))]), // a Date parameter, as pg sends it
   q(`SELECT g FROM ${T} GROUP BY g HAVING min(d) >= $1 AND max(d) < $2 ORDER BY g`, true, ['2019-01-05', '2025-12-01']),
   q(`SELECT vc, count(*) AS c FROM ${T} GROUP BY vc HAVING max(vc) > 'ｚ' ORDER BY vc`, true), // '🦄' > 'ｚ' by code point, < by UTF-16
-  q(`SELECT g, sum(amount) AS sa FROM ${T} GROUP BY g HAVING sum(amount) = $1 OR sum(amount) = $2 ORDER BY g`, true, () => [exactAmountSum('alpha'), exactAmountSum('beta', 1n)]),
+  q(`SELECT g, sum(amount) AS sa FROM ${T} GROUP BY g HAVING sum(amount) = $1 OR sum(amount) = $2 ORDER BY g`, true, () => [
+    exactAmountSum('alpha'),
+    exactAmountSum('beta', 1n),
+  ]),
   q(`SELECT g FROM ${T} GROUP BY g HAVING sum(big) > $1 ORDER BY g`, true, ['9223372036854775809']),
   q(`SELECT g FROM ${T} GROUP BY g HAVING sum(big) = 9223372036854775809 ORDER BY g`, true),
-  q(`SELECT lower(g) AS lg, k % 2 AS p, count(*) AS c, sum(amount) AS sa FROM ${T} GROUP BY 1, 2 HAVING count(*) > 20 ORDER BY lg NULLS FIRST, p NULLS FIRST LIMIT 15 OFFSET 2`, true),
+  q(
+    `SELECT lower(g) AS lg, k % 2 AS p, count(*) AS c, sum(amount) AS sa FROM ${T} GROUP BY 1, 2 HAVING count(*) > 20 ORDER BY lg NULLS FIRST, p NULLS FIRST LIMIT 15 OFFSET 2`,
+    true,
+  ),
   q(`SELECT k FROM ${T} GROUP BY k HAVING avg(amount) > 0 OR min(n) < -1000 ORDER BY k DESC NULLS LAST`, true),
-  q(`SELECT lower(g) AS lg, count(*) AS c FROM ${T} GROUP BY lower(g) HAVING count(*) <> 1 AND min(d) >= '2019-01-01' ORDER BY lg NULLS FIRST`, true),
+  q(
+    `SELECT lower(g) AS lg, count(*) AS c FROM ${T} GROUP BY lower(g) HAVING count(*) <> 1 AND min(d) >= '2019-01-01' ORDER BY lg NULLS FIRST`,
+    true,
+  ),
 
   // --- ORDER BY aggregates that are not selected, and LIMIT over groups
   q(`SELECT g FROM ${T} GROUP BY g ORDER BY max(ts) DESC NULLS LAST, g LIMIT 8`, true),
@@ -499,13 +551,16 @@ const CORPUS: CorpusQuery[] = [
 
 /** A canonical text of one row, to compare results as multisets. */
 function canonical(row: QueryResultRow): string {
-  return JSON.stringify(Object.keys(row).map((key) => {
-    const value: unknown = row[key];
-    return [key, value instanceof Date ? `date:${value.getTime()}` : value];
-  }));
+  return JSON.stringify(
+    Object.keys(row).map((key) => {
+      const value: unknown = row[key];
+      return [key, value instanceof Date ? `date:${value.getTime()}` : value];
+    }),
+  );
 }
 
-const sortedRows = (result: readonly QueryResultRow[]) => [...result].sort((a, b) => (canonical(a) < canonical(b) ? -1 : canonical(a) > canonical(b) ? 1 : 0));
+const sortedRows = (result: readonly QueryResultRow[]) =>
+  [...result].sort((a, b) => (canonical(a) < canonical(b) ? -1 : canonical(a) > canonical(b) ? 1 : 0));
 
 const broadcast = <R extends QueryResultRow = QueryResultRow>(sql: string, params?: unknown[]) => router.broadcast<R>(sql, params);
 
@@ -522,7 +577,11 @@ describe('broadcast differential (4 shards, one empty, vs one server)', () => {
     }
     expect(perShard[EMPTY_SHARD]).toBe(0);
     expect(Object.values(perShard).reduce((a, b) => a + b, 0)).toBe(ROW_COUNT);
-    expect(Object.entries(perShard).filter(([shard]) => shard !== EMPTY_SHARD).every(([, count]) => count > 500)).toBe(true);
+    expect(
+      Object.entries(perShard)
+        .filter(([shard]) => shard !== EMPTY_SHARD)
+        .every(([, count]) => count > 500),
+    ).toBe(true);
     const { rows: total } = await client.query<{ c: string }>(`SELECT count(*) AS c FROM ${T}`);
     expect(Number(total[0]!.c)).toBe(ROW_COUNT);
     expect(CORPUS.length).toBeGreaterThanOrEqual(70);
@@ -533,7 +592,9 @@ describe('broadcast differential (4 shards, one empty, vs one server)', () => {
     const expected: QueryResult = await client.query(entry.sql, params);
     const actual = await broadcast(entry.sql, params);
 
-    expect(actual.fields.map((field) => [field.name, field.dataTypeID])).toEqual(expected.fields.map((field) => [field.name, field.dataTypeID]));
+    expect(actual.fields.map((field) => [field.name, field.dataTypeID])).toEqual(
+      expected.fields.map((field) => [field.name, field.dataTypeID]),
+    );
     expect(actual.command).toBe('SELECT');
     expect(actual.failures).toEqual([]);
     expect(actual.rowCount).toBe(expected.rowCount);

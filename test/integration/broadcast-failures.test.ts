@@ -206,7 +206,9 @@ describe('broadcastStream with one shard down', () => {
         .slice(0, 4)
         .map((url) =>
           withServer(url, (client) =>
-            client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()', [streamApplicationName]),
+            client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()', [
+              streamApplicationName,
+            ]),
           ),
         ),
     );
@@ -220,7 +222,9 @@ describe('broadcastStream with one shard down', () => {
     const urls = shardUrls();
     for (const index of [0, 2, 3]) {
       await withServer(urls[index]!, (client) =>
-        client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()', [streamApplicationName]),
+        client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()', [
+          streamApplicationName,
+        ]),
       );
     }
     await eventually(
@@ -234,7 +238,8 @@ describe('broadcastStream with one shard down', () => {
   /** Connection attempts have settled and no healthy pool lends anything out, for good. */
   async function expectHealthyPoolsIdle(when: string): Promise<void> {
     const healthy = ['s0', 's2', 's3'];
-    const idle = () => healthy.every((shardId) => streamRouter.poolStats()[shardId]!.borrowed === 0 && streamRouter.poolStats()[shardId]!.pending === 0);
+    const idle = () =>
+      healthy.every((shardId) => streamRouter.poolStats()[shardId]!.borrowed === 0 && streamRouter.poolStats()[shardId]!.pending === 0);
     await eventually(`no healthy pool lends out a connection (${when})`, async () => idle(), 150, 20).catch((error: unknown) => {
       throw new Error(`${(error as Error).message}: ${JSON.stringify(streamRouter.poolStats())}`);
     });
@@ -247,7 +252,7 @@ describe('broadcastStream with one shard down', () => {
     for await (const row of stream) void row;
   };
 
-  it('fails naming the shard, and returns the healthy shards\' connections (pooled ones)', async () => {
+  it("fails naming the shard, and returns the healthy shards' connections (pooled ones)", async () => {
     await drain(streamRouter.broadcastStream(`SELECT id FROM ${T} ORDER BY id`));
     await streamProxy.cut();
     try {
@@ -259,7 +264,7 @@ describe('broadcastStream with one shard down', () => {
     }
   });
 
-  it('fails naming the shard, and returns the healthy shards\' connections (still being opened when s1 failed)', async () => {
+  it("fails naming the shard, and returns the healthy shards' connections (still being opened when s1 failed)", async () => {
     await streamProxy.cut();
     try {
       await dropHealthyConnections();
@@ -268,11 +273,15 @@ describe('broadcastStream with one shard down', () => {
       await expectHealthyPoolsIdle('the healthy shards had to open new connections');
       // No cursor left open on a healthy server either.
       for (const index of [0, 2, 3]) {
-        const busy = await withServer(shardUrls()[index]!, async (client) =>
-          (await client.query<{ state: string; query: string }>(
-            "SELECT state, query FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle' AND pid <> pg_backend_pid()",
-            [streamApplicationName],
-          )).rows,
+        const busy = await withServer(
+          shardUrls()[index]!,
+          async (client) =>
+            (
+              await client.query<{ state: string; query: string }>(
+                "SELECT state, query FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle' AND pid <> pg_backend_pid()",
+                [streamApplicationName],
+              )
+            ).rows,
         );
         expect(busy, `busy backends of the stream's router on server ${index}`).toEqual([]);
       }
@@ -302,7 +311,9 @@ describe('broadcast of SQL a shard rejects', () => {
     const error = await rejectionOf(router.broadcast(`SELECT id, 100 / v AS q FROM ${T} ORDER BY id`));
     expect(error).toMatchObject({ code: 'QUERY_FAILED', sqlState: '22012', shardId: failing });
 
-    const partial = await router.broadcast<{ id: number; q: number }>(`SELECT id, 100 / v AS q FROM ${T} ORDER BY id`, [], { partial: true });
+    const partial = await router.broadcast<{ id: number; q: number }>(`SELECT id, 100 / v AS q FROM ${T} ORDER BY id`, [], {
+      partial: true,
+    });
     expect(partial.failures).toHaveLength(1);
     expect(partial.failures[0]).toMatchObject({ shardId: failing, error: { code: 'QUERY_FAILED', sqlState: '22012', shardId: failing } });
     expect(partial.rows).toEqual(
@@ -369,7 +380,8 @@ describe('broadcast timeout', () => {
     const started = Date.now();
     const error = await rejectionOf(
       (async () => {
-        for await (const row of router.broadcastStream(`SELECT pg_sleep(5) AS slept FROM ${ONE} ORDER BY x`, [], { timeoutMillis: 300 })) void row;
+        for await (const row of router.broadcastStream(`SELECT pg_sleep(5) AS slept FROM ${ONE} ORDER BY x`, [], { timeoutMillis: 300 }))
+          void row;
       })(),
     );
     expect(error).toMatchObject({ code: 'BROADCAST_TIMEOUT' });

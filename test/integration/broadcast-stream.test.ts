@@ -46,7 +46,11 @@ beforeAll(async () => {
   await Promise.all(
     router.shardIds.map(async (shardId, i) => {
       await router.executeOn(shardId, `CREATE TABLE ${S} (id int PRIMARY KEY, payload text NOT NULL)`);
-      await router.executeOn(shardId, `INSERT INTO ${S} SELECT g, md5(g::text) FROM generate_series($1::int, $2::int, $3::int) g`, [i + 1, TOTAL, SHARDS]);
+      await router.executeOn(shardId, `INSERT INTO ${S} SELECT g, md5(g::text) FROM generate_series($1::int, $2::int, $3::int) g`, [
+        i + 1,
+        TOTAL,
+        SHARDS,
+      ]);
       await router.executeOn(shardId, `ANALYZE ${S}`);
     }),
   );
@@ -62,7 +66,12 @@ afterAll(async () => {
 
 /** Every pool lends nothing out, and every server connection of this router is idle (no cursor left open). */
 async function expectConnectionsBack(): Promise<void> {
-  await eventually('every pool has borrowed 0', async () => Object.values(router.poolStats()).every((stats) => stats.borrowed === 0), 250, 20);
+  await eventually(
+    'every pool has borrowed 0',
+    async () => Object.values(router.poolStats()).every((stats) => stats.borrowed === 0),
+    250,
+    20,
+  );
   for (const url of shardUrls().slice(0, SHARDS)) {
     await withServer(url, (client) =>
       eventually('no busy backend of this router', async () => {
@@ -94,7 +103,9 @@ describe('broadcastStream over a million rows', () => {
     let outOfOrder = 0;
     let badPayloads = 0;
     const started = Date.now();
-    for await (const row of router.broadcastStream<{ id: number; payload: string }>(`SELECT id, payload FROM ${S} ORDER BY id`, [], { batchSize: 1000 })) {
+    for await (const row of router.broadcastStream<{ id: number; payload: string }>(`SELECT id, payload FROM ${S} ORDER BY id`, [], {
+      batchSize: 1000,
+    })) {
       // Ids are exactly 1..TOTAL, so "strictly increasing" here means "the next one".
       if (row.id !== previous + 1) outOfOrder++;
       previous = row.id;
@@ -188,14 +199,50 @@ describe('broadcastStream over a million rows', () => {
 describe('ORDER BY under an ICU collation', () => {
   /** Distinct words whose ICU order differs from code point order (case, accents, digits, punctuation, scripts). */
   const WORDS = [
-    'b', 'A', 'a', 'B', 'ä', 'Ä', 'z', 'Z', 'é', 'e', 'E', 'ss', 'ß', 'Ω', 'ω', '1', '10', '2', 'a b', 'ab', 'a-b',
-    'ｚ', '😀', '日本', 'co-op', 'coop', 'Co-op', 'zebra', 'Zebra', 'äpfel', 'apfel', 'Apfel', 'éclair', 'eclair', 'Éclair',
+    'b',
+    'A',
+    'a',
+    'B',
+    'ä',
+    'Ä',
+    'z',
+    'Z',
+    'é',
+    'e',
+    'E',
+    'ss',
+    'ß',
+    'Ω',
+    'ω',
+    '1',
+    '10',
+    '2',
+    'a b',
+    'ab',
+    'a-b',
+    'ｚ',
+    '😀',
+    '日本',
+    'co-op',
+    'coop',
+    'Co-op',
+    'zebra',
+    'Zebra',
+    'äpfel',
+    'apfel',
+    'Apfel',
+    'éclair',
+    'eclair',
+    'Éclair',
   ];
   const ORDER = 'ORDER BY word COLLATE "und-x-icu"';
   let icuAvailable = false;
 
   beforeAll(async () => {
-    icuAvailable = await withServer(shardUrls()[0]!, async (client) => (await client.query("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'")).rowCount === 1);
+    icuAvailable = await withServer(
+      shardUrls()[0]!,
+      async (client) => (await client.query("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'")).rowCount === 1,
+    );
     expect(icuAvailable, 'the test servers are built with ICU').toBe(true);
     for (const shardId of router.shardIds) await router.executeOn(shardId, `CREATE TABLE ${ICU} (id int PRIMARY KEY, word text NOT NULL)`);
     for (const [i, word] of WORDS.entries()) await router.execute(i + 1, `INSERT INTO ${ICU} VALUES ($1, $2)`, [i + 1, word]);

@@ -29,7 +29,8 @@ beforeAll(async () => {
 afterAll(async () => {
   if (router) {
     for (const shardId of router.shardIds) {
-      for (const table of [...created].reverse()) await router.executeOn(shardId, `DROP TABLE IF EXISTS ${table} CASCADE`).catch(() => undefined);
+      for (const table of [...created].reverse())
+        await router.executeOn(shardId, `DROP TABLE IF EXISTS ${table} CASCADE`).catch(() => undefined);
     }
     await router.close();
   }
@@ -40,7 +41,10 @@ afterAll(async () => {
 async function existsPerShard(table: string): Promise<Record<string, boolean>> {
   const entries = await Promise.all(
     router.shardIds.map(async (shardId) => {
-      const found = await withServer(urlOf(shardId), async (client) => (await client.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table])).rows[0]!.t);
+      const found = await withServer(
+        urlOf(shardId),
+        async (client) => (await client.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table])).rows[0]!.t,
+      );
       return [shardId, found !== null] as const;
     }),
   );
@@ -75,8 +79,11 @@ async function expectNoPreparedLeft(): Promise<void> {
   }
   const prefix = `psr:${router.clusterId}:`;
   for (const shardId of router.shardIds) {
-    const left = await withServer(urlOf(shardId), async (client) =>
-      (await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [prefix])).rows[0]!.n,
+    const left = await withServer(
+      urlOf(shardId),
+      async (client) =>
+        (await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [prefix]))
+          .rows[0]!.n,
     );
     expect(left, `prepared transactions of this cluster on ${shardId}`).toBe(0);
   }
@@ -145,25 +152,28 @@ describe('broadcast writes refused at commit time', () => {
    * A deferred foreign key lets every shard's DELETE succeed; the shard holding a child row
    * refuses at PREPARE (a voter) or at COMMIT (the decision shard, after the others prepared).
    */
-  it.each(['s0', 's2'])('a DELETE refused by a deferred constraint on %s alone is rolled back on every shard, nothing left prepared', async (refusing) => {
-    const parent = name(`parent_${refusing}`);
-    const child = name(`child_${refusing}`);
-    await broadcastCreate(parent, 'id int PRIMARY KEY');
-    await broadcastCreate(child, `pid int REFERENCES ${parent} (id) DEFERRABLE INITIALLY DEFERRED`);
-    for (const shardId of router.shardIds) await router.executeOn(shardId, `INSERT INTO ${parent} SELECT g FROM generate_series(1, 5) g`);
-    await router.executeOn(refusing, `INSERT INTO ${child} VALUES (3)`);
+  it.each(['s0', 's2'])(
+    'a DELETE refused by a deferred constraint on %s alone is rolled back on every shard, nothing left prepared',
+    async (refusing) => {
+      const parent = name(`parent_${refusing}`);
+      const child = name(`child_${refusing}`);
+      await broadcastCreate(parent, 'id int PRIMARY KEY');
+      await broadcastCreate(child, `pid int REFERENCES ${parent} (id) DEFERRABLE INITIALLY DEFERRED`);
+      for (const shardId of router.shardIds) await router.executeOn(shardId, `INSERT INTO ${parent} SELECT g FROM generate_series(1, 5) g`);
+      await router.executeOn(refusing, `INSERT INTO ${child} VALUES (3)`);
 
-    const error = await rejectionOf(router.broadcast(`DELETE FROM ${parent}`));
-    expect(error).toBeInstanceOf(ShardRouterError);
-    expect(error).toMatchObject({ code: 'TRANSACTION_ABORTED', shardId: refusing });
-    expect((error as ShardRouterError).cause).toMatchObject({ code: 'QUERY_FAILED', sqlState: '23503' });
+      const error = await rejectionOf(router.broadcast(`DELETE FROM ${parent}`));
+      expect(error).toBeInstanceOf(ShardRouterError);
+      expect(error).toMatchObject({ code: 'TRANSACTION_ABORTED', shardId: refusing });
+      expect((error as ShardRouterError).cause).toMatchObject({ code: 'QUERY_FAILED', sqlState: '23503' });
 
-    for (const shardId of router.shardIds) {
-      const { rows } = await router.executeOn<{ n: number }>(shardId, `SELECT count(*)::int AS n FROM ${parent}`);
-      expect(rows, `parent rows on ${shardId}`).toEqual([{ n: 5 }]);
-    }
-    await expectNoPreparedLeft();
-  });
+      for (const shardId of router.shardIds) {
+        const { rows } = await router.executeOn<{ n: number }>(shardId, `SELECT count(*)::int AS n FROM ${parent}`);
+        expect(rows, `parent rows on ${shardId}`).toEqual([{ n: 5 }]);
+      }
+      await expectNoPreparedLeft();
+    },
+  );
 });
 
 describe('broadcast UPDATE and DELETE without a shard key', () => {
@@ -182,7 +192,11 @@ describe('broadcast UPDATE and DELETE without a shard key', () => {
   /** Every shard's rows, straight from each shard, as [id, v, tag] sorted by id. */
   async function allRows(): Promise<{ id: number; v: number; tag: string | null; shardId: string }[]> {
     const perShard = await Promise.all(
-      router.shardIds.map(async (shardId) => (await router.executeOn<{ id: number; v: number; tag: string | null }>(shardId, `SELECT id, v, tag FROM ${table}`)).rows.map((row) => ({ ...row, shardId }))),
+      router.shardIds.map(async (shardId) =>
+        (await router.executeOn<{ id: number; v: number; tag: string | null }>(shardId, `SELECT id, v, tag FROM ${table}`)).rows.map(
+          (row) => ({ ...row, shardId }),
+        ),
+      ),
     );
     return perShard.flat().sort((a, b) => a.id - b.id);
   }
@@ -194,7 +208,9 @@ describe('broadcast UPDATE and DELETE without a shard key', () => {
     expect(result.rows).toEqual([]);
     expect(result.failures).toEqual([]);
     const rows = await allRows();
-    expect(rows.map((row) => [row.id, row.v])).toEqual(Array.from({ length: ROWS }, (_, i) => [i + 1, (i + 1) * 10 + (i + 1 <= 60 ? 1 : 0)]));
+    expect(rows.map((row) => [row.id, row.v])).toEqual(
+      Array.from({ length: ROWS }, (_, i) => [i + 1, (i + 1) * 10 + (i + 1 <= 60 ? 1 : 0)]),
+    );
     // The change is on every shard, each row where its key routes.
     const changedShards = new Set(rows.filter((row) => row.id <= 60).map((row) => row.shardId));
     expect([...changedShards].sort()).toEqual(router.shardIds);
@@ -203,12 +219,18 @@ describe('broadcast UPDATE and DELETE without a shard key', () => {
   });
 
   it('UPDATE ... RETURNING returns the rows of all shards', async () => {
-    const result = await router.broadcast<{ id: number; tag: string }>(`UPDATE ${table} SET tag = 'even' WHERE id % 2 = 0 RETURNING id, tag`);
+    const result = await router.broadcast<{ id: number; tag: string }>(
+      `UPDATE ${table} SET tag = 'even' WHERE id % 2 = 0 RETURNING id, tag`,
+    );
     expect(result.command).toBe('UPDATE');
     expect(result.rowCount).toBe(ROWS / 2);
     expect(result.fields.map((field) => field.name)).toEqual(['id', 'tag']);
-    expect([...result.rows].sort((a, b) => a.id - b.id)).toEqual(Array.from({ length: ROWS / 2 }, (_, i) => ({ id: (i + 1) * 2, tag: 'even' })));
-    expect((await allRows()).filter((row) => row.tag === 'even').map((row) => row.id)).toEqual(result.rows.map((row) => row.id).sort((a, b) => a - b));
+    expect([...result.rows].sort((a, b) => a.id - b.id)).toEqual(
+      Array.from({ length: ROWS / 2 }, (_, i) => ({ id: (i + 1) * 2, tag: 'even' })),
+    );
+    expect((await allRows()).filter((row) => row.tag === 'even').map((row) => row.id)).toEqual(
+      result.rows.map((row) => row.id).sort((a, b) => a - b),
+    );
   });
 
   it('an UPDATE that matches nothing: rowCount 0', async () => {
@@ -216,7 +238,7 @@ describe('broadcast UPDATE and DELETE without a shard key', () => {
     expect(result).toMatchObject({ command: 'UPDATE', rowCount: 0, rows: [] });
   });
 
-  it('DELETE: rowCount is the sum over the shards, command DELETE, the rows are gone from every shard; RETURNING gives all shards\' rows', async () => {
+  it("DELETE: rowCount is the sum over the shards, command DELETE, the rows are gone from every shard; RETURNING gives all shards' rows", async () => {
     const result = await router.broadcast(`DELETE FROM ${table} WHERE id > $1`, [70]);
     expect(result.command).toBe('DELETE');
     expect(result.rowCount).toBe(10);
@@ -228,7 +250,9 @@ describe('broadcast UPDATE and DELETE without a shard key', () => {
     expect(returning.rowCount).toBe(expected.length);
     expect(returning.rows.map((row) => row.id).sort((a, b) => a - b)).toEqual(expected);
     expect(new Set(expected.map((id) => router.shardFor(id))).size).toBeGreaterThan(1);
-    expect((await allRows()).map((row) => row.id)).toEqual(Array.from({ length: 70 }, (_, i) => i + 1).filter((id) => !expected.includes(id)));
+    expect((await allRows()).map((row) => row.id)).toEqual(
+      Array.from({ length: 70 }, (_, i) => i + 1).filter((id) => !expected.includes(id)),
+    );
     await expectNoPreparedLeft();
   });
 });

@@ -36,7 +36,9 @@ describe('bucket map and shard identity', () => {
     await router.close();
     for (const { id, connectionString } of shardConfigs()) {
       await withServer(connectionString, async (client) => {
-        const identity = await client.query(`SELECT cluster_id::text, shard_id, bucket_count, complete FROM ${catalogSchema}.shard_identity`);
+        const identity = await client.query(
+          `SELECT cluster_id::text, shard_id, bucket_count, complete FROM ${catalogSchema}.shard_identity`,
+        );
         expect(identity.rows).toEqual([{ cluster_id: router.clusterId, shard_id: id, bucket_count: 64, complete: true }]);
         const map = await client.query(`SELECT version::int, owners FROM ${catalogSchema}.bucket_map`);
         expect(map.rows).toEqual([{ version: 1, owners: router.bucketMap.owners }]);

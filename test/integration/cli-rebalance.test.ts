@@ -23,12 +23,18 @@ const PLANS = 'CREATE TABLE plans (code text PRIMARY KEY, price int NOT NULL)';
 
 /** Rows of `items` on each scratch server, read past the router. */
 async function rowsPerServer(): Promise<number[]> {
-  return Promise.all(scratch.urls.map((url) => withServer(url, async (client) => (await client.query<{ n: number }>('SELECT count(*)::int AS n FROM items')).rows[0]!.n)));
+  return Promise.all(
+    scratch.urls.map((url) =>
+      withServer(url, async (client) => (await client.query<{ n: number }>('SELECT count(*)::int AS n FROM items')).rows[0]!.n),
+    ),
+  );
 }
 
 /** Every key reads back through the router with its value. */
 async function expectRowsIntact(): Promise<void> {
-  const found = await Promise.all(keys.map(async (key, i) => (await router.execute<{ n: number }>(key, 'SELECT n FROM items WHERE id = $1', [key])).rows[0]?.n === i));
+  const found = await Promise.all(
+    keys.map(async (key, i) => (await router.execute<{ n: number }>(key, 'SELECT n FROM items WHERE id = $1', [key])).rows[0]?.n === i),
+  );
   expect(found.every(Boolean)).toBe(true);
   expect((await rowsPerServer()).reduce((a, b) => a + b, 0)).toBe(keys.length);
 }
@@ -54,7 +60,9 @@ beforeAll(async () => {
   await router.registerShardedTable('items', 'id');
   await router.registerReferenceTable('plans');
   await router.broadcast("INSERT INTO plans (code, price) VALUES ('free', 0), ('pro', 10)");
-  await Promise.all(keys.map((key, i) => router.execute(key, 'INSERT INTO items (id, n, note) VALUES ($1, $2, $3)', [key, i, 'x'.repeat(100)])));
+  await Promise.all(
+    keys.map((key, i) => router.execute(key, 'INSERT INTO items (id, n, note) VALUES ($1, $2, $3)', [key, i, 'x'.repeat(100)])),
+  );
 });
 
 afterAll(async () => {
@@ -139,7 +147,13 @@ describe('pg-shard-router rebalancing commands', () => {
 
     const again = await cli(['rebalance', '--json']);
     expect(again.code).toBe(0);
-    expect(JSON.parse(again.stdout)).toMatchObject({ clusterId: router.clusterId, dryRun: false, plan: [], moves: [], bucketsPerShard: { s0: 4, s1: 4, s2: 4, s3: 4 } });
+    expect(JSON.parse(again.stdout)).toMatchObject({
+      clusterId: router.clusterId,
+      dryRun: false,
+      plan: [],
+      moves: [],
+      bucketsPerShard: { s0: 4, s1: 4, s2: 4, s3: 4 },
+    });
   });
 
   it('verify exits 2 and lists a row on a shard that does not own its bucket; remove-shard --dry-run plans', async () => {
@@ -148,7 +162,7 @@ describe('pg-shard-router rebalancing commands', () => {
     const wrong = router.shardIds.find((id) => id !== owner)!;
     const wrongUrl = scratch.urls[Number(wrong.slice(1))]!;
     // Past the router (no map version, so no fence): what a buggy migration might do.
-    await withServer(wrongUrl, (client) => client.query("INSERT INTO items (id, n) VALUES ($1, -1)", [stray]));
+    await withServer(wrongUrl, (client) => client.query('INSERT INTO items (id, n) VALUES ($1, -1)', [stray]));
     try {
       const version = router.bucketMap.version;
       const [verify, remove] = await Promise.all([cli(['verify']), cli(['remove-shard', 's3', '--dry-run'])]);
@@ -171,7 +185,9 @@ describe('pg-shard-router rebalancing commands', () => {
     const url = spare.connectionStrings[0]!;
     const notReady = await cli(['add-shard', 's4', url, '--dry-run']);
     expect(notReady.code).toBe(1);
-    expect(notReady.stderr).toMatch(/^pg-shard-router: INVALID_ARGUMENT: shard s4 is not ready: public\.items does not exist; public\.plans does not exist/);
+    expect(notReady.stderr).toMatch(
+      /^pg-shard-router: INVALID_ARGUMENT: shard s4 is not ready: public\.items does not exist; public\.plans does not exist/,
+    );
     expectNoPassword(notReady, url);
 
     await withServer(url, async (client) => {
@@ -184,7 +200,9 @@ describe('pg-shard-router rebalancing commands', () => {
     expect(ready.stdout).toContain(`add shard s4 (${redactConnectionString(url)}) (dry run: nothing changes)`);
     expect(ready.stdout).toContain('reference tables it would get a copy of: public.plans');
     expectNoPassword(ready, url);
-    const { rows } = await withServer(url, (client) => client.query<{ present: boolean }>("SELECT to_regnamespace('shard_router') IS NOT NULL AS present"));
+    const { rows } = await withServer(url, (client) =>
+      client.query<{ present: boolean }>("SELECT to_regnamespace('shard_router') IS NOT NULL AS present"),
+    );
     expect(rows).toEqual([{ present: false }]);
     await router.refreshMap();
     expect(router.shardIds).toEqual(['s0', 's1', 's2', 's3']);
@@ -203,7 +221,9 @@ describe('pg-shard-router rebalancing commands', () => {
       expect(run.stdout).toBe('');
     }
     expect(bucket.stderr).toBe('pg-shard-router: INVALID_ARGUMENT: <bucket> must be a non-negative integer, got "seven"\n');
-    expect(by.stderr).toMatch(/^pg-shard-router: INVALID_ARGUMENT: --by must be "count" or "size", got "weight"\nusage: pg-shard-router rebalance /);
+    expect(by.stderr).toMatch(
+      /^pg-shard-router: INVALID_ARGUMENT: --by must be "count" or "size", got "weight"\nusage: pg-shard-router rebalance /,
+    );
     expect(shard.stderr).toBe('pg-shard-router: INVALID_ARGUMENT: unknown or removed shard "s9"\n');
     expect(undo.stderr).toMatch(/^pg-shard-router: INVALID_ARGUMENT: --undo goes with --resume\n/);
     expect(missing.stderr).toMatch(/^pg-shard-router: INVALID_ARGUMENT: missing <id>\nusage: pg-shard-router remove-shard <id>/);

@@ -25,7 +25,11 @@ function withDatabase(url: string, database: string): string {
 async function preparedGids(): Promise<string[][]> {
   return Promise.all(
     scratch.urls.map((url) =>
-      withServer(url, async (client) => (await client.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()')).rows.map((row) => row.gid)),
+      withServer(url, async (client) =>
+        (await client.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()')).rows.map(
+          (row) => row.gid,
+        ),
+      ),
     ),
   );
 }
@@ -83,7 +87,10 @@ describe('pg-shard-router status and recover', () => {
 
     const json = await cli(['status', '--json'], { PG_SHARD_URLS: scratch.urls.join(',') });
     expect(json.code).toBe(0);
-    const status = JSON.parse(json.stdout) as { clusterId: string; shards: { shardId: string; reachable: boolean; preparedTransactions: { gid: string; ours: boolean }[] }[] };
+    const status = JSON.parse(json.stdout) as {
+      clusterId: string;
+      shards: { shardId: string; reachable: boolean; preparedTransactions: { gid: string; ours: boolean }[] }[];
+    };
     expect(status.clusterId).toBe(clusterId);
     expect(status.shards.map((shard) => [shard.shardId, shard.reachable])).toEqual([
       ['s0', true],

@@ -26,12 +26,16 @@ describe('execute', () => {
   it('sends each key to shardFor(key): rows for 1000 keys exist only on their owning shard', async () => {
     const keys = Array.from({ length: 1000 }, (_, i) => (i % 3 === 0 ? i : i % 3 === 1 ? `user-${i}` : BigInt(i) * 1_000_003n));
     await Promise.all(
-      keys.map((key) => router.execute(key, `INSERT INTO ${data}.items (key, written_for) VALUES ($1, $2)`, [String(key), router.shardFor(key)])),
+      keys.map((key) =>
+        router.execute(key, `INSERT INTO ${data}.items (key, written_for) VALUES ($1, $2)`, [String(key), router.shardFor(key)]),
+      ),
     );
     // Read every shard directly, bypassing the router.
     const found = new Map<string, string[]>();
     for (const { id, connectionString } of shardConfigs()) {
-      const { rows } = await withServer(connectionString, (client) => client.query<{ key: string; written_for: string }>(`SELECT key, written_for FROM ${data}.items`));
+      const { rows } = await withServer(connectionString, (client) =>
+        client.query<{ key: string; written_for: string }>(`SELECT key, written_for FROM ${data}.items`),
+      );
       for (const row of rows) {
         expect(row.written_for).toBe(id);
         found.set(row.key, [...(found.get(row.key) ?? []), id]);

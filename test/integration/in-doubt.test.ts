@@ -55,7 +55,8 @@ describe('the decision shard unreachable at the commit point', () => {
 
     // The voter is still prepared, waiting for the decision.
     const voterUrl = shardConfigs(2)[1]!.connectionString;
-    const prepared = () => withServer(voterUrl, async (client) => (await client.query('SELECT gid FROM pg_prepared_xacts WHERE gid = $1', [gid])).rows);
+    const prepared = () =>
+      withServer(voterUrl, async (client) => (await client.query('SELECT gid FROM pg_prepared_xacts WHERE gid = $1', [gid])).rows);
     expect(await prepared()).toEqual([{ gid }]);
     const whileDown = await router.recover({ graceMillis: 0 });
     expect(whileDown.inDoubt).toEqual([expect.objectContaining({ gid, shardId: 's1' })]);
@@ -67,7 +68,10 @@ describe('the decision shard unreachable at the commit point', () => {
     // recovery's tie-break records 'abort' and rolls the voter back.
     expect(report.rolledBack).toEqual([expect.objectContaining({ gid, shardId: 's1' })]);
     expect(await prepared()).toEqual([]);
-    for (const [key, shardId] of [[onDecider, 's0'], [onVoter, 's1']] as const) {
+    for (const [key, shardId] of [
+      [onDecider, 's0'],
+      [onVoter, 's1'],
+    ] as const) {
       const { rows } = await router.executeOn(shardId, `SELECT id FROM ${data}.items WHERE id = $1`, [key]);
       expect(rows).toEqual([]);
     }
@@ -82,7 +86,10 @@ describe('a shard with max_prepared_transactions = 0', () => {
   beforeAll(async () => {
     local = await startLocalCluster({ shards: 1, maxPreparedTransactions: 0 });
     router = await ShardRouter.connect({
-      shards: [{ id: 'plain', connectionString: local.connectionStrings[0]! }, { id: 'twopc', connectionString: shardConfigs(2)[1]!.connectionString }],
+      shards: [
+        { id: 'plain', connectionString: local.connectionStrings[0]! },
+        { id: 'twopc', connectionString: shardConfigs(2)[1]!.connectionString },
+      ],
       catalogSchema: catalog,
       recovery: { intervalMillis: 0, atConnect: false },
     });
@@ -107,7 +114,9 @@ describe('a shard with max_prepared_transactions = 0', () => {
     expect((error as Error).message).toMatch(/max_prepared_transactions/);
     // What needs no PREPARE still works: one-shard and read-only transactions.
     expect(await router.transaction([keys[0]!], async (tx) => (await tx.execute(keys[0]!, 'SELECT 1 AS one')).rows)).toEqual([{ one: 1 }]);
-    expect(await router.transaction(keys, async (tx) => (await tx.execute(keys[1]!, 'SELECT 2 AS two')).rows, { readOnly: true })).toEqual([{ two: 2 }]);
+    expect(await router.transaction(keys, async (tx) => (await tx.execute(keys[1]!, 'SELECT 2 AS two')).rows, { readOnly: true })).toEqual([
+      { two: 2 },
+    ]);
     const status = await router.status();
     expect(status.shards.map((shard) => [shard.shardId, shard.maxPreparedTransactions])).toEqual([
       ['plain', 0],

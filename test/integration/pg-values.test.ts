@@ -47,7 +47,8 @@ function randomNumeric(): string {
   if (roll < 0.07) return pick(['0', '0.000', '0.0', '1', '-1', '9999', '10000', '0.0001', '0.9999']);
   const sign = rand() < 0.4 ? '-' : '';
   if (rand() < 0.15) return `${sign}0.${'0'.repeat(int(0, 40))}${int(1, 9)}${digits(int(0, 12))}`; // tiny
-  const whole = (digits(pick([0, 1, 1, 2, 3, 4, 5, 8, 12, 17, 20, 30, 45])).replace(/^0+/, '') || '0') + (rand() < 0.1 ? '0'.repeat(int(1, 30)) : '');
+  const whole =
+    (digits(pick([0, 1, 1, 2, 3, 4, 5, 8, 12, 17, 20, 30, 45])).replace(/^0+/, '') || '0') + (rand() < 0.1 ? '0'.repeat(int(1, 30)) : '');
   const fractionLength = pick([0, 0, 1, 2, 3, 4, 5, 8, 16, 20, 30]);
   return `${sign}${whole}${fractionLength > 0 ? `.${digits(fractionLength)}` : ''}`;
 }
@@ -96,12 +97,32 @@ describe('numeric against the server', () => {
 
   it('divides by zero, zero dividends and huge scales like the server', async () => {
     await session(async (client) => {
-      for (const [a, b] of [['5', '0.00'], ['Infinity', '0'], ['-0.5', '0']] as const) {
-        await expect(client.query('SELECT $1::numeric / $2::numeric', [a, b])).rejects.toMatchObject({ code: '22012', message: 'division by zero' });
+      for (const [a, b] of [
+        ['5', '0.00'],
+        ['Infinity', '0'],
+        ['-0.5', '0'],
+      ] as const) {
+        await expect(client.query('SELECT $1::numeric / $2::numeric', [a, b])).rejects.toMatchObject({
+          code: '22012',
+          message: 'division by zero',
+        });
         expect(() => divideNumeric(parseNumeric(a), parseNumeric(b))).toThrow(new RangeError('division by zero'));
       }
-      const cases = [['NaN', '0'], ['0', '5'], ['0.00', '0.001'], ['0', '12345678.9'], ['5', 'Infinity'], [`0.${'0'.repeat(1999)}1`, '1'], ['1', `0.${'0'.repeat(990)}3`], ['1', `3${'0'.repeat(900)}`]];
-      const server = await column(client, 'SELECT a / b AS v FROM unnest($1::numeric[], $2::numeric[]) WITH ORDINALITY t(a, b, i) ORDER BY i', [cases.map((c) => c[0]), cases.map((c) => c[1])]);
+      const cases = [
+        ['NaN', '0'],
+        ['0', '5'],
+        ['0.00', '0.001'],
+        ['0', '12345678.9'],
+        ['5', 'Infinity'],
+        [`0.${'0'.repeat(1999)}1`, '1'],
+        ['1', `0.${'0'.repeat(990)}3`],
+        ['1', `3${'0'.repeat(900)}`],
+      ];
+      const server = await column(
+        client,
+        'SELECT a / b AS v FROM unnest($1::numeric[], $2::numeric[]) WITH ORDINALITY t(a, b, i) ORDER BY i',
+        [cases.map((c) => c[0]), cases.map((c) => c[1])],
+      );
       expect(cases.map(([a, b]) => formatNumeric(divideNumeric(parseNumeric(a!), parseNumeric(b!))))).toEqual(server);
     });
   });
@@ -144,7 +165,10 @@ describe('aggregates split over 4 partitions against the server', () => {
         const mine = partials.filter((row) => row.s === expected.s);
         const sumOid = Number(mine[0]!.sum_oid);
         const context = `${label}: ${sqlType} set ${expected.s} ${JSON.stringify(sets[Number(expected.s)]!.values.slice(0, 20))}`;
-        const sum = sumPartials(sumOid, mine.map((row) => row.sum ?? null));
+        const sum = sumPartials(
+          sumOid,
+          mine.map((row) => row.sum ?? null),
+        );
         const count = countPartials(mine.map((row) => row.count!));
         expect(sum, context).toBe(expected.sum);
         expect(count, context).toBe(expected.count);
@@ -155,23 +179,50 @@ describe('aggregates split over 4 partitions against the server', () => {
   }
 
   it('avg, sum and count of int4, int8 and numeric equal one server', async () => {
-    const int4 = await check('int4', dataSets(40, () => String(pick([int(-10, 10), int(-2147483648, 2147483647), 2147483647, -2147483648]))));
-    const int8 = await check('int8', dataSets(40, () => pick([String(int(-1000, 1000)), randomInt8(), '9223372036854775807', '-9223372036854775808'])));
-    const numeric = await check('numeric', dataSets(60, () => (rand() < 0.02 ? pick(['NaN', 'Infinity', '-Infinity']) : randomNumeric().replace(/^(-?)(NaN|Infinity)$/, '1'))));
+    const int4 = await check(
+      'int4',
+      dataSets(40, () => String(pick([int(-10, 10), int(-2147483648, 2147483647), 2147483647, -2147483648]))),
+    );
+    const int8 = await check(
+      'int8',
+      dataSets(40, () => pick([String(int(-1000, 1000)), randomInt8(), '9223372036854775807', '-9223372036854775808'])),
+    );
+    const numeric = await check(
+      'numeric',
+      dataSets(60, () => (rand() < 0.02 ? pick(['NaN', 'Infinity', '-Infinity']) : randomNumeric().replace(/^(-?)(NaN|Infinity)$/, '1'))),
+    );
     expect(int4 + int8 + numeric).toBe(140);
   });
 
   it('sum and avg of float4/float8 equal one server when the sums are exact', async () => {
     // Dyadic values add exactly, so the partition order cannot change the sums.
-    await check('float8', dataSets(30, () => String(int(-1_000_000, 1_000_000) / 1024)));
-    await check('float4', dataSets(30, () => String(int(-1000, 1000) / 16)));
+    await check(
+      'float8',
+      dataSets(30, () => String(int(-1_000_000, 1_000_000) / 1024)),
+    );
+    await check(
+      'float4',
+      dataSets(30, () => String(int(-1000, 1000) / 16)),
+    );
   });
 });
 
 describe('float text forms against the server', () => {
   it('prints ~3000 random float8 and float4 values and all powers of two exactly as float8out/float4out', async () => {
     const view = new DataView(new ArrayBuffer(8));
-    const doubles: string[] = ['0', '-0', 'NaN', 'Infinity', '-Infinity', '5e-324', '1e+15', '1e+14', '0.0001', '1e-05', '123456789012345.6'];
+    const doubles: string[] = [
+      '0',
+      '-0',
+      'NaN',
+      'Infinity',
+      '-Infinity',
+      '5e-324',
+      '1e+15',
+      '1e+14',
+      '0.0001',
+      '1e-05',
+      '123456789012345.6',
+    ];
     const singles: string[] = ['0', '-0', 'NaN', 'Infinity', '1e-45', '3.4028235e+38', '100000', '1000000', '0.0001', '1e-05', '16777217'];
     // Powers of two: the rounding interval is lopsided there.
     for (let k = -1074; k <= 1023; k++) doubles.push(String(2 ** k));
@@ -191,8 +242,14 @@ describe('float text forms against the server', () => {
       const float8 = await column(client, sql('float8'), [doubles]);
       const float4 = await column(client, sql('float4'), [singles]);
       // A one-value sum is the value itself, printed by the module's float formatter.
-      expect(doubles.map((text) => sumPartials(OID.float8, [text])), label).toEqual(float8);
-      expect(singles.map((text) => sumPartials(OID.float4, [text])), label).toEqual(float4);
+      expect(
+        doubles.map((text) => sumPartials(OID.float8, [text])),
+        label,
+      ).toEqual(float8);
+      expect(
+        singles.map((text) => sumPartials(OID.float4, [text])),
+        label,
+      ).toEqual(float4);
     });
   });
 });
@@ -213,7 +270,29 @@ function many(count: number, make: () => string, edges: readonly string[] = []):
   return values;
 }
 
-const TEXT_CHARS = ['a', 'b', 'A', 'Z', ' ', '\t', '!', '~', 'é', 'ß', '\u00ff', '\u0100', '中', '\uD7FF', '\uE000', '\uFFFD', '\uFFFF', '😀', '😁', '𝄞', '\u{10FFFF}'];
+const TEXT_CHARS = [
+  'a',
+  'b',
+  'A',
+  'Z',
+  ' ',
+  '\t',
+  '!',
+  '~',
+  'é',
+  'ß',
+  '\u00ff',
+  '\u0100',
+  '中',
+  '\uD7FF',
+  '\uE000',
+  '\uFFFD',
+  '\uFFFF',
+  '😀',
+  '😁',
+  '𝄞',
+  '\u{10FFFF}',
+];
 const randomText = (max: number) => Array.from({ length: int(0, max) }, () => pick(TEXT_CHARS)).join('');
 
 function randomDate(): { year: number; month: number; day: number; bc: boolean } {
@@ -226,7 +305,8 @@ function randomDate(): { year: number; month: number; day: number; bc: boolean }
   return { year, month, day: int(1, monthDays), bc };
 }
 
-const dateText = ({ year, month, day, bc }: ReturnType<typeof randomDate>) => `${pad(year, 4)}-${pad(month, 2)}-${pad(day, 2)}${bc ? ' BC' : ''}`;
+const dateText = ({ year, month, day, bc }: ReturnType<typeof randomDate>) =>
+  `${pad(year, 4)}-${pad(month, 2)}-${pad(day, 2)}${bc ? ' BC' : ''}`;
 const timeText = () => `${pad(int(0, 23), 2)}:${pad(int(0, 59), 2)}:${pad(int(0, 59), 2)}${rand() < 0.6 ? `.${digits(int(1, 6))}` : ''}`;
 function timestampText(withZone: boolean): string {
   const date = randomDate();
@@ -243,40 +323,97 @@ function randomFloatText(single: boolean): string {
 
 const ORDERED_TYPES: OrderedType[] = [
   { sqlType: 'int2', oid: OID.int2, generate: () => many(250, () => String(int(-32768, 32767)), ['-32768', '32767', '0']) },
-  { sqlType: 'int4', oid: OID.int4, generate: () => many(250, () => String(pick([int(-100, 100), int(-2147483648, 2147483647)])), ['-2147483648', '2147483647']) },
+  {
+    sqlType: 'int4',
+    oid: OID.int4,
+    generate: () => many(250, () => String(pick([int(-100, 100), int(-2147483648, 2147483647)])), ['-2147483648', '2147483647']),
+  },
   {
     sqlType: 'int8',
     oid: OID.int8,
     generate: () =>
-      many(250, () => pick([String(int(-100, 100)), randomInt8(), randomInt8().slice(0, int(2, 12)), String(9007199254740990n + BigInt(int(0, 6)))]), [
-        '-9223372036854775808',
-        '9223372036854775807',
-      ]),
+      many(
+        250,
+        () =>
+          pick([String(int(-100, 100)), randomInt8(), randomInt8().slice(0, int(2, 12)), String(9007199254740990n + BigInt(int(0, 6)))]),
+        ['-9223372036854775808', '9223372036854775807'],
+      ),
   },
   { sqlType: 'oid', oid: OID.oid, generate: () => many(250, () => String(pick([int(0, 100), int(0, 4294967295)])), ['0', '4294967295']) },
-  { sqlType: 'numeric', oid: OID.numeric, generate: () => many(250, () => (rand() < 0.2 ? sibling(randomNumeric()) : randomNumeric()), ['1', '1.0', '1.00', '-0.000', 'NaN', 'NaN']) },
-  { sqlType: 'float8', oid: OID.float8, generate: () => many(250, () => randomFloatText(false), ['5e-324', '-5e-324', '1.7976931348623157e+308']) },
+  {
+    sqlType: 'numeric',
+    oid: OID.numeric,
+    generate: () =>
+      many(250, () => (rand() < 0.2 ? sibling(randomNumeric()) : randomNumeric()), ['1', '1.0', '1.00', '-0.000', 'NaN', 'NaN']),
+  },
+  {
+    sqlType: 'float8',
+    oid: OID.float8,
+    generate: () => many(250, () => randomFloatText(false), ['5e-324', '-5e-324', '1.7976931348623157e+308']),
+  },
   { sqlType: 'float4', oid: OID.float4, generate: () => many(250, () => randomFloatText(true), ['1e-45', '3.4028235e+38']) },
   { sqlType: 'bool', oid: OID.bool, generate: () => many(20, () => pick(['t', 'f'])) },
   // charin: '' is byte 0, and a backslash with 3 octal digits is that byte (how charout prints bytes >= 128).
-  { sqlType: '"char"', oid: OID.char, generate: () => many(200, () => (rand() < 0.5 ? `\\${int(0o200, 0o377).toString(8)}` : String.fromCharCode(int(1, 127))), ['', '\\']) },
+  {
+    sqlType: '"char"',
+    oid: OID.char,
+    generate: () => many(200, () => (rand() < 0.5 ? `\\${int(0o200, 0o377).toString(8)}` : String.fromCharCode(int(1, 127))), ['', '\\']),
+  },
   { sqlType: 'text', oid: OID.text, collate: 'C', generate: () => many(270, () => randomText(6), ['']) },
   { sqlType: 'varchar', oid: OID.varchar, collate: 'C', generate: () => many(270, () => randomText(6)) },
   { sqlType: 'name', oid: OID.name, collate: 'C', generate: () => many(270, () => randomText(6)) },
-  { sqlType: 'bpchar', oid: OID.bpchar, collate: 'C', generate: () => many(270, () => randomText(4) + ' '.repeat(int(0, 3)), ['a', 'a ', 'a\t', 'a!', '']) },
+  {
+    sqlType: 'bpchar',
+    oid: OID.bpchar,
+    collate: 'C',
+    generate: () => many(270, () => randomText(4) + ' '.repeat(int(0, 3)), ['a', 'a ', 'a\t', 'a!', '']),
+  },
   {
     sqlType: 'uuid',
     oid: OID.uuid,
-    generate: () => many(250, () => Array.from({ length: 32 }, () => pick([...'0123456789abcdefABCDEF'])).join('').replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-')),
+    generate: () =>
+      many(250, () =>
+        Array.from({ length: 32 }, () => pick([...'0123456789abcdefABCDEF']))
+          .join('')
+          .replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-'),
+      ),
   },
-  { sqlType: 'date', oid: OID.date, generate: () => many(270, () => dateText(randomDate()), ['infinity', '-infinity', '4713-11-24 BC', '5874897-12-31', '0001-01-01', '0001-12-31 BC', '2000-02-29', '0005-02-29 BC', '0001-02-29 BC']) },
+  {
+    sqlType: 'date',
+    oid: OID.date,
+    generate: () =>
+      many(270, () => dateText(randomDate()), [
+        'infinity',
+        '-infinity',
+        '4713-11-24 BC',
+        '5874897-12-31',
+        '0001-01-01',
+        '0001-12-31 BC',
+        '2000-02-29',
+        '0005-02-29 BC',
+        '0001-02-29 BC',
+      ]),
+  },
   { sqlType: 'time', oid: OID.time, generate: () => many(270, timeText, ['00:00:00', '24:00:00', '23:59:59.999999']) },
-  { sqlType: 'timestamp', oid: OID.timestamp, generate: () => many(270, () => timestampText(false), ['infinity', '-infinity', '4713-11-24 00:00:00 BC', '294276-12-31 23:59:59.999999']) },
+  {
+    sqlType: 'timestamp',
+    oid: OID.timestamp,
+    generate: () =>
+      many(270, () => timestampText(false), ['infinity', '-infinity', '4713-11-24 00:00:00 BC', '294276-12-31 23:59:59.999999']),
+  },
   {
     sqlType: 'timestamptz',
     oid: OID.timestamptz,
     zones: ['UTC', 'Asia/Kolkata', 'America/St_Johns', 'Europe/Amsterdam', 'America/New_York', 'Pacific/Kiritimati'],
-    generate: () => many(270, () => timestampText(true), ['infinity', '-infinity', '2024-01-31 13:45:00+00', '2024-01-31 19:15:00+05:30', '1850-06-01 12:00:00+00', '0044-03-15 12:00:00+00 BC']),
+    generate: () =>
+      many(270, () => timestampText(true), [
+        'infinity',
+        '-infinity',
+        '2024-01-31 13:45:00+00',
+        '2024-01-31 19:15:00+05:30',
+        '1850-06-01 12:00:00+00',
+        '0044-03-15 12:00:00+00 BC',
+      ]),
   },
 ];
 
@@ -294,16 +431,17 @@ describe('order and equality against the server', () => {
         byZone.push(await column(client, `SELECT v FROM unnest($1::${type.sqlType}[]) WITH ORDINALITY t(v, i) ORDER BY i`, [inputs]));
       }
       const texts = inputs.map((_, i) => pick(byZone)[i]!);
-      const serverOrder = (await rows(client, `SELECT i FROM unnest($1::${type.sqlType}[]) WITH ORDINALITY t(v, i) ORDER BY v${collate}, i`, [inputs])).map(
-        (row) => Number(row.i) - 1,
-      );
+      const serverOrder = (
+        await rows(client, `SELECT i FROM unnest($1::${type.sqlType}[]) WITH ORDINALITY t(v, i) ORDER BY v${collate}, i`, [inputs])
+      ).map((row) => Number(row.i) - 1);
       const mine = [...texts].sort(compare);
       expect(mine.map(keyOf), `${label}: ${type.sqlType}`).toEqual(serverOrder.map((i) => keyOf(texts[i]!)));
 
       // Pairs: random ones, and neighbours in the server's order (ties and near misses).
       const pairs: [number, number][] = [];
       for (let k = 0; k < 300; k++) pairs.push([int(0, inputs.length - 1), int(0, inputs.length - 1)]);
-      for (let k = 0; k + 1 < serverOrder.length; k++) pairs.push(rand() < 0.5 ? [serverOrder[k]!, serverOrder[k + 1]!] : [serverOrder[k + 1]!, serverOrder[k]!]);
+      for (let k = 0; k + 1 < serverOrder.length; k++)
+        pairs.push(rand() < 0.5 ? [serverOrder[k]!, serverOrder[k + 1]!] : [serverOrder[k + 1]!, serverOrder[k]!]);
       const verdicts = await rows(
         client,
         `SELECT CASE WHEN a${collate} < b THEN -1 WHEN a${collate} = b THEN 0 ELSE 1 END AS "order"

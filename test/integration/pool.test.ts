@@ -34,7 +34,10 @@ async function backendPid(): Promise<number> {
 
 async function waitUntilGone(pid: number): Promise<void> {
   await withServer(s0Url, (client) =>
-    eventually(`backend ${pid} gone`, async () => (await client.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rowCount === 0),
+    eventually(
+      `backend ${pid} gone`,
+      async () => (await client.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rowCount === 0,
+    ),
   );
 }
 

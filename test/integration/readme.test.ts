@@ -22,7 +22,9 @@ async function runReadmeExample(name: string): Promise<string> {
   // The only edit: the package name resolves to this checkout's source.
   writeFileSync(
     file,
-    readmeExample(name).replace(`from 'pg-shard-router/local'`, `from '../src/local.js'`).replace(`from 'pg-shard-router'`, `from '../src/index.js'`),
+    readmeExample(name)
+      .replace(`from 'pg-shard-router/local'`, `from '../src/local.js'`)
+      .replace(`from 'pg-shard-router'`, `from '../src/index.js'`),
   );
   try {
     return (await runTypeScript(file, { PG_SHARD_URLS: scratch.urls.join(',') })).stdout;
@@ -43,7 +45,9 @@ describe('README and demo', () => {
     expect(stdout).toMatch(/^user 42 lives on s[0-3]: balance 100\nall shards: 1 user\(s\), total balance 100\n$/);
     // And the row really is on that shard.
     const shard = Number(/on s(\d)/.exec(stdout)![1]);
-    const { rows } = await withServer(scratch.urls[shard]!, (client) => client.query('SELECT balance::int AS b FROM accounts WHERE user_id = 42'));
+    const { rows } = await withServer(scratch.urls[shard]!, (client) =>
+      client.query('SELECT balance::int AS b FROM accounts WHERE user_id = 42'),
+    );
     expect(rows).toEqual([{ b: 100 }]);
   });
 
@@ -52,7 +56,9 @@ describe('README and demo', () => {
     expect(stdout).toBe('refused: QUERY_FAILED, nothing committed\nuser 1 on s0: 70\nuser 2 on s2: 130\n');
     // Nothing left prepared on any shard.
     for (const url of scratch.urls) {
-      const { rows } = await withServer(url, (client) => client.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()'));
+      const { rows } = await withServer(url, (client) =>
+        client.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()'),
+      );
       expect(rows).toEqual([]);
     }
   });
@@ -95,7 +101,10 @@ describe('README and demo', () => {
     expect(stdout).toMatch(/recovery pass: committed 0, rolled back 0, in doubt 0/);
     // The fifth shard: reference table copied, buckets balanced +-1, nothing lost, verify clean.
     expect(stdout).toContain('s4 joined with no buckets; reference tables copied to it: shard_router_demo.countries (4 rows)');
-    const perShardBuckets = /buckets per shard now: (.*) \(map version/.exec(stdout)![1]!.split(' ').map((entry) => Number(entry.split('=')[1]));
+    const perShardBuckets = /buckets per shard now: (.*) \(map version/
+      .exec(stdout)![1]!
+      .split(' ')
+      .map((entry) => Number(entry.split('=')[1]));
     expect(perShardBuckets).toHaveLength(5);
     expect(Math.max(...perShardBuckets) - Math.min(...perShardBuckets)).toBeLessThanOrEqual(1);
     expect(stdout).toContain('verify: 3 tables, 0 misplaced row groups, 0 divergent reference tables');

@@ -102,7 +102,12 @@ describe('a shard that owns no buckets (issue 19)', () => {
     expect(s2Password).not.toBe('');
     expect(listed!.url).not.toContain(s2Password);
     for (const shard of fresh.shards()) expect(shard.url).not.toContain(s2Password);
-    expect(fresh.shards().filter((shard) => shard.shardId !== 's2').map((shard) => [shard.shardId, shard.state, shard.buckets])).toEqual([
+    expect(
+      fresh
+        .shards()
+        .filter((shard) => shard.shardId !== 's2')
+        .map((shard) => [shard.shardId, shard.state, shard.buckets]),
+    ).toEqual([
       ['s0', 'active', 8],
       ['s1', 'active', 8],
     ]);
@@ -131,7 +136,9 @@ describe('a shard that owns no buckets (issue 19)', () => {
   it('regression: verify of a router connected after addShard compares the bucketless shard’s reference tables', async () => {
     const rebalancer = fresh.rebalancer();
     // Keep this test meaningful on its own: make the copies equal first (rows the tests above wrote).
-    const onS0 = await withServer(scratch.urls[0]!, (client) => client.query<{ code: string; name: string }>(`SELECT code, name FROM ${ref}`));
+    const onS0 = await withServer(scratch.urls[0]!, (client) =>
+      client.query<{ code: string; name: string }>(`SELECT code, name FROM ${ref}`),
+    );
     await withServer(scratch.urls[2]!, async (client) => {
       await client.query(`DELETE FROM ${ref}`);
       for (const row of onS0.rows) await client.query(`INSERT INTO ${ref} (code, name) VALUES ($1, $2)`, [row.code, row.name]);
@@ -178,7 +185,14 @@ describe('a shard that owns no buckets (issue 19)', () => {
     expect(report.unreachable).toEqual([]);
     expect(report.ok).toBe(false);
     expect(report.misplaced).toEqual([
-      expect.objectContaining({ table: `public.${items}`, shardId: 's2', bucket: fresh.bucketFor(key), owner: fresh.shardFor(key), rows: 1, sampleKeys: [key] }),
+      expect.objectContaining({
+        table: `public.${items}`,
+        shardId: 's2',
+        bucket: fresh.bucketFor(key),
+        owner: fresh.shardFor(key),
+        rows: 1,
+        sampleKeys: [key],
+      }),
     ]);
     // The removed shard's stale reference copy (it missed 'DK') is no divergence.
     expect(report.divergent).toEqual([]);
@@ -195,7 +209,12 @@ describe('a shard that owns no buckets (issue 19)', () => {
     const report = await fresh.rebalancer().verify();
     expect(report.unreachable).toEqual([{ shardId: 's3', error: expect.any(String) }]);
     expect(report.ok).toBe(true);
-    expect(fresh.shards().filter((shard) => shard.state === 'removed').map((shard) => shard.shardId)).toEqual(['s2', 's3']);
+    expect(
+      fresh
+        .shards()
+        .filter((shard) => shard.state === 'removed')
+        .map((shard) => shard.shardId),
+    ).toEqual(['s2', 's3']);
   });
 });
 
@@ -261,7 +280,9 @@ describe('moves under a transaction, and move progress (issue 19)', () => {
     for (const step of ['started', 'copying', 'copied', 'caught-up', 'paused', 'before-switch', 'switched', 'drained', 'cleaned', 'done']) {
       expect(steps).toContain(step);
     }
-    expect(events.map((event) => [event.current.moveId, event.current.resumed]).filter(([id, resumed]) => id !== moveId || resumed !== false)).toEqual([]);
+    expect(
+      events.map((event) => [event.current.moveId, event.current.resumed]).filter(([id, resumed]) => id !== moveId || resumed !== false),
+    ).toEqual([]);
     // In the order the move takes them, each once.
     const milestones = steps.filter((step) => step !== 'copying' && step !== 'catching-up');
     expect(milestones).toEqual(['started', 'copied', 'caught-up', 'paused', 'before-switch', 'switched', 'drained', 'cleaned', 'done']);

@@ -74,17 +74,31 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 }
 
 function staleRouter(): Promise<ShardRouter> {
-  return ShardRouter.connect({ shards: shardsOf(), catalogSchema: schema, bucketCount: BUCKETS, mapRefresh: { listen: false, intervalMillis: 0 } });
+  return ShardRouter.connect({
+    shards: shardsOf(),
+    catalogSchema: schema,
+    bucketCount: BUCKETS,
+    mapRefresh: { listen: false, intervalMillis: 0 },
+  });
 }
 
 async function rowsOfBucketOn(shardId: string, bucket: number): Promise<number> {
-  const { rows } = await router.executeOn<{ n: number }>(shardId, `SELECT count(*)::int AS n FROM items WHERE "${schema}".bucket_of(id, ${BUCKETS}) = $1`, [bucket]);
+  const { rows } = await router.executeOn<{ n: number }>(
+    shardId,
+    `SELECT count(*)::int AS n FROM items WHERE "${schema}".bucket_of(id, ${BUCKETS}) = $1`,
+    [bucket],
+  );
   return rows[0]!.n;
 }
 
 beforeAll(async () => {
   scratch = await createScratchDatabases();
-  router = await ShardRouter.connect({ shards: shardsOf(), catalogSchema: schema, bucketCount: BUCKETS, recovery: { intervalMillis: 0, atConnect: false } });
+  router = await ShardRouter.connect({
+    shards: shardsOf(),
+    catalogSchema: schema,
+    bucketCount: BUCKETS,
+    recovery: { intervalMillis: 0, atConnect: false },
+  });
   for (const url of scratch.urls) {
     await withServer(url, async (client) => {
       await client.query('CREATE TABLE items (id text PRIMARY KEY, n int NOT NULL UNIQUE, grp int NOT NULL, x bigint NOT NULL)');
@@ -101,10 +115,12 @@ beforeAll(async () => {
   const held = keysInBucket(router, router.bucketFor('r-0'), HELD_EXTRA, 'held-');
   const ids = [...Array.from({ length: ROWS }, (_, n) => `r-${n}`), ...held];
   ids.forEach((id, n) => model.set(n, { id, grp: n % 7, x: 1_000 + n * 37 }));
-  for (const [n, row] of model) await router.execute(row.id, 'INSERT INTO items (id, n, grp, x) VALUES ($1, $2, $3, $4)', [row.id, n, row.grp, row.x]);
+  for (const [n, row] of model)
+    await router.execute(row.id, 'INSERT INTO items (id, n, grp, x) VALUES ($1, $2, $3, $4)', [row.id, n, row.grp, row.x]);
   // Not registered: no shard key, no guard; each shard's rows are its own.
   for (const [index, count] of notesPerShard.entries()) {
-    for (let v = 0; v < count; v++) await router.executeOn(`s${index}`, 'INSERT INTO notes (id, v) VALUES ($1, $2)', [`note-${index}-${v}`, v]);
+    for (let v = 0; v < count; v++)
+      await router.executeOn(`s${index}`, 'INSERT INTO notes (id, v) VALUES ($1, $2)', [`note-${index}-${v}`, v]);
   }
 });
 
@@ -148,7 +164,8 @@ describe('A. broadcast reads during a move', () => {
       expect.soft(staleTotals.rows).toEqual([modelTotals()]);
       const staleStreamed: number[] = [];
       expect(staleForStream.bucketMap.version).toBe(oldVersion);
-      for await (const row of staleForStream.broadcastStream<{ n: number }>('SELECT n FROM items ORDER BY n', [], { batchSize: 40 })) staleStreamed.push(row.n);
+      for await (const row of staleForStream.broadcastStream<{ n: number }>('SELECT n FROM items ORDER BY n', [], { batchSize: 40 }))
+        staleStreamed.push(row.n);
       expect.soft(staleStreamed).toEqual([...model.keys()]);
 
       // A router on the new map. (Soft: every read kind is reported, not only the first wrong one.)
@@ -157,19 +174,27 @@ describe('A. broadcast reads during a move', () => {
       expect(router.shardFor('r-0')).toBe(target);
       const totals = await router.broadcast<{ count: string; sum: string }>('SELECT count(*), sum(x) FROM items');
       expect.soft(totals.rows).toEqual([modelTotals()]);
-      const groups = await router.broadcast<{ grp: number; n: string; s: string }>('SELECT grp, count(*) AS n, sum(x) AS s FROM items GROUP BY grp ORDER BY grp');
+      const groups = await router.broadcast<{ grp: number; n: string; s: string }>(
+        'SELECT grp, count(*) AS n, sum(x) AS s FROM items GROUP BY grp ORDER BY grp',
+      );
       expect.soft(groups.rows).toEqual(modelGroups());
       const keys = await router.broadcast<{ n: number; id: string }>('SELECT n, id FROM items ORDER BY n');
       expect.soft(keys.rows).toEqual([...model].map(([n, row]) => ({ n, id: row.id })));
       const streamed: number[] = [];
-      for await (const row of router.broadcastStream<{ n: number }>('SELECT n FROM items ORDER BY n', [], { batchSize: 40 })) streamed.push(row.n);
+      for await (const row of router.broadcastStream<{ n: number }>('SELECT n FROM items ORDER BY n', [], { batchSize: 40 }))
+        streamed.push(row.n);
       expect.soft(streamed).toEqual([...model.keys()]);
 
       // Parameters of the statement's own still work next to the guard's.
       const heldGroup = model.get(0)!.grp;
-      const filtered = await router.broadcast<{ count: string; sum: string }>('SELECT count(*), sum(x) FROM items WHERE grp = $1', [heldGroup]);
+      const filtered = await router.broadcast<{ count: string; sum: string }>('SELECT count(*), sum(x) FROM items WHERE grp = $1', [
+        heldGroup,
+      ]);
       expect.soft(filtered.rows).toEqual([modelTotals((row) => row.grp === heldGroup)]);
-      const two = await router.broadcast<{ n: number }>('SELECT n FROM items WHERE grp <> $1 AND n < $2 ORDER BY n', [heldGroup, ROWS + HELD_EXTRA]);
+      const two = await router.broadcast<{ n: number }>('SELECT n FROM items WHERE grp <> $1 AND n < $2 ORDER BY n', [
+        heldGroup,
+        ROWS + HELD_EXTRA,
+      ]);
       expect.soft(two.rows.map((row) => row.n)).toEqual([...model].filter(([, row]) => row.grp !== heldGroup).map(([n]) => n));
 
       // An unregistered table has no buckets: every shard's rows, as before.
@@ -190,7 +215,7 @@ describe('A. broadcast reads during a move', () => {
     expect((await router.broadcast('SELECT count(*), sum(x) FROM items')).rows).toEqual([modelTotals()]);
   });
 
-  it('regression: the shard query of a broadcast over a sharded table carries the read guard; an unregistered table\'s does not', () => {
+  it("regression: the shard query of a broadcast over a sharded table carries the read guard; an unregistered table's does not", () => {
     expect(router.explain('SELECT count(*), sum(x) FROM items')).toMatch(/read_guard/);
     expect(router.explain('SELECT n FROM items WHERE grp = $1 ORDER BY n')).toMatch(/read_guard/);
     expect(router.explain('SELECT count(*), sum(v) FROM notes')).not.toMatch(/read_guard/);
@@ -273,7 +298,10 @@ describe('A. broadcast reads during a move', () => {
     }
     expect(readErrors).toEqual([]);
     expect(writerErrors).toEqual([]);
-    expect(wrong.length, `${wrong.length} of ${reads} reads differ from ${JSON.stringify(expected)}, e.g. ${JSON.stringify(wrong.slice(0, 3))}`).toBe(0);
+    expect(
+      wrong.length,
+      `${wrong.length} of ${reads} reads differ from ${JSON.stringify(expected)}, e.g. ${JSON.stringify(wrong.slice(0, 3))}`,
+    ).toBe(0);
     // The loop did read while moved rows sat on two shards, and the writers did write.
     expect(switches).toBeGreaterThanOrEqual(10);
     expect(readsInWindow).toBeGreaterThan(0);
@@ -282,7 +310,9 @@ describe('A. broadcast reads during a move', () => {
     const verify = await router.rebalancer().verify();
     expect(verify.misplaced).toEqual([]);
     expect(verify.openMoves).toBe(0);
-    console.log(`rebalance-reads loop: ${reads} reads (${readsInWindow} during a switch-to-clean-up window), ${switches} moves, ${transfers} transfers`);
+    console.log(
+      `rebalance-reads loop: ${reads} reads (${readsInWindow} during a switch-to-clean-up window), ${switches} moves, ${transfers} transfers`,
+    );
   });
 });
 
@@ -353,9 +383,15 @@ describe('B. application transactions and the capture triggers', () => {
       const e = error as { code?: string; sqlState?: string; message?: string; cause?: { code?: string } };
       return `${e.code ?? ''}/${e.sqlState ?? e.cause?.code ?? ''}: ${e.message ?? String(error)}`;
     });
-    console.log(`rebalance-reads deadlock test: ${acknowledged.size} transactions acknowledged of ${attempts} attempts, ${moves} moves, move error: ${String(moveError)}`);
-    const tally = (texts: string[]) => Object.fromEntries([...new Set(texts)].map((text) => [text, texts.filter((other) => other === text).length]));
-    expect(tally(described.filter((text) => /40P01|deadlock/i.test(text))), 'application transactions that died as deadlock victims').toEqual({});
+    console.log(
+      `rebalance-reads deadlock test: ${acknowledged.size} transactions acknowledged of ${attempts} attempts, ${moves} moves, move error: ${String(moveError)}`,
+    );
+    const tally = (texts: string[]) =>
+      Object.fromEntries([...new Set(texts)].map((text) => [text, texts.filter((other) => other === text).length]));
+    expect(
+      tally(described.filter((text) => /40P01|deadlock/i.test(text))),
+      'application transactions that died as deadlock victims',
+    ).toEqual({});
     expect(tally(described), 'application transactions that failed').toEqual({});
     expect(moveError).toBeUndefined();
     expect(moves).toBe(ROUNDS * 2);

@@ -26,7 +26,9 @@ beforeAll(async () => {
   for (const url of [...scratch.urls, fifth.connectionStrings[0]!]) {
     await withServer(url, async (client) => {
       await client.query('CREATE TABLE accounts (id text PRIMARY KEY, balance bigint NOT NULL, note text)');
-      await client.query('CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY, account_id text NOT NULL, payload jsonb, at timestamptz DEFAULT now())');
+      await client.query(
+        'CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY, account_id text NOT NULL, payload jsonb, at timestamptz DEFAULT now())',
+      );
       await client.query('CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL)');
     });
   }
@@ -93,9 +95,10 @@ function startWriters(target: ShardRouter, keys: readonly string[], seed: number
 
 /** The accounts whose id starts with one of `prefixes`, as id -> balance, read through a broadcast. */
 async function tableContents(target: ShardRouter, prefixes: readonly string[]): Promise<Map<string, number>> {
-  const { rows } = await target.broadcast<{ id: string; balance: string }>('SELECT id, balance FROM accounts WHERE id LIKE ANY ($1) ORDER BY id', [
-    prefixes.map((prefix) => `${prefix}%`),
-  ]);
+  const { rows } = await target.broadcast<{ id: string; balance: string }>(
+    'SELECT id, balance FROM accounts WHERE id LIKE ANY ($1) ORDER BY id',
+    [prefixes.map((prefix) => `${prefix}%`)],
+  );
   return new Map(rows.map((row) => [row.id, Number(row.balance)]));
 }
 
@@ -127,7 +130,10 @@ describe('moving a bucket under concurrent writes', () => {
   it('loses, duplicates and resurrects nothing, and verify is clean', async () => {
     const bucket = router.bucketFor('hot-0');
     const keys = [...keysInBucket(router, bucket, 40, 'hot-'), ...keysInBucket(router, (bucket + 1) % 64, 10, 'cold-')];
-    const other = await ShardRouter.connect({ shards: shardConfigs().map((shard, index) => ({ ...shard, connectionString: scratch.urls[index]! })), catalogSchema: schema });
+    const other = await ShardRouter.connect({
+      shards: shardConfigs().map((shard, index) => ({ ...shard, connectionString: scratch.urls[index]! })),
+      catalogSchema: schema,
+    });
     const load = startWriters(router, keys.slice(0, 25), 11, 3);
     const load2 = startWriters(other, keys.slice(25), 12, 3);
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -225,8 +231,12 @@ describe('adding and removing a shard', () => {
     expect(((await rejectionOf(rebalancer.moveBucket(64, 's0'))) as ShardRouterError).code).toBe('INVALID_ARGUMENT');
     expect(((await rejectionOf(rebalancer.moveBucket(0, 'nope'))) as ShardRouterError).code).toBe('INVALID_ARGUMENT');
     expect(((await rejectionOf(rebalancer.removeShard('nope'))) as ShardRouterError).code).toBe('INVALID_ARGUMENT');
-    expect(((await rejectionOf(rebalancer.addShard({ id: 's0', connectionString: scratch.urls[0]! }))) as ShardRouterError).code).toBe('INVALID_ARGUMENT');
-    const bad = (await rejectionOf(rebalancer.addShard({ id: 'bad id', connectionString: 'postgres://u:hunter2@h/db' }))) as ShardRouterError;
+    expect(((await rejectionOf(rebalancer.addShard({ id: 's0', connectionString: scratch.urls[0]! }))) as ShardRouterError).code).toBe(
+      'INVALID_ARGUMENT',
+    );
+    const bad = (await rejectionOf(
+      rebalancer.addShard({ id: 'bad id', connectionString: 'postgres://u:hunter2@h/db' }),
+    )) as ShardRouterError;
     expect(bad.code).toBe('INVALID_ARGUMENT');
     expect(bad.message).not.toContain('hunter2');
   });

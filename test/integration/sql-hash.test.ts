@@ -47,10 +47,20 @@ function generatedKeys(seed: number): string[] {
     for (let n = 0; n < 5; n++) keys.push(string(length, twoByte), string(length, threeByte), string(length, fourByte));
     for (let n = 0; n < 20; n++) keys.push(string(length, mixed));
   }
-  const randomBigInt = (bits: number) => Array.from({ length: bits / 16 }, () => BigInt(int(0, 0xffff))).reduce((a, b) => (a << 16n) | b, 0n);
+  const randomBigInt = (bits: number) =>
+    Array.from({ length: bits / 16 }, () => BigInt(int(0, 0xffff))).reduce((a, b) => (a << 16n) | b, 0n);
   for (let n = 0; n < 300; n++) keys.push(String(int(-1e6, 1e6)), String(Math.round((random() - 0.5) * 2 * Number.MAX_SAFE_INTEGER)));
   for (let n = 0; n < 100; n++) keys.push((random() < 0.5 ? '-' : '') + randomBigInt(pick([64, 80, 128])).toString());
-  keys.push('0', '-1', '42', String(Number.MAX_SAFE_INTEGER), String(Number.MIN_SAFE_INTEGER), (2n ** 63n).toString(), (2n ** 64n + 12345n).toString(), '-' + (2n ** 70n).toString());
+  keys.push(
+    '0',
+    '-1',
+    '42',
+    String(Number.MAX_SAFE_INTEGER),
+    String(Number.MIN_SAFE_INTEGER),
+    (2n ** 63n).toString(),
+    (2n ** 64n + 12345n).toString(),
+    '-' + (2n ** 70n).toString(),
+  );
   const hex = (length: number) => string(length, () => int(0, 15).toString(16));
   for (let n = 0; n < 300; n++) keys.push(`${hex(8)}-${hex(4)}-4${hex(3)}-${pick(['8', '9', 'a', 'b'])}${hex(3)}-${hex(12)}`);
   return keys;
@@ -70,7 +80,8 @@ function inverse(c: number): number {
 const scramble = (block: number) => Math.imul(rotl(Math.imul(block, C1) >>> 0, 15), C2) >>> 0;
 const unscramble = (k: number) => Math.imul(rotr(Math.imul(k, inverse(C2)) >>> 0, 15), inverse(C1)) >>> 0;
 const mixBlock = (h: number, block: number) => (Math.imul(rotl((h ^ scramble(block)) >>> 0, 13), 5) + 0xe6546b64) >>> 0;
-const blockOf = (text: string) => (text.charCodeAt(0) | (text.charCodeAt(1) << 8) | (text.charCodeAt(2) << 16) | (text.charCodeAt(3) << 24)) >>> 0;
+const blockOf = (text: string) =>
+  (text.charCodeAt(0) | (text.charCodeAt(1) << 8) | (text.charCodeAt(2) << 16) | (text.charCodeAt(3) << 24)) >>> 0;
 const textOf = (block: number) => String.fromCharCode(block & 0xff, (block >>> 8) & 0xff, (block >>> 16) & 0xff, block >>> 24);
 
 /**
@@ -90,7 +101,7 @@ function rotationEdgeKeys(seed: number): { key: string; operand: number }[] {
       const second = unscramble((h ^ operand) >>> 0);
       const bytes = [second & 0xff, (second >>> 8) & 0xff, (second >>> 16) & 0xff, second >>> 24];
       if (bytes.every((byte) => byte >= 1 && byte <= 0x7f)) {
-        expect(((h ^ scramble(blockOf(textOf(second)))) >>> 0) === operand).toBe(true);
+        expect((h ^ scramble(blockOf(textOf(second)))) >>> 0 === operand).toBe(true);
         found.push({ key: first + textOf(second), operand }, { key: first + textOf(second) + 'tail', operand });
         count++;
       }
@@ -126,7 +137,9 @@ function disagreements(keys: readonly string[], rows: readonly HashRow[]): strin
     const key = keys[Number(row.i) - 1]!;
     const expected = { h: hashKey(key) | 0, b: BUCKET_COUNTS.map((count) => bucketOf(key, count)) };
     if (row.h === expected.h && JSON.stringify(row.b) === JSON.stringify(expected.b)) return [];
-    return [`key ${JSON.stringify(key)}: SQL murmur3 ${row.h}, buckets ${JSON.stringify(row.b)}; JS ${expected.h}, ${JSON.stringify(expected.b)} (counts ${BUCKET_COUNTS.join(', ')})`];
+    return [
+      `key ${JSON.stringify(key)}: SQL murmur3 ${row.h}, buckets ${JSON.stringify(row.b)}; JS ${expected.h}, ${JSON.stringify(expected.b)} (counts ${BUCKET_COUNTS.join(', ')})`,
+    ];
   });
 }
 
@@ -167,7 +180,14 @@ describe('SQL murmur3 / bucket_of', () => {
         [schema],
       );
       expect(functions.rows).toEqual([
-        { proname: 'bucket_of', provolatile: 'i', proisstrict: true, proparallel: 's', args: 'key text, bucket_count integer', returns: 'integer' },
+        {
+          proname: 'bucket_of',
+          provolatile: 'i',
+          proisstrict: true,
+          proparallel: 's',
+          args: 'key text, bucket_count integer',
+          returns: 'integer',
+        },
         { proname: 'murmur3', provolatile: 'i', proisstrict: true, proparallel: 's', args: 'key text', returns: 'integer' },
       ]);
     });

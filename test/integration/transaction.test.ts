@@ -28,7 +28,11 @@ async function preparedEverywhere(): Promise<string[]> {
   const prefix = `psr:${router.clusterId}:`;
   const lists = await Promise.all(
     shardConfigs().map(({ connectionString }) =>
-      withServer(connectionString, async (client) => (await client.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [prefix])).rows),
+      withServer(
+        connectionString,
+        async (client) =>
+          (await client.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [prefix])).rows,
+      ),
     ),
   );
   return lists.flat().map((row) => row.gid);
@@ -237,13 +241,18 @@ describe('router.transaction: misuse gets typed errors and leaves the router usa
       keys,
       async (tx) =>
         Promise.all(
-          keys.map(async (key) => (await tx.execute<{ level: string }>(key, 'SELECT current_setting($1) AS level', ['transaction_isolation'])).rows[0]!.level),
+          keys.map(
+            async (key) =>
+              (await tx.execute<{ level: string }>(key, 'SELECT current_setting($1) AS level', ['transaction_isolation'])).rows[0]!.level,
+          ),
         ),
       { isolation: 'serializable' },
     );
     expect(seen).toEqual(['serializable', 'serializable']);
     const error = await rejectionOf(
-      router.transaction(keys, (tx) => tx.execute(keys[1]!, `INSERT INTO ${data}.accounts (id, balance) VALUES ($1, 1)`, [keys[1]]), { readOnly: true }),
+      router.transaction(keys, (tx) => tx.execute(keys[1]!, `INSERT INTO ${data}.accounts (id, balance) VALUES ($1, 1)`, [keys[1]]), {
+        readOnly: true,
+      }),
     );
     expect((error as QueryError).sqlState).toBe('25006');
   });
@@ -402,13 +411,28 @@ describe('recovery', () => {
       await client.query(`PREPARE TRANSACTION '${gid('undecided')}'`);
     });
     await withServer(s0, async (client) => {
-      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at, keep_until) VALUES ($1, 'commit', now() - interval '10 minutes', now() - interval '1 minute')`, [gid('committed')]);
+      await client.query(
+        `INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at, keep_until) VALUES ($1, 'commit', now() - interval '10 minutes', now() - interval '1 minute')`,
+        [gid('committed')],
+      );
       // Old rows of finished transactions: a commit row (nothing prepared) and an abort row past retention.
-      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at, keep_until) VALUES ($1, 'commit', now() - interval '10 minutes', now() - interval '1 minute')`, [gid('finished')]);
-      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'abort', now() - interval '25 hours')`, [gid('ancient')]);
+      await client.query(
+        `INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at, keep_until) VALUES ($1, 'commit', now() - interval '10 minutes', now() - interval '1 minute')`,
+        [gid('finished')],
+      );
+      await client.query(
+        `INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'abort', now() - interval '25 hours')`,
+        [gid('ancient')],
+      );
       // A commit row still inside its keep window (its coordinator may yet settle): kept.
-      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at, keep_until) VALUES ($1, 'commit', now() - interval '10 minutes', now() + interval '1 hour')`, [gid('kept')]);
-      await client.query(`INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'abort', now() - interval '1 hour')`, [gid('recent')]);
+      await client.query(
+        `INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at, keep_until) VALUES ($1, 'commit', now() - interval '10 minutes', now() + interval '1 hour')`,
+        [gid('kept')],
+      );
+      await client.query(
+        `INSERT INTO ${catalog}.twopc_decisions (gid, outcome, created_at) VALUES ($1, 'abort', now() - interval '1 hour')`,
+        [gid('recent')],
+      );
     });
 
     const report = await router.recover({ graceMillis: 0 });
@@ -420,7 +444,14 @@ describe('recovery', () => {
     expect(report.decisionsCollected).toBe(2);
     expect(await balances([key1!])).toEqual([1]);
     const rows = async () =>
-      (await withServer(s0, (client) => client.query<{ gid: string; outcome: string }>(`SELECT gid, outcome FROM ${catalog}.twopc_decisions WHERE gid LIKE $1 ORDER BY gid`, [`${prefix}:s0:%-0000000000000000`]))).rows;
+      (
+        await withServer(s0, (client) =>
+          client.query<{ gid: string; outcome: string }>(
+            `SELECT gid, outcome FROM ${catalog}.twopc_decisions WHERE gid LIKE $1 ORDER BY gid`,
+            [`${prefix}:s0:%-0000000000000000`],
+          ),
+        )
+      ).rows;
     expect(await rows()).toEqual([
       { gid: gid('committed'), outcome: 'commit' },
       { gid: gid('kept'), outcome: 'commit' },
@@ -461,7 +492,9 @@ describe('recovery', () => {
       const report = await router.recover({ graceMillis: 0 });
       expect(report.shards.s3).toMatchObject({ prepared: 0 });
       const status = await router.status();
-      expect(status.shards.find((shard) => shard.shardId === 's3')!.preparedTransactions).toEqual([expect.objectContaining({ gid: lookalike, ours: false })]);
+      expect(status.shards.find((shard) => shard.shardId === 's3')!.preparedTransactions).toEqual([
+        expect.objectContaining({ gid: lookalike, ours: false }),
+      ]);
     } finally {
       await withServer(s3, (client) => client.query(`ROLLBACK PREPARED '${lookalike}'`));
     }
@@ -470,11 +503,16 @@ describe('recovery', () => {
 
 describe('two routers recovering concurrently while transactions run', () => {
   it('never produces a wrong outcome: acknowledged transfers are on both shards, failed ones on neither', async () => {
-    const other = await ShardRouter.connect({ shards: shardConfigs(), catalogSchema: catalog, recovery: { intervalMillis: 0, atConnect: false } });
+    const other = await ShardRouter.connect({
+      shards: shardConfigs(),
+      catalogSchema: catalog,
+      recovery: { intervalMillis: 0, atConnect: false },
+    });
     const accounts = Array.from({ length: 8 }, (_, i) => keyOn(router, `s${i % 4}`, `race${serial++}`));
     await open(accounts);
     await router.executeOn('s0', `CREATE TABLE IF NOT EXISTS ${data}.transfers (id text PRIMARY KEY)`);
-    for (const shardId of router.shardIds) await router.executeOn(shardId, `CREATE TABLE IF NOT EXISTS ${data}.legs (transfer text, account text, delta bigint)`);
+    for (const shardId of router.shardIds)
+      await router.executeOn(shardId, `CREATE TABLE IF NOT EXISTS ${data}.legs (transfer text, account text, delta bigint)`);
     let running = true;
     const recoverers = [router, other].map(async (r) => {
       let passes = 0;
@@ -514,7 +552,10 @@ describe('two routers recovering concurrently while transactions run', () => {
     expect(await preparedEverywhere()).toEqual([]);
     const legs = new Map<string, number>();
     for (const shardId of router.shardIds) {
-      const { rows } = await router.executeOn<{ transfer: string; n: string }>(shardId, `SELECT transfer, count(*)::text AS n FROM ${data}.legs GROUP BY transfer`);
+      const { rows } = await router.executeOn<{ transfer: string; n: string }>(
+        shardId,
+        `SELECT transfer, count(*)::text AS n FROM ${data}.legs GROUP BY transfer`,
+      );
       for (const row of rows) legs.set(row.transfer, (legs.get(row.transfer) ?? 0) + Number(row.n));
     }
     for (const id of acknowledged) expect(legs.get(id), id).toBe(2);

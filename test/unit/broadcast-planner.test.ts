@@ -20,11 +20,20 @@ beforeAll(async () => {
 describe('aggregate plans', () => {
   it('push partial aggregates down and keep HAVING, ORDER BY and LIMIT for the merge', () => {
     const p = select('SELECT g, count(*) AS n, avg(x) FROM t WHERE y > 0 GROUP BY g HAVING sum(x) > 10 ORDER BY n DESC LIMIT 3 OFFSET 1');
-    expect(p.shardSql).toBe('SELECT g, count(*) AS n, sum(x) AS avg, count(x) AS __psr_h1, sum(x) AS __psr_h2 FROM t WHERE y > 0 GROUP BY g');
+    expect(p.shardSql).toBe(
+      'SELECT g, count(*) AS n, sum(x) AS avg, count(x) AS __psr_h1, sum(x) AS __psr_h2 FROM t WHERE y > 0 GROUP BY g',
+    );
     expect(p.aggregate?.visibleRoles.map((role) => role.kind)).toEqual(['key', 'count', 'avg']);
     expect(p.aggregate?.hiddenRoles.map((role) => role.kind)).toEqual(['avg_count', 'sum']);
-    expect(p.having).toEqual({ kind: 'compare', op: '>', left: { kind: 'column', column: { kind: 'hidden', index: 1 } }, right: { kind: 'literal', text: '10', type: 'number' } });
-    expect(p.sort).toEqual([{ column: { kind: 'visible', position: 1 }, descending: true, nullsFirst: true, collation: undefined, text: 'n DESC' }]);
+    expect(p.having).toEqual({
+      kind: 'compare',
+      op: '>',
+      left: { kind: 'column', column: { kind: 'hidden', index: 1 } },
+      right: { kind: 'literal', text: '10', type: 'number' },
+    });
+    expect(p.sort).toEqual([
+      { column: { kind: 'visible', position: 1 }, descending: true, nullsFirst: true, collation: undefined, text: 'n DESC' },
+    ]);
     expect(p.limit).toEqual({ kind: 'constant', value: 3 });
     expect(p.offset).toEqual({ kind: 'constant', value: 1 });
   });
@@ -40,7 +49,10 @@ describe('aggregate plans', () => {
     for (const sql of ['SELECT lower(g) AS lg, count(*) FROM t GROUP BY 1', 'SELECT lower(g) AS lg, count(*) FROM t GROUP BY lower(g)']) {
       const p = select(sql);
       expect(p.hidden, sql).toEqual([]);
-      expect(p.aggregate?.visibleRoles.map((role) => role.kind), sql).toEqual(['key', 'count']);
+      expect(
+        p.aggregate?.visibleRoles.map((role) => role.kind),
+        sql,
+      ).toEqual(['key', 'count']);
       expect(p.ifColumnMissing, sql).toBeUndefined();
     }
   });
@@ -67,7 +79,9 @@ describe('aggregate plans', () => {
 
   it('keep $n dropped with LIMIT/HAVING bound, with a no-op condition', () => {
     const p = select('SELECT g, count(*) FROM t WHERE x > $1 GROUP BY g HAVING count(*) > $2 LIMIT $3');
-    expect(p.shardSql).toBe('SELECT g, count(*) FROM t WHERE x > $1 AND (CAST($2 AS text) IS NULL OR true) AND (CAST($3 AS text) IS NULL OR true) GROUP BY g');
+    expect(p.shardSql).toBe(
+      'SELECT g, count(*) FROM t WHERE x > $1 AND (CAST($2 AS text) IS NULL OR true) AND (CAST($3 AS text) IS NULL OR true) GROUP BY g',
+    );
     expect(p.limit).toEqual({ kind: 'param', index: 2 });
   });
 });
@@ -84,7 +98,9 @@ describe('plain plans', () => {
   });
 
   it('add parameter limits in SQL', () => {
-    expect(select('SELECT id FROM t ORDER BY id LIMIT $1 OFFSET $2').shardSql).toBe('SELECT id FROM t ORDER BY id LIMIT CAST($1 AS int8) + CAST($2 AS int8)');
+    expect(select('SELECT id FROM t ORDER BY id LIMIT $1 OFFSET $2').shardSql).toBe(
+      'SELECT id FROM t ORDER BY id LIMIT CAST($1 AS int8) + CAST($2 AS int8)',
+    );
   });
 
   it('sort by an aliased expression behind a * by the expression itself', () => {
@@ -106,7 +122,7 @@ describe('plain plans', () => {
 describe('refusals', () => {
   const cases: [string, string][] = [
     ['SELECT count(DISTINCT x) FROM t', 'count(DISTINCT'],
-    ['SELECT string_agg(g, \',\') FROM t', 'string_agg'],
+    ["SELECT string_agg(g, ',') FROM t", 'string_agg'],
     ['SELECT my_agg(x) FROM t', 'my_agg'],
     ['SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM t', 'percentile_cont'],
     ['SELECT sum(x) OVER () FROM t', 'window function'],
@@ -142,7 +158,9 @@ describe('refusals', () => {
   });
 
   it('SQL that does not parse is INVALID_SQL with the position', () => {
-    expect(() => plan('SELECT FROM WHERE')).toThrow(expect.objectContaining({ code: 'INVALID_SQL', message: expect.stringContaining('at character') }));
+    expect(() => plan('SELECT FROM WHERE')).toThrow(
+      expect.objectContaining({ code: 'INVALID_SQL', message: expect.stringContaining('at character') }),
+    );
   });
 });
 

@@ -1,5 +1,12 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { formatBuckets, formatPlan, formatProgress, formatRunSummary, formatVerify, ProgressPrinter } from '../../src/cli/rebalance-format.js';
+import {
+  formatBuckets,
+  formatPlan,
+  formatProgress,
+  formatRunSummary,
+  formatVerify,
+  ProgressPrinter,
+} from '../../src/cli/rebalance-format.js';
 import type { MoveProgress, MoveReport, RebalanceProgress, RebalanceReport } from '../../src/index.js';
 
 /** The CLI's rebalance progress line and reports: pure formatting, no servers. */
@@ -13,13 +20,34 @@ function progress(overrides: Partial<Omit<RebalanceProgress, 'current'>> = {}, c
     rowsCopied: 120_000,
     bytesCopied: 14_200_000,
     elapsedMillis: 5_000,
-    current: { moveId: 'm1', buckets: [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31], source: 's0', target: 's4', step: 'copying', rowsCopied: 20_000, bytesCopied: 2_000_000, resumed: false, ...current },
+    current: {
+      moveId: 'm1',
+      buckets: [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31],
+      source: 's0',
+      target: 's4',
+      step: 'copying',
+      rowsCopied: 20_000,
+      bytesCopied: 2_000_000,
+      resumed: false,
+      ...current,
+    },
     ...overrides,
   };
 }
 
 function moveReport(overrides: Partial<MoveReport> = {}): MoveReport {
-  return { moveId: 'ma', buckets: [0, 1, 2], source: 's0', target: 's1', rowsCopied: 1_000, bytesCopied: 500_000, pauseMillis: 12, copyMillis: 100, mapVersion: 2, ...overrides };
+  return {
+    moveId: 'ma',
+    buckets: [0, 1, 2],
+    source: 's0',
+    target: 's1',
+    rowsCopied: 1_000,
+    bytesCopied: 500_000,
+    pauseMillis: 12,
+    copyMillis: 100,
+    mapVersion: 2,
+    ...overrides,
+  };
 }
 
 describe('formatProgress', () => {
@@ -121,7 +149,10 @@ describe('plan and summary', () => {
       { buckets: [0, 1, 2], source: 's0', target: 's1' },
       { buckets: [7], source: 's0', target: 's2' },
     ],
-    moves: [moveReport(), moveReport({ moveId: 'mb', buckets: [7], target: 's2', rowsCopied: 250, bytesCopied: 1_500_000, pauseMillis: 1_250, mapVersion: 3 })],
+    moves: [
+      moveReport(),
+      moveReport({ moveId: 'mb', buckets: [7], target: 's2', rowsCopied: 250, bytesCopied: 1_500_000, pauseMillis: 1_250, mapVersion: 3 }),
+    ],
     mapVersion: 3,
     bucketsPerShard: { s0: 4, s1: 3, s2: 1, s10: 0 },
   };
@@ -132,7 +163,16 @@ describe('plan and summary', () => {
   });
 
   it('prints the plan with buckets per shard now and after', () => {
-    const text = formatPlan(report, new Map([['s0', 8], ['s1', 0], ['s2', 0], ['s10', 0]]), 'rebalance plan');
+    const text = formatPlan(
+      report,
+      new Map([
+        ['s0', 8],
+        ['s1', 0],
+        ['s2', 0],
+        ['s10', 0],
+      ]),
+      'rebalance plan',
+    );
     expect(text).toContain('rebalance plan: 2 moves, 4 buckets');
     expect(text).toMatch(/^ +1 {2}s0 +s1 +3 {2}0-2$/m);
     expect(text).toMatch(/^ +2 {2}s0 +s2 +1 {2}7$/m);
@@ -154,7 +194,15 @@ describe('plan and summary', () => {
       tablesChecked: 3,
       rowCounts: { accounts: { s0: 10, s1: 12 } },
       misplaced: [{ table: 'accounts', shardId: 's1', bucket: 3, owner: 's0', rows: 2, sampleKeys: ['k1', 'k2'] }],
-      divergent: [{ table: 'countries', shards: [{ shardId: 's0', rows: 2, digest: 'aa' }, { shardId: 's1', rows: 1, digest: 'bb' }] }],
+      divergent: [
+        {
+          table: 'countries',
+          shards: [
+            { shardId: 's0', rows: 2, digest: 'aa' },
+            { shardId: 's1', rows: 1, digest: 'bb' },
+          ],
+        },
+      ],
       openMoves: 1,
       unreachable: [],
       ok: false,

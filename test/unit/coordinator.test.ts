@@ -52,7 +52,11 @@ class Recorder {
         // One round trip: recorded as the transaction's BEGIN followed by its first statement.
         trace.push(`${shardId}#${id} BEGIN`);
         const result = (await this.query(sql)) as QueryResult;
-        return [{ command: 'BEGIN', rows: [] }, { command: 'SELECT', rows: [{ started: String(Date.now() / 1000) }] }, result] as QueryResult[];
+        return [
+          { command: 'BEGIN', rows: [] },
+          { command: 'SELECT', rows: [{ started: String(Date.now() / 1000) }] },
+          result,
+        ] as QueryResult[];
       },
       async query(sql: string) {
         const verb = sql.startsWith('BEGIN')
@@ -68,7 +72,8 @@ class Recorder {
           throw reply;
         }
         const command = sql.startsWith('PREPARE') ? 'PREPARE' : (sql.split(' ')[0] ?? '').replace(';', '');
-        const result = (fields: Partial<QueryResult>) => ({ command, rowCount: 1, rows: [], fields: [], oid: 0, ...fields, ...reply }) as QueryResult;
+        const result = (fields: Partial<QueryResult>) =>
+          ({ command, rowCount: 1, rows: [], fields: [], oid: 0, ...fields, ...reply }) as QueryResult;
         // Multi-statement simple queries answer with one result per statement.
         if (sql.endsWith('; COMMIT')) return [result({ command: 'INSERT' }), result({ command: 'COMMIT', ...reply })];
         return result({ rows: sql.startsWith('SELECT outcome') ? [{ outcome: 'commit' }] : [] });
@@ -83,10 +88,16 @@ class Recorder {
 const options = resolveTransactionOptions(undefined, { timeoutMillis: 30_000, lockTimeoutMillis: 5_000 });
 
 function transfer(recorder: Recorder, keys: string[]) {
-  return runTransaction(recorder.context(), [...new Set(keys.map((key) => key.split(':')[0]!))].sort(), keys[0]!.split(':')[0]!, options, async (tx) => {
-    for (const key of keys) await tx.execute(key, 'UPDATE t SET n = n + 1 WHERE k = $1', [key]);
-    return 'ok';
-  });
+  return runTransaction(
+    recorder.context(),
+    [...new Set(keys.map((key) => key.split(':')[0]!))].sort(),
+    keys[0]!.split(':')[0]!,
+    options,
+    async (tx) => {
+      for (const key of keys) await tx.execute(key, 'UPDATE t SET n = n + 1 WHERE k = $1', [key]);
+      return 'ok';
+    },
+  );
 }
 
 describe('two-phase commit protocol order (recording fake)', () => {
@@ -123,8 +134,10 @@ describe('two-phase commit protocol order (recording fake)', () => {
     expect(t.some((line) => line.includes('COMMIT PREPARED'))).toBe(false);
   });
 
-  it('a lost answer to D\'s COMMIT is settled on a fresh connection (insert abort unless decided, then read) before anything else', async () => {
-    const recorder = new Recorder((shardId, sql, session) => (shardId === 's0' && session === 1 && sql.endsWith('; COMMIT') ? lost('s0') : undefined));
+  it("a lost answer to D's COMMIT is settled on a fresh connection (insert abort unless decided, then read) before anything else", async () => {
+    const recorder = new Recorder((shardId, sql, session) =>
+      shardId === 's0' && session === 1 && sql.endsWith('; COMMIT') ? lost('s0') : undefined,
+    );
     expect(await transfer(recorder, ['s0:a', 's1:b'])).toBe('ok');
     const t = recorder.trace.filter((line) => !line.endsWith('release'));
     const settle = t.slice(t.indexOf('s0#1 INSERT decision; COMMIT') + 1);
@@ -138,7 +151,9 @@ describe('two-phase commit protocol order (recording fake)', () => {
   });
 
   it('raises IN_DOUBT with the gid, never a guess, when D cannot be reached after a lost COMMIT', async () => {
-    const recorder = new Recorder((shardId, sql, session) => (shardId === 's0' && (session > 1 || sql.endsWith('; COMMIT')) ? lost('s0') : undefined));
+    const recorder = new Recorder((shardId, sql, session) =>
+      shardId === 's0' && (session > 1 || sql.endsWith('; COMMIT')) ? lost('s0') : undefined,
+    );
     const error = await transfer(recorder, ['s0:a', 's1:b']).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'IN_DOUBT', shardId: 's0' });
     expect((error as ShardRouterError).gid).toMatch(new RegExp(`^psr:${CLUSTER}:s0:`));
@@ -150,6 +165,12 @@ describe('two-phase commit protocol order (recording fake)', () => {
   it('a one-shard transaction is BEGIN, statements, COMMIT on one connection', async () => {
     const recorder = new Recorder();
     await transfer(recorder, ['s3:a', 's3:b']);
-    expect(recorder.trace).toEqual(['s3#1 BEGIN', 's3#1 UPDATE t SET n = n + 1 WHERE k = $1', 's3#1 UPDATE t SET n = n + 1 WHERE k = $1', 's3#1 COMMIT', 's3#1 release']);
+    expect(recorder.trace).toEqual([
+      's3#1 BEGIN',
+      's3#1 UPDATE t SET n = n + 1 WHERE k = $1',
+      's3#1 UPDATE t SET n = n + 1 WHERE k = $1',
+      's3#1 COMMIT',
+      's3#1 release',
+    ]);
   });
 });

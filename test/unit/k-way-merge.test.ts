@@ -28,7 +28,16 @@ describe('mergeSorted', () => {
   });
 
   it('stops after the limit', () => {
-    expect(mergeSorted([[1, 4], [2, 3]], (a, b) => a - b, 3)).toEqual([1, 2, 3]);
+    expect(
+      mergeSorted(
+        [
+          [1, 4],
+          [2, 3],
+        ],
+        (a, b) => a - b,
+        3,
+      ),
+    ).toEqual([1, 2, 3]);
   });
 });
 

@@ -2,7 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { addNumeric, compareNumeric, divideNumeric, formatNumeric, parseNumeric } from '../../src/broadcast/values/decimal.js';
 import { OID } from '../../src/broadcast/values/oid.js';
 import { comparatorFor } from '../../src/broadcast/values/order.js';
-import { averageFromPartials, boolAndPartials, boolOrPartials, countPartials, maxPartials, minPartials, sumPartials } from '../../src/broadcast/values/partials.js';
+import {
+  averageFromPartials,
+  boolAndPartials,
+  boolOrPartials,
+  countPartials,
+  maxPartials,
+  minPartials,
+  sumPartials,
+} from '../../src/broadcast/values/partials.js';
 import { equalityKeyFor, hasEqualityKey } from '../../src/broadcast/values/text-forms.js';
 
 const n = parseNumeric;
@@ -109,13 +117,28 @@ describe('comparatorFor', () => {
   });
 
   it('orders numeric with NaN greatest and 1.0 = 1.00', () => {
-    expect(sorted(OID.numeric, ['NaN', 'Infinity', '1.00', '-Infinity', '-5', '0'])).toEqual(['-Infinity', '-5', '0', '1.00', 'Infinity', 'NaN']);
+    expect(sorted(OID.numeric, ['NaN', 'Infinity', '1.00', '-Infinity', '-5', '0'])).toEqual([
+      '-Infinity',
+      '-5',
+      '0',
+      '1.00',
+      'Infinity',
+      'NaN',
+    ]);
     expect(comparatorFor(OID.numeric, 'codepoint')!('1.0', '1.00')).toBe(0);
   });
 
   it('orders floats like float8_cmp_internal', () => {
     for (const oid of [OID.float4, OID.float8]) {
-      expect(sorted(oid, ['NaN', 'Infinity', '-Infinity', '1e+100', '0', '-1e-05', '2.5'])).toEqual(['-Infinity', '-1e-05', '0', '2.5', '1e+100', 'Infinity', 'NaN']);
+      expect(sorted(oid, ['NaN', 'Infinity', '-Infinity', '1e+100', '0', '-1e-05', '2.5'])).toEqual([
+        '-Infinity',
+        '-1e-05',
+        '0',
+        '2.5',
+        '1e+100',
+        'Infinity',
+        'NaN',
+      ]);
       const compare = comparatorFor(oid, 'codepoint')!;
       expect(compare('-0', '0')).toBe(0);
       expect(compare('NaN', 'NaN')).toBe(0);
@@ -157,22 +180,40 @@ describe('comparatorFor', () => {
   });
 
   it('orders dates across BC, AD and beyond 9999, with infinities at the ends', () => {
-    expect(sorted(OID.date, ['2024-01-31', 'infinity', '0044-03-15 BC', '10000-01-01', '0001-01-01', '-infinity', '0001-12-31 BC', '2024-02-29'])).toEqual([
-      '-infinity',
-      '0044-03-15 BC',
-      '0001-12-31 BC',
-      '0001-01-01',
-      '2024-01-31',
-      '2024-02-29',
-      '10000-01-01',
-      'infinity',
-    ]);
+    expect(
+      sorted(OID.date, [
+        '2024-01-31',
+        'infinity',
+        '0044-03-15 BC',
+        '10000-01-01',
+        '0001-01-01',
+        '-infinity',
+        '0001-12-31 BC',
+        '2024-02-29',
+      ]),
+    ).toEqual(['-infinity', '0044-03-15 BC', '0001-12-31 BC', '0001-01-01', '2024-01-31', '2024-02-29', '10000-01-01', 'infinity']);
   });
 
   it('orders timestamps with fractions and BC', () => {
     expect(
-      sorted(OID.timestamp, ['2024-01-31 13:45:01', '2024-01-31 13:45:00.123456', '2024-01-31 13:45:00', '0001-01-01 00:00:00 BC', '0002-12-31 23:59:59.5 BC', 'infinity', '-infinity']),
-    ).toEqual(['-infinity', '0002-12-31 23:59:59.5 BC', '0001-01-01 00:00:00 BC', '2024-01-31 13:45:00', '2024-01-31 13:45:00.123456', '2024-01-31 13:45:01', 'infinity']);
+      sorted(OID.timestamp, [
+        '2024-01-31 13:45:01',
+        '2024-01-31 13:45:00.123456',
+        '2024-01-31 13:45:00',
+        '0001-01-01 00:00:00 BC',
+        '0002-12-31 23:59:59.5 BC',
+        'infinity',
+        '-infinity',
+      ]),
+    ).toEqual([
+      '-infinity',
+      '0002-12-31 23:59:59.5 BC',
+      '0001-01-01 00:00:00 BC',
+      '2024-01-31 13:45:00',
+      '2024-01-31 13:45:00.123456',
+      '2024-01-31 13:45:01',
+      'infinity',
+    ]);
     expect(() => comparatorFor(OID.timestamp, 'codepoint')!('2024-01-31 13:45:00+00', '2024-01-31 13:45:00')).toThrow(SyntaxError);
   });
 
@@ -187,7 +228,12 @@ describe('comparatorFor', () => {
   });
 
   it('orders time up to 24:00:00', () => {
-    expect(sorted(OID.time, ['24:00:00', '00:00:00', '23:59:59.999999', '12:00:00.5'])).toEqual(['00:00:00', '12:00:00.5', '23:59:59.999999', '24:00:00']);
+    expect(sorted(OID.time, ['24:00:00', '00:00:00', '23:59:59.999999', '12:00:00.5'])).toEqual([
+      '00:00:00',
+      '12:00:00.5',
+      '23:59:59.999999',
+      '24:00:00',
+    ]);
   });
 
   it('has no comparator for types it does not model', () => {
@@ -267,7 +313,9 @@ describe('combining partial aggregates', () => {
     expect(sumPartials(OID.float8, ['Infinity', '1'])).toBe('Infinity');
     expect(sumPartials(OID.float8, ['Infinity', '-Infinity'])).toBe('NaN');
     expect(sumPartials(OID.float8, ['-Infinity', null])).toBe('-Infinity');
-    expect(() => sumPartials(OID.float8, ['1.7976931348623157e+308', '1.7976931348623157e+308'])).toThrow(new RangeError('value out of range: overflow'));
+    expect(() => sumPartials(OID.float8, ['1.7976931348623157e+308', '1.7976931348623157e+308'])).toThrow(
+      new RangeError('value out of range: overflow'),
+    );
     expect(() => sumPartials(OID.float4, ['3e+38', '3e+38'])).toThrow(RangeError);
     expect(sumPartials(OID.float4, [null])).toBeNull();
   });
@@ -301,7 +349,10 @@ describe('combining partial aggregates', () => {
     expect(averageFromPartials(OID.int8, '1', '3')).toEqual({ oid: OID.numeric, value: '0.33333333333333333333' });
     expect(averageFromPartials(OID.int8, '-2', '3')).toEqual({ oid: OID.numeric, value: '-0.66666666666666666667' });
     expect(averageFromPartials(OID.numeric, '1.00', '3')).toEqual({ oid: OID.numeric, value: '0.33333333333333333333' });
-    expect(averageFromPartials(OID.numeric, '12.345678901234567890123', '2')).toEqual({ oid: OID.numeric, value: '6.172839450617283945062' });
+    expect(averageFromPartials(OID.numeric, '12.345678901234567890123', '2')).toEqual({
+      oid: OID.numeric,
+      value: '6.172839450617283945062',
+    });
     expect(averageFromPartials(OID.numeric, 'Infinity', '2')).toEqual({ oid: OID.numeric, value: 'Infinity' });
     expect(averageFromPartials(OID.int8, null, '0')).toEqual({ oid: OID.numeric, value: null });
     expect(averageFromPartials(OID.float8, '1', '4')).toEqual({ oid: OID.float8, value: '0.25' });

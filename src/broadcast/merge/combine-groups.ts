@@ -4,7 +4,15 @@ import { columnIndex } from '../plan/plan.js';
 import type { ColumnRef, ColumnRole, SelectPlan } from '../plan/plan.js';
 import { OID } from '../values/oid.js';
 import type { TextOrder } from '../values/order.js';
-import { averageFromPartials, boolAndPartials, boolOrPartials, countPartials, maxPartials, minPartials, sumPartials } from '../values/partials.js';
+import {
+  averageFromPartials,
+  boolAndPartials,
+  boolOrPartials,
+  countPartials,
+  maxPartials,
+  minPartials,
+  sumPartials,
+} from '../values/partials.js';
 import { equalityKeyFor, hasEqualityKey } from '../values/text-forms.js';
 import type { MergeContext, ShardRows } from './merge.js';
 import { rankComparator, textOrderOf } from './row-order.js';
@@ -58,7 +66,10 @@ function groupKeyColumns(roles: readonly ColumnRole[], fields: readonly FieldDef
   for (const i of keyColumns) {
     const oid = fields[i]!.dataTypeID;
     if (!hasEqualityKey(oid)) {
-      throw new ShardRouterError('UNSUPPORTED', `broadcast cannot merge GROUP BY on column "${fields[i]!.name}" exactly across shards: equal values of its type (${oid}) can print differently`);
+      throw new ShardRouterError(
+        'UNSUPPORTED',
+        `broadcast cannot merge GROUP BY on column "${fields[i]!.name}" exactly across shards: equal values of its type (${oid}) can print differently`,
+      );
     }
   }
   return keyColumns;
@@ -182,14 +193,21 @@ function sumOrThrow(oid: number, partials: RawRow, column: string): string | nul
     sum = sumPartials(oid, partials);
   } catch (error) {
     // int8 overflow: what PostgreSQL itself reports as 22003 numeric_value_out_of_range.
-    throw new ShardRouterError('QUERY_FAILED', `sum of column "${column}" across shards: ${error instanceof Error ? error.message : String(error)}`, {
-      cause: error,
-    });
+    throw new ShardRouterError(
+      'QUERY_FAILED',
+      `sum of column "${column}" across shards: ${error instanceof Error ? error.message : String(error)}`,
+      {
+        cause: error,
+      },
+    );
   }
   if (sum === undefined) throw unsupportedType('sum', column, oid);
   return sum;
 }
 
 function unsupportedType(aggregate: string, column: string, oid: number): ShardRouterError {
-  return new ShardRouterError('UNSUPPORTED', `broadcast cannot merge ${aggregate} over values of type ${oid} (column "${column}") exactly across shards`);
+  return new ShardRouterError(
+    'UNSUPPORTED',
+    `broadcast cannot merge ${aggregate} over values of type ${oid} (column "${column}") exactly across shards`,
+  );
 }

@@ -54,7 +54,12 @@ type ParameterCasts = ReadonlyMap<string, string | null>;
  * type. Dates, timestamps, text, ... are cast by the server (one round trip for all of them),
  * so the comparison sees the type's own text form. Numbers compare as exact decimals directly.
  */
-async function castParameters(having: Condition, fields: readonly FieldDef[], hiddenCount: number, context: MergeContext): Promise<ParameterCasts> {
+async function castParameters(
+  having: Condition,
+  fields: readonly FieldDef[],
+  hiddenCount: number,
+  context: MergeContext,
+): Promise<ParameterCasts> {
   const wanted = new Map<string, { param: number; oid: number }>();
   const visit = (condition: Condition): void => {
     switch (condition.kind) {
@@ -209,7 +214,8 @@ function compareValues(left: Resolved, right: Resolved, textOrder: TextOrder, ca
     throw new ShardRouterError('UNSUPPORTED', 'broadcast cannot compare two literals in HAVING; compare a column or an aggregate');
   }
   const compare = comparatorFor(typed, textOrder);
-  if (!compare) throw new ShardRouterError('UNSUPPORTED', `broadcast cannot evaluate a HAVING comparison on values of type ${typed} in the router`);
+  if (!compare)
+    throw new ShardRouterError('UNSUPPORTED', `broadcast cannot evaluate a HAVING comparison on values of type ${typed} in the router`);
   const order = compare(a.text, b.text);
   return order;
 

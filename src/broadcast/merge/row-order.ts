@@ -14,7 +14,15 @@ export type RawRow = (string | null)[];
 export type ServerRanker = (oid: number, collation: string | undefined, values: readonly string[]) => Promise<ReadonlyMap<string, number>>;
 
 /** Collations whose order is plain Unicode code point order (byte order of UTF-8). */
-const CODE_POINT_COLLATIONS = new Set(['"C"', '"POSIX"', '"ucs_basic"', '"pg_c_utf8"', '"pg_catalog"."C"', '"pg_catalog"."POSIX"', '"pg_catalog"."ucs_basic"']);
+const CODE_POINT_COLLATIONS = new Set([
+  '"C"',
+  '"POSIX"',
+  '"ucs_basic"',
+  '"pg_c_utf8"',
+  '"pg_catalog"."C"',
+  '"pg_catalog"."POSIX"',
+  '"pg_catalog"."ucs_basic"',
+]);
 
 /** The text order a sort key needs: an explicit COLLATE decides, else the database default. */
 export function textOrderOf(collation: string | undefined, databaseOrder: TextOrder): TextOrder {

@@ -33,8 +33,10 @@ export function aggregateRole(call: AstBody, catalog: PlannerCatalog): Aggregate
   const isAggregate = role !== undefined || call.agg_within_group === true || call.agg_star === true || catalog.isAggregate(name);
   if (!isAggregate) return undefined;
   if (call.agg_distinct === true) throw unsupported(`${name}(DISTINCT ...)`, 'distinct values may repeat across shards');
-  if (call.agg_within_group === true) throw unsupported(`aggregate ${name}() WITHIN GROUP`, 'an ordered-set aggregate needs all rows in one place');
-  if (role === undefined) throw unsupported(`aggregate ${name}()`, 'only count, sum, min, max, avg, bool_and, bool_or and every merge exactly');
+  if (call.agg_within_group === true)
+    throw unsupported(`aggregate ${name}() WITHIN GROUP`, 'an ordered-set aggregate needs all rows in one place');
+  if (role === undefined)
+    throw unsupported(`aggregate ${name}()`, 'only count, sum, min, max, avg, bool_and, bool_or and every merge exactly');
   if (nodeList(call.agg_order).length > 0) throw unsupported(`aggregate ${name}(... ORDER BY ...)`);
   return role as AggregateKind;
 }
@@ -47,7 +49,12 @@ export function hasAggregate(node: unknown, catalog: PlannerCatalog): boolean {
       const qualified = names(body.funcname);
       const name = qualified.at(-1)!.toLowerCase();
       const builtin = qualified.length === 1 || qualified[0] === 'pg_catalog';
-      if ((builtin && name in MERGEABLE_AGGREGATES) || body.agg_within_group === true || body.agg_star === true || catalog.isAggregate(name)) {
+      if (
+        (builtin && name in MERGEABLE_AGGREGATES) ||
+        body.agg_within_group === true ||
+        body.agg_star === true ||
+        catalog.isAggregate(name)
+      ) {
         found = true;
         return false;
       }

@@ -29,7 +29,8 @@ export function planAggregate(
   const shardTargets = targets.map((target, position) => rewrite.selectTarget(target, position));
   rewrite.groupBy(nodeList(select.groupClause), groupByAlias);
   const ungrouped = nodeList(select.groupClause).every((item) => nodeKind(item) === 'GroupingSet');
-  const having = select.havingClause === undefined ? undefined : havingCondition(select.havingClause as AstNode, (node) => rewrite.havingColumn(node));
+  const having =
+    select.havingClause === undefined ? undefined : havingCondition(select.havingClause as AstNode, (node) => rewrite.havingColumn(node));
   const sort = sortKeys(select, (node) => rewrite.sortColumn(node));
 
   const shardSelect: AstBody = { ...select, targetList: [...shardTargets, ...rewrite.hidden.resTargets()] };

@@ -57,7 +57,8 @@ function literalOperand(node: AstNode): Operand | undefined {
   if (constant.isnull === true) return { kind: 'literal', text: null, type: 'null' };
   if ('ival' in constant) return { kind: 'literal', text: String((constant.ival as { ival?: number }).ival ?? 0), type: 'number' };
   if ('fval' in constant) return { kind: 'literal', text: (constant.fval as { fval?: string }).fval ?? '0', type: 'number' };
-  if ('boolval' in constant) return { kind: 'literal', text: (constant.boolval as { boolval?: boolean }).boolval ? 't' : 'f', type: 'boolean' };
+  if ('boolval' in constant)
+    return { kind: 'literal', text: (constant.boolval as { boolval?: boolean }).boolval ? 't' : 'f', type: 'boolean' };
   if ('sval' in constant) return { kind: 'literal', text: (constant.sval as { sval?: string }).sval ?? '', type: 'string' };
   return undefined;
 }

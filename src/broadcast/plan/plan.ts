@@ -151,9 +151,9 @@ function formatSelect(plan: SelectPlan): string {
     plan.aggregate.hiddenRoles.forEach((role, i) => roles.push(`h${i + 1} ${describeRole(role)}`));
     steps.push(`${plan.aggregate.ungrouped ? 'Aggregate (one group)' : 'GROUP BY merge (hash on the key columns)'}: ${roles.join(', ')}`);
   } else if (plan.sort.length > 0) {
-    steps.push('Concatenate: k-way merge of the shards\' sorted rows');
+    steps.push("Concatenate: k-way merge of the shards' sorted rows");
   } else {
-    steps.push('Concatenate the shards\' rows');
+    steps.push("Concatenate the shards' rows");
   }
   if (plan.having) steps.push(`HAVING ${describeCondition(plan.having)}`);
   if (plan.distinct) steps.push('DISTINCT');

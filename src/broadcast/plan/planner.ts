@@ -84,7 +84,9 @@ function isReferenceInsert(insert: AstBody, catalog: PlannerCatalog): boolean {
   // The relation is a bare RangeVar body (the field's type is fixed), not a tagged node.
   const raw = insert.relation as AstBody | undefined;
   const relation = raw && typeof raw.relname === 'string' ? raw : asKind(raw, 'RangeVar');
-  return relation !== undefined && catalog.isReferenceTable?.(relation.schemaname as string | undefined, relation.relname as string) === true;
+  return (
+    relation !== undefined && catalog.isReferenceTable?.(relation.schemaname as string | undefined, relation.relname as string) === true
+  );
 }
 
 function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog): BroadcastPlan {
@@ -111,7 +113,8 @@ function refuseStatementForm(select: AstBody): void {
   const op = select.op as string | undefined;
   if (op !== undefined && op !== 'SETOP_NONE') throw unsupported(op.replace('SETOP_', ''));
   if (select.withClause !== undefined) throw unsupported('WITH (common table expressions)');
-  if (select.intoClause !== undefined) throw unsupported('SELECT INTO', 'it creates a table; use CREATE TABLE ... AS through broadcast instead');
+  if (select.intoClause !== undefined)
+    throw unsupported('SELECT INTO', 'it creates a table; use CREATE TABLE ... AS through broadcast instead');
   if (nodeList(select.windowClause).length > 0) throw unsupported('window function', 'WINDOW clause');
   if (select.limitOption === 'LIMIT_OPTION_WITH_TIES') throw unsupported('FETCH ... WITH TIES');
 }
@@ -137,7 +140,7 @@ function readDistinct(select: AstBody): boolean {
 function refuseUnmergeableParts(select: AstBody): void {
   const everything = [select.targetList, select.whereClause, select.groupClause, select.havingClause, select.sortClause];
   walk(everything, (kind, body) => {
-    if (kind === 'SubLink') throw unsupported('subquery', 'subqueries may read other shards\' data');
+    if (kind === 'SubLink') throw unsupported('subquery', "subqueries may read other shards' data");
     if (kind === 'GroupingSet') {
       const groupingKind = body.kind as string;
       if (groupingKind === 'GROUPING_SET_ROLLUP') throw unsupported('ROLLUP');
@@ -163,7 +166,13 @@ function isAggregateQuery(select: AstBody, targets: readonly Target[], catalog: 
 }
 
 /** A query without aggregates: the shards' rows concatenated, or k-way merged under ORDER BY. */
-function planConcatenation(sql: string, select: AstBody, targets: readonly Target[], distinct: boolean, catalog: PlannerCatalog): SelectPlan {
+function planConcatenation(
+  sql: string,
+  select: AstBody,
+  targets: readonly Target[],
+  distinct: boolean,
+  catalog: PlannerCatalog,
+): SelectPlan {
   const hidden = new HiddenColumns();
   // A target's output position is known only while no * (of unknown width) precedes it.
   const firstStar = targets.findIndex((target) => target.star);
@@ -182,7 +191,9 @@ function planConcatenation(sql: string, select: AstBody, targets: readonly Targe
   delete shardSelect.limitOffset;
   if (limit) {
     // Each shard returns its first limit+offset rows; the merged first limit+offset contain the answer.
-    shardSelect.limitCount = offset ? addCounts(select.limitCount as AstNode, select.limitOffset as AstNode, limit, offset) : select.limitCount;
+    shardSelect.limitCount = offset
+      ? addCounts(select.limitCount as AstNode, select.limitOffset as AstNode, limit, offset)
+      : select.limitCount;
   }
   return selectPlan(sql, select, shardSelect, hidden, catalog, { aggregate: undefined, having: undefined, distinct, sort, limit, offset });
 }

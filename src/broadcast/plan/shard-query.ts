@@ -40,7 +40,14 @@ export class HiddenColumns {
 export type MergeSteps = Pick<SelectPlan, 'aggregate' | 'having' | 'distinct' | 'sort' | 'limit' | 'offset'>;
 
 /** The select plan of a rewritten shard SELECT: its parameters kept bound, reads guarded against moves. */
-export function selectPlan(sql: string, original: AstBody, shardSelect: AstBody, hidden: HiddenColumns, catalog: PlannerCatalog, merge: MergeSteps): SelectPlan {
+export function selectPlan(
+  sql: string,
+  original: AstBody,
+  shardSelect: AstBody,
+  hidden: HiddenColumns,
+  catalog: PlannerCatalog,
+  merge: MergeSteps,
+): SelectPlan {
   keepParameters(original, shardSelect);
   const mapVersionParam = guardMoves(original, shardSelect, catalog);
   return {
@@ -114,7 +121,8 @@ function guardMoves(original: AstBody, shard: AstBody, catalog: PlannerCatalog):
   const condition = catalog.movesGuard(relation.schemaname as string | undefined, relation.relname as string, versionParam);
   if (condition === undefined) return undefined;
   const guard = parseStatement(`SELECT WHERE ${condition}`).body.whereClause as AstNode;
-  shard.whereClause = shard.whereClause === undefined ? guard : { BoolExpr: { boolop: 'AND_EXPR', args: [shard.whereClause as AstNode, guard] } };
+  shard.whereClause =
+    shard.whereClause === undefined ? guard : { BoolExpr: { boolop: 'AND_EXPR', args: [shard.whereClause as AstNode, guard] } };
   return versionParam;
 }
 

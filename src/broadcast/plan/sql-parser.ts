@@ -36,9 +36,13 @@ export function parseStatement(sql: string): ParsedStatement {
   } catch (error) {
     const details = (error as { sqlDetails?: { cursorPosition?: number } }).sqlDetails;
     const where = details?.cursorPosition !== undefined ? ` at character ${details.cursorPosition + 1}` : '';
-    throw new ShardRouterError('INVALID_SQL', `cannot parse the statement${where}: ${error instanceof Error ? error.message : String(error)}`, {
-      cause: error,
-    });
+    throw new ShardRouterError(
+      'INVALID_SQL',
+      `cannot parse the statement${where}: ${error instanceof Error ? error.message : String(error)}`,
+      {
+        cause: error,
+      },
+    );
   }
   const statements = result.stmts ?? [];
   if (statements.length !== 1) {

@@ -162,7 +162,7 @@ export function divideNumeric(a: Numeric, b: Numeric): Numeric {
   const denominator = b.digits * 10n ** BigInt(a.scale);
   let quotient = numerator / denominator; // BigInt division truncates toward zero
   const remainder = numerator % denominator;
-  if (2n * abs(remainder) >= abs(denominator)) quotient += (numerator < 0n) === (denominator < 0n) ? 1n : -1n;
+  if (2n * abs(remainder) >= abs(denominator)) quotient += numerator < 0n === denominator < 0n ? 1n : -1n;
   return { kind: 'finite', digits: quotient, scale: rscale };
 }
 

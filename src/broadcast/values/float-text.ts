@@ -41,10 +41,15 @@ function shortestDigits(value: number, single: boolean): { digits: string; expon
     let best: { candidate: bigint; distance: bigint } | undefined;
     for (const candidate of [unscaled - 1n, unscaled, unscaled + 1n]) {
       if (candidate <= 0n) continue;
-      if (compareExact(candidate, power, interval.low, interval.power2) <= 0 || compareExact(candidate, power, interval.high, interval.power2) >= 0) continue;
+      if (
+        compareExact(candidate, power, interval.low, interval.power2) <= 0 ||
+        compareExact(candidate, power, interval.high, interval.power2) >= 0
+      )
+        continue;
       const distance = distanceExact(candidate, power, interval.value, interval.power2);
       // Ties go to the even candidate, as Ryu rounds an exact ...5 remainder.
-      if (best === undefined || distance < best.distance || (distance === best.distance && candidate % 2n === 0n)) best = { candidate, distance };
+      if (best === undefined || distance < best.distance || (distance === best.distance && candidate % 2n === 0n))
+        best = { candidate, distance };
     }
     if (best !== undefined) {
       const text = best.candidate.toString();

@@ -1,6 +1,15 @@
 import { compareNumeric, parseNumeric } from './decimal.js';
 import { OID } from './oid.js';
-import { charByte, dateDays, parseFloatText, parseInt8, parseInteger, stripTrailingBlanks, timeMicros, timestampMicros } from './text-forms.js';
+import {
+  charByte,
+  dateDays,
+  parseFloatText,
+  parseInt8,
+  parseInteger,
+  stripTrailingBlanks,
+  timeMicros,
+  timestampMicros,
+} from './text-forms.js';
 
 /** PostgreSQL's default btree order on the text forms of the types in oid.ts. */
 
