@@ -429,7 +429,7 @@ async function moveOnce(
   }
   const moveStart = nowNs();
   stepAt.clear();
-  let report;
+  let report: Awaited<ReturnType<typeof state.rebalancer.moveBucket>>;
   try {
     report = await state.rebalancer.moveBucket(keys.bucket, to);
   } finally {

@@ -183,13 +183,13 @@ function worstMoves(loaded: readonly MoveRound[]): RebalanceDetails['worst'] {
   const byMovingMax = worstRound((r) => r.moving!.move.max);
   const byOtherP99 = worstRound((r) => r.other!.move.p99);
   return {
-    movingP99: byMovingP99?.moving!.move.p99 ?? Number.NaN,
-    movingQuietP99: byMovingP99?.moving!.quiet.p99 ?? Number.NaN,
-    movingMax: byMovingMax?.moving!.move.max ?? Number.NaN,
+    movingP99: byMovingP99?.moving?.move.p99 ?? Number.NaN,
+    movingQuietP99: byMovingP99?.moving?.quiet.p99 ?? Number.NaN,
+    movingMax: byMovingMax?.moving?.move.max ?? Number.NaN,
     pauseMillisAtMax: byMovingMax?.pauseMillis ?? Number.NaN,
     pauseMillis: max(loaded.map((r) => r.pauseMillis)),
-    otherP99: byOtherP99?.other!.move.p99 ?? Number.NaN,
-    otherQuietP99: byOtherP99?.other!.quiet.p99 ?? Number.NaN,
+    otherP99: byOtherP99?.other?.move.p99 ?? Number.NaN,
+    otherQuietP99: byOtherP99?.other?.quiet.p99 ?? Number.NaN,
   };
 }
 

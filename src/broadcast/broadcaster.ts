@@ -323,6 +323,7 @@ export class Broadcaster {
 }
 
 /** A stream that fails when iterated, so argument errors surface where stream errors do. */
+// biome-ignore lint/correctness/useYield: it only throws, on the first iteration.
 export async function* failedStream<R>(error: unknown): AsyncGenerator<R, void, undefined> {
   throw error;
 }

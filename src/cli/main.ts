@@ -76,7 +76,7 @@ async function up(args: string[]): Promise<number> {
   const maxPreparedTransactions = positiveInteger('--max-prepared-transactions', values['max-prepared-transactions']);
   process.stdout.write(`starting ${shards} local PostgreSQL shard(s)...\n`);
   const cluster = await startLocalCluster({ shards, maxPreparedTransactions });
-  cluster.servers.forEach((server, index) => process.stdout.write(`s${index}  ${server.connectionString}\n`));
+  for (const [index, server] of cluster.servers.entries()) process.stdout.write(`s${index}  ${server.connectionString}\n`);
   process.stdout.write(`\nPG_SHARD_URLS=${cluster.connectionStrings.join(',')}\n\nrunning; press Ctrl-C to stop\n`);
 
   await new Promise<void>((resolve) => {

@@ -1,7 +1,7 @@
 import type { BucketMap } from '../placement/bucket-map.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { RegisteredTable } from '../catalog/registries.js';
-import { q, quoteIdent } from '../sql.js';
+import { quoteIdent } from '../sql.js';
 import type { RebalanceContext } from './context.js';
 
 /** Rows of a sharded table on a shard that does not own their bucket. */

@@ -51,7 +51,7 @@ export async function shardStatuses(topology: Topology, clusterId: string): Prom
       };
       try {
         const session = await pool.acquire();
-        let preparedTransactions;
+        let preparedTransactions: PreparedTransactionInfo[];
         try {
           preparedTransactions = await listAllPrepared(session, prefix);
         } finally {

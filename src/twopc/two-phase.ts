@@ -5,7 +5,7 @@ import { COORDINATOR_SETTLE_WINDOW_MS, UnsettledError, commitDecisionSql, settle
 import type { Outcome } from './decision-log.js';
 import { gidLiteral, newGid } from './gid.js';
 import type { Gid } from './gid.js';
-import { Participant, aborted, cleanup } from './participant.js';
+import { type Participant, aborted, cleanup } from './participant.js';
 import { testHooks } from './test-hooks.js';
 import type { FaultPoint } from './test-hooks.js';
 import { SERVER_SLACK_MS } from './transaction-options.js';
@@ -200,7 +200,8 @@ export class TwoPhaseCommit {
       let fresh: ShardSession | undefined;
       if (voter.session.broken) voter.session.release(); // see #decisionAfterFailure
       try {
-        const target = attempt === 1 && !voter.session.broken ? voter.session : (fresh = await this.#context.acquire(voter.shardId));
+        if (attempt > 1 || voter.session.broken) fresh = await this.#context.acquire(voter.shardId);
+        const target = fresh ?? voter.session;
         if (verb === 'COMMIT' && testHooks.fault) await this.#fault('before-commit-prepared', voter, index, of, attempt, target);
         testHooks.statement?.(voter.shardId, sql);
         await target.query(sql);

@@ -223,7 +223,7 @@ async function rowsOfBucket(router: ShardRouter, catalog: string, tables: Tables
   return rows[0]!.n;
 }
 
-function keysWhere(router: ShardRouter, prefix: string, count: number, wanted: (key: string) => boolean): string[] {
+function keysWhere(_router: ShardRouter, prefix: string, count: number, wanted: (key: string) => boolean): string[] {
   const keys: string[] = [];
   for (let n = 0; keys.length < count; n++) if (wanted(`${prefix}${n}`)) keys.push(`${prefix}${n}`);
   return keys;
@@ -365,7 +365,7 @@ describe.concurrent('a rebalancer SIGKILLed in the middle of a bucket move, unde
           // Resume, while the writers go on.
           const beforeResume = load.acknowledged;
           let resumed: ResumeReport | undefined;
-          for (let attempt = 1; !resumed; attempt++) {
+          for (let _attempt = 1; !resumed; _attempt++) {
             resumed = await router.rebalancer().resume({ undo });
           }
           const finishing = phase === 'switched' || phase === 'cleaned' || phase === 'decided';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ShardRouter, ShardRouterError } from '../../src/index.js';
+import { ShardRouter, type ShardRouterError } from '../../src/index.js';
 import type { RebalanceProgress, ShardRouterConfig } from '../../src/index.js';
 import { rebalanceHooks } from '../../src/rebalance/test-hooks.js';
 import { createScratchDatabases, rejectionOf, uniqueName, withServer } from '../support/cluster.js';

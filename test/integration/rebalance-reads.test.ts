@@ -114,7 +114,7 @@ beforeAll(async () => {
 
   const held = keysInBucket(router, router.bucketFor('r-0'), HELD_EXTRA, 'held-');
   const ids = [...Array.from({ length: ROWS }, (_, n) => `r-${n}`), ...held];
-  ids.forEach((id, n) => model.set(n, { id, grp: n % 7, x: 1_000 + n * 37 }));
+  for (const [n, id] of ids.entries()) model.set(n, { id, grp: n % 7, x: 1_000 + n * 37 });
   for (const [n, row] of model)
     await router.execute(row.id, 'INSERT INTO items (id, n, grp, x) VALUES ($1, $2, $3, $4)', [row.id, n, row.grp, row.x]);
   // Not registered: no shard key, no guard; each shard's rows are its own.
@@ -320,7 +320,7 @@ describe('B. application transactions and the capture triggers', () => {
   it('regression: transactions writing zeta_orders then alpha_lines on the source never die as deadlock victims while buckets move off and back', async () => {
     const source = 's2';
     const target = 's3';
-    const bucket = router.bucketMap.owners.findIndex((owner) => owner === source);
+    const bucket = router.bucketMap.owners.indexOf(source);
     const otherBucket = router.bucketMap.owners.findIndex((owner, index) => owner === source && index !== bucket);
     const keys = [...keysInBucket(router, bucket, 5, 'app-'), ...keysInBucket(router, otherBucket, 5, 'app-')];
     for (const key of keys) expect(router.shardFor(key)).toBe(source);

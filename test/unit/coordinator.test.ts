@@ -48,7 +48,7 @@ class Recorder {
         return broken;
       },
       backendPid: id,
-      async queryPipelined(preamble: readonly string[], sql: string) {
+      async queryPipelined(_preamble: readonly string[], sql: string) {
         // One round trip: recorded as the transaction's BEGIN followed by its first statement.
         trace.push(`${shardId}#${id} BEGIN`);
         const result = (await this.query(sql)) as QueryResult;

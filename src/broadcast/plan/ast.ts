@@ -44,6 +44,7 @@ export function structuralKey(node: unknown): string {
 }
 
 /** Depth-first walk over every node below (and including) `root`; `visit` returns false to skip a subtree. */
+// biome-ignore lint/suspicious/noConfusingVoidType: visitors that return nothing are the common case.
 export function walk(root: unknown, visit: (kind: string, body: AstBody) => boolean | void): void {
   if (Array.isArray(root)) {
     for (const item of root) walk(item, visit);

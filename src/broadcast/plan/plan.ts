@@ -148,7 +148,7 @@ function formatSelect(plan: SelectPlan): string {
   const steps: string[] = [];
   if (plan.aggregate) {
     const roles = [...plan.aggregate.visibleRoles.map((role, i) => `c${i + 1} ${describeRole(role)}`)];
-    plan.aggregate.hiddenRoles.forEach((role, i) => roles.push(`h${i + 1} ${describeRole(role)}`));
+    for (const [i, role] of plan.aggregate.hiddenRoles.entries()) roles.push(`h${i + 1} ${describeRole(role)}`);
     steps.push(`${plan.aggregate.ungrouped ? 'Aggregate (one group)' : 'GROUP BY merge (hash on the key columns)'}: ${roles.join(', ')}`);
   } else if (plan.sort.length > 0) {
     steps.push("Concatenate: k-way merge of the shards' sorted rows");
