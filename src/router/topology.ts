@@ -70,6 +70,8 @@ export class Topology {
   /** bucketCount - 1 when it is a power of two (the default 1024), else -1: `h & mask` beats `%`. */
   readonly #bucketMask: number;
   #refreshing: Promise<void> | undefined;
+  /** members(), until pools, map or registry change. */
+  #members: readonly string[] | undefined;
   #nextRefresh: Promise<void> | undefined;
   /** What a stale-map retry calls to refresh: the router's public refreshMap, once there is a router. */
   #refreshForRetry: () => Promise<unknown> = () => this.refresh();
@@ -146,11 +148,17 @@ export class Topology {
    * owning buckets, and not removed. A pool opened for a shard still being added is not one yet.
    */
   members(): string[] {
+    // Every broadcast and transaction asks: computed once per change of pools, map or registry.
+    this.#members ??= this.#computeMembers();
+    return [...this.#members];
+  }
+
+  #computeMembers(): string[] {
     const removed = new Set(this.#registeredShards.filter((shard) => shard.state === 'removed').map((shard) => shard.shardId));
     const members = new Set([
       ...this.#config.shards.map((shard) => shard.id),
       ...this.#registeredShards.map((shard) => shard.shardId),
-      ...this.#map.owners,
+      ...this.#map.shardIds(),
     ]);
     return [...this.#pools.keys()].filter((id) => members.has(id) && !removed.has(id));
   }
@@ -207,6 +215,7 @@ export class Topology {
       const pool = new ShardPool(shard, this.#config.pool, this.#config.applicationName);
       pool.routingVersion = this.#map.version;
       this.#pools.set(shard.id, pool);
+      this.#members = undefined;
     }
     return this.#pools.get(shard.id)!;
   }
@@ -289,6 +298,7 @@ export class Topology {
     if (newest.map.version < this.#map.version) return;
     // Table registrations do not bump the map version; they are taken from the same read.
     this.#registeredShards = newest.shards;
+    this.#members = undefined;
     this.#ensureRegisteredPools();
     const tablesChanged = JSON.stringify(newest.tables) !== JSON.stringify(this.#tables);
     this.#tables = newest.tables;
@@ -320,6 +330,7 @@ export class Topology {
     this.#ensureRegisteredPools();
     for (const owner of map.shardIds()) this.#ensurePool(owner);
     this.#map = map;
+    this.#members = undefined;
     this.#poolByBucket = map.owners.map((owner) => this.#pools.get(owner)!);
     this.#shardIdByBucket = map.owners;
     for (const pool of this.#pools.values()) pool.routingVersion = map.version;
@@ -350,6 +361,7 @@ export class Topology {
     const pool = new ShardPool(shard, poolConfig, this.#config.applicationName);
     if (this.#shardIdByBucket.length > 0) pool.routingVersion = this.#map.version;
     this.#pools.set(shardId, pool);
+    this.#members = undefined;
     if (registered.state === 'active') this.#probeLater(pool);
     return pool;
   }
