@@ -1,6 +1,6 @@
 import type { BroadcastRouterContext } from '../broadcast/broadcaster.js';
 import type { ResolvedConfig } from '../config.js';
-import type { ClusterAccess } from '../rebalance/cluster-access.js';
+import type { RebalanceContext } from '../rebalance/context.js';
 import { movesGuardCondition } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
 import { runTransaction } from '../twopc/coordinator.js';
@@ -99,7 +99,7 @@ export function clusterAccess(
   topology: Topology,
   coordinator: CoordinatorContext,
   recoverNow: () => Promise<RecoveryReport>,
-): ClusterAccess {
+): RebalanceContext {
   return {
     clusterId,
     config,
