@@ -1,4 +1,5 @@
 import { readIdentity, readLatestMap } from '../catalog/catalog.js';
+import { q } from '../sql.js';
 import type { ShardIdentity } from '../catalog/catalog.js';
 import { connectDedicated } from '../pool/dedicated.js';
 import type { DedicatedConnection } from '../pool/session.js';
@@ -161,7 +162,7 @@ async function probe(url: string, schema: string): Promise<Probe> {
     }
     const map = await readLatestMap(client, schema);
     const { rows } = await client.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [
-      `"${schema}".twopc_decisions`,
+      `${q(schema)}.twopc_decisions`,
     ]);
     return {
       url,

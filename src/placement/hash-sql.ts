@@ -1,3 +1,5 @@
+import { q } from '../sql.js';
+
 /**
  * The router's key hash in SQL. Rebalancing has to find a bucket's rows inside PostgreSQL (a
  * scan, an expression index, a per-row trigger while a bucket moves), so the database must put
@@ -47,7 +49,7 @@
  * on search_path (pg_dump and maintenance commands run with a restricted one).
  */
 export function hashFunctionDdl(schema: string): string[] {
-  const s = `"${schema}"`;
+  const s = q(schema);
   const m = '4294967295';
   /** rotl32 of t in [0, 2^32), naming t once (see the module comment). */
   const rotl = (t: string, r: number) => `((((${t}) << ${r}) - 1) % ${m} + 1)`;

@@ -3,6 +3,7 @@ import { mapChannel } from '../catalog/map-channel.js';
 import type { Transaction } from '../twopc/coordinator.js';
 import type { RebalanceContext } from './context.js';
 import { fenceFunctionDdl } from './schema.js';
+import { q } from '../sql.js';
 
 /**
  * The map switch, inside a transaction over all shards (two-phase commit): the new map version
@@ -22,7 +23,7 @@ export async function switchMapIn(
     throw new Error(`a map switch goes from version ${before.version} to ${before.version + 1}, not ${next.version}`);
   await Promise.all(
     shardIds.map(async (shardId) => {
-      await tx.executeOn(shardId, `INSERT INTO "${schema}".bucket_map (version, owners) VALUES ($1, $2)`, [next.version, next.owners]);
+      await tx.executeOn(shardId, `INSERT INTO ${q(schema)}.bucket_map (version, owners) VALUES ($1, $2)`, [next.version, next.owners]);
       if (fenced.includes(shardId)) await tx.executeOn(shardId, fenceFunctionDdl(schema, next.version));
     }),
   );

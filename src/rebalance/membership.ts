@@ -18,6 +18,7 @@ import { registerOnShard } from './register-table.js';
 import { planMoves, runPlan } from './run-plan.js';
 import { rebalanceExtension } from './schema.js';
 import type { AddShardReport, RebalanceReport } from './types.js';
+import { q } from '../sql.js';
 
 /**
  * Adding and removing shards. A new shard joins owning no buckets (a rebalance then gives it
@@ -218,7 +219,7 @@ export async function removeShard(
     resolveTransactionOptions(undefined, context.config.transactions),
     async (tx) => {
       await Promise.all(
-        all.map((id) => tx.executeOn(id, `UPDATE "${schema}".shards SET state = 'removed' WHERE shard_id = $1`, [shardId])),
+        all.map((id) => tx.executeOn(id, `UPDATE ${q(schema)}.shards SET state = 'removed' WHERE shard_id = $1`, [shardId])),
       );
       await switchMapIn(tx, schema, all, before, next, [shardId]);
     },

@@ -1,6 +1,6 @@
 import { ShardRouterError } from '../errors.js';
 import type { BucketMap } from '../placement/bucket-map.js';
-import { quoteIdent } from '../sql.js';
+import { q, quoteIdent } from '../sql.js';
 import type { RebalanceContext, RebalanceRun } from './context.js';
 import { runMove } from './move.js';
 import { groupMoves, planByCount, planBySize } from './move-plan.js';
@@ -33,7 +33,7 @@ async function bucketSizes(context: RebalanceContext, map: BucketMap): Promise<M
       const { rows } = await context
         .pool(shardId)
         .query<{ bucket: number; bytes: string }>(
-          `SELECT "${schema}".bucket_of(${quoteIdent(table.shardKey!)}::text, ${map.bucketCount}) AS bucket, sum(pg_column_size(t.*))::text AS bytes FROM ${table.table} t GROUP BY 1`,
+          `SELECT ${q(schema)}.bucket_of(${quoteIdent(table.shardKey!)}::text, ${map.bucketCount}) AS bucket, sum(pg_column_size(t.*))::text AS bytes FROM ${table.table} t GROUP BY 1`,
           [],
         );
       for (const row of rows) sizes.set(row.bucket, (sizes.get(row.bucket) ?? 0) + Number(row.bytes));

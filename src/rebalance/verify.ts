@@ -1,7 +1,7 @@
 import type { BucketMap } from '../placement/bucket-map.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { RegisteredTable } from '../catalog/registries.js';
-import { quoteIdent } from '../sql.js';
+import { q, quoteIdent } from '../sql.js';
 import type { RebalanceContext } from './context.js';
 
 /** Rows of a sharded table on a shard that does not own their bucket. */
@@ -105,7 +105,7 @@ export async function verifyPlacement(
         shardIds.map(async (shardId) => {
           const { rows } = await pool(shardId).query<{ bucket: number; rows: string; sample: string[] }>(
             `SELECT b AS bucket, count(*)::text AS rows, (array_agg(k ORDER BY k))[1:5] AS sample
-               FROM (SELECT "${schema}".bucket_of(${key}::text, ${map.bucketCount}) AS b, ${key}::text AS k FROM ${table.table}) placed
+               FROM (SELECT ${q(schema)}.bucket_of(${key}::text, ${map.bucketCount}) AS b, ${key}::text AS k FROM ${table.table}) placed
               GROUP BY b`,
             [],
           );

@@ -1,4 +1,5 @@
 import type { CatalogExtension } from '../catalog/catalog.js';
+import { q } from '../sql.js';
 import type { ShardSession } from '../pool/session.js';
 import { MAX_TRANSACTION_TIMEOUT_MS } from '../config.js';
 import { gidLiteral } from './gid.js';
@@ -33,7 +34,7 @@ export const MAX_DECIDER_LIFETIME_MS = MAX_TRANSACTION_TIMEOUT_MS + SERVER_SLACK
 export const ABORT_ROW_RETENTION_MS = 24 * 3_600_000;
 
 function table(schema: string): string {
-  return `"${schema}".twopc_decisions`;
+  return `${q(schema)}.twopc_decisions`;
 }
 
 /** The decision table as a catalog extension: created on every shard where it is missing. */

@@ -1,3 +1,5 @@
+import { quoteIdent } from '../../sql.js';
+
 /**
  * Small helpers over libpg_query's JSON parse tree, where every node is `{ Kind: body }`.
  * Protobuf-style defaults apply: a zero integer is `{ ival: {} }`, an empty string `{ sval: {} }`.
@@ -83,7 +85,5 @@ export function isNullConstant(node: unknown): boolean {
 
 /** A name list (e.g. a COLLATE clause's collname) as a quoted SQL name: `"pg_catalog"."C"`. */
 export function quotedName(list: unknown): string {
-  return names(list)
-    .map((part) => `"${part.replaceAll('"', '""')}"`)
-    .join('.');
+  return names(list).map(quoteIdent).join('.');
 }
