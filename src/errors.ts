@@ -58,6 +58,8 @@ export interface ShardRouterErrorContext {
   /** The global transaction id of the cross-shard transaction concerned. */
   readonly gid?: string | undefined;
   readonly cause?: unknown;
+  /** Set where the thrower knows that nothing committed and a new attempt may succeed (see `retryable`). */
+  readonly retryable?: boolean;
 }
 
 /**
@@ -80,6 +82,7 @@ export class ShardRouterError extends Error {
   readonly shardId: string | undefined;
   /** The cross-shard transaction's global id, when there is one (always on IN_DOUBT). */
   readonly gid: string | undefined;
+  readonly #retryable: boolean | undefined;
 
   constructor(code: ErrorCode, message: string, context: ShardRouterErrorContext = {}) {
     super(message, context.cause === undefined ? undefined : { cause: context.cause });
@@ -87,14 +90,17 @@ export class ShardRouterError extends Error {
     this.code = code;
     this.shardId = context.shardId;
     this.gid = context.gid;
+    this.#retryable = context.retryable;
   }
 
   /**
    * True when nothing was committed and running the whole transaction again may succeed:
    * lock and transaction timeouts, serialization failures and deadlocks (also when they are
-   * the cause of a TRANSACTION_ABORTED).
+   * the cause of a TRANSACTION_ABORTED), and a transaction that recovery aborted while it was
+   * prepared.
    */
   get retryable(): boolean {
+    if (this.#retryable !== undefined) return this.#retryable;
     if (RETRYABLE_CODES.has(this.code)) return true;
     const cause = this.cause;
     if (this.code === 'TRANSACTION_ABORTED') return cause instanceof ShardRouterError && cause.retryable;

@@ -33,6 +33,9 @@ export const MAX_DECIDER_LIFETIME_MS = MAX_TRANSACTION_TIMEOUT_MS + SERVER_SLACK
  */
 export const ABORT_ROW_RETENTION_MS = 24 * 3_600_000;
 
+/** The decision table's primary key (PostgreSQL's default name): where recovery's 'abort' row and a coordinator's 'commit' row meet. */
+export const DECISION_KEY_CONSTRAINT = 'twopc_decisions_pkey';
+
 function table(schema: string): string {
   return `${q(schema)}.twopc_decisions`;
 }

@@ -57,7 +57,7 @@ export class Participant {
 }
 
 /** TRANSACTION_ABORTED: nothing was committed anywhere because `shardId` could not commit. */
-export function aborted(shardId: string, gid: Gid | undefined, cause: unknown, why?: string): ShardRouterError {
+export function aborted(shardId: string, gid: Gid | undefined, cause: unknown, why?: string, retryable?: boolean): ShardRouterError {
   const reason = why ?? (cause instanceof Error ? cause.message : 'its transaction had already failed');
   return new ShardRouterError(
     'TRANSACTION_ABORTED',
@@ -66,6 +66,7 @@ export function aborted(shardId: string, gid: Gid | undefined, cause: unknown, w
       shardId,
       gid,
       cause,
+      ...(retryable === undefined ? {} : { retryable }),
     },
   );
 }

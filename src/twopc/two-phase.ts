@@ -1,7 +1,13 @@
 import type { QueryResult, ShardSession } from '../pool/session.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
 import type { CoordinatorContext } from './coordinator.js';
-import { COORDINATOR_SETTLE_WINDOW_MS, UnsettledError, commitDecisionSql, settleDecision } from './decision-log.js';
+import {
+  COORDINATOR_SETTLE_WINDOW_MS,
+  DECISION_KEY_CONSTRAINT,
+  UnsettledError,
+  commitDecisionSql,
+  settleDecision,
+} from './decision-log.js';
 import type { Outcome } from './decision-log.js';
 import { gidLiteral, newGid } from './gid.js';
 import type { Gid } from './gid.js';
@@ -154,11 +160,15 @@ export class TwoPhaseCommit {
   #abortedAtDecision(refusal: unknown): ShardRouterError {
     const decider = this.#decider;
     if (refusal !== undefined && sqlStateOf(refusal) === '23505') {
+      // Recovery's 'abort' row took the gid: a race with recovery, not a property of the work, so
+      // running it again may well succeed. (A deferred unique constraint of the caller's own
+      // fails at the same COMMIT, under its own constraint name: not retryable.)
       return aborted(
         decider.shardId,
         this.#gid,
         refusal,
         'recovery had already decided to abort it (it saw a participant prepared for longer than the grace age)',
+        constraintOf(refusal) === DECISION_KEY_CONSTRAINT,
       );
     }
     if (refusal !== undefined && sqlStateOf(refusal) === '23514') return this.#timeoutError(refusal);
@@ -268,4 +278,9 @@ export class TwoPhaseCommit {
 function sqlStateOf(error: unknown): string | undefined {
   const cause = error instanceof ShardRouterError ? error.cause : undefined;
   return isDatabaseError(cause) ? cause.code : undefined;
+}
+
+function constraintOf(error: unknown): string | undefined {
+  const cause = error instanceof ShardRouterError ? error.cause : undefined;
+  return isDatabaseError(cause) ? (cause as { constraint?: string }).constraint : undefined;
 }

@@ -133,19 +133,13 @@ export function startMembershipWriters(router: ShardRouter, tables: MembershipTa
       before === -1
         ? `INSERT INTO ${tables.reference} (code, v) VALUES ($1, 1)`
         : `UPDATE ${tables.reference} SET v = v + 1 WHERE code = $1`;
-    for (let aborted = 0; ; ) {
+    for (;;) {
       try {
         const result = await router.broadcast(sql, [code]);
         if (result.rowCount < 1) throw new Error(`${sql} for ${code} (model v ${before}) changed ${result.rowCount} rows`);
         return { rowCount: result.rowCount };
       } catch (error) {
-        // TRANSACTION_ABORTED means nothing committed anywhere (README, "What an error means"):
-        // e.g. a resume's recovery (grace 0) aborted this 2PC while it was prepared. Retry it.
-        if (error instanceof ShardRouterError && error.code === 'TRANSACTION_ABORTED' && ++aborted < 20) {
-          counts.retried++;
-          await sleep(20);
-          continue;
-        }
+        // Retryable includes a 2PC that a resume's recovery (grace 0) aborted while it was prepared.
         if (error instanceof ShardRouterError && error.retryable) {
           counts.retried++;
           await sleep(20);

@@ -379,6 +379,25 @@ describe('router.transaction: participant failures', () => {
     expect(await preparedEverywhere()).toEqual([]);
   });
 
+  it('recovery aborts a transaction prepared but not yet decided: TRANSACTION_ABORTED, retryable, nothing committed', async () => {
+    const keys = freshKeys('s2', 's0');
+    await open(keys);
+    testHooks.fault = async (context) => {
+      // Between the PREPAREs and the decision: recovery (grace 0) sees the voter prepared,
+      // writes 'abort' on the decision shard and rolls the voter back.
+      if (context.point === 'before-decision') await router.recover({ graceMillis: 0 });
+    };
+    const error = await rejectionOf(transfer(keys[0]!, keys[1]!, 5));
+    testHooks.fault = undefined;
+    expect(error).toMatchObject({ code: 'TRANSACTION_ABORTED', retryable: true });
+    expect((error as Error).message).toContain('recovery had already decided to abort it');
+    expect(await balances(keys)).toEqual([100, 100]);
+    expect(await preparedEverywhere()).toEqual([]);
+    // Run again, it commits.
+    expect(await transfer(keys[0]!, keys[1]!, 5)).toBe('done');
+    expect(await balances(keys)).toEqual([95, 105]);
+  });
+
   it('the decision shard killed before its COMMIT: the outcome is learned (abort), the prepared side is rolled back', async () => {
     const keys = freshKeys('s3', 's1');
     await open(keys);
