@@ -18,6 +18,13 @@ beforeAll(async () => {
 });
 
 describe('aggregate plans', () => {
+  it('regression: a function named like an Object.prototype member (constructor, toString) is an ordinary function', () => {
+    for (const name of ['constructor', 'tostring', 'hasownproperty']) {
+      const p = select(`SELECT ${name}(x) FROM t ORDER BY 1`);
+      expect(p.aggregate).toBeUndefined();
+    }
+  });
+
   it('push partial aggregates down and keep HAVING, ORDER BY and LIMIT for the merge', () => {
     const p = select('SELECT g, count(*) AS n, avg(x) FROM t WHERE y > 0 GROUP BY g HAVING sum(x) > 10 ORDER BY n DESC LIMIT 3 OFFSET 1');
     expect(p.shardSql).toBe(

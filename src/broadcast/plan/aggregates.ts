@@ -29,7 +29,7 @@ export function aggregateRole(call: AstBody, catalog: PlannerCatalog): Aggregate
   const qualified = names(call.funcname);
   const name = functionName(call);
   const builtin = qualified.length === 1 || qualified[0] === 'pg_catalog';
-  const role = builtin ? MERGEABLE_AGGREGATES[name] : undefined;
+  const role = builtin && Object.hasOwn(MERGEABLE_AGGREGATES, name) ? MERGEABLE_AGGREGATES[name] : undefined;
   const isAggregate = role !== undefined || call.agg_within_group === true || call.agg_star === true || catalog.isAggregate(name);
   if (!isAggregate) return undefined;
   if (call.agg_distinct === true) throw unsupported(`${name}(DISTINCT ...)`, 'distinct values may repeat across shards');
@@ -50,7 +50,7 @@ export function hasAggregate(node: unknown, catalog: PlannerCatalog): boolean {
       const name = qualified.at(-1)!.toLowerCase();
       const builtin = qualified.length === 1 || qualified[0] === 'pg_catalog';
       if (
-        (builtin && name in MERGEABLE_AGGREGATES) ||
+        (builtin && Object.hasOwn(MERGEABLE_AGGREGATES, name)) ||
         body.agg_within_group === true ||
         body.agg_star === true ||
         catalog.isAggregate(name)
