@@ -104,7 +104,13 @@ class MoveRun {
 export async function runMove(context: RebalanceContext, request: MoveRequest, options: MoveOptions): Promise<MoveReport> {
   const move = new MoveRun(context, request, options);
   const log = await context.pool(move.source).openDedicated({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
-  const snapshot = await context.pool(move.source).openDedicated({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
+  const snapshot = await context
+    .pool(move.source)
+    .openDedicated({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer')
+    .catch(async (error: unknown) => {
+      await log.end();
+      throw error;
+    });
   try {
     const tables = await start(context, log, move);
     const copyStarted = Date.now();
