@@ -12,15 +12,20 @@ const SRC = path.resolve(import.meta.dirname, '../../src');
 /** Bottom first. A file may import its own layer and the ones before it. */
 const LAYERS: readonly (readonly string[])[] = [
   ['errors.ts', 'config.ts', 'sql.ts'],
+  ['observe'],
   ['pool'],
   ['placement'],
   ['catalog'],
+  ['ids'],
   ['twopc'],
   ['broadcast'],
   ['rebalance'],
+  ['idempotency', 'lock'],
+  ['outbox', 'query'],
+  ['saga'],
   ['router'],
-  ['local'],
-  ['cli', 'index.ts', 'local.ts'],
+  ['local', 'integrations'],
+  ['cli', 'index.ts', 'local.ts', 'kysely.ts', 'prometheus.ts'],
 ];
 
 /** Packages only the pool may import: the seam is the only door to the driver. */
