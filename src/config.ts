@@ -68,6 +68,28 @@ const mapRefreshSchema = z.strictObject({
   listen: z.boolean().default(true),
 });
 
+/**
+ * Where the router logs: any object with pino's four methods, `(obj, msg)` (pino, bunyan-style
+ * adapters, a console wrapper). docs/operations.md lists the events. Default: silent.
+ */
+export interface Logger {
+  debug(obj: Record<string, unknown>, msg: string): void;
+  info(obj: Record<string, unknown>, msg: string): void;
+  warn(obj: Record<string, unknown>, msg: string): void;
+  error(obj: Record<string, unknown>, msg: string): void;
+}
+
+/** An OpenTelemetry TracerProvider (only getTracer is used); without one, the global provider. */
+export interface TracerProviderLike {
+  getTracer(name: string, version?: string): unknown;
+}
+
+function hasMethods(value: unknown, names: readonly string[]): boolean {
+  return (
+    value !== null && typeof value === 'object' && names.every((name) => typeof (value as Record<string, unknown>)[name] === 'function')
+  );
+}
+
 const configSchema = z
   .strictObject({
     shards: z.array(shardSchema).min(1, 'at least one shard is required'),
@@ -90,6 +112,10 @@ const configSchema = z
       .regex(SCHEMA_NAME, 'must be a lower-case identifier: a-z, 0-9, _ (not starting with a digit), at most 63')
       .refine((name) => !name.startsWith('pg_'), 'must not start with pg_ (reserved by PostgreSQL)')
       .default('shard_router'),
+    logger: z
+      .custom<Logger>((value) => hasMethods(value, ['debug', 'info', 'warn', 'error']), 'must have debug, info, warn and error methods')
+      .optional(),
+    tracerProvider: z.custom<TracerProviderLike>((value) => hasMethods(value, ['getTracer']), 'must have a getTracer method').optional(),
   })
   .superRefine((config, ctx) => {
     const seenIds = new Set<string>();
@@ -133,6 +159,8 @@ export interface ResolvedConfig {
   readonly mapRefresh: Readonly<MapRefreshConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
+  readonly logger: Logger | undefined;
+  readonly tracerProvider: TracerProviderLike | undefined;
 }
 
 /** Replaces the password of a connection string with `***`. */
@@ -199,7 +227,19 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     });
     throw new ShardRouterError('INVALID_CONFIG', `invalid pg-shard-router config:\n  - ${problems.join('\n  - ')}`);
   }
-  const { shards, bucketCount, pool, transactions, recovery, broadcast, mapRefresh, catalogSchema, applicationName } = parsed.data;
+  const {
+    shards,
+    bucketCount,
+    pool,
+    transactions,
+    recovery,
+    broadcast,
+    mapRefresh,
+    catalogSchema,
+    applicationName,
+    logger,
+    tracerProvider,
+  } = parsed.data;
   return Object.freeze({
     shards: Object.freeze(shards.map((shard) => resolveShard(shard.id, shard.connectionString))),
     bucketCount,
@@ -210,5 +250,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     mapRefresh: Object.freeze({ ...mapRefresh }),
     catalogSchema,
     applicationName,
+    logger,
+    tracerProvider,
   });
 }

@@ -30,3 +30,16 @@ export { redactConnectionString } from './config.js';
 export { ShardRouterError, QueryError, ERROR_CODES } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { PoolStats } from './pool/shard-pool.js';
+export type { Logger, TracerProviderLike } from './config.js';
+export type {
+  RouterMetrics,
+  StatementMetrics,
+  ErrorMetrics,
+  PoolMetrics,
+  TwoPhaseMetrics,
+  MoveMetrics,
+  HistogramSnapshot,
+  ExtraGauge,
+  Route,
+  Outcome,
+} from './observe/metrics-store.js';

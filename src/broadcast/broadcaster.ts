@@ -2,6 +2,8 @@ import { parseRows } from '../pool/raw-text.js';
 import type { FieldDef, QueryResultRow, RowCursor } from '../pool/session.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import { QueryError, ShardRouterError, isStaleMap } from '../errors.js';
+import { NO_BROADCAST_OBSERVER } from '../observe/hooks.js';
+import type { BroadcastObserver, TransactionObserver } from '../observe/hooks.js';
 import type { Transaction } from '../twopc/coordinator.js';
 import { mergeSortedBatches } from './merge/k-way-merge.js';
 import type { BatchSource } from './merge/k-way-merge.js';
@@ -45,7 +47,11 @@ export interface BroadcastRouterContext {
    * Runs `work` in one transaction over every member of the map it routes by (two-phase commit
    * when it writes to several), again on a refreshed map when a fence refuses it.
    */
-  runWrite<T>(timeoutMillis: number, work: (tx: Transaction, shardIds: readonly string[]) => Promise<T>): Promise<T>;
+  runWrite<T>(
+    timeoutMillis: number,
+    work: (tx: Transaction, shardIds: readonly string[]) => Promise<T>,
+    observer?: TransactionObserver,
+  ): Promise<T>;
 }
 
 /** What the broadcaster learns from the shards' servers at open, and asks of them while merging. */
@@ -107,21 +113,27 @@ export class Broadcaster {
     return formatPlan(this.plan(sql));
   }
 
-  async run<R extends QueryResultRow>(sql: string, params: readonly unknown[], options: BroadcastOptions): Promise<BroadcastResult<R>> {
+  /** `observer`: told each shard's statement and a write's transaction steps (the router's spans). */
+  async run<R extends QueryResultRow>(
+    sql: string,
+    params: readonly unknown[],
+    options: BroadcastOptions,
+    observer: BroadcastObserver = NO_BROADCAST_OBSERVER,
+  ): Promise<BroadcastResult<R>> {
     const plan = this.plan(sql);
     const timeoutMillis = this.#timeout(options.timeoutMillis ?? this.#context.defaultTimeoutMillis);
     switch (plan.kind) {
       case 'write':
-        return this.#write<R>(plan.sql, params, timeoutMillis);
+        return this.#write<R>(plan.sql, params, timeoutMillis, observer);
       case 'single':
-        return this.#read<R>(plan, params, timeoutMillis, options.partial === true);
+        return this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer);
       case 'select':
         try {
-          return await this.#read<R>(plan, params, timeoutMillis, options.partial === true);
+          return await this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer);
         } catch (error) {
           if (!plan.ifColumnMissing || !(error instanceof QueryError) || error.sqlState !== '42703') throw error;
           this.#plans.set(sql, plan.ifColumnMissing);
-          return this.#read<R>(plan.ifColumnMissing, params, timeoutMillis, options.partial === true);
+          return this.#read<R>(plan.ifColumnMissing, params, timeoutMillis, options.partial === true, observer);
         }
       default: {
         const never: never = plan;
@@ -146,8 +158,9 @@ export class Broadcaster {
     params: readonly unknown[],
     timeoutMillis: number,
     partial: boolean,
+    observer: BroadcastObserver,
   ): Promise<BroadcastResult<R>> {
-    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial));
+    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial, observer));
   }
 
   async #readOnce<R extends QueryResultRow>(
@@ -155,6 +168,7 @@ export class Broadcaster {
     params: readonly unknown[],
     timeoutMillis: number,
     partial: boolean,
+    observer: BroadcastObserver,
   ): Promise<BroadcastResult<R>> {
     const routing = this.#context.routing();
     const shardIds = plan.kind === 'single' ? routing.shardIds.slice(0, 1) : routing.shardIds;
@@ -166,7 +180,7 @@ export class Broadcaster {
     try {
       scattered = await scatter(
         shardIds,
-        (shardId) => this.#context.pool(shardId).queryRaw(sql, values, controller.signal),
+        (shardId) => observer.shard(shardId, sql, () => this.#context.pool(shardId).queryRaw(sql, values, controller.signal)),
         controller,
         partial,
       );
@@ -195,9 +209,17 @@ export class Broadcaster {
   }
 
   /** A write on every shard in one transaction: a schema change lands everywhere or nowhere. */
-  async #write<R extends QueryResultRow>(sql: string, params: readonly unknown[], timeoutMillis: number): Promise<BroadcastResult<R>> {
-    const results = await this.#context.runWrite(timeoutMillis, (tx, shardIds) =>
-      Promise.all(shardIds.map((shardId) => tx.executeOn<R>(shardId, sql, params as unknown[]))),
+  async #write<R extends QueryResultRow>(
+    sql: string,
+    params: readonly unknown[],
+    timeoutMillis: number,
+    observer: BroadcastObserver,
+  ): Promise<BroadcastResult<R>> {
+    const results = await this.#context.runWrite(
+      timeoutMillis,
+      (tx, shardIds) =>
+        Promise.all(shardIds.map((shardId) => observer.shard(shardId, sql, () => tx.executeOn<R>(shardId, sql, params as unknown[])))),
+      observer,
     );
     const first = results[0]!;
     return {

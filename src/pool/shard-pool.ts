@@ -3,6 +3,8 @@ import pg from 'pg';
 import type { QueryConfig, QueryResultRow } from 'pg';
 import type { PoolConfig, ResolvedShardConfig } from '../config.js';
 import { ShardRouterError, closedError } from '../errors.js';
+import { NO_POOL_OBSERVER } from '../observe/hooks.js';
+import type { PoolObserver } from '../observe/hooks.js';
 import { awaitRetired, cancel } from './cancel.js';
 import { ShardCursor } from './cursor.js';
 import { dedicated, listenOn, openClient, startupOptions } from './dedicated.js';
@@ -81,6 +83,8 @@ export class ShardPool {
    */
   #routingVersion: number | undefined;
   readonly #stamps = new WeakMap<pg.Client, number>();
+  /** Where acquire waits, new connections and connection failures are reported (the router's observer). */
+  observer: PoolObserver = NO_POOL_OBSERVER;
 
   constructor(
     shard: ResolvedShardConfig,
@@ -137,16 +141,22 @@ export class ShardPool {
       if (version !== undefined) this.#stamps.set(created, version);
       client = created;
       // Without a listener an idle client's socket error would crash the process.
-      created.on('error', () => this.#markBroken(created));
+      created.on('error', (error) => {
+        this.#markBroken(created);
+        this.observer.connectionError(error);
+      });
       created.on('end', () => this.#markBroken(created));
       await created.connect();
+      this.observer.connected();
       return created;
     } catch (error) {
       void client?.end().catch(() => undefined);
       // No live connection at all (parked ones count as borrowed, broken ones are gone):
       // the shard looks down, so nobody waiting should sit until the acquire timeout.
       // With live connections, waiters get the next one back.
-      if (this.#pool.borrowed + this.#pool.available === 0) this.#failWaiting(unavailableError(this.shardId, error));
+      const noLiveConnection = this.#pool.borrowed + this.#pool.available === 0;
+      this.observer.connectFailed(error, noLiveConnection);
+      if (noLiveConnection) this.#failWaiting(unavailableError(this.shardId, error));
       await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_DELAY_MS));
       throw error;
     }
@@ -164,7 +174,9 @@ export class ShardPool {
     version: number | undefined = this.#routingVersion,
   ): Promise<ShardQueryResult<R>> {
     if (this.#closing) throw closedError();
-    const client = this.#parked.pop() ?? (await this.#borrowHealthy());
+    let client = this.#parked.pop();
+    if (client) this.observer.acquired(0);
+    else client = await this.#borrowWaiting();
     try {
       if (this.#stamps.get(client) !== version) await this.#stamp(client, version);
       // pg uses the extended protocol by itself when there are values; the config-object form
@@ -340,9 +352,12 @@ export class ShardPool {
     if (this.#closing) throw closedError();
     signal?.throwIfAborted();
     const parked = this.#parked.pop();
-    if (parked) return parked;
-    if (!signal) return this.#borrowHealthy();
-    const borrowing = this.#borrowHealthy();
+    if (parked) {
+      this.observer.acquired(0);
+      return parked;
+    }
+    if (!signal) return this.#borrowWaiting();
+    const borrowing = this.#borrowWaiting();
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => {
@@ -359,6 +374,14 @@ export class ShardPool {
     } finally {
       signal.removeEventListener('abort', onAbort!);
     }
+  }
+
+  /** #borrowHealthy, reporting how long the caller waited (a parked connection is a wait of 0, reported by the callers that pop one). */
+  async #borrowWaiting(): Promise<pg.Client> {
+    const started = performance.now();
+    const client = await this.#borrowHealthy();
+    this.observer.acquired((performance.now() - started) / 1000);
+    return client;
   }
 
   /**

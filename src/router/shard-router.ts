@@ -4,6 +4,10 @@ import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from '
 import type { RegisteredTable, TableKind } from '../catalog/registries.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
+import type { RouterMetrics } from '../observe/metrics-store.js';
+import type { Observer } from '../observe/observer.js';
+import { ATTR } from '../observe/tracing.js';
+import type { SpanLike } from '../observe/tracing.js';
 import type { BucketMap } from '../placement/bucket-map.js';
 import type { ShardKey } from '../placement/hash.js';
 import type { QueryResultRow } from '../pool/session.js';
@@ -56,6 +60,7 @@ export class ShardRouter {
   readonly #recovery: BackgroundRecovery;
   readonly #broadcaster: Broadcaster;
   readonly #watcher: MapWatcher;
+  readonly #observer: Observer;
   #closing: Promise<void> | undefined;
 
   private constructor(parts: RouterParts) {
@@ -65,6 +70,7 @@ export class ShardRouter {
     this.#coordinator = parts.coordinator;
     this.#recovery = parts.recovery;
     this.#broadcaster = parts.broadcaster;
+    this.#observer = parts.observer;
     const topology = parts.topology;
     topology.refreshRetriesVia(() => this.refreshMap());
     this.#watcher = new MapWatcher({
@@ -145,11 +151,25 @@ export class ShardRouter {
     } catch (error) {
       return Promise.reject(error);
     }
-    // A fenced write did nothing, so it is safe to send again once the map is fresh.
-    return run<R>(pool, sql, params, version).catch((error: unknown) =>
-      isStaleMap(error)
-        ? this.#topology.retryingStaleMap(() => run<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version), error)
-        : Promise.reject(error),
+    const observer = this.#observer;
+    const started = performance.now();
+    const span = observer.tracing?.statement(pool.shardId, sql, {
+      [ATTR.bucket]: this.#topology.bucketOf(key),
+      [ATTR.mapVersion]: version,
+    });
+    // One promise layer, as before: success and failure are both handled by this `then`.
+    return run<R>(pool, sql, params, version).then(
+      (result) => observed(observer, started, span, result),
+      (error: unknown) =>
+        // A fenced write did nothing, so it is safe to send again once the map is fresh.
+        isStaleMap(error)
+          ? this.#topology
+              .retryingStaleMap(() => run<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version), error)
+              .then(
+                (result) => observed(observer, started, span, result),
+                (failure: unknown) => observedFailure(observer, started, span, failure),
+              )
+          : observedFailure(observer, started, span, error),
     );
   }
 
@@ -167,7 +187,15 @@ export class ShardRouter {
     params?: readonly unknown[],
   ): Promise<ExecuteResult<R>> {
     if (this.#closing) throw closedError();
-    return run<R>(this.#topology.pool(shardId), sql, params, undefined);
+    const pool = this.#topology.pool(shardId);
+    const observer = this.#observer;
+    const started = performance.now();
+    const span = observer.tracing?.statement(shardId, sql, {});
+    try {
+      return observed(observer, started, span, await run<R>(pool, sql, params, undefined));
+    } catch (error) {
+      return observedFailure(observer, started, span, error);
+    }
   }
 
   /**
@@ -194,21 +222,24 @@ export class ShardRouter {
       throw new ShardRouterError('INVALID_ARGUMENT', 'keys must be a non-empty array of shard keys');
     if (typeof work !== 'function') throw new ShardRouterError('INVALID_ARGUMENT', 'work must be a function (tx) => Promise');
     const resolved = resolveTransactionOptions(options, this.#config.transactions);
+    const probe = this.#observer.operation('transaction');
     // Refused by a map fence (a bucket moved): nothing committed, so the whole transaction runs
     // again on the refreshed map, callback included, like a retried serialization failure.
-    return this.#topology.retryingStaleMap(() => {
-      // Every statement of this attempt routes by the map it started with, and its connections
-      // carry that version: a bucket that moves meanwhile is refused by the old owner's fence
-      // (STALE_BUCKET_MAP), and the attempt is re-run on the new map. A declared key is
-      // therefore never refused because the map changed under the callback.
-      const { context } = routedContext(this.#coordinator, this.#topology);
-      const declared = keys.map((key) => context.shardFor(key));
-      // One fixed order (by shard id) for taking connections, in every router: no two
-      // transactions can each hold a connection the other waits for.
-      const shardIds = [...new Set(declared)].sort();
-      if (shardIds.length > 1 && !resolved.readOnly) this.#topology.requirePreparedTransactions(shardIds);
-      return runTransaction(context, shardIds, declared[0]!, resolved, work);
-    });
+    return probe.run(() =>
+      this.#topology.retryingStaleMap(() => {
+        // Every statement of this attempt routes by the map it started with, and its connections
+        // carry that version: a bucket that moves meanwhile is refused by the old owner's fence
+        // (STALE_BUCKET_MAP), and the attempt is re-run on the new map. A declared key is
+        // therefore never refused because the map changed under the callback.
+        const { context } = routedContext(this.#coordinator, this.#topology, probe);
+        const declared = keys.map((key) => context.shardFor(key));
+        // One fixed order (by shard id) for taking connections, in every router: no two
+        // transactions can each hold a connection the other waits for.
+        const shardIds = [...new Set(declared)].sort();
+        if (shardIds.length > 1 && !resolved.readOnly) this.#topology.requirePreparedTransactions(shardIds);
+        return runTransaction(context, shardIds, declared[0]!, resolved, work);
+      }),
+    );
   }
 
   /**
@@ -267,7 +298,8 @@ export class ShardRouter {
   rebalancer(options: RebalancerOptions = {}): Rebalancer {
     if (this.#closing) throw closedError();
     const recoverNow = () => this.recover({ graceMillis: 0 });
-    return new Rebalancer(clusterAccess(this.clusterId, this.#config, this.#topology, this.#coordinator, recoverNow), options);
+    const access = clusterAccess(this.clusterId, this.#config, this.#topology, this.#coordinator, recoverNow, this.#observer);
+    return new Rebalancer(access, options);
   }
 
   /**
@@ -298,7 +330,8 @@ export class ShardRouter {
     if (this.#closing) throw closedError();
     const invalid = invalidBroadcastArguments(params, options);
     if (invalid) throw invalid;
-    return this.#broadcaster.run<R>(sql, params ?? NO_PARAMS, options);
+    const probe = this.#observer.operation('broadcast', sql);
+    return probe.run(() => this.#broadcaster.run<R>(sql, params ?? NO_PARAMS, options, probe));
   }
 
   /**
@@ -385,6 +418,21 @@ export class ShardRouter {
     return this.#topology.shards();
   }
 
+  /**
+   * A plain snapshot of what the router counted since connect: statements by route and outcome
+   * with latency histograms, errors by code, pool counters and acquire waits per shard, 2PC
+   * recovery, stale-map retries, the map version, bucket moves. For feeding any metrics
+   * system; `registerMetrics` from `pg-shard-router/prometheus` exposes it to prom-client.
+   * Works after close() too (the counters stay readable).
+   *
+   * @example
+   * const { statements, pools } = router.metrics();
+   * const failed = statements.filter((s) => s.outcome === 'error').reduce((n, s) => n + s.count, 0);
+   */
+  metrics(): RouterMetrics {
+    return this.#observer.metrics.snapshot({ mapVersion: this.#topology.map.version, pools: this.poolStats() });
+  }
+
   /** Pool counters per shard id. */
   poolStats(): Record<string, PoolStats> {
     return Object.fromEntries(this.#topology.poolIds().map((id) => [id, this.#topology.pool(id).stats()]));
@@ -422,6 +470,20 @@ export class ShardRouter {
 }
 
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
+
+/** Records a single-shard statement that succeeded (and ends its span). */
+function observed<T extends ExecuteResult>(observer: Observer, started: number, span: SpanLike | undefined, result: T): T {
+  observer.single(true, (performance.now() - started) / 1000);
+  if (span) observer.tracing!.succeeded(span, result.shardId, result.command);
+  return result;
+}
+
+/** Records a single-shard statement that failed (and ends its span), then rethrows. */
+function observedFailure(observer: Observer, started: number, span: SpanLike | undefined, error: unknown): never {
+  observer.single(false, (performance.now() - started) / 1000, error);
+  if (span) observer.tracing!.failed(span, error);
+  throw error;
+}
 
 function run<R extends QueryResultRow>(
   pool: ShardPool,

@@ -6,6 +6,7 @@ import { connectionStringFor, resolveShard } from '../config.js';
 import type { ResolvedConfig } from '../config.js';
 import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
 import type { BucketMap } from '../placement/bucket-map.js';
+import { Observer } from '../observe/observer.js';
 import { signedHashKey } from '../placement/hash.js';
 import type { ShardKey } from '../placement/hash.js';
 import { ShardPool } from '../pool/shard-pool.js';
@@ -76,9 +77,17 @@ export class Topology {
   /** What a stale-map retry calls to refresh: the router's public refreshMap, once there is a router. */
   #refreshForRetry: () => Promise<unknown> = () => this.refresh();
   #closed = false;
+  readonly #observer: Observer;
 
-  constructor(config: ResolvedConfig, pools: Map<string, ShardPool>, initial: InitialState, onTablesChanged: () => void) {
+  constructor(
+    config: ResolvedConfig,
+    pools: Map<string, ShardPool>,
+    initial: InitialState,
+    onTablesChanged: () => void,
+    observer: Observer = new Observer(undefined, undefined),
+  ) {
     this.#config = config;
+    this.#observer = observer;
     this.#pools = pools;
     this.#capabilities = new Map(initial.capabilities);
     this.#onTablesChanged = onTablesChanged;
@@ -213,6 +222,7 @@ export class Topology {
   addPool(shard: ReturnType<typeof resolveShard>): ShardPool {
     if (!this.#pools.has(shard.id)) {
       const pool = new ShardPool(shard, this.#config.pool, this.#config.applicationName);
+      pool.observer = this.#observer.pool(shard.id, shard.connectionString);
       pool.routingVersion = this.#map.version;
       this.#pools.set(shard.id, pool);
       this.#members = undefined;
@@ -255,6 +265,7 @@ export class Topology {
     for (let round = 0; round < STALE_MAP_ATTEMPTS; round++) {
       if (failure !== undefined) {
         if (!isStaleMap(failure)) throw failure;
+        this.#observer.staleMapRetry(round, this.#map.version, failure);
         if (round > 1) await new Promise((resolve) => setTimeout(resolve, STALE_MAP_BACKOFF_MS * 2 ** round));
         await this.#refreshForRetry();
       }
@@ -329,6 +340,7 @@ export class Topology {
     if (this.#shardIdByBucket.length > 0 && map.version <= this.#map.version) return;
     this.#ensureRegisteredPools();
     for (const owner of map.shardIds()) this.#ensurePool(owner);
+    if (this.#shardIdByBucket.length > 0) this.#observer.mapChanged(this.#map.version, map.version);
     this.#map = map;
     this.#members = undefined;
     this.#poolByBucket = map.owners.map((owner) => this.#pools.get(owner)!);
@@ -359,6 +371,7 @@ export class Topology {
     // A removed shard's server may be gone: never keep connections open to it.
     const poolConfig = registered.state === 'removed' ? { ...this.#config.pool, min: 0 } : this.#config.pool;
     const pool = new ShardPool(shard, poolConfig, this.#config.applicationName);
+    pool.observer = this.#observer.pool(shard.id, shard.connectionString);
     if (this.#shardIdByBucket.length > 0) pool.routingVersion = this.#map.version;
     this.#pools.set(shardId, pool);
     this.#members = undefined;
