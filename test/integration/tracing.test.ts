@@ -25,7 +25,11 @@ let router: ShardRouter;
 beforeAll(async () => {
   context.setGlobalContextManager(contextManager.enable());
   catalog = uniqueName('cat');
-  router = await connectFreshRouter({ catalogSchema: catalog, tracerProvider: provider, recovery: { intervalMillis: 0, atConnect: false } });
+  router = await connectFreshRouter({
+    catalogSchema: catalog,
+    tracerProvider: provider,
+    recovery: { intervalMillis: 0, atConnect: false },
+  });
   await router.broadcast(`CREATE SCHEMA ${data}`);
   await router.broadcast(`CREATE TABLE ${data}.items (id text PRIMARY KEY, n int NOT NULL)`);
 });
@@ -42,7 +46,9 @@ const spans = (): ReadableSpan[] => exporter.getFinishedSpans();
 const parentOf = (span: ReadableSpan): string | undefined => span.parentSpanContext?.spanId;
 
 function expectNoSecrets(): void {
-  const recorded = JSON.stringify(spans().map((span) => ({ name: span.name, attributes: span.attributes, status: span.status, events: span.events })));
+  const recorded = JSON.stringify(
+    spans().map((span) => ({ name: span.name, attributes: span.attributes, status: span.status, events: span.events })),
+  );
   expect(recorded).not.toContain(SECRET);
   expect(recorded).not.toMatch(/password/i);
 }
@@ -131,9 +137,17 @@ describe('tracing', () => {
     const steps = spans().filter((span) => parentOf(span) === txn.spanContext().spanId);
     const byStep = (step: string) => steps.filter((span) => span.attributes['pg_shard_router.txn_step'] === step);
     // The decision shard is s0 (the first in shard-id order); the two others vote.
-    expect(byStep('prepare').map((span) => span.attributes['pg_shard_router.shard']).sort()).toEqual(['s1', 's2']);
+    expect(
+      byStep('prepare')
+        .map((span) => span.attributes['pg_shard_router.shard'])
+        .sort(),
+    ).toEqual(['s1', 's2']);
     expect(byStep('decision').map((span) => span.attributes['pg_shard_router.shard'])).toEqual(['s0']);
-    expect(byStep('commit_prepared').map((span) => span.attributes['pg_shard_router.shard']).sort()).toEqual(['s1', 's2']);
+    expect(
+      byStep('commit_prepared')
+        .map((span) => span.attributes['pg_shard_router.shard'])
+        .sort(),
+    ).toEqual(['s1', 's2']);
     for (const step of steps) {
       expect(step.kind).toBe(SpanKind.CLIENT);
       expect(step.attributes['pg_shard_router.gid']).toBe(gid);
