@@ -3,6 +3,7 @@ import { broadcastSection } from './broadcast.js';
 import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
 import { naiveSection } from './naive.js';
+import { observeSection } from './observe.js';
 import { rebalanceSection } from './rebalance.js';
 import { scalingSection } from './scaling.js';
 import { streamSection } from './stream.js';
@@ -13,6 +14,7 @@ export const SECTIONS: readonly Section<unknown>[] = [
   hashSection,
   executeSection,
   naiveSection,
+  observeSection,
   transactionsSection,
   broadcastSection,
   streamSection,
