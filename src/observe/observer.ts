@@ -147,7 +147,7 @@ export class OperationProbe implements BroadcastObserver {
   constructor(observer: Observer, kind: 'transaction' | 'broadcast', sql: string | undefined) {
     this.#observer = observer;
     this.#kind = kind;
-    this.#span = observer.tracing?.operation(kind === 'broadcast' ? 'BROADCAST' : 'TRANSACTION', { 'db.query.text': sql });
+    this.#span = observer.tracing?.operation(kind === 'broadcast' ? 'BROADCAST' : 'TRANSACTION', sql);
   }
 
   /** Runs the operation under its span and records how it ended. */
@@ -184,8 +184,8 @@ export class OperationProbe implements BroadcastObserver {
   async #child<T>(shardId: string, step: TxnStep | undefined, sql: string | undefined, work: () => Promise<T>): Promise<T> {
     const tracing = this.#observer.tracing;
     if (!tracing || !this.#span) return work();
-    const extra = step ? { 'db.operation.name': step, [ATTR.txnStep]: STEP_NAMES[step], [ATTR.gid]: this.#gid } : {};
-    const span = tracing.statement(shardId, sql, extra, this.#span);
+    const detail = step ? { operation: step, step: STEP_NAMES[step], gid: this.#gid } : NO_DETAIL;
+    const span = tracing.statement(shardId, sql, detail, this.#span);
     try {
       const result = await work();
       tracing.succeeded(span, shardId, step ?? (result as { command?: string } | undefined)?.command);
@@ -207,6 +207,8 @@ export class OperationProbe implements BroadcastObserver {
     else tracing.failed(this.#span, error);
   }
 }
+
+const NO_DETAIL = Object.freeze({});
 
 /** `pg_shard_router.txn_step` of each step span: COMMIT on the decision shard is the commit point. */
 const STEP_NAMES: Readonly<Record<TxnStep, string>> = {

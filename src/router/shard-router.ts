@@ -6,7 +6,6 @@ import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
 import type { RouterMetrics } from '../observe/metrics-store.js';
 import type { Observer } from '../observe/observer.js';
-import { ATTR } from '../observe/tracing.js';
 import type { SpanLike } from '../observe/tracing.js';
 import type { BucketMap } from '../placement/bucket-map.js';
 import type { ShardKey } from '../placement/hash.js';
@@ -153,10 +152,7 @@ export class ShardRouter {
     }
     const observer = this.#observer;
     const started = performance.now();
-    const span = observer.tracing?.statement(pool.shardId, sql, {
-      [ATTR.bucket]: this.#topology.bucketOf(key),
-      [ATTR.mapVersion]: version,
-    });
+    const span = observer.tracing?.statement(pool.shardId, sql, { bucket: this.#topology.bucketOf(key), mapVersion: version });
     // One promise layer, as before: success and failure are both handled by this `then`.
     return run<R>(pool, sql, params, version).then(
       (result) => observed(observer, started, span, result),
@@ -190,7 +186,7 @@ export class ShardRouter {
     const pool = this.#topology.pool(shardId);
     const observer = this.#observer;
     const started = performance.now();
-    const span = observer.tracing?.statement(shardId, sql, {});
+    const span = observer.tracing?.statement(shardId, sql, NO_DETAIL);
     try {
       return observed(observer, started, span, await run<R>(pool, sql, params, undefined));
     } catch (error) {
@@ -470,6 +466,7 @@ export class ShardRouter {
 }
 
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
+const NO_DETAIL = Object.freeze({});
 
 /** Records a single-shard statement that succeeded (and ends its span). */
 function observed<T extends ExecuteResult>(observer: Observer, started: number, span: SpanLike | undefined, result: T): T {
