@@ -1,5 +1,5 @@
 import promClient from 'prom-client';
-import type { Registry } from 'prom-client';
+import type { Registry, RegistryContentType } from 'prom-client';
 import { ShardRouterError } from '../errors.js';
 import type { HistogramSnapshot, RouterMetrics } from '../observe/metrics-store.js';
 
@@ -18,7 +18,7 @@ export interface MetricsSource {
 
 export interface RegisterMetricsOptions {
   /** Default: prom-client's global registry. */
-  readonly registry?: Registry;
+  readonly registry?: Registry<RegistryContentType>;
   /** Prepended to every name (default `pg_shard_router_`). */
   readonly prefix?: string;
 }
@@ -95,16 +95,27 @@ function sharedSnapshot(router: MetricsSource): () => RouterMetrics {
   };
 }
 
-/** The object prom-client's registry renders: what its own metric classes offer to it. */
+/**
+ * The object prom-client's registry renders: what its own metric classes offer to it. `get`
+ * reads `name` from the object because the registry renames counters for OpenMetrics (it
+ * drops `_total` and appends it to each sample), as it does its own Counter's.
+ */
 function collector(name: string, family: Family, snapshot: () => RouterMetrics) {
-  const get = async () => ({
+  const metric = {
     name,
     help: family.help,
     type: family.type,
     aggregator: 'sum' as const,
-    values: family.read(snapshot()).map((sample) => (sample.metricName ? { ...sample, metricName: name + sample.metricName } : sample)),
-  });
-  return { name, help: family.help, type: family.type, aggregator: 'sum', get, reset() {} };
+    get: async () => ({
+      name: metric.name,
+      help: family.help,
+      type: family.type,
+      aggregator: 'sum' as const,
+      values: family.read(snapshot()).map((sample) => (sample.metricName ? { ...sample, metricName: name + sample.metricName } : sample)),
+    }),
+    reset() {},
+  };
+  return metric;
 }
 
 function counter(name: string, help: string, read: (m: RouterMetrics) => Sample[]): Family {

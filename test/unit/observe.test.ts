@@ -90,6 +90,23 @@ describe('Observer without tracing', () => {
   });
 });
 
+describe('registerMetrics formats', () => {
+  it('renders counters right in the OpenMetrics format too (the registry renames counters there)', async () => {
+    const observer = new Observer(undefined, undefined);
+    observer.single(true, 0.002);
+    // prom-client's types omit the constructor's content-type argument.
+    const OpenMetricsRegistry = Registry as unknown as new (contentType: string) => Registry<typeof Registry.OPENMETRICS_CONTENT_TYPE>;
+    const registry = new OpenMetricsRegistry(Registry.OPENMETRICS_CONTENT_TYPE);
+    registerMetrics({ metrics: () => observer.metrics.snapshot({ mapVersion: 1, pools: {} }) }, { registry });
+    const text = await registry.metrics();
+    expect(text).toContain('# TYPE pg_shard_router_statements counter');
+    expect(text).toContain('pg_shard_router_statements_total{route="single",outcome="ok"} 1');
+    expect(text).not.toContain('_total_total');
+    expect(text).toContain('pg_shard_router_statement_duration_seconds_bucket{route="single",outcome="ok",le="0.0025"} 1');
+    expect(text.trimEnd().endsWith('# EOF')).toBe(true);
+  });
+});
+
 describe('optional peers', () => {
   it('the root entry imports neither prom-client nor @opentelemetry/api statically (tracing loads it with import())', () => {
     const src = path.resolve(import.meta.dirname, '../../src');
