@@ -1,5 +1,7 @@
 export { ShardRouter } from './router/shard-router.js';
 export type { ExecuteResult, RouterStatus, ShardInfo, ShardState, ShardStatus } from './router/shard-router.js';
+export type { ExecuteOptions } from './router/shard-router.js';
+export type { ShardPgPool, LentClient } from './pool/pg-pool-face.js';
 export type { Transaction } from './twopc/coordinator.js';
 export { ISOLATION_LEVELS } from './twopc/transaction-options.js';
 export type { IsolationLevel, TransactionOptions } from './twopc/transaction-options.js';
@@ -25,7 +27,7 @@ export type { RegisteredTable, TableKind } from './catalog/registries.js';
 export { hashKey, bucketOf } from './placement/hash.js';
 export type { ShardKey } from './placement/hash.js';
 export { BucketMap } from './placement/bucket-map.js';
-export type { ShardRouterConfig } from './config.js';
+export type { ShardRouterConfig, SslConfig } from './config.js';
 export { redactConnectionString } from './config.js';
 export { ShardRouterError, QueryError, ERROR_CODES } from './errors.js';
 export type { ErrorCode } from './errors.js';

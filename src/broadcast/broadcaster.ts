@@ -1,7 +1,7 @@
 import { parseRows } from '../pool/raw-text.js';
 import type { FieldDef, QueryResultRow, RowCursor } from '../pool/session.js';
 import type { ShardPool } from '../pool/shard-pool.js';
-import { QueryError, ShardRouterError, isStaleMap } from '../errors.js';
+import { QueryError, ShardRouterError, isStaleMap, statementCancelledError } from '../errors.js';
 import { NO_BROADCAST_OBSERVER } from '../observe/hooks.js';
 import type { BroadcastObserver, TransactionObserver } from '../observe/hooks.js';
 import type { Transaction } from '../twopc/coordinator.js';
@@ -122,18 +122,21 @@ export class Broadcaster {
   ): Promise<BroadcastResult<R>> {
     const plan = this.plan(sql);
     const timeoutMillis = this.#timeout(options.timeoutMillis ?? this.#context.defaultTimeoutMillis);
+    const { signal } = options;
+    // A write is one 2PC: it is not stopped half-way, so the signal is looked at only before it starts.
+    if (signal?.aborted) throw statementCancelledError(signal.reason);
     switch (plan.kind) {
       case 'write':
         return this.#write<R>(plan.sql, params, timeoutMillis, observer);
       case 'single':
-        return this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer);
+        return this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer, signal);
       case 'select':
         try {
-          return await this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer);
+          return await this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer, signal);
         } catch (error) {
           if (!plan.ifColumnMissing || !(error instanceof QueryError) || error.sqlState !== '42703') throw error;
           this.#plans.set(sql, plan.ifColumnMissing);
-          return this.#read<R>(plan.ifColumnMissing, params, timeoutMillis, options.partial === true, observer);
+          return this.#read<R>(plan.ifColumnMissing, params, timeoutMillis, options.partial === true, observer, signal);
         }
       default: {
         const never: never = plan;
@@ -159,8 +162,9 @@ export class Broadcaster {
     timeoutMillis: number,
     partial: boolean,
     observer: BroadcastObserver,
+    signal: AbortSignal | undefined,
   ): Promise<BroadcastResult<R>> {
-    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial, observer));
+    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial, observer, signal));
   }
 
   async #readOnce<R extends QueryResultRow>(
@@ -169,6 +173,7 @@ export class Broadcaster {
     timeoutMillis: number,
     partial: boolean,
     observer: BroadcastObserver,
+    signal: AbortSignal | undefined,
   ): Promise<BroadcastResult<R>> {
     const routing = this.#context.routing();
     const shardIds = plan.kind === 'single' ? routing.shardIds.slice(0, 1) : routing.shardIds;
@@ -176,6 +181,10 @@ export class Broadcaster {
     const values = plan.kind === 'single' ? params : guardedParams(plan, params, routing);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
+    // The caller's signal cancels the shard queries still running, like the timeout.
+    const onAbort = () => controller.abort(statementCancelledError(signal!.reason));
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
     let scattered: Scattered;
     try {
       scattered = await scatter(
@@ -186,6 +195,7 @@ export class Broadcaster {
       );
     } finally {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
     }
     const { answered, failures } = scattered;
     if (answered.length === 0) throw failures[0]!.error;

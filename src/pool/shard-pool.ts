@@ -6,11 +6,13 @@ import { ShardRouterError, closedError } from '../errors.js';
 import { NO_POOL_OBSERVER } from '../observe/hooks.js';
 import type { PoolObserver } from '../observe/hooks.js';
 import { awaitRetired, cancel } from './cancel.js';
+import type { CancelTarget } from './cancel.js';
 import { ShardCursor } from './cursor.js';
 import { dedicated, listenOn, openClient, startupOptions } from './dedicated.js';
 import { isConnectionLevel, translateError, unavailableError } from './pg-errors.js';
 import { PooledSession } from './pooled-session.js';
 import { RAW_TEXT } from './raw-text.js';
+import { pgSslOption } from './tls.js';
 import type { DedicatedConnection, Listener, RawQueryResult, RowCursor, ShardQueryResult, ShardSession } from './session.js';
 
 export type { RawQueryResult, ShardQueryResult } from './session.js';
@@ -75,6 +77,7 @@ export class ShardPool {
   #closing: Promise<void> | undefined;
   readonly #connectionString: string;
   readonly #applicationName: string;
+  readonly #ssl: ResolvedShardConfig['ssl'];
   /**
    * The bucket-map version the router routes by, carried by every connection as the session
    * setting the shards' write fence checks (MAP_VERSION_SETTING). Undefined: not a router's
@@ -96,6 +99,7 @@ export class ShardPool {
     this.#config = config;
     this.#connectionString = shard.connectionString;
     this.#applicationName = applicationName;
+    this.#ssl = shard.ssl;
     this.#pool = genericPool.createPool<pg.Client>(
       {
         create: () => this.#create(settings),
@@ -137,6 +141,7 @@ export class ShardPool {
         keepAlive: true,
         // Session settings ride in the startup packet: no extra round trip.
         ...startupOptions(startup),
+        ...pgSslOption(this.#ssl),
       });
       if (version !== undefined) this.#stamps.set(created, version);
       client = created;
@@ -257,7 +262,12 @@ export class ShardPool {
   /** @internal Cancel whatever a borrowed client runs and mark it for destruction on release. */
   async cancelAndDiscard(client: pg.Client): Promise<void> {
     this.#broken.add(client);
-    await cancel(client, { connectionString: this.#connectionString, applicationName: this.#applicationName });
+    await cancel(client, this.cancelTarget);
+  }
+
+  /** @internal Where a canceller connects: this pool's server, TLS options and application name. */
+  get cancelTarget(): CancelTarget {
+    return { connectionString: this.#connectionString, applicationName: this.#applicationName, ssl: this.#ssl };
   }
 
   /** The map version this pool's connections carry (see #routingVersion). */
@@ -316,6 +326,7 @@ export class ShardPool {
         applicationName: purpose ? `${this.#applicationName} ${purpose}` : this.#applicationName,
         connectTimeoutMillis: this.#config.connectTimeoutMillis,
         settings,
+        ssl: this.#ssl,
       });
     } catch (error) {
       throw unavailableError(this.shardId, error);

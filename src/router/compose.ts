@@ -1,6 +1,6 @@
 import { Broadcaster } from '../broadcast/broadcaster.js';
 import { openCatalog } from '../catalog/catalog.js';
-import { resolveConfig } from '../config.js';
+import { poolSessionSettings, resolveConfig } from '../config.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import { Observer } from '../observe/observer.js';
 import { loadTracing } from '../observe/tracing.js';
@@ -32,7 +32,12 @@ export interface RouterParts {
 export async function composeRouter(config: ShardRouterConfig): Promise<RouterParts> {
   const resolved = resolveConfig(config);
   const observer = new Observer(resolved.logger, await loadTracing(resolved.tracerProvider));
-  const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool, resolved.applicationName)]));
+  const pools = new Map(
+    resolved.shards.map((shard) => [
+      shard.id,
+      new ShardPool(shard, resolved.pool, resolved.applicationName, poolSessionSettings(resolved)),
+    ]),
+  );
   for (const shard of resolved.shards) pools.get(shard.id)!.observer = observer.pool(shard.id, shard.connectionString);
   try {
     const opened = await withOneSessionPerShard([...pools.values()], (sessions) =>

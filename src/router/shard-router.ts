@@ -10,6 +10,7 @@ import type { SpanLike } from '../observe/tracing.js';
 import type { BucketMap } from '../placement/bucket-map.js';
 import type { ShardKey } from '../placement/hash.js';
 import type { QueryResultRow } from '../pool/session.js';
+import { ShardPgPool } from '../pool/pg-pool-face.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { PoolStats, ShardQueryResult } from '../pool/shard-pool.js';
 import { Rebalancer } from '../rebalance/rebalancer.js';
@@ -26,12 +27,15 @@ import { composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
 import { clusterAccess, routedContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
+import { SERVER_TIMEOUT_MARGIN_MS, checkedExecuteOptions, executeSignal, runBounded } from './execute-options.js';
+import type { ExecuteOptions } from './execute-options.js';
 import { shardStatuses } from './status.js';
 import type { RouterStatus } from './status.js';
 import type { Topology } from './topology.js';
 import type { ShardInfo } from './topology.js';
 
 export type { RouterStatus, ShardStatus } from './status.js';
+export type { ExecuteOptions } from './execute-options.js';
 export type { ShardInfo, ShardState } from './topology.js';
 
 /** pg's result shape plus the shard that produced it. */
@@ -135,10 +139,23 @@ export class ShardRouter {
    *
    * @example
    * const { rows, shardId } = await router.execute<{ id: number }>(userId, 'SELECT id FROM orders WHERE user_id = $1', [userId]);
+   * With `options.signal` or a timeout (`options.timeoutMillis`, the config's
+   * `statementTimeoutMillis`) the statement is cancelled on the server when it aborts.
+   *
+   * @example
+   * const { rows } = await router.execute(userId, 'SELECT * FROM orders WHERE user_id = $1', [userId], { timeoutMillis: 2_000, signal });
    * @throws ShardRouterError INVALID_KEY, QUERY_FAILED (PostgreSQL's error as `cause`, SQLSTATE as
-   * `sqlState`), POOL_TIMEOUT, SHARD_UNAVAILABLE, CONNECTION_LOST, ROUTER_CLOSED
+   * `sqlState`), POOL_TIMEOUT, SHARD_UNAVAILABLE, CONNECTION_LOST, ROUTER_CLOSED,
+   * STATEMENT_TIMEOUT, STATEMENT_CANCELLED
    */
-  execute<R extends QueryResultRow = QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]): Promise<ExecuteResult<R>> {
+  execute<R extends QueryResultRow = QueryResultRow>(
+    key: ShardKey,
+    sql: string,
+    params?: readonly unknown[],
+    options?: ExecuteOptions,
+  ): Promise<ExecuteResult<R>> {
+    if (options !== undefined || this.#config.statementTimeoutMillis !== undefined)
+      return this.#executeBounded<R>(key, sql, params, options);
     // Not `async`: one promise layer fewer on the hot path; errors still arrive as rejections.
     let pool: ShardPool;
     let version: number;
@@ -169,6 +186,27 @@ export class ShardRouter {
     );
   }
 
+  /** execute with a timeout or a signal: the same routing, stale-map retry and version stamp. */
+  async #executeBounded<R extends QueryResultRow>(
+    key: ShardKey,
+    sql: string,
+    params: readonly unknown[] | undefined,
+    options: ExecuteOptions | undefined,
+  ): Promise<ExecuteResult<R>> {
+    if (this.#closing) throw closedError();
+    const bound = executeSignal(checkedExecuteOptions(options), this.#config);
+    // Pool and version in one tick: the connection carries the version it was routed by.
+    const attempt = () =>
+      bound
+        ? runBounded<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version, bound.signal)
+        : run<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version);
+    try {
+      return await this.#topology.retryingStaleMap(attempt);
+    } finally {
+      bound?.done();
+    }
+  }
+
   /**
    * Runs one parameterized statement on a named shard, whatever keys it owns: for DDL,
    * maintenance and per-shard reads.
@@ -192,6 +230,72 @@ export class ShardRouter {
     } catch (error) {
       return observedFailure(observer, started, span, error);
     }
+  }
+
+  /**
+   * A `pg.Pool` for the shard that owns `key`, for ORMs and query builders (Kysely's
+   * PostgresDialect, drizzle-orm, Prisma's PrismaPg). Each `query()` and `connect()` looks the
+   * owner up by the map of that moment and its connection carries that map version, so writes
+   * are fenced like {@link execute}. A single `query()` refused by a fence is sent again to the
+   * new owner; inside a transaction (a connection from `connect()`) a refused write fails with
+   * STALE_BUCKET_MAP: roll back and run the transaction again (the router has refreshed its
+   * map, so the next `connect()` goes to the new owner). `end()` is a no-op: the connections
+   * are the router's. PostgreSQL's errors pass through as pg raises them.
+   *
+   * @example
+   * const db = drizzle(router.poolFor(userId));
+   * const kysely = new Kysely<DB>({ dialect: new PostgresDialect({ pool: router.poolFor(userId) }) });
+   * @throws ShardRouterError INVALID_KEY, ROUTER_CLOSED
+   */
+  poolFor(key: ShardKey): ShardPgPool {
+    if (this.#closing) throw closedError();
+    this.#topology.bucketOf(key);
+    return new ShardPgPool({
+      route: () => {
+        if (this.#closing) throw closedError();
+        // Owner and version in one tick: the connection carries the version it was routed by.
+        return { pool: this.#topology.poolFor(key), version: this.#topology.map.version };
+      },
+      retryStale: (attempt, first) => this.#topology.retryingStaleMap(attempt, first),
+      onStale: () => void this.refreshMap().catch(() => undefined),
+      timeoutMillis: this.#routerStatementTimeout(),
+    });
+  }
+
+  /**
+   * A `pg.Pool` for one shard by id, like {@link executeOn}: for per-shard reads, DDL and
+   * maintenance. Its connections carry the router's newest map version; with `mapVersion`
+   * (the `bucketMap.version` your routing decision came from) they carry that one instead, so
+   * a shard that has since lost buckets refuses writes with STALE_BUCKET_MAP (what
+   * `pg-shard-router/kysely` does).
+   *
+   * @example
+   * const pool = router.poolOn('s0');
+   * await pool.query('VACUUM ANALYZE orders');
+   * @throws ShardRouterError INVALID_ARGUMENT (unknown shard, bad mapVersion), ROUTER_CLOSED
+   */
+  poolOn(shardId: string, options: { mapVersion?: number } = {}): ShardPgPool {
+    if (this.#closing) throw closedError();
+    this.#topology.pool(shardId);
+    const { mapVersion } = options;
+    if (mapVersion !== undefined && (!Number.isSafeInteger(mapVersion) || mapVersion < 1))
+      throw new ShardRouterError('INVALID_ARGUMENT', 'mapVersion must be a bucket map version (a positive integer)');
+    return new ShardPgPool({
+      route: () => {
+        if (this.#closing) throw closedError();
+        return { pool: this.#topology.pool(shardId), version: mapVersion };
+      },
+      // Unpinned statements carry the newest version: a refusal means this router's map is behind.
+      retryStale: mapVersion === undefined ? (attempt, first) => this.#topology.retryingStaleMap(attempt, first) : undefined,
+      onStale: () => void this.refreshMap().catch(() => undefined),
+      timeoutMillis: this.#routerStatementTimeout(),
+    });
+  }
+
+  /** The router's own bound on a pool-face statement: the server's statement_timeout plus a margin. */
+  #routerStatementTimeout(): number | undefined {
+    const configured = this.#config.statementTimeoutMillis;
+    return configured === undefined ? undefined : configured + SERVER_TIMEOUT_MARGIN_MS;
   }
 
   /**
@@ -499,5 +603,8 @@ function run<R extends QueryResultRow>(
 function invalidBroadcastArguments(params: unknown, options: unknown): ShardRouterError | undefined {
   if (params !== undefined && !Array.isArray(params)) return new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
   if (options === null || typeof options !== 'object') return new ShardRouterError('INVALID_ARGUMENT', 'options must be an object');
+  const { signal } = options as { signal?: unknown };
+  if (signal !== undefined && !(signal instanceof AbortSignal))
+    return new ShardRouterError('INVALID_ARGUMENT', 'signal must be an AbortSignal');
   return undefined;
 }

@@ -2,7 +2,7 @@ import { probeCapabilities, readLatestMap } from '../catalog/catalog.js';
 import type { ShardCapabilities } from '../catalog/catalog.js';
 import { readRegistry, readShardRegistry, registryNameParts } from '../catalog/registries.js';
 import type { RegisteredShard, RegisteredTable } from '../catalog/registries.js';
-import { connectionStringFor, resolveShard } from '../config.js';
+import { connectionStringFor, poolSessionSettings, resolveShard, sslFor } from '../config.js';
 import type { ResolvedConfig } from '../config.js';
 import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
 import type { BucketMap } from '../placement/bucket-map.js';
@@ -221,7 +221,9 @@ export class Topology {
   /** Opens (or returns) a pool for a shard being added by this router's rebalancer. */
   addPool(shard: ReturnType<typeof resolveShard>): ShardPool {
     if (!this.#pools.has(shard.id)) {
-      const pool = new ShardPool(shard, this.#config.pool, this.#config.applicationName);
+      // A shard the rebalancer adds gets the config's TLS options unless it brings its own.
+      const tls = shard.ssl === undefined ? resolveShard(shard.id, shard.connectionString, sslFor(this.#config, shard.id)) : shard;
+      const pool = new ShardPool(tls, this.#config.pool, this.#config.applicationName, poolSessionSettings(this.#config));
       pool.observer = this.#observer.pool(shard.id, shard.connectionString);
       pool.routingVersion = this.#map.version;
       this.#pools.set(shard.id, pool);
@@ -367,10 +369,10 @@ export class Topology {
         shardId,
       });
     }
-    const shard = resolveShard(shardId, connectionStringFor(registered.url, this.#config.shards));
+    const shard = resolveShard(shardId, connectionStringFor(registered.url, this.#config.shards), sslFor(this.#config, shardId));
     // A removed shard's server may be gone: never keep connections open to it.
     const poolConfig = registered.state === 'removed' ? { ...this.#config.pool, min: 0 } : this.#config.pool;
-    const pool = new ShardPool(shard, poolConfig, this.#config.applicationName);
+    const pool = new ShardPool(shard, poolConfig, this.#config.applicationName, poolSessionSettings(this.#config));
     pool.observer = this.#observer.pool(shard.id, shard.connectionString);
     if (this.#shardIdByBucket.length > 0) pool.routingVersion = this.#map.version;
     this.#pools.set(shardId, pool);
