@@ -30,8 +30,8 @@ export interface ShardPgPoolOptions {
   route(): PgPoolRoute;
   /** Runs a single statement again after a map refresh when a fence refused it (it did nothing); undefined: no retry. */
   readonly retryStale?: (<T>(attempt: () => Promise<T>, first: unknown) => Promise<T>) | undefined;
-  /** Told when a fence refused a statement on a lent connection (the router then refreshes its map). */
-  onStale(): void;
+  /** Told when a fence refused a statement on a lent connection: refreshes the router's map (the error is raised after it). */
+  onStale(): Promise<void>;
   /** The router's bound on a `query` (its connections carry the server's statement_timeout anyway). */
   readonly timeoutMillis?: number | undefined;
 }
@@ -146,10 +146,10 @@ for (const [name, read] of [
 export class LentClient extends EventEmitter {
   readonly #pool: ShardPool;
   readonly #client: pg.Client;
-  readonly #onStale: () => void;
+  readonly #onStale: () => Promise<void>;
   #released = false;
 
-  constructor(pool: ShardPool, client: pg.Client, onStale: () => void) {
+  constructor(pool: ShardPool, client: pg.Client, onStale: () => Promise<void>) {
     super();
     this.#pool = pool;
     this.#client = client;
@@ -170,9 +170,10 @@ export class LentClient extends EventEmitter {
     }
     const done = (typeof values === 'function' ? values : callback) as Callback | undefined;
     const params = typeof values === 'function' ? undefined : values;
-    const running = this.#client.query(config as pg.QueryConfig, params as unknown[] | undefined).catch((error: unknown) => {
+    const running = this.#client.query(config as pg.QueryConfig, params as unknown[] | undefined).catch(async (error: unknown) => {
       const typed = fenced(this.#pool.shardId, error);
-      if (typed !== error) this.#onStale();
+      // The caller's next attempt (a new connect()) then routes by the refreshed map.
+      if (typed !== error) await this.#onStale().catch(() => undefined);
       throw typed;
     });
     if (!done) return running;

@@ -238,8 +238,8 @@ export class ShardRouter {
    * owner up by the map of that moment and its connection carries that map version, so writes
    * are fenced like {@link execute}. A single `query()` refused by a fence is sent again to the
    * new owner; inside a transaction (a connection from `connect()`) a refused write fails with
-   * STALE_BUCKET_MAP: roll back and run the transaction again (the router has refreshed its
-   * map, so the next `connect()` goes to the new owner). `end()` is a no-op: the connections
+   * STALE_BUCKET_MAP, raised once the router has refreshed its map: roll back and run the
+   * transaction again (its next `connect()` goes to the new owner). `end()` is a no-op: the connections
    * are the router's. PostgreSQL's errors pass through as pg raises them.
    *
    * @example
@@ -257,7 +257,7 @@ export class ShardRouter {
         return { pool: this.#topology.poolFor(key), version: this.#topology.map.version };
       },
       retryStale: (attempt, first) => this.#topology.retryingStaleMap(attempt, first),
-      onStale: () => void this.refreshMap().catch(() => undefined),
+      onStale: () => this.refreshMap().then(() => undefined),
       timeoutMillis: this.#routerStatementTimeout(),
     });
   }
@@ -287,7 +287,7 @@ export class ShardRouter {
       },
       // Unpinned statements carry the newest version: a refusal means this router's map is behind.
       retryStale: mapVersion === undefined ? (attempt, first) => this.#topology.retryingStaleMap(attempt, first) : undefined,
-      onStale: () => void this.refreshMap().catch(() => undefined),
+      onStale: () => this.refreshMap().then(() => undefined),
       timeoutMillis: this.#routerStatementTimeout(),
     });
   }
