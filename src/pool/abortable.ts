@@ -25,38 +25,58 @@ const STOP_GRACE_MS = 3_000;
 
 type Outcome<T> = { readonly kind: 'done'; readonly value: T } | { readonly kind: 'failed'; readonly error: unknown };
 
+/** What stops a statement: a timeout, the caller's signal, or both. */
+export interface StopWhen {
+  /** After this long: STATEMENT_TIMEOUT. */
+  readonly timeoutMillis?: number | undefined;
+  /** When it aborts: STATEMENT_CANCELLED (its reason as the cause). */
+  readonly signal?: AbortSignal | undefined;
+}
+
+type Raced<T> = Outcome<T> | { readonly kind: 'stop'; readonly reason: ShardRouterError };
+
 /**
  * Borrows a connection (stamped with `version`), runs `start(client)` on it and returns its
- * result, stopped on the server when `signal` aborts. Errors other than the signal's are the
- * pool's typed errors (or, with `translate: false`, the driver's own).
+ * result, stopped on the server when `stop` says so (one timer and one listener, no
+ * AbortController of its own). Errors other than the stop's are the pool's typed errors (or,
+ * with `translate: false`, the driver's own).
  */
 export async function runAbortable<T>(
   pool: ShardPool,
   version: number | undefined,
-  signal: AbortSignal,
+  stop: StopWhen,
   start: (client: pg.Client) => Promise<T>,
   translate = true,
 ): Promise<T> {
-  const client = await pool.acquireClient(signal, version);
-  if (signal.aborted) {
-    pool.releaseClient(client);
-    throw signal.reason;
+  const { signal, timeoutMillis } = stop;
+  if (signal?.aborted) throw statementCancelledError(signal.reason);
+  let client: pg.Client;
+  try {
+    client = await pool.acquireClient(signal, version);
+  } catch (error) {
+    throw signal?.aborted ? statementCancelledError(signal.reason) : error;
   }
-  const running = settle(start(client));
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<'aborted'>((resolve) => {
-    onAbort = () => resolve('aborted');
-    signal.addEventListener('abort', onAbort, { once: true });
+  let fire!: (reason: ShardRouterError) => void;
+  const stopped = new Promise<Raced<T>>((resolve) => {
+    fire = (reason) => resolve({ kind: 'stop', reason });
   });
-  const first = await Promise.race([running, aborted]);
-  signal.removeEventListener('abort', onAbort!);
-  const outcome = first === 'aborted' ? await stopOnServer(pool, client, running) : first;
+  const timer =
+    timeoutMillis === undefined ? undefined : setTimeout(() => fire(statementTimeoutError(timeoutMillis, pool.shardId)), timeoutMillis);
+  const onAbort = () => fire(statementCancelledError(signal!.reason));
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener('abort', onAbort, { once: true });
+  const running = settle(start(client));
+  const first = await Promise.race<Raced<T>>([running, stopped]);
+  clearTimeout(timer);
+  signal?.removeEventListener('abort', onAbort);
+  const outcome = first.kind === 'stop' ? await stopOnServer(pool, client, running) : first;
   if (outcome === undefined) {
-    pool.releaseClient(client, signal.reason);
+    // Marked broken by the cancel: destroyed, never reused.
+    pool.releaseClient(client);
     throw new ShardRouterError(
       'CONNECTION_LOST',
       `shard ${pool.shardId}: the statement did not stop after a cancel, so its connection was terminated; it may or may not have taken effect`,
-      { shardId: pool.shardId, cause: signal.reason },
+      { shardId: pool.shardId, cause: first.kind === 'stop' ? first.reason : undefined },
     );
   }
   if (outcome.kind === 'done') {
@@ -64,7 +84,7 @@ export async function runAbortable<T>(
     return outcome.value;
   }
   pool.releaseClient(client, outcome.error);
-  if (first === 'aborted' && isCancel(outcome.error)) throw signal.reason;
+  if (first.kind === 'stop' && isCancel(outcome.error)) throw first.reason;
   throw translate ? pool.translateError(client, outcome.error) : outcome.error;
 }
 
@@ -106,52 +126,22 @@ function sleep(ms: number): Promise<undefined> {
 }
 
 /**
- * ShardPool.query with a signal: the same extended-protocol statement and result, stopped on
- * the server when `signal` aborts (see runAbortable).
+ * ShardPool.query that `stop` can end on the server: the same extended-protocol statement and
+ * result (see runAbortable).
  */
 export function queryAbortable<R extends QueryResultRow>(
   pool: ShardPool,
   sql: string,
   params: readonly unknown[],
   version: number | undefined,
-  signal: AbortSignal,
+  stop: StopWhen,
 ): Promise<ShardQueryResult<R>> {
-  return runAbortable(pool, version, signal, async (client) => {
-    const result = await client.query<R>({ text: sql, values: params as unknown[], queryMode: 'extended' } as QueryConfig);
+  return runAbortable(pool, version, stop, async (client) => {
+    // As ShardPool.query: the extended protocol by itself with values, the config form without.
+    const result =
+      params.length > 0
+        ? await client.query<R>(sql, params as unknown[])
+        : await client.query<R>({ text: sql, queryMode: 'extended' } as QueryConfig);
     return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardId: pool.shardId };
   });
-}
-
-/** A signal for one statement, and the clean-up of its timer and listener. */
-export interface StatementSignal {
-  readonly signal: AbortSignal;
-  done(): void;
-}
-
-/**
- * Combines a timeout and the caller's signal into the signal of one statement: it aborts with
- * STATEMENT_TIMEOUT after `timeoutMillis`, or with STATEMENT_CANCELLED when `signal` aborts.
- * Undefined when there is neither (the statement runs on the plain path).
- */
-export function statementSignal(
-  timeoutMillis: number | undefined,
-  signal: AbortSignal | undefined,
-  shardId?: string,
-): StatementSignal | undefined {
-  if (timeoutMillis === undefined && signal === undefined) return undefined;
-  const controller = new AbortController();
-  const timer =
-    timeoutMillis === undefined
-      ? undefined
-      : setTimeout(() => controller.abort(statementTimeoutError(timeoutMillis, shardId)), timeoutMillis);
-  const onAbort = () => controller.abort(statementCancelledError(signal!.reason));
-  if (signal?.aborted) onAbort();
-  else signal?.addEventListener('abort', onAbort, { once: true });
-  return {
-    signal: controller.signal,
-    done: () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    },
-  };
 }

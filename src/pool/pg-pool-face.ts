@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { QueryResult } from 'pg';
 import { QueryError, STALE_MAP_SQLSTATE, ShardRouterError, isDatabaseError, isStaleMap } from '../errors.js';
-import { runAbortable, statementSignal } from './abortable.js';
+import { runAbortable } from './abortable.js';
 import type { ShardPool } from './shard-pool.js';
 
 /**
@@ -74,10 +74,10 @@ export class ShardPgPool extends pg.Pool {
 
   async #queryOnce(config: unknown, values: unknown): Promise<QueryResult> {
     const { pool, version } = this.#face.route();
-    const bound = statementSignal(this.#face.timeoutMillis, undefined, pool.shardId);
+    const timeoutMillis = this.#face.timeoutMillis;
     const send = (client: pg.Client) => client.query(config as pg.QueryConfig, values as unknown[] | undefined);
     try {
-      if (bound) return await runAbortable(pool, version, bound.signal, send, false);
+      if (timeoutMillis !== undefined) return await runAbortable(pool, version, { timeoutMillis }, send, false);
       const client = await pool.acquireClient(undefined, version);
       try {
         const result = await send(client);
@@ -89,8 +89,6 @@ export class ShardPgPool extends pg.Pool {
       }
     } catch (error) {
       throw fenced(pool.shardId, error);
-    } finally {
-      bound?.done();
     }
   }
 

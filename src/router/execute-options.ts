@@ -1,7 +1,7 @@
 import type { ResolvedConfig } from '../config.js';
 import { ShardRouterError } from '../errors.js';
-import { queryAbortable, statementSignal } from '../pool/abortable.js';
-import type { StatementSignal } from '../pool/abortable.js';
+import { queryAbortable } from '../pool/abortable.js';
+import type { StopWhen } from '../pool/abortable.js';
 import type { QueryResultRow, ShardQueryResult } from '../pool/session.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 
@@ -42,13 +42,15 @@ export function checkedExecuteOptions(options: unknown): ExecuteOptions {
 }
 
 /**
- * The signal that bounds one execute: the call's timeout, else the config's statement timeout
- * (plus a margin, so the server's statement_timeout normally ends it first), and the call's
- * signal. Undefined when nothing bounds it (the plain hot path).
+ * What bounds one execute: the call's timeout, else the config's statement timeout (plus a
+ * margin, so the server's statement_timeout normally ends it first), and the call's signal.
+ * Undefined when nothing bounds it (the plain hot path).
  */
-export function executeSignal(options: ExecuteOptions, config: ResolvedConfig): StatementSignal | undefined {
+export function executeStop(options: ExecuteOptions, config: ResolvedConfig): StopWhen | undefined {
   const configured = config.statementTimeoutMillis === undefined ? undefined : config.statementTimeoutMillis + SERVER_TIMEOUT_MARGIN_MS;
-  return statementSignal(options.timeoutMillis ?? configured, options.signal);
+  const timeoutMillis = options.timeoutMillis ?? configured;
+  if (timeoutMillis === undefined && options.signal === undefined) return undefined;
+  return { timeoutMillis, signal: options.signal };
 }
 
 /** One bounded statement (argument checks as the router's plain path). */
@@ -57,11 +59,11 @@ export function runBounded<R extends QueryResultRow>(
   sql: string,
   params: readonly unknown[] | undefined,
   version: number | undefined,
-  signal: AbortSignal,
+  stop: StopWhen,
 ): Promise<ShardQueryResult<R>> {
   if (typeof sql !== 'string' || sql.length === 0)
     return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string'));
   if (params !== undefined && !Array.isArray(params))
     return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'params must be an array'));
-  return queryAbortable<R>(pool, sql, params ?? [], version, signal);
+  return queryAbortable<R>(pool, sql, params ?? [], version, stop);
 }

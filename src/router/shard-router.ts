@@ -27,7 +27,7 @@ import { composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
 import { clusterAccess, routedContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
-import { SERVER_TIMEOUT_MARGIN_MS, checkedExecuteOptions, executeSignal, runBounded } from './execute-options.js';
+import { SERVER_TIMEOUT_MARGIN_MS, checkedExecuteOptions, executeStop, runBounded } from './execute-options.js';
 import type { ExecuteOptions } from './execute-options.js';
 import { shardStatuses } from './status.js';
 import type { RouterStatus } from './status.js';
@@ -194,17 +194,13 @@ export class ShardRouter {
     options: ExecuteOptions | undefined,
   ): Promise<ExecuteResult<R>> {
     if (this.#closing) throw closedError();
-    const bound = executeSignal(checkedExecuteOptions(options), this.#config);
+    const stop = executeStop(checkedExecuteOptions(options), this.#config);
     // Pool and version in one tick: the connection carries the version it was routed by.
     const attempt = () =>
-      bound
-        ? runBounded<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version, bound.signal)
+      stop
+        ? runBounded<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version, stop)
         : run<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version);
-    try {
-      return await this.#topology.retryingStaleMap(attempt);
-    } finally {
-      bound?.done();
-    }
+    return this.#topology.retryingStaleMap(attempt);
   }
 
   /**
