@@ -195,12 +195,19 @@ export class ShardRouter {
   ): Promise<ExecuteResult<R>> {
     if (this.#closing) throw closedError();
     const stop = executeStop(checkedExecuteOptions(options), this.#config);
+    const observer = this.#observer;
+    const started = performance.now();
+    const routed = { bucket: this.#topology.bucketOf(key), mapVersion: this.#topology.map.version };
+    const span = observer.tracing?.statement(this.#topology.shardFor(key), sql, routed);
     // Pool and version in one tick: the connection carries the version it was routed by.
     const attempt = () =>
       stop
         ? runBounded<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version, stop)
         : run<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version);
-    return this.#topology.retryingStaleMap(attempt);
+    return this.#topology.retryingStaleMap(attempt).then(
+      (result) => observed(observer, started, span, result),
+      (error: unknown) => observedFailure(observer, started, span, error),
+    );
   }
 
   /**
