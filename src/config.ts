@@ -90,6 +90,11 @@ function hasMethods(value: unknown, names: readonly string[]): boolean {
   );
 }
 
+const outboxSchema = z.strictObject({
+  /** Events every consumer group acknowledged are deleted once they are older than this (consumers purge as they run). */
+  retentionMillis: z.int().min(0).max(MAX_TIMER_MS).default(3_600_000),
+});
+
 const configSchema = z
   .strictObject({
     shards: z.array(shardSchema).min(1, 'at least one shard is required'),
@@ -100,6 +105,7 @@ const configSchema = z
     recovery: recoverySchema.default(() => recoverySchema.parse({})),
     broadcast: broadcastSchema.default(() => broadcastSchema.parse({})),
     mapRefresh: mapRefreshSchema.default(() => mapRefreshSchema.parse({})),
+    outbox: outboxSchema.default(() => outboxSchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z
       .string()
@@ -140,6 +146,7 @@ export type TransactionConfig = z.output<typeof transactionSchema>;
 export type RecoveryConfig = z.output<typeof recoverySchema>;
 export type BroadcastConfig = z.output<typeof broadcastSchema>;
 export type MapRefreshConfig = z.output<typeof mapRefreshSchema>;
+export type OutboxConfig = z.output<typeof outboxSchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -157,6 +164,7 @@ export interface ResolvedConfig {
   readonly recovery: Readonly<RecoveryConfig>;
   readonly broadcast: Readonly<BroadcastConfig>;
   readonly mapRefresh: Readonly<MapRefreshConfig>;
+  readonly outbox: Readonly<OutboxConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
   readonly logger: Logger | undefined;
@@ -235,6 +243,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     recovery,
     broadcast,
     mapRefresh,
+    outbox,
     catalogSchema,
     applicationName,
     logger,
@@ -248,6 +257,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     recovery: Object.freeze({ ...recovery }),
     broadcast: Object.freeze({ ...broadcast }),
     mapRefresh: Object.freeze({ ...mapRefresh }),
+    outbox: Object.freeze({ ...outbox }),
     catalogSchema,
     applicationName,
     logger,

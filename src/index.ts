@@ -1,6 +1,9 @@
 export { ShardRouter } from './router/shard-router.js';
 export type { ExecuteResult, RouterStatus, ShardInfo, ShardState, ShardStatus } from './router/shard-router.js';
-export type { Transaction } from './twopc/coordinator.js';
+export type { Transaction, PublishOptions, PublishedEvent, JsonValue } from './outbox/publish.js';
+export type { OutboxConsumer } from './outbox/consumer.js';
+export type { ConsumeOptions, OutboxEvent } from './outbox/options.js';
+export type { OutboxAdmin, OutboxStatus, OutboxGroupStatus, ParkedEvent } from './outbox/admin.js';
 export { ISOLATION_LEVELS } from './twopc/transaction-options.js';
 export type { IsolationLevel, TransactionOptions } from './twopc/transaction-options.js';
 export type { RecoveryReport, SettledTransaction, InDoubtTransaction, ShardRecoveryReport } from './twopc/recovery.js';
