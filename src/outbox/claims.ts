@@ -40,6 +40,8 @@ export interface KeyOutcome {
   readonly error: string | null;
   /** Wait before the next delivery of the failed event, else null. */
   readonly backoffMillis: number | null;
+  /** Give the lease back (the run is over), or keep it, extended (progress before the next event). */
+  readonly release: boolean;
 }
 
 interface ClaimParams {
@@ -129,19 +131,27 @@ export async function claimKeys(session: Queryable, p: ClaimParams): Promise<Cla
 }
 
 /**
- * Gives leases back with what happened: the new acknowledged seq, and for a failed event its
- * attempts, backoff or parking. Only rows still leased by the same token change, so a consumer
- * whose lease was taken over cannot move another's progress (returns the keys it did change).
+ * Records what happened to leased keys: the new acknowledged seq and, for a failed event, its
+ * attempts, backoff or parking; then gives the lease back (`release`) or keeps it, extended, for
+ * the key's next event. Only rows still leased by the same token change, so a consumer whose
+ * lease was taken over cannot move another's progress. Returns the keys it did change.
  */
-export async function settleKeys(session: Queryable, schema: string, group: string, outcomes: readonly KeyOutcome[]): Promise<Set<string>> {
+export async function settleKeys(
+  session: Queryable,
+  schema: string,
+  group: string,
+  outcomes: readonly KeyOutcome[],
+  leaseMillis: number,
+): Promise<Set<string>> {
   const sorted = [...outcomes].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const { rows } = await session.query<{ key: string }>(
     `UPDATE ${q(schema)}.outbox_offsets o
         SET acked_seq = greatest(o.acked_seq, a.acked), attempt = a.attempt, parked_seq = a.parked, last_error = a.error,
             not_before = CASE WHEN a.backoff IS NULL THEN NULL ELSE now() + a.backoff * interval '1 ms' END,
-            lease_token = NULL, lease_until = NULL
-       FROM unnest($2::text[], $3::uuid[], $4::bigint[], $5::int[], $6::bigint[], $7::text[], $8::bigint[])
-            AS a(key, token, acked, attempt, parked, error, backoff)
+            lease_token = CASE WHEN a.release THEN NULL ELSE o.lease_token END,
+            lease_until = CASE WHEN a.release THEN NULL ELSE now() + $10 * interval '1 ms' END
+       FROM unnest($2::text[], $3::uuid[], $4::bigint[], $5::int[], $6::bigint[], $7::text[], $8::bigint[], $9::boolean[])
+            AS a(key, token, acked, attempt, parked, error, backoff, release)
       WHERE o.group_name = $1 AND o.key = a.key AND o.lease_token = a.token
       RETURNING o.key`,
     [
@@ -153,6 +163,8 @@ export async function settleKeys(session: Queryable, schema: string, group: stri
       sorted.map((o) => o.parkedSeq),
       sorted.map((o) => o.error),
       sorted.map((o) => o.backoffMillis),
+      sorted.map((o) => o.release),
+      leaseMillis,
     ],
   );
   return new Set(rows.map((row) => row.key));

@@ -27,6 +27,12 @@ interface KeyRun {
   started: number;
   /** Set once its outcome was handed to the flusher (after a stop timeout, possibly before the run ends). */
   settled: boolean;
+  /**
+   * When the lease may run out, by this process's monotonic clock, measured from before the
+   * claim or renewal was sent (so never later than the server's lease_until). No event starts
+   * after it, so a consumer that could not renew in time never runs behind one that took over.
+   */
+  leaseEndsAt: number;
   done: Promise<void>;
 }
 
@@ -46,7 +52,7 @@ export class OutboxConsumer {
   #pollTimer: NodeJS.Timeout | undefined;
   #heartbeatTimer: NodeJS.Timeout | undefined;
   #lastPurge = 0;
-  #queue: { outcome: KeyOutcome; done: () => void }[] = [];
+  #queue: { outcome: KeyOutcome; done: (kept: boolean) => void }[] = [];
   #flushing: Promise<void> | undefined;
 
   constructor(context: OutboxContext, options: ResolvedConsumeOptions, onStopped: () => void) {
@@ -139,6 +145,7 @@ export class OutboxConsumer {
         this.#dirty.delete(shardId);
         const wanted = Math.min(free, this.#options.batchSize);
         let claimed: ClaimedKey[] = [];
+        const claimedAt = performance.now();
         try {
           claimed = await this.#context.retryingStaleMap(() => this.#claim(shardId, wanted));
         } catch (error) {
@@ -146,7 +153,7 @@ export class OutboxConsumer {
         }
         // A full claim may have left more behind: look again after the other shards.
         if (claimed.length === wanted) this.#dirty.add(shardId);
-        for (const key of claimed) this.#begin(shardId, key);
+        for (const key of claimed) this.#begin(shardId, key, claimedAt);
       }
     } finally {
       this.#pumping = false;
@@ -168,13 +175,13 @@ export class OutboxConsumer {
       const deliver: ClaimedKey[] = [];
       for (const key of claimed) {
         const head = key.events[0];
-        if (!head) returned.push(outcome(key, 0, key.attempt - 1, null, null, null));
+        if (!head) returned.push(outcome(key, 0, key.attempt - 1, null, null, null, true));
         else if (key.attempt > maxAttempts) {
           const error = `delivery started ${key.attempt - 1} times without finishing (the consumer died or lost its lease)`;
-          returned.push(outcome(key, head.seq - 1, key.attempt - 1, head.seq, error, null));
+          returned.push(outcome(key, head.seq - 1, key.attempt - 1, head.seq, error, null, true));
         } else deliver.push(key);
       }
-      if (returned.length > 0) await settleKeys(session, schema, group, returned);
+      if (returned.length > 0) await settleKeys(session, schema, group, returned, leaseMillis);
       await session.query('COMMIT');
       return deliver;
     } catch (error) {
@@ -185,8 +192,9 @@ export class OutboxConsumer {
     }
   }
 
-  #begin(shardId: string, claimed: ClaimedKey): void {
+  #begin(shardId: string, claimed: ClaimedKey, claimedAt: number): void {
     const run: KeyRun = {
+      leaseEndsAt: claimedAt + this.#options.leaseMillis,
       shardId,
       claimed,
       controller: new AbortController(),
@@ -199,11 +207,26 @@ export class OutboxConsumer {
     run.done = this.#handle(run).then((error) => this.#finish(run, error));
   }
 
-  /** Runs the key's events in order; stops at the first failure, a lost lease or a stop. */
+  /**
+   * Runs the key's events in order; stops at the first failure, a lost lease or a stop. Each
+   * success before another event of the key is recorded first (the lease kept and extended), so
+   * a crash redelivers only the event that was in flight, never ones already acknowledged.
+   */
   async #handle(run: KeyRun): Promise<string | null> {
     const { handler } = this.#options;
-    for (const [index, event] of run.claimed.events.entries()) {
+    const events = run.claimed.events;
+    for (const [index, event] of events.entries()) {
       if (run.controller.signal.aborted || this.#stopRequested) return null;
+      // A margin of a tenth of the lease for the time the handler takes to get going.
+      if (performance.now() > run.leaseEndsAt - this.#options.leaseMillis / 10) return null;
+      if (index > 0) {
+        const sentAt = performance.now();
+        if (!(await this.#write(outcome(run.claimed, run.acked, 0, null, null, null, false)))) {
+          run.settled = true; // Taken over: nothing of ours to give back.
+          return null;
+        }
+        run.leaseEndsAt = sentAt + this.#options.leaseMillis;
+      }
       run.started = index === 0 ? run.claimed.attempt : 1;
       try {
         await handler({
@@ -228,37 +251,42 @@ export class OutboxConsumer {
   }
 
   async #finish(run: KeyRun, error: string | null): Promise<void> {
-    if (run.settled) return;
-    await this.#settle(run, error);
+    if (!run.settled) await this.#settle(run, error);
+    this.#running.delete(run.claimed.key);
+    this.#wake(run.shardId);
   }
 
-  /** Hands a run's outcome to the flusher; frees its slot once the lease is given back. */
+  /** Gives a run's lease back with its outcome: progress, or the failed event's backoff or parking. */
   async #settle(run: KeyRun, error: string | null): Promise<void> {
     run.settled = true;
     const failedSeq = error === null ? null : run.acked + 1;
     const { maxAttempts, retryBackoffMillis } = this.#options;
     const park = failedSeq !== null && run.started >= maxAttempts;
     const backoff = failedSeq !== null && !park ? Math.min(MAX_BACKOFF_MS, retryBackoffMillis * 2 ** Math.min(30, run.started - 1)) : null;
-    const seq = failedSeq === null ? null : failedSeq;
-    await new Promise<void>((done) => {
-      this.#queue.push({ outcome: outcome(run.claimed, run.acked, run.started, park ? seq : null, error, backoff), done });
-      this.#flushing ??= this.#flush();
-    });
-    this.#running.delete(run.claimed.key);
-    this.#wake(run.shardId);
+    await this.#write(outcome(run.claimed, run.acked, run.started, park ? failedSeq : null, error, backoff, true));
   }
 
+  /** Queues an outcome for the next batched write; resolves to whether this consumer still held the key's lease. */
+  #write(item: KeyOutcome): Promise<boolean> {
+    return new Promise<boolean>((done) => {
+      this.#queue.push({ outcome: item, done });
+      this.#flushing ??= this.#flush();
+    });
+  }
+
+  /** Writes the queued outcomes, one statement per shard for everything queued meanwhile. */
   async #flush(): Promise<void> {
     try {
       while (this.#queue.length > 0) {
         const batch = this.#queue.splice(0);
+        let changed = new Set<string>();
         try {
-          await this.#context.retryingStaleMap(() => this.#settleByOwner(batch.map((item) => item.outcome)));
+          changed = await this.#context.retryingStaleMap(() => this.#settleByOwner(batch.map((item) => item.outcome)));
         } catch (error) {
           // The leases then run out and the events are delivered again (at least once).
           this.#report(error);
         }
-        for (const item of batch) item.done();
+        for (const item of batch) item.done(changed.has(item.outcome.key));
       }
     } finally {
       this.#flushing = undefined;
@@ -266,19 +294,22 @@ export class OutboxConsumer {
   }
 
   /** Writes outcomes to each key's owner by the current map (a key whose bucket moved has its offsets there). */
-  async #settleByOwner(outcomes: readonly KeyOutcome[]): Promise<void> {
+  async #settleByOwner(outcomes: readonly KeyOutcome[]): Promise<Set<string>> {
     const routing = this.#context.routing();
     const byShard = groupBy(outcomes, (item) => routing.ownerOf(item.key));
-    await Promise.all(
+    const { catalogSchema } = this.#context;
+    const results = await Promise.all(
       [...byShard].map(([shardId, items]) =>
-        settleKeys(stamped(this.#context, shardId, routing.version), this.#context.catalogSchema, this.group, items),
+        settleKeys(stamped(this.#context, shardId, routing.version), catalogSchema, this.group, items, this.#options.leaseMillis),
       ),
     );
+    return new Set(results.flatMap((keys) => [...keys]));
   }
 
   async #heartbeat(): Promise<void> {
     const runs = [...this.#running.values()].filter((run) => !run.settled);
     if (runs.length === 0) return;
+    const sentAt = performance.now();
     try {
       const kept = await this.#context.retryingStaleMap(async () => {
         const routing = this.#context.routing();
@@ -297,7 +328,10 @@ export class OutboxConsumer {
         return new Set(results.flatMap((set) => [...set]));
       });
       // Lost leases: another consumer may hold the key now; the run stops after its current event.
-      for (const run of runs) if (!kept.has(run.claimed.key) && !run.settled) run.controller.abort(new Error('lease lost'));
+      for (const run of runs) {
+        if (kept.has(run.claimed.key)) run.leaseEndsAt = sentAt + this.#options.leaseMillis;
+        else if (!run.settled) run.controller.abort(new Error('lease lost'));
+      }
     } catch (error) {
       this.#report(error);
     }
@@ -344,8 +378,9 @@ function outcome(
   parkedSeq: number | null,
   error: string | null,
   backoffMillis: number | null,
+  release: boolean,
 ): KeyOutcome {
-  return { key: key.key, token: key.token, ackedSeq, attempt: Math.max(0, attempt), parkedSeq, error, backoffMillis };
+  return { key: key.key, token: key.token, ackedSeq, attempt: Math.max(0, attempt), parkedSeq, error, backoffMillis, release };
 }
 
 function groupBy<T>(items: readonly T[], by: (item: T) => string): Map<string, T[]> {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ShardRouter, ShardRouterError } from '../../src/index.js';
+import { type ShardRouter, ShardRouterError } from '../../src/index.js';
 import type { OutboxEvent } from '../../src/index.js';
 import { connectFreshRouter, dropSchemas, eventually, rejectionOf, uniqueName } from '../support/cluster.js';
 import { keyOn, keysOn } from '../support/keys.js';
