@@ -55,7 +55,7 @@ export function outboxDdl(schema: string): string[] {
        group_name text PRIMARY KEY,
        topics text[] NOT NULL,
        starts_at timestamptz NOT NULL,
-       created_at timestamptz NOT NULL DEFAULT now())`,
+       created_at timestamptz NOT NULL)`,
   ];
 }
 
