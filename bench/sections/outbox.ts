@@ -97,7 +97,7 @@ async function outboxRound(router: ShardRouter, topic: string, events: number, r
   const consumer = router.consume({
     group: `relay-${round}-${Date.now()}`,
     topics: [topic],
-    concurrency: 64,
+    concurrency: 256,
     batchSize: 100,
     pollIntervalMillis: 50,
     handler: () => {
@@ -205,7 +205,7 @@ export const outboxSection: Section<OutboxDetails> = {
     const p50 = percentile(latency, 50);
     const p99 = percentile(latency, 99);
     return {
-      setup: `${router.shardIds.length} shards, pool max 20; transfers: 16 in flight; relay: one group, concurrency 64, batchSize 100, 4 events per key; bare queue: 4 loops of 100-row DELETE ... SKIP LOCKED on one table`,
+      setup: `${router.shardIds.length} shards, pool max 20; transfers: 16 in flight; relay: one group, concurrency 256, batchSize 100, 4 events per key; bare queue: 4 loops of 100-row DELETE ... SKIP LOCKED on one table`,
       figures: [
         {
           label: 'transfer + publish, 1PC',
