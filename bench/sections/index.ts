@@ -4,6 +4,7 @@ import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
 import { naiveSection } from './naive.js';
 import { observeSection } from './observe.js';
+import { outboxSection } from './outbox.js';
 import { rebalanceSection } from './rebalance.js';
 import { scalingSection } from './scaling.js';
 import { streamSection } from './stream.js';
@@ -20,4 +21,5 @@ export const SECTIONS: readonly Section<unknown>[] = [
   streamSection,
   scalingSection,
   rebalanceSection,
+  outboxSection,
 ];

@@ -3,6 +3,7 @@ import { ShardRouterError } from '../errors.js';
 import { startLocalCluster } from '../local/local-cluster.js';
 import { parseFlags, positiveInteger } from './args.js';
 import { recoverCommand, statusCommand } from './inspect.js';
+import { outboxCommand } from './outbox.js';
 import { addShardCommand, moveBucketCommand, rebalanceCommand, removeShardCommand, verifyCommand } from './rebalance.js';
 
 const USAGE = `usage: pg-shard-router <command> [options]
@@ -48,6 +49,12 @@ commands:
       checks that every row of every registered sharded table lives on its bucket's
       owner and that reference tables are identical on every shard. Exit code 0 when
       all is well, 2 when rows are misplaced or reference tables differ (listed).
+
+  outbox status [--group <g>] | outbox parked --group <g>
+  outbox retry <event-id> --group <g> | outbox skip <event-id> --group <g>
+      the transactional outbox's consumer groups: per shard and group pending events,
+      lag (age of the oldest pending one) and parked events; list a group's parked
+      events; deliver a parked event again, or acknowledge it without delivery
 
   All of these also take --shards, --catalog-schema and --json.
 
@@ -114,6 +121,8 @@ async function main(argv: string[]): Promise<number> {
       return removeShardCommand(rest, process.env, { write, progress: process.stderr });
     case 'verify':
       return verifyCommand(rest, process.env, { write, progress: process.stderr });
+    case 'outbox':
+      return outboxCommand(rest, process.env, write);
     case undefined:
     case '-h':
     case '--help':

@@ -1,4 +1,4 @@
-import type { ShardCapabilities } from '../catalog/catalog.js';
+import type { CatalogExtension, ShardCapabilities } from '../catalog/catalog.js';
 import type { RegisteredShard } from '../catalog/registries.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { ResolvedConfig, ResolvedShardConfig } from '../config.js';
@@ -16,6 +16,8 @@ export interface RebalanceContext {
   readonly clusterId: string;
   readonly config: ResolvedConfig;
   readonly coordinator: CoordinatorContext;
+  /** The layers' catalog extensions, installed on a shard being added (as at connect). */
+  readonly extensions: readonly CatalogExtension[];
   /** The router's current map, tables and shard registry (refresh() updates them). */
   readonly map: BucketMap;
   readonly tables: readonly RegisteredTable[];

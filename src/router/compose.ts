@@ -6,12 +6,17 @@ import { Observer } from '../observe/observer.js';
 import { loadTracing } from '../observe/tracing.js';
 import type { ShardSession } from '../pool/session.js';
 import { ShardPool } from '../pool/shard-pool.js';
+import type { CatalogExtension } from '../catalog/catalog.js';
+import { outboxExtension } from '../outbox/schema.js';
 import { rebalanceExtension } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
 import { decisionLogExtension } from '../twopc/decision-log.js';
 import { BackgroundRecovery } from './background-recovery.js';
 import { broadcastContext, coordinatorContext, recoveryContext } from './contexts.js';
 import { Topology } from './topology.js';
+
+/** What every shard's catalog gets from the layers, in order (the outbox's needs the rebalancing functions). */
+export const CATALOG_EXTENSIONS: readonly CatalogExtension[] = [decisionLogExtension, rebalanceExtension, outboxExtension];
 
 /** The parts a router is composed of. */
 export interface RouterParts {
@@ -40,9 +45,7 @@ export async function composeRouter(config: ShardRouterConfig): Promise<RouterPa
   );
   for (const shard of resolved.shards) pools.get(shard.id)!.observer = observer.pool(shard.id, shard.connectionString);
   try {
-    const opened = await withOneSessionPerShard([...pools.values()], (sessions) =>
-      openCatalog(resolved, sessions, [decisionLogExtension, rebalanceExtension]),
-    );
+    const opened = await withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions, CATALOG_EXTENSIONS));
     // The topology tells the broadcaster when the table registry changes, and the coordinator
     // asks recovery for a pass soon: both are built after it, hence the late bindings.
     let broadcaster: Broadcaster | undefined;

@@ -1,6 +1,9 @@
 import type { BroadcastRouterContext } from '../broadcast/broadcaster.js';
 import type { ResolvedConfig } from '../config.js';
 import type { MoveObserver, TransactionObserver } from '../observe/hooks.js';
+import type { CatalogExtension } from '../catalog/catalog.js';
+import type { OutboxContext } from '../outbox/context.js';
+import { outboxChannel } from '../outbox/context.js';
 import type { RebalanceContext } from '../rebalance/context.js';
 import { movesGuardCondition } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
@@ -95,6 +98,38 @@ export function broadcastContext(config: ResolvedConfig, topology: Topology, coo
   };
 }
 
+/** The outbox's port: routing snapshots, pools, stale-map retries and 2PC over every member. */
+export function outboxContext(
+  clusterId: string,
+  config: ResolvedConfig,
+  topology: Topology,
+  coordinator: CoordinatorContext,
+): OutboxContext {
+  return {
+    catalogSchema: config.catalogSchema,
+    get bucketCount() {
+      return topology.bucketCount;
+    },
+    channel: outboxChannel(clusterId),
+    retentionMillis: config.outbox.retentionMillis,
+    routing: () => {
+      const { map, owners, members } = topology.snapshot();
+      return { version: map.version, members, ownerOf: (key) => owners[topology.bucketOf(key)]! };
+    },
+    pool: (shardId) => topology.pool(shardId),
+    retryingStaleMap: (attempt) => topology.retryingStaleMap(attempt),
+    writeEverywhere: (work) => {
+      const options = resolveTransactionOptions(undefined, config.transactions);
+      return topology.retryingStaleMap(() => {
+        const { context, members } = routedContext(coordinator, topology);
+        const ordered = [...members].sort();
+        topology.requirePreparedTransactions(ordered);
+        return runTransaction(context, ordered, ordered[0]!, options, (tx) => work(tx, ordered));
+      });
+    },
+  };
+}
+
 /** What the rebalancer needs of the router it works through. */
 export function clusterAccess(
   clusterId: string,
@@ -102,6 +137,7 @@ export function clusterAccess(
   topology: Topology,
   coordinator: CoordinatorContext,
   recoverNow: () => Promise<RecoveryReport>,
+  extensions: readonly CatalogExtension[],
   observer?: MoveObserver,
 ): RebalanceContext {
   return {
@@ -109,6 +145,7 @@ export function clusterAccess(
     clusterId,
     config,
     coordinator,
+    extensions,
     get map() {
       return topology.map;
     },

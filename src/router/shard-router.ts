@@ -16,16 +16,24 @@ import type { PoolStats, ShardQueryResult } from '../pool/shard-pool.js';
 import { Rebalancer } from '../rebalance/rebalancer.js';
 import type { RebalancerOptions } from '../rebalance/rebalancer.js';
 import { registerOnShard } from '../rebalance/register-table.js';
+import { OutboxAdmin } from '../outbox/admin.js';
+import { OutboxConsumer } from '../outbox/consumer.js';
+import type { OutboxContext } from '../outbox/context.js';
+import { PublishNotifier } from '../outbox/notifier.js';
+import type { ConsumeOptions } from '../outbox/options.js';
+import { resolveConsumeOptions } from '../outbox/options.js';
+import { withPublish } from '../outbox/publish.js';
+import type { Transaction } from '../outbox/publish.js';
 import { runTransaction } from '../twopc/coordinator.js';
-import type { CoordinatorContext, Transaction } from '../twopc/coordinator.js';
+import type { CoordinatorContext } from '../twopc/coordinator.js';
 import type { RecoveryReport } from '../twopc/recovery.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import type { TransactionOptions } from '../twopc/transaction-options.js';
 import { mapChannel } from '../catalog/map-channel.js';
 import type { BackgroundRecovery } from './background-recovery.js';
-import { composeRouter } from './compose.js';
+import { CATALOG_EXTENSIONS, composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
-import { clusterAccess, routedContext } from './contexts.js';
+import { clusterAccess, outboxContext, routedContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
 import { SERVER_TIMEOUT_MARGIN_MS, checkedExecuteOptions, executeStop, runBounded } from './execute-options.js';
 import type { ExecuteOptions } from './execute-options.js';
@@ -64,6 +72,11 @@ export class ShardRouter {
   readonly #broadcaster: Broadcaster;
   readonly #watcher: MapWatcher;
   readonly #observer: Observer;
+  readonly #outboxContext: OutboxContext;
+  readonly #notifier: PublishNotifier;
+  readonly #consumers = new Set<OutboxConsumer>();
+  /** Parked events and group status (docs/outbox.md). */
+  readonly outbox: OutboxAdmin;
   #closing: Promise<void> | undefined;
 
   private constructor(parts: RouterParts) {
@@ -85,6 +98,9 @@ export class ShardRouter {
       catalogSchema: parts.config.catalogSchema,
       refresh: () => this.refreshMap().then(() => undefined),
     });
+    this.#outboxContext = outboxContext(parts.clusterId, parts.config, topology, parts.coordinator);
+    this.#notifier = new PublishNotifier(this.#outboxContext.channel, (shardId) => topology.pool(shardId));
+    this.outbox = new OutboxAdmin(this.#outboxContext);
   }
 
   /**
@@ -328,7 +344,9 @@ export class ShardRouter {
     const probe = this.#observer.operation('transaction');
     // Refused by a map fence (a bucket moved): nothing committed, so the whole transaction runs
     // again on the refreshed map, callback included, like a retried serialization failure.
-    return probe.run(() =>
+    // Shards that got an event in the attempt that committed: their consumers are woken after it.
+    const published = new Set<string>();
+    const result = await probe.run(() =>
       this.#topology.retryingStaleMap(() => {
         // Every statement of this attempt routes by the map it started with, and its connections
         // carry that version: a bucket that moves meanwhile is refused by the old owner's fence
@@ -340,9 +358,43 @@ export class ShardRouter {
         // transactions can each hold a connection the other waits for.
         const shardIds = [...new Set(declared)].sort();
         if (shardIds.length > 1 && !resolved.readOnly) this.#topology.requirePreparedTransactions(shardIds);
-        return runTransaction(context, shardIds, declared[0]!, resolved, work);
+        published.clear();
+        return runTransaction(context, shardIds, declared[0]!, resolved, (tx) =>
+          work(withPublish(tx, this.#config.catalogSchema, published)),
+        );
       }),
     );
+    if (published.size > 0) this.#notifier.notify(published);
+    return result;
+  }
+
+  /**
+   * Starts a consumer of a group in this process: it receives the group's events of `topics`
+   * at least once, the events of one key one at a time in publish order, different keys in
+   * parallel up to `concurrency` (docs/outbox.md). Several processes may run the same group.
+   * A handler that throws is retried with exponential backoff and, after `maxAttempts`, parked
+   * (see {@link outbox}). Stop it with `consumer.stop()`; `close()` stops every consumer.
+   *
+   * @example
+   * const consumer = router.consume({
+   *   group: 'projector',
+   *   topics: ['order.placed'],
+   *   handler: async (event) => {
+   *     await router.transaction([event.key], async (tx) => {
+   *       const first = await tx.execute(event.key, 'INSERT INTO processed (event_id) VALUES ($1) ON CONFLICT DO NOTHING', [event.id]);
+   *       if (first.rowCount === 1) await tx.execute(event.key, 'UPDATE totals SET n = n + 1 WHERE key = $1', [event.key]);
+   *     });
+   *   },
+   * });
+   * await consumer.stop();
+   * @throws ShardRouterError INVALID_ARGUMENT (bad group, topics, handler or options), ROUTER_CLOSED
+   */
+  consume(options: ConsumeOptions): OutboxConsumer {
+    if (this.#closing) throw closedError();
+    const resolved = resolveConsumeOptions(options);
+    const consumer: OutboxConsumer = new OutboxConsumer(this.#outboxContext, resolved, () => this.#consumers.delete(consumer));
+    this.#consumers.add(consumer);
+    return consumer;
   }
 
   /**
@@ -401,7 +453,15 @@ export class ShardRouter {
   rebalancer(options: RebalancerOptions = {}): Rebalancer {
     if (this.#closing) throw closedError();
     const recoverNow = () => this.recover({ graceMillis: 0 });
-    const access = clusterAccess(this.clusterId, this.#config, this.#topology, this.#coordinator, recoverNow, this.#observer);
+    const access = clusterAccess(
+      this.clusterId,
+      this.#config,
+      this.#topology,
+      this.#coordinator,
+      recoverNow,
+      CATALOG_EXTENSIONS,
+      this.#observer,
+    );
     return new Rebalancer(access, options);
   }
 
@@ -544,6 +604,7 @@ export class ShardRouter {
   /** Lets borrowed connections finish, then closes every pool. Idempotent; later calls get ROUTER_CLOSED. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      await Promise.all([...this.#consumers].map((consumer) => consumer.stop()));
       await this.#watcher.close();
       await this.#recovery.close();
       await this.#topology.close();

@@ -1,0 +1,190 @@
+import type { Queryable } from '../pool/session.js';
+import { movesGuardCondition } from '../rebalance/schema.js';
+import { q } from '../sql.js';
+
+/**
+ * The consumer's statements on one shard (docs/outbox.md, "Claims and leases"). Every write goes
+ * through a router connection stamped with the map version it routed by, so a shard's fence and
+ * a move's capture trigger treat it like any other write (O5).
+ */
+
+/** An event as the consumer hands it out. */
+export interface ClaimedEvent {
+  readonly key: string;
+  readonly seq: number;
+  readonly id: string;
+  readonly topic: string;
+  readonly payload: unknown;
+  readonly headers: Record<string, unknown>;
+  readonly publishedAt: Date;
+}
+
+/** A key this consumer leased, with its next events in order. */
+export interface ClaimedKey {
+  readonly key: string;
+  readonly token: string;
+  /** Deliveries started for the first event (this one included). */
+  readonly attempt: number;
+  readonly events: readonly ClaimedEvent[];
+}
+
+/** What the consumer reports for a key when it gives the lease back. */
+export interface KeyOutcome {
+  readonly key: string;
+  readonly token: string;
+  readonly ackedSeq: number;
+  /** Deliveries started for the event after ackedSeq (0 when nothing failed). */
+  readonly attempt: number;
+  /** The failed event's seq when it is parked, else null. */
+  readonly parkedSeq: number | null;
+  readonly error: string | null;
+  /** Wait before the next delivery of the failed event, else null. */
+  readonly backoffMillis: number | null;
+  /** Give the lease back (the run is over), or keep it, extended (progress before the next event). */
+  readonly release: boolean;
+}
+
+interface ClaimParams {
+  readonly schema: string;
+  readonly bucketCount: number;
+  readonly version: number;
+  readonly group: string;
+  readonly keys: number;
+  readonly eventsPerKey: number;
+  readonly leaseMillis: number;
+}
+
+const CLAIMABLE = `(o.lease_until IS NULL OR o.lease_until < now()) AND o.parked_seq IS NULL AND (o.not_before IS NULL OR o.not_before <= now())`;
+
+/** Keys of this shard with an event the group has not acknowledged, that nobody holds. */
+function candidatesSql(p: ClaimParams): string {
+  const s = q(p.schema);
+  // The guard (as for broadcast reads) refuses a shard whose map is not the routed version and
+  // skips the rows of buckets this shard has handed over but not yet cleaned up.
+  return `SELECT DISTINCT e.key FROM
+       (SELECT key, seq, topic, published_at FROM ${s}.outbox_events WHERE ${movesGuardCondition(p.schema, 'key', p.bucketCount, 3)}) e
+       JOIN ${s}.outbox_groups g ON g.group_name = $1
+       LEFT JOIN ${s}.outbox_offsets o ON o.group_name = $1 AND o.key = e.key
+      WHERE e.seq > coalesce(o.acked_seq, 0) AND e.topic = ANY (g.topics) AND e.published_at >= g.starts_at
+        AND (o.key IS NULL OR (${CLAIMABLE}))
+      LIMIT $2`;
+}
+
+/**
+ * One claim on a shard, inside the caller's transaction: finds up to `keys` claimable keys,
+ * leases them (FOR UPDATE SKIP LOCKED: concurrent consumers of the group take disjoint keys), and
+ * reads each one's next events in seq order.
+ */
+export async function claimKeys(session: Queryable, p: ClaimParams): Promise<ClaimedKey[]> {
+  const s = q(p.schema);
+  const found = await session.query<{ key: string }>(candidatesSql(p), [p.group, p.keys, p.version]);
+  if (found.rows.length === 0) return [];
+  // Sorted, so two claims inserting the same new keys cannot deadlock.
+  const keys = found.rows.map((row) => row.key).sort();
+  await session.query(
+    `INSERT INTO ${s}.outbox_offsets (group_name, key) SELECT $1, k FROM unnest($2::text[]) AS k ORDER BY k ON CONFLICT DO NOTHING`,
+    [p.group, keys],
+  );
+  const leased = await session.query<{ key: string; token: string; attempt: number; acked: string }>(
+    `UPDATE ${s}.outbox_offsets u SET lease_token = gen_random_uuid(), lease_until = now() + $3 * interval '1 ms', attempt = u.attempt + 1
+       FROM (SELECT o.group_name, o.key FROM ${s}.outbox_offsets o
+              WHERE o.group_name = $1 AND o.key = ANY ($2::text[]) AND ${CLAIMABLE}
+              ORDER BY o.key FOR UPDATE SKIP LOCKED) c
+      WHERE u.group_name = c.group_name AND u.key = c.key
+      RETURNING u.key, u.lease_token::text AS token, u.attempt, u.acked_seq::text AS acked`,
+    [p.group, keys, p.leaseMillis],
+  );
+  if (leased.rows.length === 0) return [];
+  const events = await session.query<{
+    key: string;
+    seq: string;
+    id: string;
+    topic: string;
+    payload: unknown;
+    headers: Record<string, unknown>;
+    published_at: Date;
+  }>(
+    `SELECT e.key, e.seq::text AS seq, e.id::text AS id, e.topic, e.payload, e.headers, e.published_at
+       FROM unnest($2::text[], $3::bigint[]) AS c(key, acked)
+       JOIN ${s}.outbox_groups g ON g.group_name = $1
+       CROSS JOIN LATERAL (SELECT * FROM ${s}.outbox_events x
+                            WHERE x.key = c.key AND x.seq > c.acked AND x.topic = ANY (g.topics) AND x.published_at >= g.starts_at
+                            ORDER BY x.seq LIMIT $4) e
+      ORDER BY e.key, e.seq`,
+    [p.group, leased.rows.map((row) => row.key), leased.rows.map((row) => row.acked), p.eventsPerKey],
+  );
+  const byKey = new Map<string, ClaimedEvent[]>();
+  for (const row of events.rows) {
+    const list = byKey.get(row.key) ?? [];
+    list.push({
+      key: row.key,
+      seq: Number(row.seq),
+      id: row.id,
+      topic: row.topic,
+      payload: row.payload,
+      headers: row.headers,
+      publishedAt: row.published_at,
+    });
+    byKey.set(row.key, list);
+  }
+  return leased.rows.map((row) => ({ key: row.key, token: row.token, attempt: row.attempt, events: byKey.get(row.key) ?? [] }));
+}
+
+/**
+ * Records what happened to leased keys: the new acknowledged seq and, for a failed event, its
+ * attempts, backoff or parking; then gives the lease back (`release`) or keeps it, extended, for
+ * the key's next event. Only rows still leased by the same token change, so a consumer whose
+ * lease was taken over cannot move another's progress. Returns the keys it did change.
+ */
+export async function settleKeys(
+  session: Queryable,
+  schema: string,
+  group: string,
+  outcomes: readonly KeyOutcome[],
+  leaseMillis: number,
+): Promise<Set<string>> {
+  const sorted = [...outcomes].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const { rows } = await session.query<{ key: string }>(
+    `UPDATE ${q(schema)}.outbox_offsets o
+        SET acked_seq = greatest(o.acked_seq, a.acked), attempt = a.attempt, parked_seq = a.parked, last_error = a.error,
+            not_before = CASE WHEN a.backoff IS NULL THEN NULL ELSE now() + a.backoff * interval '1 ms' END,
+            lease_token = CASE WHEN a.release THEN NULL ELSE o.lease_token END,
+            lease_until = CASE WHEN a.release THEN NULL ELSE now() + $10 * interval '1 ms' END
+       FROM unnest($2::text[], $3::uuid[], $4::bigint[], $5::int[], $6::bigint[], $7::text[], $8::bigint[], $9::boolean[])
+            AS a(key, token, acked, attempt, parked, error, backoff, release)
+      WHERE o.group_name = $1 AND o.key = a.key AND o.lease_token = a.token
+      RETURNING o.key`,
+    [
+      group,
+      sorted.map((o) => o.key),
+      sorted.map((o) => o.token),
+      sorted.map((o) => o.ackedSeq),
+      sorted.map((o) => o.attempt),
+      sorted.map((o) => o.parkedSeq),
+      sorted.map((o) => o.error),
+      sorted.map((o) => o.backoffMillis),
+      sorted.map((o) => o.release),
+      leaseMillis,
+    ],
+  );
+  return new Set(rows.map((row) => row.key));
+}
+
+/** Extends the leases this consumer still holds; returns the keys whose lease it still had. */
+export async function renewLeases(
+  session: Queryable,
+  schema: string,
+  group: string,
+  leases: readonly { key: string; token: string }[],
+  leaseMillis: number,
+): Promise<Set<string>> {
+  const sorted = [...leases].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const { rows } = await session.query<{ key: string }>(
+    `UPDATE ${q(schema)}.outbox_offsets o SET lease_until = now() + $4 * interval '1 ms'
+       FROM unnest($2::text[], $3::uuid[]) AS a(key, token)
+      WHERE o.group_name = $1 AND o.key = a.key AND o.lease_token = a.token
+      RETURNING o.key`,
+    [group, sorted.map((l) => l.key), sorted.map((l) => l.token), leaseMillis],
+  );
+  return new Set(rows.map((row) => row.key));
+}

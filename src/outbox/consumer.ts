@@ -1,0 +1,405 @@
+import type { Listener } from '../pool/session.js';
+import { claimKeys, renewLeases, settleKeys } from './claims.js';
+import type { ClaimedKey, KeyOutcome } from './claims.js';
+import type { OutboxContext } from './context.js';
+import { registerGroup } from './groups.js';
+import type { ResolvedConsumeOptions } from './options.js';
+import { purgeShard } from './retention.js';
+
+/**
+ * One consumer of a group in this process (docs/outbox.md). It claims keys on every shard
+ * (a lease per key), runs each key's events one after the other in seq order, different keys in
+ * parallel up to `concurrency`, and gives each lease back with the progress made (the
+ * acknowledgement), retry backoff or parking. Wakes on NOTIFY from each shard, and polls.
+ */
+
+const MAX_BACKOFF_MS = 60_000;
+const REGISTER_RETRY_MS = 1_000;
+
+/** A key this consumer holds. */
+interface KeyRun {
+  readonly shardId: string;
+  readonly claimed: ClaimedKey;
+  readonly controller: AbortController;
+  /** The last seq handled successfully. */
+  acked: number;
+  /** Deliveries started for the event after `acked`. */
+  started: number;
+  /** Set once its outcome was handed to the flusher (after a stop timeout, possibly before the run ends). */
+  settled: boolean;
+  /**
+   * When the lease may run out, by this process's monotonic clock, measured from before the
+   * claim or renewal was sent (so never later than the server's lease_until). No event starts
+   * after it, so a consumer that could not renew in time never runs behind one that took over.
+   */
+  leaseEndsAt: number;
+  done: Promise<void>;
+}
+
+export class OutboxConsumer {
+  readonly group: string;
+  /** Resolves once the group is on record on every shard and claiming has begun. */
+  readonly ready: Promise<void>;
+  readonly #context: OutboxContext;
+  readonly #options: ResolvedConsumeOptions;
+  readonly #onStopped: () => void;
+  readonly #running = new Map<string, KeyRun>();
+  readonly #dirty = new Set<string>();
+  readonly #listeners = new Map<string, Listener | 'opening'>();
+  #pumping = false;
+  #stopRequested = false;
+  #stopping: Promise<void> | undefined;
+  #pollTimer: NodeJS.Timeout | undefined;
+  #heartbeatTimer: NodeJS.Timeout | undefined;
+  #lastPurge = 0;
+  #queue: { outcome: KeyOutcome; done: (kept: boolean) => void }[] = [];
+  #flushing: Promise<void> | undefined;
+
+  constructor(context: OutboxContext, options: ResolvedConsumeOptions, onStopped: () => void) {
+    this.#context = context;
+    this.#options = options;
+    this.#onStopped = onStopped;
+    this.group = options.group;
+    this.ready = this.#start();
+  }
+
+  /** Keys being handled right now. */
+  get activeKeys(): number {
+    return this.#running.size;
+  }
+
+  /**
+   * Stops claiming, waits up to `timeoutMillis` for the running handlers, then gives back every
+   * lease with the progress made (handlers still running are told through their `signal`; their
+   * later results are ignored and their events delivered again). Idempotent.
+   */
+  stop(timeoutMillis = 10_000): Promise<void> {
+    this.#stopping ??= this.#stop(timeoutMillis);
+    return this.#stopping;
+  }
+
+  async #start(): Promise<void> {
+    const { group, topics, from } = this.#options;
+    for (;;) {
+      if (this.#stopRequested) return;
+      try {
+        await registerGroup(this.#context, group, topics, from);
+        break;
+      } catch (error) {
+        this.#report(error);
+        await new Promise((resolve) => setTimeout(resolve, REGISTER_RETRY_MS));
+      }
+    }
+    if (this.#stopRequested) return;
+    this.#pollTimer = setInterval(() => this.#tick(), this.#options.pollIntervalMillis);
+    this.#heartbeatTimer = setInterval(() => void this.#heartbeat(), Math.max(50, Math.floor(this.#options.leaseMillis / 3)));
+    this.#tick();
+  }
+
+  #tick(): void {
+    if (this.#stopRequested) return;
+    const { members } = this.#context.routing();
+    for (const shardId of members) {
+      this.#dirty.add(shardId);
+      if (!this.#listeners.has(shardId)) void this.#listen(shardId);
+    }
+    const retention = this.#context.retentionMillis;
+    if (Date.now() - this.#lastPurge >= Math.max(1_000, Math.min(retention, 10_000))) {
+      this.#lastPurge = Date.now();
+      for (const shardId of members) purgeShard(this.#context, shardId).catch((error: unknown) => this.#report(error));
+    }
+    void this.#pump();
+  }
+
+  async #listen(shardId: string): Promise<void> {
+    this.#listeners.set(shardId, 'opening');
+    try {
+      const listener = await this.#context.pool(shardId).listen(
+        this.#context.channel,
+        () => this.#wake(shardId),
+        () => this.#listeners.delete(shardId),
+      );
+      if (this.#stopRequested) await listener.close();
+      else this.#listeners.set(shardId, listener);
+    } catch (error) {
+      this.#listeners.delete(shardId);
+      this.#report(error);
+    }
+  }
+
+  #wake(shardId: string): void {
+    if (this.#stopRequested) return;
+    this.#dirty.add(shardId);
+    void this.#pump();
+  }
+
+  /** Claims on the shards marked dirty while there are free slots; one pump at a time. */
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      for (;;) {
+        const free = this.#options.concurrency - this.#running.size;
+        const shardId = this.#dirty.values().next().value;
+        if (this.#stopRequested || free <= 0 || shardId === undefined) return;
+        this.#dirty.delete(shardId);
+        const wanted = Math.min(free, this.#options.batchSize);
+        let claimed: ClaimedKey[] = [];
+        const claimedAt = performance.now();
+        try {
+          claimed = await this.#context.retryingStaleMap(() => this.#claim(shardId, wanted));
+        } catch (error) {
+          this.#report(error);
+        }
+        // A full claim may have left more behind: look again after the other shards.
+        if (claimed.length === wanted) this.#dirty.add(shardId);
+        for (const key of claimed) this.#begin(shardId, key, claimedAt);
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /** One claim transaction on a shard; keys started too often without finishing are parked there instead. */
+  async #claim(shardId: string, wanted: number): Promise<ClaimedKey[]> {
+    const routing = this.#context.routing();
+    if (!routing.members.includes(shardId) || this.#stopRequested) return [];
+    const { catalogSchema: schema, bucketCount } = this.#context;
+    const { group, batchSize, leaseMillis, maxAttempts } = this.#options;
+    const session = await this.#context.pool(shardId).acquire(routing.version);
+    try {
+      await session.query('BEGIN');
+      const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis };
+      const claimed = await claimKeys(session, params);
+      const returned: KeyOutcome[] = [];
+      const deliver: ClaimedKey[] = [];
+      for (const key of claimed) {
+        const head = key.events[0];
+        if (!head) returned.push(outcome(key, 0, key.attempt - 1, null, null, null, true));
+        else if (key.attempt > maxAttempts) {
+          const error = `delivery started ${key.attempt - 1} times without finishing (the consumer died or lost its lease)`;
+          returned.push(outcome(key, head.seq - 1, key.attempt - 1, head.seq, error, null, true));
+        } else deliver.push(key);
+      }
+      if (returned.length > 0) await settleKeys(session, schema, group, returned, leaseMillis);
+      await session.query('COMMIT');
+      return deliver;
+    } catch (error) {
+      await session.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      session.release();
+    }
+  }
+
+  #begin(shardId: string, claimed: ClaimedKey, claimedAt: number): void {
+    const run: KeyRun = {
+      leaseEndsAt: claimedAt + this.#options.leaseMillis,
+      shardId,
+      claimed,
+      controller: new AbortController(),
+      acked: claimed.events[0]!.seq - 1,
+      started: claimed.attempt - 1,
+      settled: false,
+      done: Promise.resolve(),
+    };
+    this.#running.set(claimed.key, run);
+    run.done = this.#handle(run).then((error) => this.#finish(run, error));
+  }
+
+  /**
+   * Runs the key's events in order; stops at the first failure, a lost lease or a stop. Each
+   * success before another event of the key is recorded first (the lease kept and extended), so
+   * a crash redelivers only the event that was in flight, never ones already acknowledged.
+   */
+  async #handle(run: KeyRun): Promise<string | null> {
+    const { handler } = this.#options;
+    const events = run.claimed.events;
+    for (const [index, event] of events.entries()) {
+      if (run.controller.signal.aborted || this.#stopRequested) return null;
+      // A margin of a tenth of the lease for the time the handler takes to get going.
+      if (performance.now() > run.leaseEndsAt - this.#options.leaseMillis / 10) return null;
+      if (index > 0) {
+        const sentAt = performance.now();
+        if (!(await this.#write(outcome(run.claimed, run.acked, 0, null, null, null, false)))) {
+          run.settled = true; // Taken over: nothing of ours to give back.
+          return null;
+        }
+        run.leaseEndsAt = sentAt + this.#options.leaseMillis;
+      }
+      run.started = index === 0 ? run.claimed.attempt : 1;
+      try {
+        await handler({
+          id: event.id,
+          topic: event.topic,
+          key: event.key,
+          seq: event.seq,
+          payload: event.payload,
+          headers: event.headers,
+          attempt: run.started,
+          publishedAt: event.publishedAt,
+          shardId: run.shardId,
+          signal: run.controller.signal,
+        });
+      } catch (error) {
+        return error instanceof Error ? error.message || error.name : String(error);
+      }
+      run.acked = event.seq;
+      run.started = 0;
+    }
+    return null;
+  }
+
+  async #finish(run: KeyRun, error: string | null): Promise<void> {
+    if (!run.settled) await this.#settle(run, error);
+    this.#running.delete(run.claimed.key);
+    this.#wake(run.shardId);
+  }
+
+  /** Gives a run's lease back with its outcome: progress, or the failed event's backoff or parking. */
+  async #settle(run: KeyRun, error: string | null): Promise<void> {
+    run.settled = true;
+    const failedSeq = error === null ? null : run.acked + 1;
+    const { maxAttempts, retryBackoffMillis } = this.#options;
+    const park = failedSeq !== null && run.started >= maxAttempts;
+    const backoff = failedSeq !== null && !park ? Math.min(MAX_BACKOFF_MS, retryBackoffMillis * 2 ** Math.min(30, run.started - 1)) : null;
+    await this.#write(outcome(run.claimed, run.acked, run.started, park ? failedSeq : null, error, backoff, true));
+  }
+
+  /** Queues an outcome for the next batched write; resolves to whether this consumer still held the key's lease. */
+  #write(item: KeyOutcome): Promise<boolean> {
+    return new Promise<boolean>((done) => {
+      this.#queue.push({ outcome: item, done });
+      this.#flushing ??= this.#flush();
+    });
+  }
+
+  /** Writes the queued outcomes, one statement per shard for everything queued meanwhile. */
+  async #flush(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue.splice(0);
+        let changed = new Set<string>();
+        try {
+          changed = await this.#context.retryingStaleMap(() => this.#settleByOwner(batch.map((item) => item.outcome)));
+        } catch (error) {
+          // The leases then run out and the events are delivered again (at least once).
+          this.#report(error);
+        }
+        for (const item of batch) item.done(changed.has(item.outcome.key));
+      }
+    } finally {
+      this.#flushing = undefined;
+    }
+  }
+
+  /** Writes outcomes to each key's owner by the current map (a key whose bucket moved has its offsets there). */
+  async #settleByOwner(outcomes: readonly KeyOutcome[]): Promise<Set<string>> {
+    const routing = this.#context.routing();
+    const byShard = groupBy(outcomes, (item) => routing.ownerOf(item.key));
+    const { catalogSchema } = this.#context;
+    const results = await Promise.all(
+      [...byShard].map(([shardId, items]) =>
+        settleKeys(stamped(this.#context, shardId, routing.version), catalogSchema, this.group, items, this.#options.leaseMillis),
+      ),
+    );
+    return new Set(results.flatMap((keys) => [...keys]));
+  }
+
+  async #heartbeat(): Promise<void> {
+    const runs = [...this.#running.values()].filter((run) => !run.settled);
+    if (runs.length === 0) return;
+    const sentAt = performance.now();
+    try {
+      const kept = await this.#context.retryingStaleMap(async () => {
+        const routing = this.#context.routing();
+        const byShard = groupBy(runs, (run) => routing.ownerOf(run.claimed.key));
+        const results = await Promise.all(
+          [...byShard].map(([shardId, items]) =>
+            renewLeases(
+              stamped(this.#context, shardId, routing.version),
+              this.#context.catalogSchema,
+              this.group,
+              items.map((run) => ({ key: run.claimed.key, token: run.claimed.token })),
+              this.#options.leaseMillis,
+            ),
+          ),
+        );
+        return new Set(results.flatMap((set) => [...set]));
+      });
+      // Lost leases: another consumer may hold the key now; the run stops after its current event.
+      for (const run of runs) {
+        if (kept.has(run.claimed.key)) run.leaseEndsAt = sentAt + this.#options.leaseMillis;
+        else if (!run.settled) run.controller.abort(new Error('lease lost'));
+      }
+    } catch (error) {
+      this.#report(error);
+    }
+  }
+
+  async #stop(timeoutMillis: number): Promise<void> {
+    this.#stopRequested = true;
+    clearInterval(this.#pollTimer);
+    await this.ready.catch(() => undefined);
+    const runs = [...this.#running.values()];
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMillis);
+    });
+    await Promise.race([Promise.all(runs.map((run) => run.done)), timedOut]);
+    clearTimeout(timer);
+    const late: Promise<void>[] = [];
+    for (const run of this.#running.values()) {
+      run.controller.abort(new Error('consumer stopped'));
+      if (!run.settled) late.push(this.#settle(run, null));
+    }
+    await Promise.all(late);
+    await this.#flushing;
+    clearInterval(this.#heartbeatTimer);
+    await Promise.all([...this.#listeners.values()].map((listener) => (listener === 'opening' ? undefined : listener.close())));
+    this.#listeners.clear();
+    this.#onStopped();
+  }
+
+  #report(error: unknown): void {
+    if (this.#stopRequested && isClosed(error)) return;
+    try {
+      this.#options.onError?.(error);
+    } catch {
+      // A throwing onError must not stop the consumer.
+    }
+  }
+}
+
+function outcome(
+  key: ClaimedKey,
+  ackedSeq: number,
+  attempt: number,
+  parkedSeq: number | null,
+  error: string | null,
+  backoffMillis: number | null,
+  release: boolean,
+): KeyOutcome {
+  return { key: key.key, token: key.token, ackedSeq, attempt: Math.max(0, attempt), parkedSeq, error, backoffMillis, release };
+}
+
+function groupBy<T>(items: readonly T[], by: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const name = by(item);
+    const list = groups.get(name);
+    if (list) list.push(item);
+    else groups.set(name, [item]);
+  }
+  return groups;
+}
+
+/** A shard's pool as a Queryable whose statements carry the routed map version. */
+function stamped(context: OutboxContext, shardId: string, version: number) {
+  const pool = context.pool(shardId);
+  return { query: <R extends Record<string, unknown>>(sql: string, params?: readonly unknown[]) => pool.query<R>(sql, params, version) };
+}
+
+function isClosed(error: unknown): boolean {
+  return (error as { code?: string } | undefined)?.code === 'ROUTER_CLOSED';
+}
