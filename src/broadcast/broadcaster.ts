@@ -10,13 +10,16 @@ import type { BatchSource } from './merge/k-way-merge.js';
 import { mergeSelect, resolveCount } from './merge/merge.js';
 import { rowComparator } from './merge/row-order.js';
 import type { RawRow, ServerRanker } from './merge/row-order.js';
-import { formatPlan } from './plan/plan.js';
-import type { BroadcastPlan, SelectPlan } from './plan/plan.js';
+import { collationProbeSql, withCollations } from './plan/collation-probe.js';
+import { columnIndex, formatPlan } from './plan/plan.js';
+import type { BroadcastPlan, CollationProbe, PlannerCatalog, SelectPlan } from './plan/plan.js';
+import { averageColumnKey } from './plan/plan-aggregate.js';
 import { planBroadcast } from './plan/planner.js';
 import { loadParser } from './plan/sql-parser.js';
 import { guardedParams } from './routing.js';
 import type { BroadcastRouting } from './routing.js';
 import { scatter } from './scatter.js';
+import { OID } from './values/oid.js';
 import type { Scattered } from './scatter.js';
 import { probeBroadcastCapabilities, serverHelpers } from './server-probe.js';
 import type { BroadcastCapabilities, ServerCaster } from './server-probe.js';
@@ -69,6 +72,8 @@ export class Broadcaster {
   readonly #context: BroadcastRouterContext;
   readonly #servers: BroadcastServers;
   readonly #plans = new Map<string, BroadcastPlan>();
+  /** Plans with their text collations filled in, once per plan (see collation-probe.ts). */
+  #collated = new WeakMap<SelectPlan, Promise<SelectPlan>>();
 
   /**
    * Opens a broadcaster over the router's port: loads the SQL parser, probes every shard's
@@ -92,21 +97,58 @@ export class Broadcaster {
     if (typeof sql !== 'string' || sql.trim() === '') throw new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string');
     const cached = this.#plans.get(sql);
     if (cached) return cached;
-    const aggregates = this.#servers.capabilities.aggregateNames;
-    const context = this.#context;
-    const plan = planBroadcast(sql, {
-      isAggregate: (name) => aggregates.has(name),
-      isReferenceTable: (schema, name) => context.registeredTable(schema, name)?.kind === 'reference',
-      movesGuard: (schema, name, versionParam) => context.movesGuard(schema, name, versionParam),
-    });
+    const plan = planBroadcast(sql, this.#plannerCatalog());
     if (this.#plans.size >= PLAN_CACHE_SIZE) this.#plans.delete(this.#plans.keys().next().value!);
     this.#plans.set(sql, plan);
     return plan;
   }
 
+  #plannerCatalog(): PlannerCatalog {
+    const aggregates = this.#servers.capabilities.aggregateNames;
+    const context = this.#context;
+    return {
+      isAggregate: (name) => aggregates.has(name),
+      isReferenceTable: (schema, name) => context.registeredTable(schema, name)?.kind === 'reference',
+      movesGuard: (schema, name, versionParam) => context.movesGuard(schema, name, versionParam),
+    };
+  }
+
+  /**
+   * The plan again, with the avg columns the shards reported as float4 summed in float8 (as
+   * avg(float4) does on one server); it replaces the cached plan, so this happens once per SQL text.
+   */
+  #widenedAverages(plan: SelectPlan, widened: ReadonlySet<string>): SelectPlan {
+    const replanned = planBroadcast(plan.sql, this.#plannerCatalog(), { float8Averages: widened }) as SelectPlan;
+    const cached = this.#plans.get(plan.sql);
+    if (cached === plan) this.#plans.set(plan.sql, replanned);
+    return cached !== plan && cached?.kind === 'select' && cached.ifColumnMissing === plan ? replanned.ifColumnMissing! : replanned;
+  }
+
   /** Drops every cached plan (the table registry changed). */
   forgetPlans(): void {
     this.#plans.clear();
+    this.#collated = new WeakMap();
+  }
+
+  /**
+   * The plan with the collations of the text it orders, probed once per plan on a shard (a
+   * column may have its own COLLATE); the plan itself when nothing it orders is collatable.
+   */
+  #withCollations(plan: SelectPlan, fields: readonly FieldDef[], shardId: string): Promise<SelectPlan> {
+    const probe = plan.collationProbe;
+    const slots = probe ? collatableSlots(plan, probe, fields) : [];
+    if (!probe || slots.length === 0) return Promise.resolve(plan);
+    let resolved = this.#collated.get(plan);
+    if (!resolved) {
+      resolved = this.#context
+        .pool(shardId)
+        .queryRaw(collationProbeSql(probe, slots), [])
+        .then((result) => withCollations(plan, probe, new Map(slots.map((slot, i) => [slot, result.rows[0]?.[i] ?? null]))));
+      const cache = this.#collated;
+      cache.set(plan, resolved);
+      resolved.catch(() => cache.delete(plan));
+    }
+    return resolved;
   }
 
   explain(sql: string): string {
@@ -189,6 +231,10 @@ export class Broadcaster {
     }
     const { answered, failures } = scattered;
     if (answered.length === 0) throw failures[0]!.error;
+    if (plan.kind === 'select') {
+      const widened = float4Averages(plan, answered[0]!.fields);
+      if (widened.size > 0) return this.#readOnce<R>(this.#widenedAverages(plan, widened), params, timeoutMillis, partial);
+    }
     if (plan.kind === 'single') {
       const only = answered[0]!;
       return {
@@ -199,7 +245,8 @@ export class Broadcaster {
         failures,
       };
     }
-    const { rows, fields } = await mergeSelect<R>(plan, answered, {
+    const collated = await this.#withCollations(plan, answered[0]!.fields, answered[0]!.shardId);
+    const { rows, fields } = await mergeSelect<R>(collated, answered, {
       params,
       textOrder: this.#servers.capabilities.textOrder,
       ranker: this.#servers.ranker,
@@ -299,6 +346,7 @@ export class Broadcaster {
         throw failures.find((failure) => !isStaleMap(failure)) ?? failures[0];
       });
       const visible = fields.slice(0, fields.length - plan.hidden.length);
+      const collated = await this.#withCollations(plan, fields, shardIds[0]!);
       let offset = resolveCount(plan.offset, params, 'OFFSET') ?? 0;
       let remaining = resolveCount(plan.limit, params, 'LIMIT') ?? Infinity;
       const batches =
@@ -306,7 +354,7 @@ export class Broadcaster {
           ? mergeSortedBatches(
               cursors,
               await rowComparator(
-                plan.sort,
+                collated.sort,
                 fields.map((field) => field.dataTypeID),
                 plan.hidden.length,
                 this.#servers.capabilities.textOrder,
@@ -342,6 +390,42 @@ export class Broadcaster {
       `the broadcast did not finish within ${timeoutMillis} ms on shards ${shardIds.join(', ')}; the running shard queries were cancelled`,
     );
   }
+}
+
+/** Types whose order may depend on a collation: text, varchar, bpchar, name, and user types (domains, citext). */
+function collatable(oid: number | undefined): boolean {
+  return oid === OID.text || oid === OID.varchar || oid === OID.bpchar || oid === OID.name || (oid !== undefined && oid >= 16_384);
+}
+
+/** The probe's slots whose column (sort key or min/max) has a collatable type in the shard result. */
+function collatableSlots(plan: SelectPlan, probe: CollationProbe, fields: readonly FieldDef[]): number[] {
+  const hiddenCount = plan.hidden.length;
+  const visibleCount = fields.length - hiddenCount;
+  const slots = new Set<number>();
+  plan.sort.forEach((key, i) => {
+    const slot = probe.sort[i];
+    if (slot !== undefined && collatable(fields[columnIndex(key.column, fields.length, hiddenCount)]?.dataTypeID)) slots.add(slot);
+  });
+  for (const { column, slot } of probe.roles) {
+    const index = column.startsWith('h') ? visibleCount + Number(column.slice(1)) : Number(column.slice(1));
+    if (collatable(fields[index]?.dataTypeID)) slots.add(slot);
+  }
+  return [...slots].sort((a, b) => a - b);
+}
+
+/** The avg columns whose shard-side sum came back float4 (their argument is float4), by averageColumnKey. */
+function float4Averages(plan: SelectPlan, fields: readonly FieldDef[]): Set<string> {
+  const widened = new Set<string>();
+  if (!plan.aggregate) return widened;
+  const { visibleRoles, hiddenRoles } = plan.aggregate;
+  for (const [position, role] of visibleRoles.entries()) {
+    if (role.kind === 'avg' && fields[position]?.dataTypeID === OID.float4) widened.add(averageColumnKey({ kind: 'visible', position }));
+  }
+  for (const [index, role] of hiddenRoles.entries()) {
+    const field = fields[visibleRoles.length + index];
+    if (role.kind === 'avg' && field?.dataTypeID === OID.float4) widened.add(averageColumnKey({ kind: 'hidden', index }));
+  }
+  return widened;
 }
 
 /** A stream that fails when iterated, so argument errors surface where stream errors do. */

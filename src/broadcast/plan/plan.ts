@@ -100,11 +100,26 @@ export interface SelectPlan extends PlanBase {
   readonly sort: readonly SortKey[];
   readonly limit: Count | undefined;
   readonly offset: Count | undefined;
+  /** How to learn the collations of the text the merge orders (see collation-probe.ts); none when nothing could be text. */
+  readonly collationProbe?: CollationProbe;
   /**
    * The plan to use if the shards report an undefined column (42703): `GROUP BY name` read as
    * the select-list alias rather than a table column (see the planner).
    */
   readonly ifColumnMissing?: SelectPlan;
+}
+
+/**
+ * A statement the shards answer with one row: the collation (quoted name) of each expression
+ * the merge orders; `sort[i]` and each role's `slot` index that row.
+ */
+export interface CollationProbe {
+  /** The query's FROM item and the expressions whose collation matters, as parse-tree nodes. */
+  readonly from: Record<string, unknown>;
+  readonly expressions: readonly Record<string, unknown>[];
+  readonly sort: readonly (number | undefined)[];
+  /** min/max columns: `v<position>` or `h<index>`, and their slot in the probe's row. */
+  readonly roles: readonly { readonly column: string; readonly slot: number }[];
 }
 
 /** A statement that reads no sharded table (no FROM): one shard answers it. */

@@ -1,5 +1,6 @@
 import { ShardRouterError } from '../../errors.js';
 import { functionName, hasAggregate } from './aggregates.js';
+import { collationProbe } from './collation-probe.js';
 import { asKind, integerConstant, nodeBody, nodeKind, nodeList, walk } from './ast.js';
 import type { AstBody, AstNode } from './ast.js';
 import { planAggregate } from './plan-aggregate.js';
@@ -52,11 +53,11 @@ function notAtomic(statement: string): ShardRouterError {
  * Plans one statement.
  * @throws ShardRouterError INVALID_SQL, UNSUPPORTED
  */
-export function planBroadcast(sql: string, catalog: PlannerCatalog): BroadcastPlan {
+export function planBroadcast(sql: string, catalog: PlannerCatalog, options: PlanOptions = {}): BroadcastPlan {
   const statement = parseStatement(sql);
   switch (statement.kind) {
     case 'SelectStmt':
-      return planSelect(sql, statement.body, catalog);
+      return planSelect(sql, statement.body, catalog, options);
     case 'TransactionStmt':
       throw unsupported('transaction control', 'broadcast writes already run as one atomic two-phase commit');
     case 'VacuumStmt':
@@ -89,7 +90,13 @@ function isReferenceInsert(insert: AstBody, catalog: PlannerCatalog): boolean {
   );
 }
 
-function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog): BroadcastPlan {
+/** Choices a re-plan makes from what the shards answered the first time. */
+export interface PlanOptions {
+  /** avg columns (averageColumnKey) whose argument the shards reported as float4: summed as float8 on the shards. */
+  readonly float8Averages?: ReadonlySet<string>;
+}
+
+function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog, options: PlanOptions): BroadcastPlan {
   refuseStatementForm(select);
   if (nodeList(select.valuesLists).length > 0) return { kind: 'single', sql };
   if (readsOnlyReferenceTables(select, catalog)) return { kind: 'single', sql };
@@ -99,13 +106,22 @@ function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog): Broa
   const distinct = readDistinct(select);
   refuseUnmergeableParts(select);
   const targets = readTargets(select);
-  if (!isAggregateQuery(select, targets, catalog)) return planConcatenation(sql, select, targets, distinct, catalog);
+  if (!isAggregateQuery(select, targets, catalog))
+    return probed(planConcatenation(sql, select, targets, distinct, catalog), select, targets, catalog);
   // GROUP BY name, where name is also another entry's alias: PostgreSQL takes the table's
   // column if there is one, else the alias. Only the shards know, so plan the column reading
   // and keep the alias reading for when they answer "column does not exist".
   const ambiguous = nodeList(select.groupClause).some((item) => ambiguousGroupAlias(item, targets));
-  const plan = planAggregate(sql, select, targets, distinct, catalog, false);
-  return ambiguous ? { ...plan, ifColumnMissing: planAggregate(sql, select, targets, distinct, catalog, true) } : plan;
+  const plan = probed(planAggregate(sql, select, targets, distinct, catalog, false, options.float8Averages), select, targets, catalog);
+  if (!ambiguous) return plan;
+  const byAlias = planAggregate(sql, select, targets, distinct, catalog, true, options.float8Averages);
+  return { ...plan, ifColumnMissing: probed(byAlias, select, targets, catalog) };
+}
+
+/** The plan with its collation probe, if it orders anything that could be text. */
+function probed(plan: SelectPlan, select: AstBody, targets: readonly Target[], catalog: PlannerCatalog): SelectPlan {
+  const probe = collationProbe(select, targets, plan, catalog);
+  return probe ? { ...plan, collationProbe: probe } : plan;
 }
 
 /** Set operations, WITH, SELECT INTO, WINDOW and WITH TIES: refused whatever the query reads. */
