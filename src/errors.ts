@@ -49,6 +49,12 @@ export const ERROR_CODES = [
   'STALE_BUCKET_MAP',
   /** A rebalancing operation cannot run as asked (e.g. another move of the bucket is open); the message says why. */
   'REBALANCE_CONFLICT',
+  /**
+   * A broadcast's coordinator step would pull more rows or bytes from the shards than
+   * `broadcast.maxIntermediateRows` / `maxIntermediateBytes` allow; the message names the limit
+   * and how to raise it. Nothing is left behind. Not retryable (narrow the query or raise the limit).
+   */
+  'RESULT_TOO_LARGE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -12,12 +12,15 @@ import { rowComparator } from './merge/row-order.js';
 import type { RawRow, ServerRanker } from './merge/row-order.js';
 import { collationProbeSql, withCollations } from './plan/collation-probe.js';
 import { columnIndex, formatPlan } from './plan/plan.js';
-import type { BroadcastPlan, CollationProbe, PlannerCatalog, SelectPlan } from './plan/plan.js';
+import type { BroadcastPlan, CollationProbe, CoordinatorPlan, PlannerCatalog, SelectPlan } from './plan/plan.js';
 import { averageColumnKey } from './plan/plan-aggregate.js';
+import { OUTER_CURSOR } from './plan/plan-coordinator.js';
 import { planBroadcast } from './plan/planner.js';
 import { loadParser } from './plan/sql-parser.js';
 import { guardedParams } from './routing.js';
 import type { BroadcastRouting } from './routing.js';
+import { DEFAULT_COORDINATOR, fillCoordinator, finishCoordinator } from './coordinator-step.js';
+import type { CoordinatorRun, CoordinatorSettings } from './coordinator-step.js';
 import { scatter } from './scatter.js';
 import { OID } from './values/oid.js';
 import type { Scattered } from './scatter.js';
@@ -46,6 +49,8 @@ export interface BroadcastRouterContext {
   movesGuard(schema: string | undefined, name: string, versionParam: number): string | undefined;
   pool(shardId: string): ShardPool;
   readonly defaultTimeoutMillis: number;
+  /** The coordinator step's shard and limits (broadcast.coordinatorShard, maxIntermediateRows/Bytes); defaults when absent. */
+  readonly coordinator?: CoordinatorSettings;
   /**
    * Runs `work` in one transaction over every member of the map it routes by (two-phase commit
    * when it writes to several), again on a refreshed map when a fence refuses it.
@@ -74,6 +79,8 @@ export class Broadcaster {
   readonly #plans = new Map<string, BroadcastPlan>();
   /** Plans with their text collations filled in, once per plan (see collation-probe.ts). */
   #collated = new WeakMap<SelectPlan, Promise<SelectPlan>>();
+  /** The columns of a coordinator plan's input tables, read once per plan. */
+  #shapes: CoordinatorRun['shapes'] = new WeakMap();
 
   /**
    * Opens a broadcaster over the router's port: loads the SQL parser, probes every shard's
@@ -128,6 +135,7 @@ export class Broadcaster {
   forgetPlans(): void {
     this.#plans.clear();
     this.#collated = new WeakMap();
+    this.#shapes = new WeakMap();
   }
 
   /**
@@ -169,6 +177,8 @@ export class Broadcaster {
         return this.#write<R>(plan.sql, params, timeoutMillis, observer);
       case 'single':
         return this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer);
+      case 'coordinator':
+        return this.#context.retryingStaleMap(() => this.#coordinate<R>(plan, params, timeoutMillis, options.partial === true));
       case 'select':
         try {
           return await this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer);
@@ -182,6 +192,42 @@ export class Broadcaster {
         throw new Error(`unknown plan ${String(never)}`);
       }
     }
+  }
+
+  /** A coordinator plan: the shards' rows into temporary tables on one shard, the statement run there over them. */
+  async #coordinate<R extends QueryResultRow>(
+    plan: CoordinatorPlan,
+    params: readonly unknown[],
+    timeoutMillis: number,
+    partial: boolean,
+  ): Promise<BroadcastResult<R>> {
+    const routing = this.#context.routing();
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, routing.shardIds)), timeoutMillis);
+    try {
+      const filled = await fillCoordinator(plan, params, this.#coordinatorRun(routing, controller, partial));
+      try {
+        const result = await filled.session.query<R>(plan.outerSql, params as unknown[]);
+        return { rows: result.rows, rowCount: result.rows.length, fields: result.fields, command: 'SELECT', failures: filled.failures };
+      } finally {
+        await finishCoordinator(filled.session);
+      }
+    } catch (error) {
+      throw controller.signal.aborted ? controller.signal.reason : error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #coordinatorRun(routing: BroadcastRouting, controller: AbortController, partial: boolean): CoordinatorRun {
+    return {
+      routing,
+      pool: (shardId) => this.#context.pool(shardId),
+      settings: this.#context.coordinator ?? DEFAULT_COORDINATOR,
+      controller,
+      partial,
+      shapes: this.#shapes,
+    };
   }
 
   #timeout(value: unknown): number {
@@ -303,6 +349,7 @@ export class Broadcaster {
     } catch (error) {
       return failedStream(error);
     }
+    if (plan.kind === 'coordinator') return this.#streamCoordinated<R>(plan, params, batchSize, timeoutMillis);
     if (plan.kind === 'single' || plan.aggregate || plan.distinct) return this.#streamWhole<R>(sql, params, timeoutMillis);
     return this.#streamSelect<R>(plan, params, batchSize, timeoutMillis);
   }
@@ -314,6 +361,42 @@ export class Broadcaster {
   ): AsyncGenerator<R, void, undefined> {
     const result = await this.run<R>(sql, params, timeoutMillis === undefined ? {} : { timeoutMillis });
     yield* result.rows;
+  }
+
+  /** A coordinator plan's output through a cursor on the coordinator, `batchSize` rows per FETCH. */
+  async *#streamCoordinated<R extends QueryResultRow>(
+    plan: CoordinatorPlan,
+    params: readonly unknown[],
+    batchSize: number,
+    timeoutMillis: number | undefined,
+  ): AsyncGenerator<R, void, undefined> {
+    const controller = new AbortController();
+    let routing = this.#context.routing();
+    const timer =
+      timeoutMillis === undefined
+        ? undefined
+        : setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, routing.shardIds)), timeoutMillis);
+    const onAbort = () => void filled?.session.cancel?.().catch(() => undefined);
+    controller.signal.addEventListener('abort', onAbort, { once: true });
+    let filled: Awaited<ReturnType<typeof fillCoordinator>> | undefined;
+    try {
+      filled = await this.#context.retryingStaleMap(() => {
+        routing = this.#context.routing();
+        return fillCoordinator(plan, params, this.#coordinatorRun(routing, controller, false));
+      });
+      await filled.session.query(plan.outerCursorSql, params as unknown[]);
+      for (;;) {
+        const { rows } = await filled.session.query<R>(`FETCH FORWARD ${batchSize} FROM ${OUTER_CURSOR}`);
+        for (let i = 0; i < rows.length; i++) yield rows[i]!;
+        if (rows.length < batchSize) return;
+      }
+    } catch (error) {
+      throw controller.signal.aborted ? controller.signal.reason : error;
+    } finally {
+      clearTimeout(timer);
+      controller.signal.removeEventListener('abort', onAbort);
+      if (filled) await finishCoordinator(filled.session);
+    }
   }
 
   async *#streamSelect<R extends QueryResultRow>(

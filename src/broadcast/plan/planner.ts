@@ -6,6 +6,7 @@ import type { AstBody, AstNode } from './ast.js';
 import { planAggregate } from './plan-aggregate.js';
 import type { BroadcastPlan, PlannerCatalog, SelectPlan } from './plan.js';
 import { addCounts, HiddenColumns, readCount, selectPlan } from './shard-query.js';
+import { planCoordinator, refuseCoordinatedWrite, refuseUncoordinated } from './plan-coordinator.js';
 import { parseStatement } from './sql-parser.js';
 import { ambiguousGroupAlias, matchTarget, readTargets, sortKeys } from './targets.js';
 import type { Target } from './targets.js';
@@ -70,10 +71,16 @@ export function planBroadcast(sql: string, catalog: PlannerCatalog, options: Pla
       if (statement.body.concurrent === true) throw notAtomic('CREATE INDEX CONCURRENTLY');
       return { kind: 'write', sql, statement: statement.kind };
     case 'InsertStmt':
+      refuseCoordinatedWrite(statement.body, catalog);
       if (isReferenceInsert(statement.body, catalog)) return { kind: 'write', sql, statement: statement.kind };
       if (statement.body.selectStmt !== undefined && nodeList(nodeBody(statement.body.selectStmt).valuesLists).length > 0) {
         throw unsupported('INSERT ... VALUES', 'a broadcast would write the same row on every shard; insert through execute(key)');
       }
+      return { kind: 'write', sql, statement: statement.kind };
+    case 'UpdateStmt':
+    case 'DeleteStmt':
+    case 'MergeStmt':
+      refuseCoordinatedWrite(statement.body, catalog);
       return { kind: 'write', sql, statement: statement.kind };
     default:
       return { kind: 'write', sql, statement: statement.kind };
@@ -96,12 +103,34 @@ export interface PlanOptions {
   readonly float8Averages?: ReadonlySet<string>;
 }
 
+/**
+ * A SELECT: the merge steps when they answer it exactly (they are the fastest), else the
+ * coordinator step; one shard when it reads no sharded table.
+ */
 function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog, options: PlanOptions): BroadcastPlan {
-  refuseStatementForm(select);
-  if (nodeList(select.valuesLists).length > 0) return { kind: 'single', sql };
+  refuseUncoordinated(select);
+  if (select.intoClause !== undefined)
+    throw unsupported('SELECT INTO', 'it creates a table; use CREATE TABLE ... AS through broadcast instead');
   if (readsOnlyReferenceTables(select, catalog)) return { kind: 'single', sql };
+  try {
+    return planMerge(sql, select, catalog, options);
+  } catch (error) {
+    if (!(error instanceof ShardRouterError) || error.code !== 'UNSUPPORTED') throw error;
+    // The merge rewrite may have touched the tree: plan the coordinator step from a fresh parse.
+    const coordinator = planCoordinator(sql, parseStatement(sql).body, catalog);
+    return coordinator.inputs.length === 0 ? { kind: 'single', sql } : coordinator;
+  }
+}
+
+/** The plan of the merge steps, or UNSUPPORTED naming what they cannot merge. */
+function planMerge(sql: string, select: AstBody, catalog: PlannerCatalog, options: PlanOptions): BroadcastPlan {
+  refuseStatementForm(select);
   const from = nodeList(select.fromClause);
-  if (from.length === 0) return { kind: 'single', sql };
+  if (from.length === 0 || nodeList(select.valuesLists).length > 0) {
+    // No table at the top: one shard answers, unless a subquery reads a sharded table.
+    refuseUnmergeableParts(select);
+    return { kind: 'single', sql };
+  }
   requireOneTable(from);
   const distinct = readDistinct(select);
   refuseUnmergeableParts(select);
