@@ -206,10 +206,15 @@ export class Broadcaster {
     const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, routing.shardIds)), timeoutMillis);
     try {
       const filled = await fillCoordinator(plan, params, this.#coordinatorRun(routing, controller, partial));
+      // A timeout during the outer query cancels it on the coordinator (its connection is then destroyed).
+      const onAbort = () => void filled.session.cancel?.().catch(() => undefined);
+      controller.signal.addEventListener('abort', onAbort, { once: true });
       try {
+        if (controller.signal.aborted) throw controller.signal.reason;
         const result = await filled.session.query<R>(plan.outerSql, params as unknown[]);
         return { rows: result.rows, rowCount: result.rows.length, fields: result.fields, command: 'SELECT', failures: filled.failures };
       } finally {
+        controller.signal.removeEventListener('abort', onAbort);
         await finishCoordinator(filled.session);
       }
     } catch (error) {

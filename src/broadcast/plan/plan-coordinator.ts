@@ -107,7 +107,8 @@ function volatileCall(node: unknown): string | undefined {
 export function refuseCoordinatedWrite(statement: AstBody, catalog: PlannerCatalog): void {
   const ctes = new Set<string>();
   const parts: unknown[] = [statement.fromClause, statement.usingClause, statement.sourceRelation];
-  walk([statement.withClause ? nodeList((statement.withClause as AstBody).ctes) : [], statement], (kind, body) => {
+  // A tagged wrapper: walk follows every field of a node, only the first of a bare body.
+  walk({ Write: statement }, (kind, body) => {
     if (kind === 'CommonTableExpr') {
       ctes.add(body.ctename as string);
       parts.push(body.ctequery);
