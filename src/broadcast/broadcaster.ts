@@ -211,7 +211,7 @@ export class Broadcaster {
       controller.signal.addEventListener('abort', onAbort, { once: true });
       try {
         if (controller.signal.aborted) throw controller.signal.reason;
-        const result = await filled.session.query<R>(plan.outerSql, params as unknown[]);
+        const result = await filled.session.query<R>(filled.outerSql, params as unknown[]);
         return { rows: result.rows, rowCount: result.rows.length, fields: result.fields, command: 'SELECT', failures: filled.failures };
       } finally {
         controller.signal.removeEventListener('abort', onAbort);
@@ -389,7 +389,7 @@ export class Broadcaster {
         routing = this.#context.routing();
         return fillCoordinator(plan, params, this.#coordinatorRun(routing, controller, false));
       });
-      await filled.session.query(plan.outerCursorSql, params as unknown[]);
+      await filled.session.query(filled.outerCursorSql, params as unknown[]);
       for (;;) {
         const { rows } = await filled.session.query<R>(`FETCH FORWARD ${batchSize} FROM ${OUTER_CURSOR}`);
         for (let i = 0; i < rows.length; i++) yield rows[i]!;

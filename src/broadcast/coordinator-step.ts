@@ -2,6 +2,8 @@ import type { ShardPool } from '../pool/shard-pool.js';
 import type { RawQueryResult, ShardSession } from '../pool/session.js';
 import { ShardRouterError } from '../errors.js';
 import { quoteIdent } from '../sql.js';
+import { partialLayout } from './coordinator-partial.js';
+import type { PartialLayout } from './coordinator-partial.js';
 import { paramsOf, renumberParams } from './plan/plan-coordinator.js';
 import type { CoordinatorInput, CoordinatorPlan } from './plan/plan.js';
 import { deparse } from './plan/sql-parser.js';
@@ -27,8 +29,8 @@ export interface CoordinatorSettings {
 
 export const DEFAULT_COORDINATOR: CoordinatorSettings = { maxRows: 1_000_000, maxBytes: 256 * 1024 * 1024 };
 
-/** A column of an input table, as the coordinator re-creates it. */
-interface Column {
+/** A column of an input table (or of its partial aggregates), as the coordinator re-creates it. */
+export interface Column {
   readonly name: string;
   /** format_type of the column: the server's own spelling, safe to use in SQL. */
   readonly type: string;
@@ -48,10 +50,12 @@ export interface CoordinatorRun {
   readonly shapes: WeakMap<CoordinatorPlan, Promise<Column[][]>>;
 }
 
-/** A filled coordinator: the session inside its transaction, and the shards that failed (partial mode). */
+/** A filled coordinator: the session inside its transaction, the shards that failed (partial mode), the outer query to run. */
 export interface FilledCoordinator {
   readonly session: ShardSession;
   readonly failures: ShardFailure[];
+  readonly outerSql: string;
+  readonly outerCursorSql: string;
 }
 
 const INSERT_CHUNK_ROWS = 20_000;
@@ -64,13 +68,15 @@ export async function fillCoordinator(plan: CoordinatorPlan, params: readonly un
   run.controller.signal.addEventListener('abort', onAbort, { once: true });
   try {
     const shapes = await shapesOf(plan, session, run.shapes);
-    const columns = plan.inputs.map((input, i) => readColumns(input, shapes[i]!));
-    const pulled = await pullInputs(plan, columns, params, run);
+    const layout = partialLayout(plan, shapes[0] ?? []);
+    const columns = layout ? [[...layout.columns]] : plan.inputs.map((input, i) => readColumns(input, shapes[i]!));
+    const pulled = await pullInputs(plan, columns, params, run, layout);
     await session.query('BEGIN');
     for (const [i, input] of plan.inputs.entries()) {
-      await fillInput(session, input, shapes[i]!, columns[i]!, pulled.rows[i]!, plan.grouped);
+      await fillInput(session, input, layout ? [] : shapes[i]!, columns[i]!, pulled.rows[i]!, plan.grouped);
     }
-    return { session, failures: pulled.failures };
+    const outer = layout ?? plan;
+    return { session, failures: pulled.failures, outerSql: outer.outerSql, outerCursorSql: outer.outerCursorSql };
   } catch (error) {
     await finishCoordinator(session);
     throw run.controller.signal.aborted ? run.controller.signal.reason : error;
@@ -151,9 +157,10 @@ async function pullInputs(
   columns: readonly Column[][],
   params: readonly unknown[],
   run: CoordinatorRun,
+  layout: PartialLayout | undefined,
 ): Promise<{ rows: (string | null)[][][]; failures: ShardFailure[] }> {
   const { maxRows, maxBytes } = run.settings;
-  const queries = plan.inputs.map((input, i) => innerQuery(input, columns[i]!, params, run.routing.mapVersion, maxRows + 1));
+  const queries = plan.inputs.map((input, i) => innerQuery(input, columns[i]!, params, run.routing.mapVersion, maxRows + 1, layout));
   const results = await Promise.all(
     queries.map((query) =>
       scatter(
@@ -203,10 +210,14 @@ function innerQuery(
   params: readonly unknown[],
   mapVersion: number,
   limit: number,
+  layout?: PartialLayout,
 ): { sql: string; params: unknown[] } {
   // An unqualified name in a conjunct is the table's column only if the table has it (else an outer query's).
   const names = new Set(columns.map((column) => column.name));
-  const filters = input.filters.filter((filter) => filter.unqualified.every((name) => names.has(name))).map((filter) => filter.node);
+  // With partial aggregation every conjunct runs here (partialLayout checked their names against the table).
+  const filters = input.filters
+    .filter((filter) => layout !== undefined || filter.unqualified.every((name) => names.has(name)))
+    .map((filter) => filter.node);
   const used = paramsOf(filters);
   const numbering = new Map(used.map((number, i) => [number, i + 1]));
   const conditions = filters.map((node) => renumberParams(node, (number) => numbering.get(number)!));
@@ -216,7 +227,10 @@ function innerQuery(
     values.push(mapVersion);
   }
   const select: Record<string, unknown> = {
-    targetList: columns.map((column) => ({ ResTarget: { val: { ColumnRef: { fields: [{ String: { sval: column.name } }] } } } })),
+    targetList: layout
+      ? layout.targets
+      : columns.map((column) => ({ ResTarget: { val: { ColumnRef: { fields: [{ String: { sval: column.name } }] } } } })),
+    ...(layout && layout.groupBy.length > 0 ? { groupClause: layout.groupBy } : {}),
     fromClause: [{ RangeVar: input.relation }],
     limitCount: { A_Const: { ival: { ival: limit } } },
     limitOption: 'LIMIT_OPTION_COUNT',

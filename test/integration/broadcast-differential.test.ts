@@ -666,6 +666,24 @@ const CORPUS: CorpusQuery[] = [
     `SELECT o.note, t.vc FROM ${O} o FULL JOIN ${T} t ON t.id = o.item AND t.k = 0 WHERE o.id < 20 OR (t.g = 'singleton') ORDER BY o.id NULLS LAST, t.id`,
     true,
   ),
+  // partial aggregation in the coordinator step: shards send DISTINCT group/value pairs with partial aggregates
+  q(`SELECT count(*) AS c, count(DISTINCT g) AS dg, sum(k) AS sk, avg(k) AS ak FROM ${T} WHERE k > 100`, true),
+  q(
+    `SELECT g, sum(s) AS ss, sum(big) AS sb, avg(big) AS ab, avg(f) AS af, min(vc) AS mv, max(ts) AS mt, count(DISTINCT k) AS dk FROM ${T} GROUP BY g ORDER BY g NULLS FIRST`,
+    true,
+  ),
+  q(
+    `SELECT k, count(*) FILTER (WHERE flag) AS cf, sum(amount) FILTER (WHERE k > 0) AS sf, count(DISTINCT g) AS dg FROM ${T} WHERE d > $1 GROUP BY k HAVING count(*) > $2 ORDER BY k NULLS FIRST`,
+    true,
+    ['2020-01-01', 5],
+  ),
+  q(`SELECT count(DISTINCT g), avg(n), count(*) FROM ${T}`, true), // unaliased: names count, avg, count
+  q(`SELECT g, avg(amount) * 2 AS x2, sum(DISTINCT k) AS sdk FROM ${T} WHERE g = $1 GROUP BY g`, true, ['alpha']),
+  q(`SELECT max(amount) - min(amount) AS spread, count(DISTINCT d) AS dd, avg(s) AS avs FROM ${T} WHERE flag`, true),
+  q(
+    `SELECT t.k, count(DISTINCT t.vc) AS dv, avg(t.n) AS an FROM ${T} t WHERE t.k IS NOT NULL GROUP BY t.k ORDER BY an DESC NULLS LAST, t.k`,
+    true,
+  ),
   // regression cases of other sharding routers
   q(`SELECT avg(k) AS a FROM ${T} GROUP BY g ORDER BY 1 NULLS FIRST`, true), // Vitess #15625: AVG with GROUP BY on a non-selected column
   q(`SELECT round(avg(k), 3) AS a FROM ${T} GROUP BY g ORDER BY 1 NULLS FIRST`, true),

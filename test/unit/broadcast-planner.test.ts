@@ -199,6 +199,21 @@ describe('the coordinator step', () => {
     expect(coordinator('SELECT DISTINCT ON (a) a FROM t AS z(a, b)').inputs[0]!.names).toBeUndefined();
   });
 
+  it('plans partial aggregation for a grouped query over one table whose whole WHERE runs on the shards', () => {
+    const p = coordinator('SELECT g, round(avg(x), 2), count(DISTINCT y) FROM t WHERE k > $1 GROUP BY g HAVING count(*) > 1');
+    expect(p.partial?.spec.keys).toEqual(['g']);
+    expect(p.partial?.spec.distinct).toEqual(['y']);
+    expect(p.partial?.spec.aggregates.map((aggregate) => [aggregate.kind, aggregate.column])).toEqual([
+      ['avg', 'x'],
+      ['count', undefined],
+    ]);
+    // Not when a conjunct stays in the outer query, a column is neither grouped nor aggregated, or over a join.
+    expect(coordinator('SELECT g, count(DISTINCT y) FROM t WHERE k IN (SELECT k FROM u) GROUP BY g').partial).toBeUndefined();
+    expect(coordinator('SELECT id, name, count(DISTINCT y) FROM t GROUP BY id').partial).toBeUndefined();
+    expect(coordinator('SELECT a.g, count(DISTINCT b.y) FROM t a JOIN u b ON a.id = b.id GROUP BY a.g').partial).toBeUndefined();
+    expect(coordinator("SELECT g, string_agg(y, ',') FROM t GROUP BY g").partial).toBeUndefined();
+  });
+
   it('explain shows what is pulled up and the outer query', () => {
     const text = formatPlan(plan('SELECT g, round(avg(x), 2), count(DISTINCT y) FROM t WHERE k > 0 GROUP BY g'));
     expect(text).toContain('Coordinator step');

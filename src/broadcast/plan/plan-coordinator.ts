@@ -1,4 +1,5 @@
 import { hasAggregate } from './aggregates.js';
+import { partialSpec } from './plan-partial.js';
 import { asKind, names, nodeBody, nodeKind, nodeList, walk } from './ast.js';
 import type { AstBody, AstNode } from './ast.js';
 import type { CoordinatorFilter, CoordinatorInput, CoordinatorPlan, PlannerCatalog } from './plan.js';
@@ -177,6 +178,7 @@ export function planCoordinator(sql: string, select: AstBody, catalog: PlannerCa
   });
   if (nodeList(select.lockingClause).length > 0)
     throw unsupported('SELECT ... FOR UPDATE/SHARE', 'rows read by a coordinator step cannot be locked');
+  const spec = partialFor(select, inputs, found, catalog);
   // The outer query: the same tree, every sharded table swapped for its temporary table.
   found.forEach((table, i) => {
     const alias = (table.relation.alias as AstBody | undefined) ?? { aliasname: table.relation.relname };
@@ -188,10 +190,20 @@ export function planCoordinator(sql: string, select: AstBody, catalog: PlannerCa
     sql,
     inputs,
     grouped: selectLevels(select).some((level) => nodeList(level.groupClause).length > 0),
+    ...(spec ? { partial: { spec, outer: structuredClone(select) } } : {}),
     outerSql: deparse({ SelectStmt: select }),
     // CURSOR_OPT_NO_SCROLL (0x4) | CURSOR_OPT_FAST_PLAN (0x100): what PostgreSQL's parser gives `NO SCROLL CURSOR`.
     outerCursorSql: deparse({ DeclareCursorStmt: { portalname: OUTER_CURSOR, options: 260, query: { SelectStmt: select } } }),
   };
+}
+
+/** Partial aggregation applies to a SELECT over one sharded table whose whole WHERE the shards can apply. */
+function partialFor(select: AstBody, inputs: readonly CoordinatorInput[], found: readonly FoundTable[], catalog: PlannerCatalog) {
+  const first = inputs[0];
+  if (inputs.length !== 1 || found[0]!.level !== select || first === undefined) return undefined;
+  if (first.filters.length !== conjuncts(select.whereClause as AstNode | undefined).length) return undefined;
+  const alias = ((first.relation.alias as AstBody | undefined)?.aliasname as string | undefined) ?? first.table;
+  return partialSpec(select, alias, catalog);
 }
 
 interface FoundTable {

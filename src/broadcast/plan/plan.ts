@@ -143,6 +143,25 @@ export interface CoordinatorFilter {
   readonly unqualified: readonly string[];
 }
 
+/** An aggregate a shard can compute partially for a coordinator step (see plan-partial.ts). */
+export interface PartialAggregate {
+  /** The call's structural key: where it appears in the outer query, it is replaced by the combination. */
+  readonly key: string;
+  readonly kind: 'count' | 'sum' | 'min' | 'max' | 'avg';
+  /** The column it aggregates; undefined for count(*). */
+  readonly column: string | undefined;
+  /** The call as written (FILTER included): the shard query computes it (avg as sum and count). */
+  readonly call: Record<string, unknown>;
+}
+
+/** Partial aggregation of a coordinator step over one table: group by `keys` and `distinct`, partial `aggregates`. */
+export interface PartialSpec {
+  readonly keys: readonly string[];
+  /** Arguments of DISTINCT aggregates (not already keys): shards send distinct group/value pairs. */
+  readonly distinct: readonly string[];
+  readonly aggregates: readonly PartialAggregate[];
+}
+
 /** One occurrence of a sharded table in a coordinator plan: what every shard sends of it. */
 export interface CoordinatorInput {
   readonly schema: string | undefined;
@@ -168,6 +187,12 @@ export interface CoordinatorPlan extends PlanBase {
   readonly inputs: readonly CoordinatorInput[];
   /** The statement with its sharded tables swapped for the temporary ones; takes the caller's parameters. */
   readonly outerSql: string;
+  /**
+   * When the statement is a grouped query over one table with partial-able aggregates and its
+   * whole WHERE runs on the shards: the spec, and the outer statement's tree to rewrite with the
+   * combinations once the column types are known.
+   */
+  readonly partial?: { readonly spec: PartialSpec; readonly outer: Record<string, unknown> };
   /** Some SELECT of the statement has GROUP BY (temporary tables then get the primary key, see coordinator-step.ts). */
   readonly grouped: boolean;
   /** `DECLARE ... NO SCROLL CURSOR FOR` the outer query (broadcastStream). */
@@ -230,6 +255,13 @@ function formatCoordinator(plan: CoordinatorPlan): string {
     lines.push(`  Pulled up: ${table} -> pg_temp.${input.tempTable}: ${columns}`);
     if (input.filters.length > 0) lines.push(`    Shard filter: ${input.filters.map((filter) => deparse(filter.node)).join(' AND ')}`);
     if (input.guard) lines.push('    Moves guard: rows of the buckets the shard owns in the map version (read_guard)');
+  }
+  if (plan.partial) {
+    const { keys, distinct, aggregates } = plan.partial.spec;
+    lines.push(
+      `  Partial aggregation (when the column types allow): shards group by ${[...keys, ...distinct].join(', ') || '()'} and send ` +
+        `${aggregates.map((aggregate) => `${aggregate.kind}(${aggregate.column ?? '*'})`).join(', ') || 'the distinct values'}; the outer query combines them`,
+    );
   }
   lines.push(`  Outer query (on the coordinator shard, in a transaction rolled back at the end): ${plan.outerSql}`);
   return lines.join('\n');
