@@ -71,10 +71,10 @@ export async function fillCoordinator(plan: CoordinatorPlan, params: readonly un
     const layout = partialLayout(plan, shapes[0] ?? []);
     const columns = layout ? [[...layout.columns]] : plan.inputs.map((input, i) => readColumns(input, shapes[i]!));
     const pulled = await pullInputs(plan, columns, params, run, layout);
-    await session.query('BEGIN');
     for (const [i, input] of plan.inputs.entries()) {
-      await fillInput(session, input, layout ? [] : shapes[i]!, columns[i]!, pulled.rows[i]!, plan.grouped);
+      await fillInput(session, input, layout ? [] : shapes[i]!, columns[i]!, pulled.rows[i]!, plan.grouped, i === 0);
     }
+    if (plan.inputs.length === 0) await session.query('BEGIN');
     const outer = layout ?? plan;
     return { session, failures: pulled.failures, outerSql: outer.outerSql, outerCursorSql: outer.outerCursorSql };
   } catch (error) {
@@ -241,7 +241,11 @@ function innerQuery(
   return { sql: deparse({ SelectStmt: select }), params: values };
 }
 
-/** Creates the input's temporary table and inserts the shards' rows, a chunk of text arrays at a time. */
+/**
+ * Creates the input's temporary table from the shards' rows: CREATE TABLE AS over unnest of one
+ * text array per column, each cast to the column's type and collation (one round trip; later
+ * chunks are INSERTs). `begin` opens the coordinator's transaction in the same round trip.
+ */
 async function fillInput(
   session: ShardSession,
   input: CoordinatorInput,
@@ -249,33 +253,37 @@ async function fillInput(
   columns: readonly Column[],
   rows: (string | null)[][],
   grouped: boolean,
+  begin: boolean,
 ): Promise<void> {
-  const table = `pg_temp.${quoteIdent(input.tempTable)}`;
-  const definitions = columns.map(
-    (column) => `${quoteIdent(column.name)} ${column.type}${column.collation === null ? '' : ` COLLATE ${column.collation}`}`,
-  );
+  const name = quoteIdent(input.tempTable);
+  const preamble = begin ? ['BEGIN'] : [];
   // The primary key, when the query groups and reads all of it: PostgreSQL then lets the other
   // columns be selected ungrouped (functional dependency), as on the real table.
   const key = shape.filter((column) => column.pk);
-  if (grouped && key.length > 0 && key.every((column) => columns.includes(column))) {
-    definitions.push(`PRIMARY KEY (${key.map((column) => quoteIdent(column.name)).join(', ')})`);
-  }
-  await session.query(`CREATE TEMPORARY TABLE ${quoteIdent(input.tempTable)} (${definitions.join(', ')}) ON COMMIT DROP`);
-  if (rows.length === 0) return;
+  const withKey = grouped && key.length > 0 && key.every((column) => columns.includes(column));
   if (columns.length === 0) {
-    await session.query(`INSERT INTO ${table} SELECT FROM generate_series(1, $1::int8)`, [rows.length]);
+    await session.queryPipelined(preamble, `CREATE TEMPORARY TABLE ${name} ON COMMIT DROP AS SELECT FROM generate_series(1, $1::int8)`, [
+      rows.length,
+    ]);
     return;
   }
-  const targets = columns.map((column) => quoteIdent(column.name)).join(', ');
-  const casts = columns.map((column, c) => `u.v${c + 1}::${column.type}`).join(', ');
+  const casts = columns
+    .map(
+      (column, c) =>
+        `u.v${c + 1}::${column.type}${column.collation === null ? '' : ` COLLATE ${column.collation}`} AS ${quoteIdent(column.name)}`,
+    )
+    .join(', ');
   const arrays = columns.map((_, c) => `$${c + 1}::text[]`).join(', ');
   const aliases = columns.map((_, c) => `v${c + 1}`).join(', ');
-  const sql = `INSERT INTO ${table} (${targets}) SELECT ${casts} FROM unnest(${arrays}) AS u(${aliases})`;
-  for (let start = 0; start < rows.length; start += INSERT_CHUNK_ROWS) {
-    const chunk = rows.slice(start, start + INSERT_CHUNK_ROWS);
-    await session.query(
-      sql,
-      columns.map((_, c) => chunk.map((row) => row[c]!)),
-    );
+  const source = `SELECT ${casts} FROM unnest(${arrays}) AS u(${aliases})`;
+  const chunk = (start: number) => {
+    const part = rows.slice(start, start + INSERT_CHUNK_ROWS);
+    return columns.map((_, c) => part.map((row) => row[c]!));
+  };
+  await session.queryPipelined(preamble, `CREATE TEMPORARY TABLE ${name} ON COMMIT DROP AS ${source}`, chunk(0));
+  for (let start = INSERT_CHUNK_ROWS; start < rows.length; start += INSERT_CHUNK_ROWS) {
+    await session.query(`INSERT INTO pg_temp.${name} ${source}`, chunk(start));
   }
+  if (withKey)
+    await session.query(`ALTER TABLE pg_temp.${name} ADD PRIMARY KEY (${key.map((column) => quoteIdent(column.name)).join(', ')})`);
 }
