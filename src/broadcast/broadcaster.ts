@@ -434,7 +434,6 @@ export class Broadcaster {
         throw failures.find((failure) => !isStaleMap(failure)) ?? failures[0];
       });
       const visible = fields.slice(0, fields.length - plan.hidden.length);
-      const collated = await this.#withCollations(plan, fields, shardIds[0]!);
       let offset = resolveCount(plan.offset, params, 'OFFSET') ?? 0;
       let remaining = resolveCount(plan.limit, params, 'LIMIT') ?? Infinity;
       const batches =
@@ -442,7 +441,7 @@ export class Broadcaster {
           ? mergeSortedBatches(
               cursors,
               await rowComparator(
-                collated.sort,
+                (await this.#withCollations(plan, fields, shardIds[0]!)).sort,
                 fields.map((field) => field.dataTypeID),
                 plan.hidden.length,
                 this.#servers.capabilities.textOrder,
