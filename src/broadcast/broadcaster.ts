@@ -178,7 +178,7 @@ export class Broadcaster {
       case 'single':
         return this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer);
       case 'coordinator':
-        return this.#context.retryingStaleMap(() => this.#coordinate<R>(plan, params, timeoutMillis, options.partial === true));
+        return this.#context.retryingStaleMap(() => this.#coordinate<R>(plan, params, timeoutMillis, options.partial === true, observer));
       case 'select':
         try {
           return await this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer);
@@ -200,12 +200,13 @@ export class Broadcaster {
     params: readonly unknown[],
     timeoutMillis: number,
     partial: boolean,
+    observer: BroadcastObserver,
   ): Promise<BroadcastResult<R>> {
     const routing = this.#context.routing();
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, routing.shardIds)), timeoutMillis);
     try {
-      const filled = await fillCoordinator(plan, params, this.#coordinatorRun(routing, controller, partial));
+      const filled = await fillCoordinator(plan, params, this.#coordinatorRun(routing, controller, partial, observer));
       // A timeout during the outer query cancels it on the coordinator (its connection is then destroyed).
       const onAbort = () => void filled.session.cancel?.().catch(() => undefined);
       controller.signal.addEventListener('abort', onAbort, { once: true });
@@ -224,8 +225,14 @@ export class Broadcaster {
     }
   }
 
-  #coordinatorRun(routing: BroadcastRouting, controller: AbortController, partial: boolean): CoordinatorRun {
+  #coordinatorRun(
+    routing: BroadcastRouting,
+    controller: AbortController,
+    partial: boolean,
+    observer: BroadcastObserver = NO_BROADCAST_OBSERVER,
+  ): CoordinatorRun {
     return {
+      observer,
       routing,
       pool: (shardId) => this.#context.pool(shardId),
       settings: this.#context.coordinator ?? DEFAULT_COORDINATOR,
@@ -284,7 +291,7 @@ export class Broadcaster {
     if (answered.length === 0) throw failures[0]!.error;
     if (plan.kind === 'select') {
       const widened = float4Averages(plan, answered[0]!.fields);
-      if (widened.size > 0) return this.#readOnce<R>(this.#widenedAverages(plan, widened), params, timeoutMillis, partial);
+      if (widened.size > 0) return this.#readOnce<R>(this.#widenedAverages(plan, widened), params, timeoutMillis, partial, observer);
     }
     if (plan.kind === 'single') {
       const only = answered[0]!;

@@ -1,3 +1,4 @@
+import type { BroadcastObserver } from '../observe/hooks.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { RawQueryResult, ShardSession } from '../pool/session.js';
 import { ShardRouterError } from '../errors.js';
@@ -42,6 +43,8 @@ export interface Column {
 
 export interface CoordinatorRun {
   readonly routing: BroadcastRouting;
+  /** Told each shard query (the router's spans). */
+  readonly observer: BroadcastObserver;
   readonly pool: (shardId: string) => ShardPool;
   readonly settings: CoordinatorSettings;
   readonly controller: AbortController;
@@ -165,7 +168,8 @@ async function pullInputs(
     queries.map((query) =>
       scatter(
         run.routing.shardIds,
-        (shardId) => run.pool(shardId).queryRaw(query.sql, query.params, run.controller.signal),
+        (shardId) =>
+          run.observer.shard(shardId, query.sql, () => run.pool(shardId).queryRaw(query.sql, query.params, run.controller.signal)),
         run.controller,
         run.partial,
       ),
