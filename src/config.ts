@@ -81,6 +81,16 @@ const recoverySchema = z.strictObject({
 const broadcastSchema = z.strictObject({
   /** Default bound on one broadcast: the shard queries still running then are cancelled. */
   timeoutMillis: z.int().min(1).max(MAX_TRANSACTION_TIMEOUT_MS).default(30_000),
+  /** The shard that runs a coordinator step's outer query (default: the member with the fewest busy connections). */
+  coordinatorShard: z.string().min(1).optional(),
+  /** Most rows a coordinator step pulls from the shards, all tables together; more is RESULT_TOO_LARGE. */
+  maxIntermediateRows: z.int().min(1).max(1_000_000_000).default(1_000_000),
+  /** Most bytes (of the rows' text forms) a coordinator step pulls from the shards; more is RESULT_TOO_LARGE. */
+  maxIntermediateBytes: z
+    .int()
+    .min(1)
+    .max(Number.MAX_SAFE_INTEGER)
+    .default(256 * 1024 * 1024),
 });
 
 const mapRefreshSchema = z.strictObject({
@@ -173,6 +183,10 @@ const configSchema = z
         });
       }
     });
+    const coordinator = config.broadcast.coordinatorShard;
+    if (coordinator !== undefined && !seenIds.has(coordinator)) {
+      ctx.addIssue({ code: 'custom', path: ['broadcast', 'coordinatorShard'], message: `no shard "${coordinator}" in shards` });
+    }
   });
 
 /** What `ShardRouter.connect` accepts. */

@@ -59,6 +59,12 @@ export const ERROR_CODES = [
    * server (pg_cancel_backend), so it did nothing. Retryable.
    */
   'STATEMENT_CANCELLED',
+  /**
+   * A broadcast's coordinator step would pull more rows or bytes from the shards than
+   * `broadcast.maxIntermediateRows` / `maxIntermediateBytes` allow; the message names the limit
+   * and how to raise it. Nothing is left behind. Not retryable (narrow the query or raise the limit).
+   */
+  'RESULT_TOO_LARGE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

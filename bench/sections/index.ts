@@ -1,5 +1,6 @@
 import type { Section } from '../section.js';
 import { broadcastSection } from './broadcast.js';
+import { coordinatorSection } from './coordinator.js';
 import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
 import { naiveSection } from './naive.js';
@@ -18,6 +19,7 @@ export const SECTIONS: readonly Section<unknown>[] = [
   observeSection,
   transactionsSection,
   broadcastSection,
+  coordinatorSection,
   streamSection,
   scalingSection,
   rebalanceSection,

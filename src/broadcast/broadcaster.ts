@@ -10,13 +10,19 @@ import type { BatchSource } from './merge/k-way-merge.js';
 import { mergeSelect, resolveCount } from './merge/merge.js';
 import { rowComparator } from './merge/row-order.js';
 import type { RawRow, ServerRanker } from './merge/row-order.js';
-import { formatPlan } from './plan/plan.js';
-import type { BroadcastPlan, SelectPlan } from './plan/plan.js';
+import { collationProbeSql, withCollations } from './plan/collation-probe.js';
+import { columnIndex, formatPlan } from './plan/plan.js';
+import type { BroadcastPlan, CollationProbe, CoordinatorPlan, PlannerCatalog, SelectPlan } from './plan/plan.js';
+import { averageColumnKey } from './plan/plan-aggregate.js';
+import { OUTER_CURSOR } from './plan/plan-coordinator.js';
 import { planBroadcast } from './plan/planner.js';
 import { loadParser } from './plan/sql-parser.js';
 import { guardedParams } from './routing.js';
 import type { BroadcastRouting } from './routing.js';
+import { DEFAULT_COORDINATOR, fillCoordinator, finishCoordinator } from './coordinator-step.js';
+import type { CoordinatorRun, CoordinatorSettings } from './coordinator-step.js';
 import { scatter } from './scatter.js';
+import { OID } from './values/oid.js';
 import type { Scattered } from './scatter.js';
 import { probeBroadcastCapabilities, serverHelpers } from './server-probe.js';
 import type { BroadcastCapabilities, ServerCaster } from './server-probe.js';
@@ -43,6 +49,8 @@ export interface BroadcastRouterContext {
   movesGuard(schema: string | undefined, name: string, versionParam: number): string | undefined;
   pool(shardId: string): ShardPool;
   readonly defaultTimeoutMillis: number;
+  /** The coordinator step's shard and limits (broadcast.coordinatorShard, maxIntermediateRows/Bytes); defaults when absent. */
+  readonly coordinator?: CoordinatorSettings;
   /**
    * Runs `work` in one transaction over every member of the map it routes by (two-phase commit
    * when it writes to several), again on a refreshed map when a fence refuses it.
@@ -69,6 +77,10 @@ export class Broadcaster {
   readonly #context: BroadcastRouterContext;
   readonly #servers: BroadcastServers;
   readonly #plans = new Map<string, BroadcastPlan>();
+  /** Plans with their text collations filled in, once per plan (see collation-probe.ts). */
+  #collated = new WeakMap<SelectPlan, Promise<SelectPlan>>();
+  /** The columns of a coordinator plan's input tables, read once per plan. */
+  #shapes: CoordinatorRun['shapes'] = new WeakMap();
 
   /**
    * Opens a broadcaster over the router's port: loads the SQL parser, probes every shard's
@@ -92,21 +104,59 @@ export class Broadcaster {
     if (typeof sql !== 'string' || sql.trim() === '') throw new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string');
     const cached = this.#plans.get(sql);
     if (cached) return cached;
-    const aggregates = this.#servers.capabilities.aggregateNames;
-    const context = this.#context;
-    const plan = planBroadcast(sql, {
-      isAggregate: (name) => aggregates.has(name),
-      isReferenceTable: (schema, name) => context.registeredTable(schema, name)?.kind === 'reference',
-      movesGuard: (schema, name, versionParam) => context.movesGuard(schema, name, versionParam),
-    });
+    const plan = planBroadcast(sql, this.#plannerCatalog());
     if (this.#plans.size >= PLAN_CACHE_SIZE) this.#plans.delete(this.#plans.keys().next().value!);
     this.#plans.set(sql, plan);
     return plan;
   }
 
+  #plannerCatalog(): PlannerCatalog {
+    const aggregates = this.#servers.capabilities.aggregateNames;
+    const context = this.#context;
+    return {
+      isAggregate: (name) => aggregates.has(name),
+      isReferenceTable: (schema, name) => context.registeredTable(schema, name)?.kind === 'reference',
+      movesGuard: (schema, name, versionParam) => context.movesGuard(schema, name, versionParam),
+    };
+  }
+
+  /**
+   * The plan again, with the avg columns the shards reported as float4 summed in float8 (as
+   * avg(float4) does on one server); it replaces the cached plan, so this happens once per SQL text.
+   */
+  #widenedAverages(plan: SelectPlan, widened: ReadonlySet<string>): SelectPlan {
+    const replanned = planBroadcast(plan.sql, this.#plannerCatalog(), { float8Averages: widened }) as SelectPlan;
+    const cached = this.#plans.get(plan.sql);
+    if (cached === plan) this.#plans.set(plan.sql, replanned);
+    return cached !== plan && cached?.kind === 'select' && cached.ifColumnMissing === plan ? replanned.ifColumnMissing! : replanned;
+  }
+
   /** Drops every cached plan (the table registry changed). */
   forgetPlans(): void {
     this.#plans.clear();
+    this.#collated = new WeakMap();
+    this.#shapes = new WeakMap();
+  }
+
+  /**
+   * The plan with the collations of the text it orders, probed once per plan on a shard (a
+   * column may have its own COLLATE); the plan itself when nothing it orders is collatable.
+   */
+  #withCollations(plan: SelectPlan, fields: readonly FieldDef[], shardId: string): Promise<SelectPlan> {
+    const probe = plan.collationProbe;
+    const slots = probe ? collatableSlots(plan, probe, fields) : [];
+    if (!probe || slots.length === 0) return Promise.resolve(plan);
+    let resolved = this.#collated.get(plan);
+    if (!resolved) {
+      resolved = this.#context
+        .pool(shardId)
+        .queryRaw(collationProbeSql(probe, slots), [])
+        .then((result) => withCollations(plan, probe, new Map(slots.map((slot, i) => [slot, result.rows[0]?.[i] ?? null]))));
+      const cache = this.#collated;
+      cache.set(plan, resolved);
+      resolved.catch(() => cache.delete(plan));
+    }
+    return resolved;
   }
 
   explain(sql: string): string {
@@ -130,6 +180,10 @@ export class Broadcaster {
         return this.#write<R>(plan.sql, params, timeoutMillis, observer);
       case 'single':
         return this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer, signal);
+      case 'coordinator':
+        return this.#context.retryingStaleMap(() =>
+          this.#coordinate<R>(plan, params, timeoutMillis, options.partial === true, observer, signal),
+        );
       case 'select':
         try {
           return await this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer, signal);
@@ -143,6 +197,60 @@ export class Broadcaster {
         throw new Error(`unknown plan ${String(never)}`);
       }
     }
+  }
+
+  /** A coordinator plan: the shards' rows into temporary tables on one shard, the statement run there over them. */
+  async #coordinate<R extends QueryResultRow>(
+    plan: CoordinatorPlan,
+    params: readonly unknown[],
+    timeoutMillis: number,
+    partial: boolean,
+    observer: BroadcastObserver,
+    signal: AbortSignal | undefined,
+  ): Promise<BroadcastResult<R>> {
+    const routing = this.#context.routing();
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, routing.shardIds)), timeoutMillis);
+    // The caller's signal stops the coordinator step like the timeout (shard queries, then the outer query).
+    const onCallerAbort = () => controller.abort(statementCancelledError(signal!.reason));
+    if (signal?.aborted) onCallerAbort();
+    else signal?.addEventListener('abort', onCallerAbort, { once: true });
+    try {
+      const filled = await fillCoordinator(plan, params, this.#coordinatorRun(routing, controller, partial, observer));
+      // A timeout during the outer query cancels it on the coordinator (its connection is then destroyed).
+      const onAbort = () => void filled.session.cancel?.().catch(() => undefined);
+      controller.signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        if (controller.signal.aborted) throw controller.signal.reason;
+        const result = await filled.session.query<R>(filled.outerSql, params as unknown[]);
+        return { rows: result.rows, rowCount: result.rows.length, fields: result.fields, command: 'SELECT', failures: filled.failures };
+      } finally {
+        controller.signal.removeEventListener('abort', onAbort);
+        await finishCoordinator(filled.session);
+      }
+    } catch (error) {
+      throw controller.signal.aborted ? controller.signal.reason : error;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onCallerAbort);
+    }
+  }
+
+  #coordinatorRun(
+    routing: BroadcastRouting,
+    controller: AbortController,
+    partial: boolean,
+    observer: BroadcastObserver = NO_BROADCAST_OBSERVER,
+  ): CoordinatorRun {
+    return {
+      observer,
+      routing,
+      pool: (shardId) => this.#context.pool(shardId),
+      settings: this.#context.coordinator ?? DEFAULT_COORDINATOR,
+      controller,
+      partial,
+      shapes: this.#shapes,
+    };
   }
 
   #timeout(value: unknown): number {
@@ -199,6 +307,11 @@ export class Broadcaster {
     }
     const { answered, failures } = scattered;
     if (answered.length === 0) throw failures[0]!.error;
+    if (plan.kind === 'select') {
+      const widened = float4Averages(plan, answered[0]!.fields);
+      if (widened.size > 0)
+        return this.#readOnce<R>(this.#widenedAverages(plan, widened), params, timeoutMillis, partial, observer, signal);
+    }
     if (plan.kind === 'single') {
       const only = answered[0]!;
       return {
@@ -209,7 +322,8 @@ export class Broadcaster {
         failures,
       };
     }
-    const { rows, fields } = await mergeSelect<R>(plan, answered, {
+    const collated = await this.#withCollations(plan, answered[0]!.fields, answered[0]!.shardId);
+    const { rows, fields } = await mergeSelect<R>(collated, answered, {
       params,
       textOrder: this.#servers.capabilities.textOrder,
       ranker: this.#servers.ranker,
@@ -266,6 +380,7 @@ export class Broadcaster {
     } catch (error) {
       return failedStream(error);
     }
+    if (plan.kind === 'coordinator') return this.#streamCoordinated<R>(plan, params, batchSize, timeoutMillis);
     if (plan.kind === 'single' || plan.aggregate || plan.distinct) return this.#streamWhole<R>(sql, params, timeoutMillis);
     return this.#streamSelect<R>(plan, params, batchSize, timeoutMillis);
   }
@@ -277,6 +392,42 @@ export class Broadcaster {
   ): AsyncGenerator<R, void, undefined> {
     const result = await this.run<R>(sql, params, timeoutMillis === undefined ? {} : { timeoutMillis });
     yield* result.rows;
+  }
+
+  /** A coordinator plan's output through a cursor on the coordinator, `batchSize` rows per FETCH. */
+  async *#streamCoordinated<R extends QueryResultRow>(
+    plan: CoordinatorPlan,
+    params: readonly unknown[],
+    batchSize: number,
+    timeoutMillis: number | undefined,
+  ): AsyncGenerator<R, void, undefined> {
+    const controller = new AbortController();
+    let routing = this.#context.routing();
+    const timer =
+      timeoutMillis === undefined
+        ? undefined
+        : setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, routing.shardIds)), timeoutMillis);
+    const onAbort = () => void filled?.session.cancel?.().catch(() => undefined);
+    controller.signal.addEventListener('abort', onAbort, { once: true });
+    let filled: Awaited<ReturnType<typeof fillCoordinator>> | undefined;
+    try {
+      filled = await this.#context.retryingStaleMap(() => {
+        routing = this.#context.routing();
+        return fillCoordinator(plan, params, this.#coordinatorRun(routing, controller, false));
+      });
+      await filled.session.query(filled.outerCursorSql, params as unknown[]);
+      for (;;) {
+        const { rows } = await filled.session.query<R>(`FETCH FORWARD ${batchSize} FROM ${OUTER_CURSOR}`);
+        for (let i = 0; i < rows.length; i++) yield rows[i]!;
+        if (rows.length < batchSize) return;
+      }
+    } catch (error) {
+      throw controller.signal.aborted ? controller.signal.reason : error;
+    } finally {
+      clearTimeout(timer);
+      controller.signal.removeEventListener('abort', onAbort);
+      if (filled) await finishCoordinator(filled.session);
+    }
   }
 
   async *#streamSelect<R extends QueryResultRow>(
@@ -316,7 +467,7 @@ export class Broadcaster {
           ? mergeSortedBatches(
               cursors,
               await rowComparator(
-                plan.sort,
+                (await this.#withCollations(plan, fields, shardIds[0]!)).sort,
                 fields.map((field) => field.dataTypeID),
                 plan.hidden.length,
                 this.#servers.capabilities.textOrder,
@@ -352,6 +503,42 @@ export class Broadcaster {
       `the broadcast did not finish within ${timeoutMillis} ms on shards ${shardIds.join(', ')}; the running shard queries were cancelled`,
     );
   }
+}
+
+/** Types whose order may depend on a collation: text, varchar, bpchar, name, and user types (domains, citext). */
+function collatable(oid: number | undefined): boolean {
+  return oid === OID.text || oid === OID.varchar || oid === OID.bpchar || oid === OID.name || (oid !== undefined && oid >= 16_384);
+}
+
+/** The probe's slots whose column (sort key or min/max) has a collatable type in the shard result. */
+function collatableSlots(plan: SelectPlan, probe: CollationProbe, fields: readonly FieldDef[]): number[] {
+  const hiddenCount = plan.hidden.length;
+  const visibleCount = fields.length - hiddenCount;
+  const slots = new Set<number>();
+  plan.sort.forEach((key, i) => {
+    const slot = probe.sort[i];
+    if (slot !== undefined && collatable(fields[columnIndex(key.column, fields.length, hiddenCount)]?.dataTypeID)) slots.add(slot);
+  });
+  for (const { column, slot } of probe.roles) {
+    const index = column.startsWith('h') ? visibleCount + Number(column.slice(1)) : Number(column.slice(1));
+    if (collatable(fields[index]?.dataTypeID)) slots.add(slot);
+  }
+  return [...slots].sort((a, b) => a - b);
+}
+
+/** The avg columns whose shard-side sum came back float4 (their argument is float4), by averageColumnKey. */
+function float4Averages(plan: SelectPlan, fields: readonly FieldDef[]): Set<string> {
+  const widened = new Set<string>();
+  if (!plan.aggregate) return widened;
+  const { visibleRoles, hiddenRoles } = plan.aggregate;
+  for (const [position, role] of visibleRoles.entries()) {
+    if (role.kind === 'avg' && fields[position]?.dataTypeID === OID.float4) widened.add(averageColumnKey({ kind: 'visible', position }));
+  }
+  for (const [index, role] of hiddenRoles.entries()) {
+    const field = fields[visibleRoles.length + index];
+    if (role.kind === 'avg' && field?.dataTypeID === OID.float4) widened.add(averageColumnKey({ kind: 'hidden', index }));
+  }
+  return widened;
 }
 
 /** A stream that fails when iterated, so argument errors surface where stream errors do. */

@@ -29,7 +29,7 @@ const covered = new WeakMap<readonly string[], boolean>();
  * The shards a broadcast reads must together own every bucket of the map it routes by, or some
  * rows would be missing from the answer: then it fails (retryable) rather than answer wrong.
  */
-function requireCoverage(routing: BroadcastRouting): void {
+export function requireCoverage(routing: BroadcastRouting): void {
   let ok = covered.get(routing.owners);
   if (ok === undefined) {
     const members = new Set(routing.shardIds);

@@ -54,6 +54,11 @@ export class PooledSession implements ShardSession {
     }
   }
 
+  async cancel(): Promise<void> {
+    if (this.#released) return;
+    await this.#pool.cancelAndDiscard(this.#client);
+  }
+
   release(): void {
     if (this.#released) return;
     this.#released = true;

@@ -55,6 +55,11 @@ export interface ShardSession extends Queryable {
   queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[]): Promise<QueryResult[]>;
   /** Returns the connection (or destroys it if it broke or was left inside a transaction). Idempotent. */
   release(): void;
+  /**
+   * Asks the server to cancel the statement running on this connection, if any; the connection
+   * is then destroyed on release (a late cancel can never hit a later statement).
+   */
+  cancel?(): Promise<void>;
 }
 
 /**

@@ -82,6 +82,11 @@ export function broadcastContext(config: ResolvedConfig, topology: Topology, coo
     },
     pool: (shardId) => topology.pool(shardId),
     defaultTimeoutMillis: config.broadcast.timeoutMillis,
+    coordinator: {
+      shardId: config.broadcast.coordinatorShard,
+      maxRows: config.broadcast.maxIntermediateRows,
+      maxBytes: config.broadcast.maxIntermediateBytes,
+    },
     runWrite: (timeoutMillis, work, observer) => {
       const options = resolveTransactionOptions({ timeoutMillis }, config.transactions);
       // Each attempt takes its participants from the map it routes by (and stamps its

@@ -23,9 +23,10 @@ export function planAggregate(
   distinct: boolean,
   catalog: PlannerCatalog,
   groupByAlias: boolean,
+  float8Averages: ReadonlySet<string> = new Set(),
 ): SelectPlan {
   if (targets.some((target) => target.star)) throw unsupported('* in an aggregate query', 'list the grouped columns');
-  const rewrite = new AggregateRewrite(targets, catalog);
+  const rewrite = new AggregateRewrite(targets, catalog, float8Averages);
   const shardTargets = targets.map((target, position) => rewrite.selectTarget(target, position));
   rewrite.groupBy(nodeList(select.groupClause), groupByAlias);
   const ungrouped = nodeList(select.groupClause).every((item) => nodeKind(item) === 'GroupingSet');
@@ -59,10 +60,20 @@ class AggregateRewrite {
   readonly #aggregates = new Map<string, ColumnRef>();
   readonly #targets: readonly Target[];
   readonly #catalog: PlannerCatalog;
+  readonly #float8Averages: ReadonlySet<string>;
 
-  constructor(targets: readonly Target[], catalog: PlannerCatalog) {
+  constructor(targets: readonly Target[], catalog: PlannerCatalog, float8Averages: ReadonlySet<string>) {
     this.#targets = targets;
     this.#catalog = catalog;
+    this.#float8Averages = float8Averages;
+  }
+
+  /** The shard-side sum of an avg: `sum(x::float8)` where the shards said x is float4 (avg(float4) sums in float8). */
+  #averageSum(call: AstBody, column: string): AstNode {
+    if (!this.#float8Averages.has(column)) return renamedCall(call, 'sum');
+    const [argument, ...rest] = nodeList(call.args);
+    const cast = { TypeCast: { arg: argument, typeName: { names: [{ String: { sval: 'float8' } }], typemod: -1 } } };
+    return { FuncCall: { ...call, funcname: [{ String: { sval: 'sum' } }], args: [cast, ...rest] } };
   }
 
   /** The shard's select-list entry for a target (avg(x) becomes sum(x) plus a helper count(x)), recording its merge role. */
@@ -76,7 +87,9 @@ class AggregateRewrite {
         const count = this.hidden.add(renamedCall(call, 'count'), { kind: 'avg_count' });
         this.visibleRoles.push({ kind: 'avg', count });
         // The shard computes sum(x) under avg's output name, so field names stay the server's.
-        return { ResTarget: { name: target.outputName ?? 'avg', val: renamedCall(call, 'sum') } };
+        return {
+          ResTarget: { name: target.outputName ?? 'avg', val: this.#averageSum(call, averageColumnKey({ kind: 'visible', position })) },
+        };
       }
       this.visibleRoles.push(roleOf(role, call));
       return unchanged(target);
@@ -138,7 +151,8 @@ class AggregateRewrite {
     let ref: ColumnRef;
     if (role === 'avg') {
       const count = this.hidden.add(renamedCall(call, 'count'), { kind: 'avg_count' });
-      ref = this.hidden.add(renamedCall(call, 'sum'), { kind: 'avg', count });
+      const sum = this.#averageSum(call, averageColumnKey({ kind: 'hidden', index: this.hidden.nodes.length }));
+      ref = this.hidden.add(sum, { kind: 'avg', count });
     } else {
       ref = this.hidden.add(node, roleOf(role, call));
     }
@@ -157,4 +171,9 @@ class AggregateRewrite {
 /** A select-list entry sent to the shards as written. */
 function unchanged(target: Target): AstNode {
   return { ResTarget: { ...(target.name !== undefined ? { name: target.name } : {}), val: target.original } };
+}
+
+/** How a re-plan names an avg's sum column: `v<position>` or `h<index>` (the same in every plan of one SQL text). */
+export function averageColumnKey(ref: ColumnRef): string {
+  return ref.kind === 'visible' ? `v${ref.position}` : `h${ref.index}`;
 }

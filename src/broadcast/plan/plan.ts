@@ -1,3 +1,5 @@
+import { deparse } from './sql-parser.js';
+
 /**
  * Broadcast plans: plain data, made once per SQL text by the planner and cached. A plan is the
  * statement sent to every shard plus the merge steps that turn the shards' partial results into
@@ -100,11 +102,26 @@ export interface SelectPlan extends PlanBase {
   readonly sort: readonly SortKey[];
   readonly limit: Count | undefined;
   readonly offset: Count | undefined;
+  /** How to learn the collations of the text the merge orders (see collation-probe.ts); none when nothing could be text. */
+  readonly collationProbe?: CollationProbe;
   /**
    * The plan to use if the shards report an undefined column (42703): `GROUP BY name` read as
    * the select-list alias rather than a table column (see the planner).
    */
   readonly ifColumnMissing?: SelectPlan;
+}
+
+/**
+ * A statement the shards answer with one row: the collation (quoted name) of each expression
+ * the merge orders; `sort[i]` and each role's `slot` index that row.
+ */
+export interface CollationProbe {
+  /** The query's FROM item and the expressions whose collation matters, as parse-tree nodes. */
+  readonly from: Record<string, unknown>;
+  readonly expressions: readonly Record<string, unknown>[];
+  readonly sort: readonly (number | undefined)[];
+  /** min/max columns: `v<position>` or `h<index>`, and their slot in the probe's row. */
+  readonly roles: readonly { readonly column: string; readonly slot: number }[];
 }
 
 /** A statement that reads no sharded table (no FROM): one shard answers it. */
@@ -119,7 +136,70 @@ export interface WritePlan extends PlanBase {
   readonly statement: string;
 }
 
-export type BroadcastPlan = SelectPlan | SingleShardPlan | WritePlan;
+/** A WHERE conjunct the shards can apply to one input table, with the unqualified names it reads. */
+export interface CoordinatorFilter {
+  readonly node: Record<string, unknown>;
+  /** Pushed only if every one is a column of the table (else it names an outer query's column). */
+  readonly unqualified: readonly string[];
+}
+
+/** An aggregate a shard can compute partially for a coordinator step (see plan-partial.ts). */
+export interface PartialAggregate {
+  /** The call's structural key: where it appears in the outer query, it is replaced by the combination. */
+  readonly key: string;
+  readonly kind: 'count' | 'sum' | 'min' | 'max' | 'avg';
+  /** The column it aggregates; undefined for count(*). */
+  readonly column: string | undefined;
+  /** The call as written (FILTER included): the shard query computes it (avg as sum and count). */
+  readonly call: Record<string, unknown>;
+}
+
+/** Partial aggregation of a coordinator step over one table: group by `keys` and `distinct`, partial `aggregates`. */
+export interface PartialSpec {
+  readonly keys: readonly string[];
+  /** Arguments of DISTINCT aggregates (not already keys): shards send distinct group/value pairs. */
+  readonly distinct: readonly string[];
+  readonly aggregates: readonly PartialAggregate[];
+}
+
+/** One occurrence of a sharded table in a coordinator plan: what every shard sends of it. */
+export interface CoordinatorInput {
+  readonly schema: string | undefined;
+  readonly table: string;
+  /** The temporary table (in pg_temp, on the coordinator) that holds the shards' rows. */
+  readonly tempTable: string;
+  /** The table as the statement names it (RangeVar body, alias included): the inner query's FROM. */
+  readonly relation: Record<string, unknown>;
+  /** Candidate column names (those that are the table's columns are read); undefined: every column. */
+  readonly names: readonly string[] | undefined;
+  readonly filters: readonly CoordinatorFilter[];
+  /** The moves guard of a registered sharded table, with the map version as $1 (renumbered per query). */
+  readonly guard: Record<string, unknown> | undefined;
+}
+
+/**
+ * A SELECT the merge steps cannot answer: each shard sends the rows of every sharded table the
+ * statement reads (needed columns, own filters), a coordinator shard holds them in temporary
+ * tables and runs the statement itself over them (see plan-coordinator.ts).
+ */
+export interface CoordinatorPlan extends PlanBase {
+  readonly kind: 'coordinator';
+  readonly inputs: readonly CoordinatorInput[];
+  /** The statement with its sharded tables swapped for the temporary ones; takes the caller's parameters. */
+  readonly outerSql: string;
+  /**
+   * When the statement is a grouped query over one table with partial-able aggregates and its
+   * whole WHERE runs on the shards: the spec, and the outer statement's tree to rewrite with the
+   * combinations once the column types are known.
+   */
+  readonly partial?: { readonly spec: PartialSpec; readonly outer: Record<string, unknown> };
+  /** Some SELECT of the statement has GROUP BY (temporary tables then get the primary key, see coordinator-step.ts). */
+  readonly grouped: boolean;
+  /** `DECLARE ... NO SCROLL CURSOR FOR` the outer query (broadcastStream). */
+  readonly outerCursorSql: string;
+}
+
+export type BroadcastPlan = SelectPlan | SingleShardPlan | WritePlan | CoordinatorPlan;
 
 /** Position of a column in a shard row of `width` columns that ends with `hiddenCount` helper columns. */
 export function columnIndex(ref: ColumnRef, width: number, hiddenCount: number): number {
@@ -135,6 +215,8 @@ export function formatPlan(plan: BroadcastPlan): string {
       return `Write on every shard, atomic (two-phase commit)\n  Statement: ${plan.statement}\n  Query: ${plan.sql}\n  Result: rowCount summed over the shards`;
     case 'select':
       return formatSelect(plan);
+    case 'coordinator':
+      return formatCoordinator(plan);
     default: {
       const never: never = plan;
       throw new Error(`unknown plan ${String(never)}`);
@@ -162,6 +244,26 @@ function formatSelect(plan: SelectPlan): string {
   if (plan.limit) steps.push(`LIMIT ${describeCount(plan.limit)}`);
   if (plan.hidden.length > 0) steps.push(`Drop ${plan.hidden.length} helper column(s)`);
   lines.push('  Merge:', ...steps.map((step, i) => `    ${i + 1}. ${step}`));
+  return lines.join('\n');
+}
+
+function formatCoordinator(plan: CoordinatorPlan): string {
+  const lines = ['Coordinator step: every shard sends the rows the query reads; one shard runs the query over them'];
+  for (const input of plan.inputs) {
+    const table = input.schema === undefined ? input.table : `${input.schema}.${input.table}`;
+    const columns = input.names === undefined ? 'every column' : `the columns among ${input.names.join(', ') || '(none)'}`;
+    lines.push(`  Pulled up: ${table} -> pg_temp.${input.tempTable}: ${columns}`);
+    if (input.filters.length > 0) lines.push(`    Shard filter: ${input.filters.map((filter) => deparse(filter.node)).join(' AND ')}`);
+    if (input.guard) lines.push('    Moves guard: rows of the buckets the shard owns in the map version (read_guard)');
+  }
+  if (plan.partial) {
+    const { keys, distinct, aggregates } = plan.partial.spec;
+    lines.push(
+      `  Partial aggregation (when the column types allow): shards group by ${[...keys, ...distinct].join(', ') || '()'} and send ` +
+        `${aggregates.map((aggregate) => `${aggregate.kind}(${aggregate.column ?? '*'})`).join(', ') || 'the distinct values'}; the outer query combines them`,
+    );
+  }
+  lines.push(`  Outer query (on the coordinator shard, in a transaction rolled back at the end): ${plan.outerSql}`);
   return lines.join('\n');
 }
 

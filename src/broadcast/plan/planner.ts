@@ -1,10 +1,12 @@
 import { ShardRouterError } from '../../errors.js';
 import { functionName, hasAggregate } from './aggregates.js';
+import { collationProbe } from './collation-probe.js';
 import { asKind, integerConstant, nodeBody, nodeKind, nodeList, walk } from './ast.js';
 import type { AstBody, AstNode } from './ast.js';
 import { planAggregate } from './plan-aggregate.js';
 import type { BroadcastPlan, PlannerCatalog, SelectPlan } from './plan.js';
 import { addCounts, HiddenColumns, readCount, selectPlan } from './shard-query.js';
+import { planCoordinator, refuseCoordinatedWrite, refuseUncoordinated } from './plan-coordinator.js';
 import { parseStatement } from './sql-parser.js';
 import { ambiguousGroupAlias, matchTarget, readTargets, sortKeys } from './targets.js';
 import type { Target } from './targets.js';
@@ -52,11 +54,11 @@ function notAtomic(statement: string): ShardRouterError {
  * Plans one statement.
  * @throws ShardRouterError INVALID_SQL, UNSUPPORTED
  */
-export function planBroadcast(sql: string, catalog: PlannerCatalog): BroadcastPlan {
+export function planBroadcast(sql: string, catalog: PlannerCatalog, options: PlanOptions = {}): BroadcastPlan {
   const statement = parseStatement(sql);
   switch (statement.kind) {
     case 'SelectStmt':
-      return planSelect(sql, statement.body, catalog);
+      return planSelect(sql, statement.body, catalog, options);
     case 'TransactionStmt':
       throw unsupported('transaction control', 'broadcast writes already run as one atomic two-phase commit');
     case 'VacuumStmt':
@@ -69,10 +71,16 @@ export function planBroadcast(sql: string, catalog: PlannerCatalog): BroadcastPl
       if (statement.body.concurrent === true) throw notAtomic('CREATE INDEX CONCURRENTLY');
       return { kind: 'write', sql, statement: statement.kind };
     case 'InsertStmt':
+      refuseCoordinatedWrite(statement.body, catalog);
       if (isReferenceInsert(statement.body, catalog)) return { kind: 'write', sql, statement: statement.kind };
       if (statement.body.selectStmt !== undefined && nodeList(nodeBody(statement.body.selectStmt).valuesLists).length > 0) {
         throw unsupported('INSERT ... VALUES', 'a broadcast would write the same row on every shard; insert through execute(key)');
       }
+      return { kind: 'write', sql, statement: statement.kind };
+    case 'UpdateStmt':
+    case 'DeleteStmt':
+    case 'MergeStmt':
+      refuseCoordinatedWrite(statement.body, catalog);
       return { kind: 'write', sql, statement: statement.kind };
     default:
       return { kind: 'write', sql, statement: statement.kind };
@@ -89,23 +97,60 @@ function isReferenceInsert(insert: AstBody, catalog: PlannerCatalog): boolean {
   );
 }
 
-function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog): BroadcastPlan {
-  refuseStatementForm(select);
-  if (nodeList(select.valuesLists).length > 0) return { kind: 'single', sql };
+/** Choices a re-plan makes from what the shards answered the first time. */
+export interface PlanOptions {
+  /** avg columns (averageColumnKey) whose argument the shards reported as float4: summed as float8 on the shards. */
+  readonly float8Averages?: ReadonlySet<string>;
+}
+
+/**
+ * A SELECT: the merge steps when they answer it exactly (they are the fastest), else the
+ * coordinator step; one shard when it reads no sharded table.
+ */
+function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog, options: PlanOptions): BroadcastPlan {
+  refuseUncoordinated(select);
+  if (select.intoClause !== undefined)
+    throw unsupported('SELECT INTO', 'it creates a table; use CREATE TABLE ... AS through broadcast instead');
   if (readsOnlyReferenceTables(select, catalog)) return { kind: 'single', sql };
+  try {
+    return planMerge(sql, select, catalog, options);
+  } catch (error) {
+    if (!(error instanceof ShardRouterError) || error.code !== 'UNSUPPORTED') throw error;
+    // The merge rewrite may have touched the tree: plan the coordinator step from a fresh parse.
+    const coordinator = planCoordinator(sql, parseStatement(sql).body, catalog);
+    return coordinator.inputs.length === 0 ? { kind: 'single', sql } : coordinator;
+  }
+}
+
+/** The plan of the merge steps, or UNSUPPORTED naming what they cannot merge. */
+function planMerge(sql: string, select: AstBody, catalog: PlannerCatalog, options: PlanOptions): BroadcastPlan {
+  refuseStatementForm(select);
   const from = nodeList(select.fromClause);
-  if (from.length === 0) return { kind: 'single', sql };
+  if (from.length === 0 || nodeList(select.valuesLists).length > 0) {
+    // No table at the top: one shard answers, unless a subquery reads a sharded table.
+    refuseUnmergeableParts(select);
+    return { kind: 'single', sql };
+  }
   requireOneTable(from);
   const distinct = readDistinct(select);
   refuseUnmergeableParts(select);
   const targets = readTargets(select);
-  if (!isAggregateQuery(select, targets, catalog)) return planConcatenation(sql, select, targets, distinct, catalog);
+  if (!isAggregateQuery(select, targets, catalog))
+    return probed(planConcatenation(sql, select, targets, distinct, catalog), select, targets, catalog);
   // GROUP BY name, where name is also another entry's alias: PostgreSQL takes the table's
   // column if there is one, else the alias. Only the shards know, so plan the column reading
   // and keep the alias reading for when they answer "column does not exist".
   const ambiguous = nodeList(select.groupClause).some((item) => ambiguousGroupAlias(item, targets));
-  const plan = planAggregate(sql, select, targets, distinct, catalog, false);
-  return ambiguous ? { ...plan, ifColumnMissing: planAggregate(sql, select, targets, distinct, catalog, true) } : plan;
+  const plan = probed(planAggregate(sql, select, targets, distinct, catalog, false, options.float8Averages), select, targets, catalog);
+  if (!ambiguous) return plan;
+  const byAlias = planAggregate(sql, select, targets, distinct, catalog, true, options.float8Averages);
+  return { ...plan, ifColumnMissing: probed(byAlias, select, targets, catalog) };
+}
+
+/** The plan with its collation probe, if it orders anything that could be text. */
+function probed(plan: SelectPlan, select: AstBody, targets: readonly Target[], catalog: PlannerCatalog): SelectPlan {
+  const probe = collationProbe(select, targets, plan, catalog);
+  return probe ? { ...plan, collationProbe: probe } : plan;
 }
 
 /** Set operations, WITH, SELECT INTO, WINDOW and WITH TIES: refused whatever the query reads. */
