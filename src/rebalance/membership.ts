@@ -16,6 +16,7 @@ import { insertJsonSql } from './copy.js';
 import { notifyMapChange, switchMapIn } from './map-switch.js';
 import { registerOnShard } from './register-table.js';
 import { planMoves, runPlan } from './run-plan.js';
+import { lockTokensExtension } from './lock-space.js';
 import { rebalanceExtension } from './schema.js';
 import type { AddShardReport, RebalanceReport } from './types.js';
 import { q } from '../sql.js';
@@ -78,7 +79,7 @@ async function prepareNewShard(context: RebalanceContext, pool: ShardPool, shard
       before,
     );
     await ensureRegistries(session, schema);
-    for (const extension of [decisionLogExtension, rebalanceExtension]) await extension.ensure(session, schema);
+    for (const extension of [decisionLogExtension, rebalanceExtension, lockTokensExtension]) await extension.ensure(session, schema);
     return true;
   } finally {
     session.release();

@@ -6,6 +6,7 @@ import { Observer } from '../observe/observer.js';
 import { loadTracing } from '../observe/tracing.js';
 import type { ShardSession } from '../pool/session.js';
 import { ShardPool } from '../pool/shard-pool.js';
+import { lockTokensExtension } from '../rebalance/lock-space.js';
 import { rebalanceExtension } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
 import { decisionLogExtension } from '../twopc/decision-log.js';
@@ -36,7 +37,7 @@ export async function composeRouter(config: ShardRouterConfig): Promise<RouterPa
   for (const shard of resolved.shards) pools.get(shard.id)!.observer = observer.pool(shard.id, shard.connectionString);
   try {
     const opened = await withOneSessionPerShard([...pools.values()], (sessions) =>
-      openCatalog(resolved, sessions, [decisionLogExtension, rebalanceExtension]),
+      openCatalog(resolved, sessions, [decisionLogExtension, rebalanceExtension, lockTokensExtension]),
     );
     // The topology tells the broadcaster when the table registry changes, and the coordinator
     // asks recovery for a pass soon: both are built after it, hence the late bindings.

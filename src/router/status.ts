@@ -1,4 +1,5 @@
 import { ShardRouterError } from '../errors.js';
+import type { LockStatus } from '../lock/types.js';
 import type { PoolStats } from '../pool/shard-pool.js';
 import { gidPrefix } from '../twopc/gid.js';
 import type { RecoveryReport } from '../twopc/recovery.js';
@@ -32,6 +33,8 @@ export interface RouterStatus {
   readonly lastRecovery: RecoveryReport | undefined;
   /** Why the newest background recovery pass failed, if it did. */
   readonly lastRecoveryError: string | undefined;
+  /** This router's withLock locks: held (with token and age) and waiting. */
+  readonly locks: LockStatus;
 }
 
 /** Asks every shard the router has a pool for (removed ones included) for its prepared transactions. */
