@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LOCK_CLASS_ID, type ShardRouter, ShardRouterError, hashKey } from '../../src/index.js';
+import { LOCK_CLASS_ID, ShardRouter, ShardRouterError, hashKey } from '../../src/index.js';
 import { connectFreshRouter, dropSchemas, eventually, rejectionOf, shardUrls, uniqueName, withServer } from '../support/cluster.js';
 
 /**
@@ -103,7 +103,8 @@ describe('withLock', () => {
 
   it('a terminated lock connection fires the signal; the next holder gets a higher token; the stale holder is fenced', async () => {
     const key = uniqueName('victim');
-    const row = uniqueName('row');
+    // The guarded row lives with the lock: lock.execute runs on the lock key's shard.
+    const row = key;
     await router.execute(row, `INSERT INTO ${data} (id, n) VALUES ($1, 0)`, [row]);
     const server = shardUrls()[Number(router.shardFor(key).slice(1))]!;
     let staleLock: Parameters<Parameters<ShardRouter['withLock']>[1]>[1] | undefined;
@@ -144,6 +145,78 @@ describe('withLock', () => {
     )) as ShardRouterError;
     expect(error.code).toBe('LOCK_LOST');
     expect((await router.status()).locks.held).toEqual([]);
+  });
+
+  it('a bucket move waits for the lock holder on the old owner: no second holder on the new owner until it releases', async () => {
+    const key = uniqueName('pinned');
+    const bucket = router.bucketFor(key);
+    const home = router.shardFor(key);
+    const away = router.shardIds.find((id) => id !== home)!;
+    const other = await ShardRouter.connect({
+      shards: router.shardIds.map((id) => ({ id, connectionString: shardUrls()[Number(id.slice(1))]! })),
+      catalogSchema: schema,
+      recovery: { intervalMillis: 0, atConnect: false },
+    });
+    try {
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let entered!: (token: number) => void;
+      const holding = new Promise<number>((resolve) => (entered = resolve));
+      const holder = router.withLock(key, async (_signal, lock) => {
+        entered(lock.token);
+        await released;
+      });
+      const heldToken = await holding;
+      const move = router.rebalancer().moveBucket(bucket, away);
+      // While the first holder holds on the old owner, the move must not let anyone take the lock,
+      // on either shard, whatever map the other router has (without the cutover's gate the switch
+      // commits within a second here and the other router then takes the lock on the new owner).
+      const attempts: string[] = [];
+      for (let i = 0; i < 15; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        await other.refreshMap();
+        attempts.push(
+          await other
+            .withLock(key, (_signal, lock) => `acquired on ${lock.shardId}`, { waitMillis: 0 })
+            .catch((error: ShardRouterError) => error.code),
+        );
+      }
+      expect(new Set(attempts)).toEqual(new Set(['LOCK_NOT_ACQUIRED']));
+      expect(router.shardFor(key)).toBe(home);
+      release();
+      await holder;
+      await move;
+      await other.refreshMap();
+      const after = await other.withLock(key, (_signal, lock) => lock, { waitMillis: 5_000 });
+      expect(after.shardId).toBe(away);
+      expect(after.token).toBeGreaterThan(heldToken);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a move whose cutover cannot get past a long-held lock fails with LOCK_TIMEOUT and leaves the bucket where it was', async () => {
+    const key = uniqueName('long');
+    const bucket = router.bucketFor(key);
+    const home = router.shardFor(key);
+    const away = router.shardIds.find((id) => id !== home)!;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let entered!: () => void;
+    const holding = new Promise<void>((resolve) => (entered = resolve));
+    const holder = router.withLock(key, async () => {
+      entered();
+      await released;
+    });
+    await holding;
+    const error = (await rejectionOf(router.rebalancer({ cutoverLockTimeoutMillis: 50 }).moveBucket(bucket, away))) as ShardRouterError;
+    expect(error.code).toBe('LOCK_TIMEOUT');
+    release();
+    await holder;
+    await router.rebalancer().resume({ undo: true });
+    await router.refreshMap();
+    expect(router.shardFor(key)).toBe(home);
+    expect(await router.withLock(key, (_signal, lock) => lock.shardId)).toBe(home);
   });
 
   it('bad lock keys and options are typed errors before anything is written, and the router stays usable', async () => {
