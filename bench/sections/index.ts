@@ -2,6 +2,7 @@ import type { Section } from '../section.js';
 import { broadcastSection } from './broadcast.js';
 import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
+import { locksSection } from './locks.js';
 import { naiveSection } from './naive.js';
 import { observeSection } from './observe.js';
 import { rebalanceSection } from './rebalance.js';
@@ -20,4 +21,5 @@ export const SECTIONS: readonly Section<unknown>[] = [
   streamSection,
   scalingSection,
   rebalanceSection,
+  locksSection,
 ];
