@@ -24,6 +24,8 @@ export class HeldLock implements HeldLockInfo {
   readonly #controller = new AbortController();
   readonly #period: number;
   #timer: NodeJS.Timeout | undefined;
+  /** The deadline of the probe in flight, if one is. */
+  #overdue: NodeJS.Timeout | undefined;
   #unsubscribe: () => void = () => undefined;
   /** When the newest answered probe was sent (the server heard from us at or after that). */
   #confirmedAt = Date.now();
@@ -63,6 +65,7 @@ export class HeldLock implements HeldLockInfo {
   /** Stops watching (before the lock is released or the connection ended). */
   stop(): void {
     clearInterval(this.#timer);
+    clearTimeout(this.#overdue);
     this.#unsubscribe();
   }
 
@@ -72,14 +75,18 @@ export class HeldLock implements HeldLockInfo {
       this.#lose(`this process was not heard from for ${sent - this.#confirmedAt} ms (lease ${3 * this.#period} ms)`);
       return;
     }
-    const overdue = setTimeout(() => this.#lose(`a probe of its connection went unanswered for ${this.#period} ms`), this.#period);
+    if (this.#overdue !== undefined) return; // the previous probe is still out; its deadline stands
+    this.#overdue = setTimeout(() => this.#lose(`a probe of its connection went unanswered for ${this.#period} ms`), this.#period);
+    this.#overdue.unref();
     this.#acquired.connection.connection.query('SELECT 1').then(
       () => {
-        clearTimeout(overdue);
+        clearTimeout(this.#overdue);
+        this.#overdue = undefined;
         this.#confirmedAt = Math.max(this.#confirmedAt, sent);
       },
       (error: unknown) => {
-        clearTimeout(overdue);
+        clearTimeout(this.#overdue);
+        this.#overdue = undefined;
         this.#lose('a probe of its connection failed', error);
       },
     );

@@ -87,9 +87,10 @@ function expectOneHolderAtATime(holds: readonly Hold[]): void {
   for (let i = 1; i < ordered.length; i++) {
     const before = ordered[i - 1]!;
     const after = ordered[i]!;
-    expect(after.start > before.end, `${after.worker} (token ${after.token}) started before ${before.worker} (token ${before.token}) ended`).toBe(
-      true,
-    );
+    expect(
+      after.start > before.end,
+      `${after.worker} (token ${after.token}) started before ${before.worker} (token ${before.token}) ended`,
+    ).toBe(true);
     expect(after.token).toBeGreaterThan(before.token);
   }
 }
@@ -138,4 +139,46 @@ describe('withLock across processes', () => {
     expectOneHolderAtATime(holds);
     expect(await counter(key)).toBe(holds.length);
   }, 240_000);
+
+  it('a holder paused past its lease loses the lock on the server; the next holder gets a higher token; the paused one’s late write is refused', async () => {
+    const key = uniqueName('paused');
+    await router.execute(key, `INSERT INTO ${data} (id, n) VALUES ($1, 0)`, [key]);
+    const child = spawnTypeScript('test/chaos/lock-pause-child.ts', {
+      LOCK_SHARD_URLS: shardUrls().slice(0, 4).join(','),
+      LOCK_CATALOG: schema,
+      LOCK_DATA: data,
+      LOCK_KEY: key,
+    });
+    child.stdin?.end();
+    let stdout = '';
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    await eventuallyTrue(() => /held \d+/.test(stdout));
+    const pausedToken = Number(/held (\d+)/.exec(stdout)![1]);
+    child.kill('SIGSTOP');
+    try {
+      // The server ends the silent session after the lease (idle_session_timeout), which frees the lock.
+      const next = await router.withLock(
+        key,
+        async (_signal, lock) => {
+          await lock.execute(`UPDATE ${data} SET n = n + 1 WHERE id = $1`, [key]);
+          return lock.token;
+        },
+        { waitMillis: 10_000 },
+      );
+      expect(next).toBeGreaterThan(pausedToken);
+    } finally {
+      child.kill('SIGCONT');
+    }
+    expect(await closed).toBe(0);
+    const lines = stdout.trim().split('\n');
+    expect(lines).toContain('write LOCK_FENCED');
+    expect(lines).toContain('error LOCK_LOST');
+    expect(await counter(key)).toBe(1);
+  }, 120_000);
 });
+
+async function eventuallyTrue(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 3_000 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  expect(check()).toBe(true);
+}
