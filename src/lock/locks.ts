@@ -1,5 +1,7 @@
 import { ShardRouterError, closedError } from '../errors.js';
 import { GATE_CLASS_ID, LOCK_CLASS_ID } from '../rebalance/lock-space.js';
+import type { QueryResultRow } from '../pool/session.js';
+import type { Transaction } from '../twopc/coordinator.js';
 import { acquire } from './acquire.js';
 import { LockConnections } from './connections.js';
 import type { LockContext } from './context.js';
@@ -59,8 +61,17 @@ export class Locks {
   /** Runs `fn`, then releases: a lost or doubtful connection is ended (that releases everything it held). */
   async #run<T>(held: HeldLock, identity: LockIdentity, fn: (signal: AbortSignal, lock: HeldLockInfo) => T | Promise<T>): Promise<T> {
     let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+    // fn sees the lock's public face only, not the connection or the watcher.
+    const info: HeldLockInfo = Object.freeze({
+      key: held.key,
+      token: held.token,
+      shardId: held.shardId,
+      signal: held.signal,
+      fence: (tx: Transaction) => held.fence(tx),
+      execute: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => held.execute<R>(sql, params),
+    });
     try {
-      outcome = { ok: true, value: await fn(held.signal, held) };
+      outcome = { ok: true, value: await fn(held.signal, info) };
     } catch (error) {
       outcome = { ok: false, error };
     }

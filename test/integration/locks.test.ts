@@ -77,7 +77,12 @@ describe('withLock', () => {
     expect(once.retryable).toBe(true);
     const waited = (await rejectionOf(router.withLock(key, () => 'never', { waitMillis: 200 }))) as ShardRouterError;
     expect(waited.code).toBe('LOCK_NOT_ACQUIRED');
-    expect((await router.status()).locks.held.some((lock) => lock.key === key)).toBe(true);
+    const status = await router.status();
+    expect(status.locks.held.filter((lock) => lock.key === key)).toEqual([
+      { key, shardId: router.shardFor(key), token: 1, heldMillis: expect.any(Number) },
+    ]);
+    // Every process's locks per shard, from pg_locks: ours is among them on the owner.
+    expect(status.shards.find((shard) => shard.shardId === router.shardFor(key))!.locks.held).toBeGreaterThanOrEqual(1);
     release();
     await holder;
     expect(await router.withLock(key, (_signal, lock) => lock.token, { waitMillis: 0 })).toBe(2);
