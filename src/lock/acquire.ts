@@ -6,6 +6,7 @@ import type { LockConnection, LockConnections } from './connections.js';
 import type { LockContext } from './context.js';
 import type { LockIdentity } from './lock-key.js';
 import type { ResolvedLockOptions } from './options.js';
+import { lockHooks } from './test-hooks.js';
 
 /**
  * Taking a lock (docs/locks.md, "Acquire, hold, release"): on a connection of its own to the
@@ -83,12 +84,14 @@ async function acquireOn(
       identity.bucket,
     ]);
   }
+  await lockHooks.step?.('locked', identity.key);
   const table = lockTokensTable(context.catalogSchema);
   const { rows } = await connection.connection.query<{ token: string }>(
     `INSERT INTO ${table} AS current (${LOCK_TOKENS_KEY}, token) VALUES ($1, 1)
      ON CONFLICT (${LOCK_TOKENS_KEY}) DO UPDATE SET token = current.token + 1 RETURNING token::text AS token`,
     [identity.key],
   );
+  await lockHooks.step?.('token', identity.key);
   return { connection, token: Number(rows[0]!.token) };
 }
 

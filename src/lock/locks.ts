@@ -9,6 +9,7 @@ import { HeldLock } from './held-lock.js';
 import { lockIdentity } from './lock-key.js';
 import type { LockIdentity } from './lock-key.js';
 import { resolveLockOptions } from './options.js';
+import { lockHooks } from './test-hooks.js';
 import type { HeldLockInfo, LockStatus } from './types.js';
 
 /**
@@ -76,6 +77,7 @@ export class Locks {
       outcome = { ok: false, error };
     }
     held.stop();
+    await lockHooks.step?.('releasing', identity.key);
     const lost = held.lostReason;
     if (lost) await this.#connections.discard(held.connection);
     else await this.#release(held, identity);

@@ -2,7 +2,8 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ShardRouter } from '../../src/index.js';
 import { connectFreshRouter, dropSchemas, shardUrls, uniqueName, withServer } from '../support/cluster.js';
-import { spawnTypeScript, wordsOf } from './support.js';
+import { runToEnd, spawnTypeScript, waitForBackendsGone, wordsOf } from './support.js';
+import { LOCK_CLASS_ID, hashKey } from '../../src/index.js';
 
 /**
  * withLock across processes (docs/locks.md): worker processes (lock-worker.ts) increment one
@@ -176,6 +177,41 @@ describe('withLock across processes', () => {
     expect(lines).toContain('error LOCK_LOST');
     expect(await counter(key)).toBe(1);
   }, 120_000);
+
+  it('SIGKILL of the holder at every step: the server releases the lock, the next holder gets a larger token, writes are never lost or doubled', async () => {
+    const key = uniqueName('crash');
+    await router.execute(key, `INSERT INTO ${data} (id, n) VALUES ($1, 0)`, [key]);
+    let newest = 0;
+    let writes = 0;
+    for (const step of ['locked', 'token', 'fn', 'releasing'] as const) {
+      const exit = await runToEnd('test/chaos/lock-crash-child.ts', {
+        LOCK_SHARD_URLS: shardUrls().slice(0, 4).join(','),
+        LOCK_CATALOG: schema,
+        LOCK_DATA: data,
+        LOCK_KEY: key,
+        LOCK_KILL_AT: step,
+      });
+      expect(exit.signal, `${step}: ${exit.stderr}`).toBe('SIGKILL');
+      expect(exit.stdout).toContain(`kill ${step}`);
+      const token = /token (\d+)/.exec(exit.stdout);
+      if (token) newest = Math.max(newest, Number(token[1]));
+      // fn's fenced write committed before the kill at 'fn' and at 'releasing'.
+      if (step === 'fn' || step === 'releasing') writes++;
+      await waitForBackendsGone(shardUrls().slice(0, 4), `lock-crash-${step}%`);
+      const owner = shardUrls()[Number(router.shardFor(key).slice(1))]!;
+      const left = await withServer(owner, (client) =>
+        client.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2::oid AND objsubid = 2", [
+          LOCK_CLASS_ID,
+          hashKey(key),
+        ]),
+      );
+      expect(left.rowCount, `lock left behind after a kill at ${step}`).toBe(0);
+      const next = await router.withLock(key, (_signal, lock) => lock.token, { waitMillis: 0 });
+      expect(next, `token after a kill at ${step}`).toBeGreaterThan(newest);
+      newest = next;
+    }
+    expect(await counter(key)).toBe(writes);
+  }, 180_000);
 });
 
 async function eventuallyTrue(check: () => boolean): Promise<void> {
