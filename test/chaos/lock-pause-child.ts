@@ -19,6 +19,8 @@ const router = await ShardRouter.connect({
     .map((connectionString, i) => ({ id: `s${i}`, connectionString })),
   catalogSchema: requiredEnv('LOCK_CATALOG'),
   recovery: { intervalMillis: 0, atConnect: false },
+  // A loaded test machine (many processes on 2 cores) can take seconds to accept a connection.
+  pool: { connectTimeoutMillis: 60_000, acquireTimeoutMillis: 60_000 },
 });
 try {
   const result = await router.withLock(

@@ -30,6 +30,8 @@ const router = await ShardRouter.connect({
   catalogSchema: requiredEnv('LOCK_CATALOG'),
   applicationName: `lock-worker-${label}`,
   recovery: { intervalMillis: 0, atConnect: false },
+  // A loaded test machine (many processes on 2 cores) can take seconds to accept a connection.
+  pool: { connectTimeoutMillis: 60_000, acquireTimeoutMillis: 60_000 },
   mapRefresh: { intervalMillis: 200 },
 });
 say(`ready ${label}`);

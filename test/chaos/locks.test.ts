@@ -20,7 +20,11 @@ const data = uniqueName('lockcount');
 
 beforeAll(async () => {
   schema = uniqueName('cat');
-  router = await connectFreshRouter({ catalogSchema: schema, recovery: { intervalMillis: 0, atConnect: false } });
+  router = await connectFreshRouter({
+    catalogSchema: schema,
+    recovery: { intervalMillis: 0, atConnect: false },
+    pool: { connectTimeoutMillis: 60_000, acquireTimeoutMillis: 60_000 },
+  });
   for (const id of router.shardIds) await router.executeOn(id, `CREATE TABLE ${data} (id text PRIMARY KEY, n integer NOT NULL)`);
   await router.registerShardedTable(data, 'id');
 }, 120_000);
@@ -114,7 +118,7 @@ describe('withLock across processes', () => {
     expect(await counter(key)).toBe(8 * rounds);
     expectOneHolderAtATime(holds);
     expect(new Set(holds.map((hold) => hold.token)).size).toBe(holds.length);
-  }, 180_000);
+  }, 600_000);
 
   it('moves of the lock key’s bucket while locks are held: holders on both shards, never two at once, tokens keep growing', async () => {
     const key = uniqueName('moving');
@@ -139,7 +143,7 @@ describe('withLock across processes', () => {
     expect(new Set(holds.map((hold) => hold.shardId))).toEqual(new Set([home, away]));
     expectOneHolderAtATime(holds);
     expect(await counter(key)).toBe(holds.length);
-  }, 240_000);
+  }, 600_000);
 
   it('a holder paused past its lease loses the lock on the server; the next holder gets a higher token; the paused one’s late write is refused', async () => {
     const key = uniqueName('paused');
@@ -211,7 +215,7 @@ describe('withLock across processes', () => {
       newest = next;
     }
     expect(await counter(key)).toBe(writes);
-  }, 180_000);
+  }, 600_000);
 });
 
 async function eventuallyTrue(check: () => boolean): Promise<void> {
