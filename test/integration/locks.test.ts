@@ -13,7 +13,11 @@ const data = uniqueName('lockdata');
 
 beforeAll(async () => {
   schema = uniqueName('cat');
-  router = await connectFreshRouter({ catalogSchema: schema, recovery: { intervalMillis: 0, atConnect: false } });
+  router = await connectFreshRouter({
+    catalogSchema: schema,
+    recovery: { intervalMillis: 0, atConnect: false },
+    pool: { connectTimeoutMillis: 30_000, acquireTimeoutMillis: 30_000 },
+  });
   for (const id of router.shardIds)
     await router.executeOn(id, `CREATE TABLE ${data} (id text PRIMARY KEY, n integer NOT NULL, token bigint NOT NULL DEFAULT 0)`);
   await router.registerShardedTable(data, 'id');
