@@ -32,5 +32,5 @@ describe('README: distributed locks', () => {
     } finally {
       rmSync(file, { force: true });
     }
-  });
+  }, 300_000);
 });
