@@ -65,6 +65,15 @@ export const ERROR_CODES = [
    * and how to raise it. Nothing is left behind. Not retryable (narrow the query or raise the limit).
    */
   'RESULT_TOO_LARGE',
+  /** withLock could not take the lock within `waitMillis` (at once, for `waitMillis: 0`): another holder has it. Nothing ran. Retryable. */
+  'LOCK_NOT_ACQUIRED',
+  /**
+   * withLock's lock was lost while `fn` ran (its connection broke or went silent past the lease):
+   * another process may hold it now. Raised when `fn` resolved anyway; `signal` had fired.
+   */
+  'LOCK_LOST',
+  /** A write fenced by a lock's token was refused: a later holder took the lock (a newer token exists). Nothing was written. */
+  'LOCK_FENCED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -91,6 +100,7 @@ const RETRYABLE_CODES = new Set<ErrorCode>([
   'STALE_BUCKET_MAP',
   'STATEMENT_TIMEOUT',
   'STATEMENT_CANCELLED',
+  'LOCK_NOT_ACQUIRED',
 ]);
 
 /** The one base class of every error thrown by pg-shard-router. */

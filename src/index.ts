@@ -48,3 +48,5 @@ export type {
   Route,
   Outcome,
 } from './observe/metrics-store.js';
+export type { HeldLockInfo, LockOptions, LockStatus } from './lock/types.js';
+export { LOCK_CLASS_ID, GATE_CLASS_ID } from './rebalance/lock-space.js';

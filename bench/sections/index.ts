@@ -3,6 +3,7 @@ import { broadcastSection } from './broadcast.js';
 import { coordinatorSection } from './coordinator.js';
 import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
+import { locksSection } from './locks.js';
 import { naiveSection } from './naive.js';
 import { observeSection } from './observe.js';
 import { outboxSection } from './outbox.js';
@@ -24,4 +25,5 @@ export const SECTIONS: readonly Section<unknown>[] = [
   scalingSection,
   rebalanceSection,
   outboxSection,
+  locksSection,
 ];

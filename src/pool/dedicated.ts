@@ -50,6 +50,20 @@ export function dedicated(client: pg.Client): DedicatedConnection {
   return {
     query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => client.query<R>(sql, params as unknown[] | undefined),
     end: () => client.end().catch(() => undefined),
+    onLost: (listener) => {
+      let called = false;
+      const lost = (cause?: unknown) => {
+        if (called) return;
+        called = true;
+        listener(cause ?? new Error('the connection ended'));
+      };
+      client.on('error', lost);
+      client.on('end', lost);
+      return () => {
+        client.off('error', lost);
+        client.off('end', lost);
+      };
+    },
   };
 }
 

@@ -71,6 +71,12 @@ export interface DedicatedConnection extends Queryable {
   query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
   /** Closes the connection; the server releases its session locks. Never throws. */
   end(): Promise<void>;
+  /**
+   * Calls `listener` once when the connection breaks or ends (socket error, the server ending
+   * the session, end()), so a holder of session locks learns at once that it lost them.
+   * Returns the function that removes the listener.
+   */
+  onLost(listener: (cause: unknown) => void): () => void;
 }
 
 /** A LISTEN on one channel, over a dedicated connection. */

@@ -5,6 +5,7 @@ import { describeTable } from '../catalog/registries.js';
 import type { TableShape } from '../catalog/registries.js';
 import { q, quoteIdent } from '../sql.js';
 import type { RebalanceContext } from './context.js';
+import { LOCK_TOKENS_KEY, lockTokensShape } from './lock-space.js';
 
 /**
  * The rows of a move: the snapshot copy, the catch-up rounds from the change log and the
@@ -41,6 +42,9 @@ export async function tablesToCopy(context: RebalanceContext, source: Queryable)
     if (!shape) throw new ShardRouterError('REBALANCE_CONFLICT', `registered table ${table.table} is missing on the source shard`);
     tables.push({ shape, keyColumn: table.shardKey!, keyType: shape.types.get(table.shardKey!)! });
   }
+  // The fencing tokens of withLock move with their buckets too (docs/locks.md, L2).
+  const tokens = await lockTokensShape(source, context.config.catalogSchema);
+  if (tokens) tables.push({ shape: tokens, keyColumn: LOCK_TOKENS_KEY, keyType: 'text' });
   return tables;
 }
 

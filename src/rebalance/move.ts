@@ -11,6 +11,7 @@ import { advanceSequences, catchUpAll, catchUpWhileWriting, copySnapshot, inBuck
 import type { CopyJob, TableCopy } from './copy.js';
 import { drainOlderTransactions, dropCaptureTriggers, installCaptureTriggers, withDdlRetries } from './ddl.js';
 import { notifyMapChange, switchMapIn } from './map-switch.js';
+import { closeLockGates } from './lock-space.js';
 import { recordMove, takeMoveLease } from './move-record.js';
 import type { StoredMove } from './move-record.js';
 import { ROLE_SETTING } from './schema.js';
@@ -211,11 +212,36 @@ async function copy(job: CopyJob, snapshot: DedicatedConnection, move: MoveRun, 
  * last changes are copied. Returns when the pause began.
  */
 async function cutover(job: CopyJob, move: MoveRun, options: MoveOptions): Promise<number> {
-  await lockMoveRow(job.tx, move.source, move.schema, move.moveId, options);
+  // First the lock gates of these buckets (docs/locks.md, L1): waits for their lock holders,
+  // holds new ones back until the move row is locked, when the capture trigger takes over.
+  const openGates = await closeGatesFor(job.source, move, options);
+  try {
+    await lockMoveRow(job.tx, move.source, move.schema, move.moveId, options);
+  } finally {
+    await openGates();
+  }
   const pauseStarted = Date.now();
   await move.reached('paused');
   await catchUpAll(job);
   return pauseStarted;
+}
+
+/** closeLockGates for the move's buckets, its timeout error typed (the move stays open for a resume). */
+async function closeGatesFor(source: DedicatedConnection, move: MoveRun, options: MoveOptions): Promise<() => Promise<void>> {
+  const timeoutMillis = options.cutoverLockTimeoutMillis * options.cutoverAttempts;
+  try {
+    return await closeLockGates(source, move.buckets, timeoutMillis);
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== '55P03') throw error;
+    throw new ShardRouterError(
+      'LOCK_TIMEOUT',
+      `the cutover of move ${move.moveId} waited ${timeoutMillis} ms for withLock holders of its buckets`,
+      {
+        shardId: move.source,
+        cause: error,
+      },
+    );
+  }
 }
 
 /** Locks the move row inside the switch transaction, retrying (via a savepoint) when writers hold it too long. */

@@ -4,9 +4,11 @@ import type { MoveObserver, TransactionObserver } from '../observe/hooks.js';
 import type { CatalogExtension } from '../catalog/catalog.js';
 import type { OutboxContext } from '../outbox/context.js';
 import { outboxChannel } from '../outbox/context.js';
+import type { LockContext } from '../lock/context.js';
 import type { RebalanceContext } from '../rebalance/context.js';
 import { movesGuardCondition } from '../rebalance/schema.js';
-import type { CoordinatorContext } from '../twopc/coordinator.js';
+import type { ShardKey } from '../placement/hash.js';
+import type { CoordinatorContext, Transaction } from '../twopc/coordinator.js';
 import { runTransaction } from '../twopc/coordinator.js';
 import type { RecoveryContext, RecoveryReport } from '../twopc/recovery.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
@@ -168,5 +170,25 @@ export function clusterAccess(
     setCapabilities: (shardId, capabilities) => topology.setCapabilities(shardId, capabilities),
     requirePreparedTransactions: (shardIds) => topology.requirePreparedTransactions(shardIds),
     recover: recoverNow,
+  };
+}
+
+/** The locks' port: routing by one snapshot, connections of their own, and the router's transactions. */
+export function lockContext(
+  config: ResolvedConfig,
+  topology: Topology,
+  transaction: <T>(keys: readonly ShardKey[], work: (tx: Transaction) => Promise<T>) => Promise<T>,
+): LockContext {
+  return {
+    catalogSchema: config.catalogSchema,
+    bucketOf: (key) => topology.bucketOf(key),
+    route: (bucket) => {
+      const { map, owners } = topology.snapshot();
+      return { shardId: owners[bucket]!, mapVersion: map.version };
+    },
+    openConnection: (shardId) => topology.pool(shardId).openDedicated({}, 'lock'),
+    serverVersion: (shardId) => topology.capabilities(shardId)?.serverVersion ?? 0,
+    retryingStaleMap: (attempt) => topology.retryingStaleMap(attempt),
+    transaction,
   };
 }

@@ -30,10 +30,12 @@ import type { RecoveryReport } from '../twopc/recovery.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import type { TransactionOptions } from '../twopc/transaction-options.js';
 import { mapChannel } from '../catalog/map-channel.js';
+import { Locks } from '../lock/locks.js';
+import type { HeldLockInfo, LockOptions } from '../lock/types.js';
 import type { BackgroundRecovery } from './background-recovery.js';
 import { CATALOG_EXTENSIONS, composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
-import { clusterAccess, outboxContext, routedContext } from './contexts.js';
+import { clusterAccess, lockContext, outboxContext, routedContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
 import { SERVER_TIMEOUT_MARGIN_MS, checkedExecuteOptions, executeStop, runBounded } from './execute-options.js';
 import type { ExecuteOptions } from './execute-options.js';
@@ -77,6 +79,7 @@ export class ShardRouter {
   readonly #consumers = new Set<OutboxConsumer>();
   /** Parked events and group status (docs/outbox.md). */
   readonly outbox: OutboxAdmin;
+  readonly #locks: Locks;
   #closing: Promise<void> | undefined;
 
   private constructor(parts: RouterParts) {
@@ -88,6 +91,7 @@ export class ShardRouter {
     this.#broadcaster = parts.broadcaster;
     this.#observer = parts.observer;
     const topology = parts.topology;
+    this.#locks = new Locks(lockContext(parts.config, topology, (keys, work) => this.transaction(keys, work)));
     topology.refreshRetriesVia(() => this.refreshMap());
     this.#watcher = new MapWatcher({
       channel: mapChannel(parts.clusterId),
@@ -398,6 +402,27 @@ export class ShardRouter {
   }
 
   /**
+   * Runs `fn` while this process holds the lock `lockKey`: a PostgreSQL advisory lock on the
+   * shard that owns the key's bucket, on a connection of its own, released when `fn` settles
+   * (docs/locks.md). `signal` aborts as soon as the lock may be lost (its connection broke or
+   * went silent): stop the critical work then. `lock.token` grows with every acquisition of the
+   * key; `lock.fence(tx)` / `lock.execute(sql)` make writes that a later holder's token refuses.
+   * At most one holder per key, also while the key's bucket moves between shards.
+   *
+   * @example
+   * await router.withLock(`invoice-run:${tenantId}`, async (signal, lock) => {
+   *   await lock.execute('UPDATE tenants SET last_run = now() WHERE id = $1', [tenantId]);
+   * }, { waitMillis: 5_000 });
+   * @throws ShardRouterError INVALID_KEY, INVALID_ARGUMENT, LOCK_NOT_ACQUIRED (retryable),
+   * LOCK_LOST (`fn` resolved after the lock was lost), SHARD_UNAVAILABLE, ROUTER_CLOSED, and
+   * whatever `fn` throws
+   */
+  withLock<T>(lockKey: ShardKey, fn: (signal: AbortSignal, lock: HeldLockInfo) => Promise<T> | T, options?: LockOptions): Promise<T> {
+    if (this.#closing) return Promise.reject(closedError());
+    return this.#locks.withLock<T>(lockKey, fn, options);
+  }
+
+  /**
    * Declares a sharded table and the column holding its shard key, on every shard in one
    * two-phase commit. The table must exist on every shard. Registered tables are what the
    * rebalancer moves and verify checks; their writes are fenced against stale routers.
@@ -566,6 +591,7 @@ export class ShardRouter {
       shards: await shardStatuses(this.#topology, this.clusterId),
       lastRecovery: this.#recovery.last,
       lastRecoveryError: this.#recovery.lastError,
+      locks: this.#locks.status(),
     };
   }
 
@@ -606,6 +632,7 @@ export class ShardRouter {
     this.#closing ??= (async () => {
       await Promise.all([...this.#consumers].map((consumer) => consumer.stop()));
       await this.#watcher.close();
+      await this.#locks.close();
       await this.#recovery.close();
       await this.#topology.close();
     })();

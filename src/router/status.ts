@@ -1,4 +1,7 @@
 import { ShardRouterError } from '../errors.js';
+import type { LockStatus } from '../lock/types.js';
+import type { Queryable } from '../pool/session.js';
+import { LOCK_CLASS_ID } from '../rebalance/lock-space.js';
 import type { PoolStats } from '../pool/shard-pool.js';
 import { gidPrefix } from '../twopc/gid.js';
 import type { RecoveryReport } from '../twopc/recovery.js';
@@ -21,6 +24,8 @@ export interface ShardStatus {
   readonly pool: PoolStats;
   /** Prepared transactions in the shard's database, oldest first (ours and anyone else's). */
   readonly preparedTransactions: readonly PreparedTransactionInfo[];
+  /** withLock locks on this shard, from every process (pg_locks, our classid): granted and waiting. */
+  readonly locks: { readonly held: number; readonly waiting: number };
 }
 
 /** What {@link ShardRouter.status} returns. */
@@ -32,6 +37,8 @@ export interface RouterStatus {
   readonly lastRecovery: RecoveryReport | undefined;
   /** Why the newest background recovery pass failed, if it did. */
   readonly lastRecoveryError: string | undefined;
+  /** This router's withLock locks: held (with token and age) and waiting. */
+  readonly locks: LockStatus;
 }
 
 /** Asks every shard the router has a pool for (removed ones included) for its prepared transactions. */
@@ -52,17 +59,31 @@ export async function shardStatuses(topology: Topology, clusterId: string): Prom
       try {
         const session = await pool.acquire();
         let preparedTransactions: PreparedTransactionInfo[];
+        let locks: ShardStatus['locks'];
         try {
           preparedTransactions = await listAllPrepared(session, prefix);
+          locks = await lockCounts(session);
         } finally {
           session.release();
         }
         // Counted after the release, so status' own connection does not show as borrowed.
-        return { ...base, reachable: true, pool: pool.stats(), preparedTransactions };
+        return { ...base, reachable: true, pool: pool.stats(), preparedTransactions, locks };
       } catch (error) {
         const message = error instanceof ShardRouterError ? `${error.code}: ${error.message}` : String(error);
-        return { ...base, reachable: false, error: message, pool: pool.stats(), preparedTransactions: [] };
+        return { ...base, reachable: false, error: message, pool: pool.stats(), preparedTransactions: [], locks: { held: 0, waiting: 0 } };
       }
     }),
   );
+}
+
+/** withLock's advisory locks in this shard's database, granted and waiting (every process's). */
+async function lockCounts(session: Queryable): Promise<ShardStatus['locks']> {
+  const { rows } = await session.query<{ held: number; waiting: number }>(
+    `SELECT count(*) FILTER (WHERE granted)::int AS held, count(*) FILTER (WHERE NOT granted)::int AS waiting
+       FROM pg_locks
+      WHERE locktype = 'advisory' AND classid = $1 AND objsubid = 2
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+    [LOCK_CLASS_ID],
+  );
+  return { held: rows[0]?.held ?? 0, waiting: rows[0]?.waiting ?? 0 };
 }
