@@ -68,6 +68,20 @@ const mapRefreshSchema = z.strictObject({
   listen: z.boolean().default(true),
 });
 
+/** Idempotency records: how long a retry with the same key is recognised (docs/idempotency.md). */
+const idempotencySchema = z.strictObject({
+  /** How long a record is kept after its call committed: retries within it replay, later ones run anew. 1 s to 365 days. */
+  ttlMillis: z
+    .int()
+    .min(1_000)
+    .max(365 * 86_400_000)
+    .default(86_400_000),
+  /** How often a router deletes expired records on every shard; 0 = never. */
+  gcIntervalMillis: z.int().min(0).max(MAX_TIMER_MS).default(60_000),
+  /** Records deleted per statement (a pass repeats while batches come back full, up to 100 batches). */
+  gcBatchSize: z.int().min(1).max(100_000).default(1_000),
+});
+
 const configSchema = z
   .strictObject({
     shards: z.array(shardSchema).min(1, 'at least one shard is required'),
@@ -78,6 +92,7 @@ const configSchema = z
     recovery: recoverySchema.default(() => recoverySchema.parse({})),
     broadcast: broadcastSchema.default(() => broadcastSchema.parse({})),
     mapRefresh: mapRefreshSchema.default(() => mapRefreshSchema.parse({})),
+    idempotency: idempotencySchema.default(() => idempotencySchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z
       .string()
@@ -114,6 +129,7 @@ export type TransactionConfig = z.output<typeof transactionSchema>;
 export type RecoveryConfig = z.output<typeof recoverySchema>;
 export type BroadcastConfig = z.output<typeof broadcastSchema>;
 export type MapRefreshConfig = z.output<typeof mapRefreshSchema>;
+export type IdempotencyConfig = z.output<typeof idempotencySchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -131,6 +147,7 @@ export interface ResolvedConfig {
   readonly recovery: Readonly<RecoveryConfig>;
   readonly broadcast: Readonly<BroadcastConfig>;
   readonly mapRefresh: Readonly<MapRefreshConfig>;
+  readonly idempotency: Readonly<IdempotencyConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
 }
@@ -199,7 +216,8 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     });
     throw new ShardRouterError('INVALID_CONFIG', `invalid pg-shard-router config:\n  - ${problems.join('\n  - ')}`);
   }
-  const { shards, bucketCount, pool, transactions, recovery, broadcast, mapRefresh, catalogSchema, applicationName } = parsed.data;
+  const { shards, bucketCount, pool, transactions, recovery, broadcast, mapRefresh, idempotency, catalogSchema, applicationName } =
+    parsed.data;
   return Object.freeze({
     shards: Object.freeze(shards.map((shard) => resolveShard(shard.id, shard.connectionString))),
     bucketCount,
@@ -208,6 +226,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     recovery: Object.freeze({ ...recovery }),
     broadcast: Object.freeze({ ...broadcast }),
     mapRefresh: Object.freeze({ ...mapRefresh }),
+    idempotency: Object.freeze({ ...idempotency }),
     catalogSchema,
     applicationName,
   });

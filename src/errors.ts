@@ -49,6 +49,11 @@ export const ERROR_CODES = [
   'STALE_BUCKET_MAP',
   /** A rebalancing operation cannot run as asked (e.g. another move of the bucket is open); the message says why. */
   'REBALANCE_CONFLICT',
+  /**
+   * An idempotency key already on record for a different call shape (other keys, SQL text or
+   * params). Nothing ran. Not retryable: use a new key for a new call.
+   */
+  'IDEMPOTENCY_KEY_REUSED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

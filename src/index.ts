@@ -1,6 +1,7 @@
 export { ShardRouter } from './router/shard-router.js';
 export type { ExecuteResult, RouterStatus, ShardInfo, ShardState, ShardStatus } from './router/shard-router.js';
 export type { Transaction } from './twopc/coordinator.js';
+export type { ExecuteOptions, IdempotencyOptions, IdempotentExecuteResult, IdempotentReplay } from './idempotency/idempotency-keys.js';
 export { ISOLATION_LEVELS } from './twopc/transaction-options.js';
 export type { IsolationLevel, TransactionOptions } from './twopc/transaction-options.js';
 export type { RecoveryReport, SettledTransaction, InDoubtTransaction, ShardRecoveryReport } from './twopc/recovery.js';

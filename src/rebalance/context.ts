@@ -1,4 +1,4 @@
-import type { ShardCapabilities } from '../catalog/catalog.js';
+import type { CatalogExtension, ShardCapabilities } from '../catalog/catalog.js';
 import type { RegisteredShard } from '../catalog/registries.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { ResolvedConfig, ResolvedShardConfig } from '../config.js';
@@ -31,6 +31,8 @@ export interface RebalanceContext {
   requirePreparedTransactions(shardIds: readonly string[]): void;
   /** Settles in-doubt prepared transactions now (no grace period). */
   recover(): Promise<unknown>;
+  /** What every layer adds to a shard's catalog (installed on a shard being added). */
+  readonly catalogExtensions: readonly CatalogExtension[];
 }
 
 /** One Rebalancer's context and the settings every one of its operations shares (internal). */

@@ -9,14 +9,12 @@ import { ShardRouterError } from '../errors.js';
 import { BucketMap } from '../placement/bucket-map.js';
 import { runTransaction } from '../twopc/coordinator.js';
 import type { Transaction } from '../twopc/coordinator.js';
-import { decisionLogExtension } from '../twopc/decision-log.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import type { RebalanceContext, RebalanceRun } from './context.js';
 import { insertJsonSql } from './copy.js';
 import { notifyMapChange, switchMapIn } from './map-switch.js';
 import { registerOnShard } from './register-table.js';
 import { planMoves, runPlan } from './run-plan.js';
-import { rebalanceExtension } from './schema.js';
 import type { AddShardReport, RebalanceReport } from './types.js';
 import { q } from '../sql.js';
 
@@ -78,7 +76,7 @@ async function prepareNewShard(context: RebalanceContext, pool: ShardPool, shard
       before,
     );
     await ensureRegistries(session, schema);
-    for (const extension of [decisionLogExtension, rebalanceExtension]) await extension.ensure(session, schema);
+    for (const extension of context.catalogExtensions) await extension.ensure(session, schema);
     return true;
   } finally {
     session.release();
@@ -90,7 +88,10 @@ async function checkTablesOnNewShard(context: RebalanceContext, session: Queryab
   const reference = context.shardIds()[0]!;
   const referenceSession = context.pool(reference);
   const problems: string[] = [];
+  const catalogPrefix = `${context.config.catalogSchema}.`;
   for (const table of context.tables) {
+    // The library's own tables (in the catalog schema) are created there by the catalog extensions.
+    if (table.table.startsWith(catalogPrefix)) continue;
     const shape = await describeTable(session, table.table);
     if (!shape) {
       problems.push(`${table.table} does not exist`);

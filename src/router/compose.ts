@@ -4,11 +4,9 @@ import { resolveConfig } from '../config.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import type { ShardSession } from '../pool/session.js';
 import { ShardPool } from '../pool/shard-pool.js';
-import { rebalanceExtension } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
-import { decisionLogExtension } from '../twopc/decision-log.js';
 import { BackgroundRecovery } from './background-recovery.js';
-import { broadcastContext, coordinatorContext, recoveryContext } from './contexts.js';
+import { CATALOG_EXTENSIONS, broadcastContext, coordinatorContext, recoveryContext } from './contexts.js';
 import { Topology } from './topology.js';
 
 /** The parts a router is composed of. */
@@ -30,9 +28,7 @@ export async function composeRouter(config: ShardRouterConfig): Promise<RouterPa
   const resolved = resolveConfig(config);
   const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool, resolved.applicationName)]));
   try {
-    const opened = await withOneSessionPerShard([...pools.values()], (sessions) =>
-      openCatalog(resolved, sessions, [decisionLogExtension, rebalanceExtension]),
-    );
+    const opened = await withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions, CATALOG_EXTENSIONS));
     // The topology tells the broadcaster when the table registry changes, and the coordinator
     // asks recovery for a pass soon: both are built after it, hence the late bindings.
     let broadcaster: Broadcaster | undefined;
