@@ -2,6 +2,7 @@ import type { Section } from '../section.js';
 import { broadcastSection } from './broadcast.js';
 import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
+import { idempotencySection } from './idempotency.js';
 import { naiveSection } from './naive.js';
 import { rebalanceSection } from './rebalance.js';
 import { scalingSection } from './scaling.js';
@@ -14,6 +15,7 @@ export const SECTIONS: readonly Section<unknown>[] = [
   executeSection,
   naiveSection,
   transactionsSection,
+  idempotencySection,
   broadcastSection,
   streamSection,
   scalingSection,

@@ -117,7 +117,9 @@ describe('registry', () => {
     expect((noColumn as ShardRouterError).code).toBe('INVALID_ARGUMENT');
     const changed = await rejectionOf(router.registerShardedTable('accounts', 'note'));
     expect((changed as ShardRouterError).message).toMatch(/already registered/);
+    // The library's own idempotency records are a registered sharded table too (docs/idempotency.md).
     expect(router.tables.map((table) => `${table.table}:${table.kind}:${table.shardKey ?? ''}`)).toEqual([
+      `${schema}.idempotency_records:sharded:anchor`,
       'public.accounts:sharded:id',
       'public.countries:reference:',
       'public.events:sharded:account_id',
