@@ -60,9 +60,12 @@ export class RecordCollector {
       this.#timer = setInterval(() => {
         if (this.#running || this.#closed) return;
         this.#running = collectExpiredRecords(context, settings.gcBatchSize)
-          .then((report) => {
-            this.last = report;
-          })
+          .then(
+            (report) => {
+              this.last = report;
+            },
+            () => undefined, // per-shard failures are in the report; anything else waits for the next pass
+          )
           .finally(() => {
             this.#running = undefined;
           });

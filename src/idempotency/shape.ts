@@ -67,7 +67,12 @@ function canonicalValue(value: unknown): unknown {
  * unchanged: a replay must resolve to what the first call resolved to.
  */
 export function transactionResultText(value: unknown): string {
-  const problem = jsonProblem(value, '$', new Set());
+  let problem: string | undefined;
+  try {
+    problem = jsonProblem(value, '$', new Set());
+  } catch (error) {
+    problem = error instanceof RangeError ? 'it is nested too deeply' : String(error);
+  }
   if (problem) {
     throw new ShardRouterError(
       'INVALID_ARGUMENT',
