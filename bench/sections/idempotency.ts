@@ -23,6 +23,8 @@ export interface IdempotencyDetails {
   readonly opsPerRound: number;
   readonly rounds: number;
   readonly opsPerSecond: Readonly<Record<Variant, Series>>;
+  /** This process's CPU per call: what the client side costs, far less noisy than throughput. */
+  readonly cpuMicrosPerOp: Readonly<Record<Variant, Series>>;
   readonly replayVsRead: number;
   readonly firstVsPlain: number;
 }
@@ -96,6 +98,7 @@ function outcome(plan: Plan, measured: Awaited<ReturnType<typeof measure>>, rows
   const { results } = measured;
   const ops = (v: Variant) => results[v].map((r: ClosedLoopResult) => r.opsPerSecond);
   const series = Object.fromEntries(VARIANTS.map((v) => [v, summarize(ops(v))])) as Record<Variant, Series>;
+  const cpu = Object.fromEntries(VARIANTS.map((v) => [v, summarize(results[v].map((r) => r.cpuMicrosPerOp))])) as Record<Variant, Series>;
   const replayVsRead = summarize(pairedRatios(ops('replay'), ops('read'))).median;
   const firstVsPlain = summarize(pairedRatios(ops('first'), ops('plain'))).median;
   return {
@@ -131,6 +134,7 @@ function outcome(plan: Plan, measured: Awaited<ReturnType<typeof measure>>, rows
       opsPerRound: plan.opsPerRound,
       rounds: plan.rounds,
       opsPerSecond: series,
+      cpuMicrosPerOp: cpu,
       replayVsRead,
       firstVsPlain,
     },
@@ -155,8 +159,14 @@ export const idempotencySection: Section<IdempotencyDetails> = {
     const q = (v: number) => Math.round(v).toString();
     return (
       formatTable(
-        ['variant', 'median ops/s', 'min', 'max'],
-        VARIANTS.map((v) => [v, q(d.opsPerSecond[v].median), q(d.opsPerSecond[v].min), q(d.opsPerSecond[v].max)]),
+        ['variant', 'median ops/s', 'min', 'max', 'client CPU µs/call'],
+        VARIANTS.map((v) => [
+          v,
+          q(d.opsPerSecond[v].median),
+          q(d.opsPerSecond[v].min),
+          q(d.opsPerSecond[v].max),
+          d.cpuMicrosPerOp[v].median.toFixed(1),
+        ]),
       ) + `\nreplay/read ${d.replayVsRead.toFixed(3)}, first/plain ${d.firstVsPlain.toFixed(3)} (medians of paired rounds)`
     );
   },
