@@ -15,6 +15,8 @@ export interface RebalanceContext {
   readonly clusterId: string;
   readonly config: ResolvedConfig;
   readonly coordinator: CoordinatorContext;
+  /** The layers' catalog extensions, installed on a shard being added (as at connect). */
+  readonly extensions: readonly CatalogExtension[];
   /** The router's current map, tables and shard registry (refresh() updates them). */
   readonly map: BucketMap;
   readonly tables: readonly RegisteredTable[];
@@ -31,8 +33,6 @@ export interface RebalanceContext {
   requirePreparedTransactions(shardIds: readonly string[]): void;
   /** Settles in-doubt prepared transactions now (no grace period). */
   recover(): Promise<unknown>;
-  /** What every layer adds to a shard's catalog (installed on a shard being added). */
-  readonly catalogExtensions: readonly CatalogExtension[];
 }
 
 /** One Rebalancer's context and the settings every one of its operations shares (internal). */

@@ -1,5 +1,5 @@
 import { installCatalog, probeCapabilities, readIdentity } from '../catalog/catalog.js';
-import { describeTable, ensureRegistries } from '../catalog/registries.js';
+import { describeTable, ensureRegistries, registryNameParts } from '../catalog/registries.js';
 import type { RegisteredTable } from '../catalog/registries.js';
 import type { Queryable } from '../pool/session.js';
 import type { ShardPool } from '../pool/shard-pool.js';
@@ -76,7 +76,7 @@ async function prepareNewShard(context: RebalanceContext, pool: ShardPool, shard
       before,
     );
     await ensureRegistries(session, schema);
-    for (const extension of context.catalogExtensions) await extension.ensure(session, schema);
+    for (const extension of context.extensions) await extension.ensure(session, schema);
     return true;
   } finally {
     session.release();
@@ -88,10 +88,9 @@ async function checkTablesOnNewShard(context: RebalanceContext, session: Queryab
   const reference = context.shardIds()[0]!;
   const referenceSession = context.pool(reference);
   const problems: string[] = [];
-  const catalogPrefix = `${context.config.catalogSchema}.`;
   for (const table of context.tables) {
-    // The library's own tables (in the catalog schema) are created there by the catalog extensions.
-    if (table.table.startsWith(catalogPrefix)) continue;
+    // The library's own tables (the idempotency records) live in the catalog schema: the extensions install them.
+    if (registryNameParts(table.table)[0] === context.config.catalogSchema) continue;
     const shape = await describeTable(session, table.table);
     if (!shape) {
       problems.push(`${table.table} does not exist`);

@@ -4,10 +4,17 @@ import { resolveConfig } from '../config.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import type { ShardSession } from '../pool/session.js';
 import { ShardPool } from '../pool/shard-pool.js';
+import type { CatalogExtension } from '../catalog/catalog.js';
+import { idempotencyExtension } from '../idempotency/records.js';
+import { rebalanceExtension } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
+import { decisionLogExtension } from '../twopc/decision-log.js';
 import { BackgroundRecovery } from './background-recovery.js';
-import { CATALOG_EXTENSIONS, broadcastContext, coordinatorContext, recoveryContext } from './contexts.js';
+import { broadcastContext, coordinatorContext, recoveryContext } from './contexts.js';
 import { Topology } from './topology.js';
+
+/** What every shard's catalog gets from the layers, in order (the idempotency records' fence trigger needs the rebalancing functions). */
+export const CATALOG_EXTENSIONS: readonly CatalogExtension[] = [decisionLogExtension, rebalanceExtension, idempotencyExtension];
 
 /** The parts a router is composed of. */
 export interface RouterParts {

@@ -1,9 +1,6 @@
 import type { BroadcastRouterContext } from '../broadcast/broadcaster.js';
 import type { CatalogExtension } from '../catalog/catalog.js';
 import type { CollectorContext } from '../idempotency/collector.js';
-import { idempotencyExtension } from '../idempotency/records.js';
-import { rebalanceExtension } from '../rebalance/schema.js';
-import { decisionLogExtension } from '../twopc/decision-log.js';
 import type { ResolvedConfig } from '../config.js';
 import type { RebalanceContext } from '../rebalance/context.js';
 import { movesGuardCondition } from '../rebalance/schema.js';
@@ -17,12 +14,6 @@ import type { Topology } from './topology.js';
  * The ports the engines work through (docs/architecture.md), built over the router's topology.
  * Each engine sees only its context, never the router.
  */
-
-/**
- * What the layers add to every shard's catalog, in install order (the records table's fence
- * trigger needs the rebalancing catalog's fence function): at connect and on a shard being added.
- */
-export const CATALOG_EXTENSIONS: readonly CatalogExtension[] = [decisionLogExtension, rebalanceExtension, idempotencyExtension];
 
 /** The idempotency record collector's shards: the members, statements stamped with the current map version. */
 export function collectorContext(config: ResolvedConfig, topology: Topology): CollectorContext {
@@ -122,11 +113,13 @@ export function clusterAccess(
   topology: Topology,
   coordinator: CoordinatorContext,
   recoverNow: () => Promise<RecoveryReport>,
+  extensions: readonly CatalogExtension[],
 ): RebalanceContext {
   return {
     clusterId,
     config,
     coordinator,
+    extensions,
     get map() {
       return topology.map;
     },
@@ -144,6 +137,5 @@ export function clusterAccess(
     setCapabilities: (shardId, capabilities) => topology.setCapabilities(shardId, capabilities),
     requirePreparedTransactions: (shardIds) => topology.requirePreparedTransactions(shardIds),
     recover: recoverNow,
-    catalogExtensions: CATALOG_EXTENSIONS,
   };
 }

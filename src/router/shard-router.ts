@@ -22,7 +22,7 @@ import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import type { TransactionOptions } from '../twopc/transaction-options.js';
 import { mapChannel } from '../catalog/map-channel.js';
 import type { BackgroundRecovery } from './background-recovery.js';
-import { composeRouter } from './compose.js';
+import { CATALOG_EXTENSIONS, composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
 import { clusterAccess, collectorContext, routedContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
@@ -324,7 +324,8 @@ export class ShardRouter {
   rebalancer(options: RebalancerOptions = {}): Rebalancer {
     if (this.#closing) throw closedError();
     const recoverNow = () => this.recover({ graceMillis: 0 });
-    return new Rebalancer(clusterAccess(this.clusterId, this.#config, this.#topology, this.#coordinator, recoverNow), options);
+    const access = clusterAccess(this.clusterId, this.#config, this.#topology, this.#coordinator, recoverNow, CATALOG_EXTENSIONS);
+    return new Rebalancer(access, options);
   }
 
   /**
