@@ -83,9 +83,13 @@ interface Call<T> {
 
 export class IdempotencyKeys {
   readonly #context: IdempotencyContext;
+  /** The statements, built once (the catalog schema is fixed). */
+  readonly #sql: { readonly lookup: string; readonly claim: string; readonly store: string };
 
   constructor(context: IdempotencyContext) {
     this.#context = context;
+    const schema = context.catalogSchema;
+    this.#sql = { lookup: lookupSql(schema), claim: claimSql(schema), store: storeSql(schema) };
   }
 
   /** `router.transaction` with an idempotency key (keys and work already checked by the router). */
@@ -107,7 +111,7 @@ export class IdempotencyKeys {
       fingerprint: fingerprintOf(['transaction', keys.map(String)]),
       replay: (record, shardId) => {
         const replayed = parseTransactionResult(record.result) as T;
-        onReplay?.({ idempotencyKey: key, firstRunAt: record.createdAt, shardId });
+        onReplay?.({ idempotencyKey: key, firstRunAt: new Date(record.createdAtMillis), shardId });
         return replayed;
       },
       firstRun: async (guard) => {
@@ -158,24 +162,23 @@ export class IdempotencyKeys {
   }
 
   async #call<T>(call: Call<T>): Promise<T> {
-    const schema = this.#context.catalogSchema;
     const ids = [String(call.anchor), call.idempotencyKey];
     const guard = async (tx: Transaction, work: () => Promise<string>): Promise<void> => {
       await this.#claim(tx, call);
       const resultText = await work();
-      await tx.execute(call.anchor, storeSql(schema), [...ids, resultText, this.#context.ttlMillis]);
+      await tx.execute(call.anchor, this.#sql.store, [...ids, resultText, this.#context.ttlMillis]);
     };
     try {
       for (let round = 0; round < CLAIM_ROUNDS; round++) {
-        const found = await this.#context.read<{ fingerprint: string; result: string; created_at: Date }>(
+        const found = await this.#context.read<{ fingerprint: string; result: string; created_ms: number }>(
           call.anchor,
-          lookupSql(schema),
+          this.#sql.lookup,
           ids,
         );
         const row = found.rows[0];
         if (row) {
           if (row.fingerprint !== call.fingerprint) throw reused(call.idempotencyKey);
-          return call.replay({ fingerprint: row.fingerprint, result: row.result, createdAt: row.created_at }, found.shardId);
+          return call.replay({ fingerprint: row.fingerprint, result: row.result, createdAtMillis: row.created_ms }, found.shardId);
         }
         try {
           return await call.firstRun(guard);
@@ -197,7 +200,7 @@ export class IdempotencyKeys {
   async #claim<T>(tx: Transaction, call: Call<T>): Promise<void> {
     const params = [String(call.anchor), call.idempotencyKey, call.fingerprint, this.#context.ttlMillis];
     try {
-      const claimed = await tx.execute(call.anchor, claimSql(this.#context.catalogSchema), params);
+      const claimed = await tx.execute(call.anchor, this.#sql.claim, params);
       if (claimed.rows.length === 0) throw new ClaimTaken();
     } catch (error) {
       // REPEATABLE READ / SERIALIZABLE: the record committed after this transaction's snapshot.
