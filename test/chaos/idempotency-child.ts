@@ -35,6 +35,8 @@ const router = await ShardRouter.connect({
   applicationName: requiredEnv('CHAOS_APPLICATION'),
   recovery: mode === 'retry' ? { intervalMillis: 300, graceMillis: 300, atConnect: true } : { intervalMillis: 0, atConnect: false },
   transactions: { lockTimeoutMillis: 1_000 },
+  // The machine is shared and small: a connect that times out is not what this test is about.
+  pool: { connectTimeoutMillis: 30_000, acquireTimeoutMillis: 30_000 },
 });
 
 if (mode === 'first') {
