@@ -37,6 +37,7 @@ export class BenchRun {
           pool: { max: options.poolMax ?? 10 },
           recovery: { intervalMillis: 0, atConnect: false },
           applicationName: `pg-shard-router bench ${name}`,
+          ...(options.tracerProvider ? { tracerProvider: options.tracerProvider } : {}),
         });
         routers.push(router);
         return router;

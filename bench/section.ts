@@ -1,4 +1,4 @@
-import type { ShardRouter } from '../src/index.js';
+import type { ShardRouter, TracerProviderLike } from '../src/index.js';
 
 /**
  * A benchmark section: one named measurement with its baseline, its correctness guard and its
@@ -30,7 +30,7 @@ export interface SectionContext {
    * the section ends. Background recovery is off, so it adds no noise and any prepared
    * transaction left behind is the benchmark's to find.
    */
-  router(count: number, options?: { readonly poolMax?: number }): Promise<ShardRouter>;
+  router(count: number, options?: { readonly poolMax?: number; readonly tracerProvider?: TracerProviderLike }): Promise<ShardRouter>;
   /** One statement on shard `index` over an admin connection (setup and guard queries, not timed). */
   admin<R extends Record<string, unknown> = Record<string, unknown>>(index: number, sql: string, params?: readonly unknown[]): Promise<R[]>;
   /** A progress line (indented under the section's header). */

@@ -112,6 +112,7 @@ async function main(): Promise<void> {
     await aggregateReport(router, expectedTotals);
     await crossShardTransfer(router);
     await growCluster(router, spare);
+    metricsSummary(router);
     await router.broadcast('DROP SCHEMA shard_router_demo CASCADE');
     // The demo leaves nothing behind: its catalog (bucket map, registries) goes too.
     for (const shardId of router.shardIds) await router.executeOn(shardId, 'DROP SCHEMA demo_shard_router CASCADE');
@@ -298,6 +299,23 @@ async function growCluster(router: ShardRouter, spare: { id: string; connectionS
   );
   if (!verify.ok) throw new Error('verify found misplaced or divergent rows');
   log(`  every acknowledged order is there, each row on the shard that owns its bucket`);
+}
+
+/** What the router counted meanwhile: router.metrics() (pg-shard-router/prometheus serves the same to Prometheus). */
+function metricsSummary(router: ShardRouter): void {
+  const metrics = router.metrics();
+  log('\nmetrics (router.metrics(); registerMetrics from pg-shard-router/prometheus exposes the same):');
+  for (const { route, outcome, count, durationSeconds } of metrics.statements) {
+    if (outcome !== 'ok' || count === 0) continue;
+    const failed = metrics.statements.find((s) => s.route === route && s.outcome === 'error')!.count;
+    log(`  ${route}: ${count} ok, ${failed} failed, mean ${((durationSeconds.sum / count) * 1000).toFixed(1)} ms`);
+  }
+  const pools = Object.entries(metrics.pools).map(([id, pool]) => `${id} ${pool.size} open${pool.up ? '' : ' (down)'}`);
+  log(`  pools: ${pools.join(', ')}`);
+  const { moves, twoPhase } = metrics;
+  log(
+    `  map version ${metrics.mapVersion}, stale-map retries ${metrics.staleMapRetries}, moves ${moves.completed} (${moves.bucketsMoved} buckets, ${moves.rowsCopied} rows copied), recovered ${twoPhase.recoveredCommitted + twoPhase.recoveredRolledBack}`,
+  );
 }
 
 main().then(

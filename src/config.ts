@@ -20,10 +20,32 @@ export function isPostgresUrl(value: string): boolean {
   }
 }
 
+/** PEM text (a string or a Buffer); a list of them for several CA certificates. */
+const pem = z.union([z.string().min(1), z.instanceof(Buffer)]);
+
+/**
+ * TLS options passed to pg (and from there to Node's tls.connect). `true`: TLS with Node's
+ * default verification against the system CAs; `false`: no TLS.
+ */
+const sslSchema = z.union([
+  z.boolean(),
+  z.strictObject({
+    ca: z.union([pem, z.array(pem).min(1)]).optional(),
+    cert: pem.optional(),
+    key: pem.optional(),
+    /** Refuse a server whose certificate does not verify (default true). */
+    rejectUnauthorized: z.boolean().optional(),
+    /** The name the server certificate must carry (SNI), when it differs from the URL's host. */
+    servername: z.string().min(1).optional(),
+  }),
+]);
+
 const shardSchema = z.strictObject({
   id: z.string().regex(SHARD_ID, 'must be 1-63 characters of A-Z, a-z, 0-9, _ or -'),
   // The message never echoes the value: a connection string may carry a password.
   connectionString: z.string().refine(isPostgresUrl, 'must be a postgres:// or postgresql:// URL with a host'),
+  /** TLS for this shard (replaces the config's `ssl`). */
+  ssl: sslSchema.optional(),
 });
 
 const poolSchema = z
@@ -68,6 +90,27 @@ const mapRefreshSchema = z.strictObject({
   listen: z.boolean().default(true),
 });
 
+/**
+ * Where the router logs: any object with pino's four methods, `(obj, msg)` (pino, bunyan-style
+ * adapters, a console wrapper). docs/operations.md lists the events. Default: silent.
+ */
+export interface Logger {
+  debug(obj: Record<string, unknown>, msg: string): void;
+  info(obj: Record<string, unknown>, msg: string): void;
+  warn(obj: Record<string, unknown>, msg: string): void;
+  error(obj: Record<string, unknown>, msg: string): void;
+}
+
+/** An OpenTelemetry TracerProvider (only getTracer is used); without one, the global provider. */
+export interface TracerProviderLike {
+  getTracer(name: string, version?: string): unknown;
+}
+
+function hasMethods(value: unknown, names: readonly string[]): boolean {
+  return (
+    value !== null && typeof value === 'object' && names.every((name) => typeof (value as Record<string, unknown>)[name] === 'function')
+  );
+}
 /** Idempotency records: how long a retry with the same key is recognised (docs/idempotency.md). */
 const idempotencySchema = z.strictObject({
   /** How long a record is kept after its call committed: retries within it replay, later ones run anew. 1 s to 365 days. */
@@ -92,6 +135,14 @@ const configSchema = z
     recovery: recoverySchema.default(() => recoverySchema.parse({})),
     broadcast: broadcastSchema.default(() => broadcastSchema.parse({})),
     mapRefresh: mapRefreshSchema.default(() => mapRefreshSchema.parse({})),
+    /** TLS for every shard (a shard's own `ssl` replaces it). Default: what the URL says (sslmode=...), else none. */
+    ssl: sslSchema.optional(),
+    /**
+     * Bound on one statement of `execute`, `poolFor`/`poolOn` and `broadcast` reads: the pool's
+     * connections carry it as statement_timeout, and the router cancels a statement the server
+     * has not ended shortly after. Default: none.
+     */
+    statementTimeoutMillis: z.int().min(1).max(MAX_TIMER_MS).optional(),
     idempotency: idempotencySchema.default(() => idempotencySchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z
@@ -105,6 +156,10 @@ const configSchema = z
       .regex(SCHEMA_NAME, 'must be a lower-case identifier: a-z, 0-9, _ (not starting with a digit), at most 63')
       .refine((name) => !name.startsWith('pg_'), 'must not start with pg_ (reserved by PostgreSQL)')
       .default('shard_router'),
+    logger: z
+      .custom<Logger>((value) => hasMethods(value, ['debug', 'info', 'warn', 'error']), 'must have debug, info, warn and error methods')
+      .optional(),
+    tracerProvider: z.custom<TracerProviderLike>((value) => hasMethods(value, ['getTracer']), 'must have a getTracer method').optional(),
   })
   .superRefine((config, ctx) => {
     const seenIds = new Set<string>();
@@ -118,6 +173,13 @@ const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['shards', index, 'connectionString'], message: 'duplicate connection string' });
       }
       seenUrls.add(shard.connectionString);
+      if ((shard.ssl ?? config.ssl) !== undefined && hasSslParameters(shard.connectionString)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['shards', index, 'ssl'],
+          message: 'TLS is set both in the URL (sslmode, sslrootcert, ...) and in the ssl option: use one (pg lets the URL win)',
+        });
+      }
     });
   });
 
@@ -129,6 +191,16 @@ export type TransactionConfig = z.output<typeof transactionSchema>;
 export type RecoveryConfig = z.output<typeof recoverySchema>;
 export type BroadcastConfig = z.output<typeof broadcastSchema>;
 export type MapRefreshConfig = z.output<typeof mapRefreshSchema>;
+/** The `ssl` option: `true`, `false` or pg's TLS options (ca, cert, key, rejectUnauthorized, servername). */
+export type SslConfig = z.output<typeof sslSchema>;
+
+/** URL parameters through which pg reads TLS settings from a connection string. */
+const URL_SSL_PARAMETERS = ['ssl', 'sslmode', 'sslcert', 'sslkey', 'sslrootcert'];
+
+function hasSslParameters(connectionString: string): boolean {
+  const { searchParams } = new URL(connectionString);
+  return URL_SSL_PARAMETERS.some((name) => searchParams.has(name));
+}
 export type IdempotencyConfig = z.output<typeof idempotencySchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
@@ -137,6 +209,8 @@ export interface ResolvedShardConfig {
   /** The connection string with its password replaced by `***`, safe to print. */
   readonly displayUrl: string;
   readonly connectionString: string;
+  /** TLS options for pg (non-enumerable and frozen: its key never shows in logs or inspect output). */
+  readonly ssl?: SslConfig | undefined;
 }
 
 export interface ResolvedConfig {
@@ -150,6 +224,12 @@ export interface ResolvedConfig {
   readonly idempotency: Readonly<IdempotencyConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
+  readonly logger: Logger | undefined;
+  readonly tracerProvider: TracerProviderLike | undefined;
+  /** statement_timeout of the pools' connections and the router's bound on a statement; undefined: none. */
+  readonly statementTimeoutMillis: number | undefined;
+  /** The config's all-shards `ssl` (non-enumerable), for shards that join later. */
+  readonly ssl?: SslConfig | undefined;
 }
 
 /** Replaces the password of a connection string with `***`. */
@@ -192,15 +272,35 @@ export function connectionStringFor(registeredUrl: string, configured: readonly 
 }
 
 /** A shard config built from a connection string (validated like the config's). */
-export function resolveShard(id: string, connectionString: string): ResolvedShardConfig {
-  const parsed = shardSchema.safeParse({ id, connectionString });
+export function resolveShard(id: string, connectionString: string, ssl?: SslConfig): ResolvedShardConfig {
+  const parsed = shardSchema.safeParse({ id, connectionString, ...(ssl === undefined ? {} : { ssl }) });
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ');
     throw new ShardRouterError('INVALID_ARGUMENT', `invalid shard: ${problems}`);
   }
   const resolved = { id, displayUrl: redactConnectionString(connectionString) };
   Object.defineProperty(resolved, 'connectionString', { value: connectionString, enumerable: false });
+  if (ssl !== undefined) Object.defineProperty(resolved, 'ssl', { value: hiddenSsl(ssl), enumerable: false });
   return Object.freeze(resolved as ResolvedShardConfig);
+}
+
+/** A frozen copy of TLS options whose `key` is non-enumerable (so neither inspect nor JSON shows it). */
+function hiddenSsl(ssl: SslConfig): SslConfig {
+  if (typeof ssl === 'boolean') return ssl;
+  const { key, ...shown } = ssl;
+  const copy = { ...shown };
+  if (key !== undefined) Object.defineProperty(copy, 'key', { value: key, enumerable: false });
+  return Object.freeze(copy);
+}
+
+/** The TLS options of a shard: its own, else the config's all-shards `ssl`. */
+export function sslFor(config: ResolvedConfig, shardId: string): SslConfig | undefined {
+  return config.shards.find((shard) => shard.id === shardId)?.ssl ?? config.ssl;
+}
+
+/** Session settings of the pools' connections (sent in the startup packet). */
+export function poolSessionSettings(config: ResolvedConfig): Record<string, string> {
+  return config.statementTimeoutMillis === undefined ? {} : { statement_timeout: String(config.statementTimeoutMillis) };
 }
 
 /**
@@ -216,10 +316,23 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     });
     throw new ShardRouterError('INVALID_CONFIG', `invalid pg-shard-router config:\n  - ${problems.join('\n  - ')}`);
   }
-  const { shards, bucketCount, pool, transactions, recovery, broadcast, mapRefresh, idempotency, catalogSchema, applicationName } =
-    parsed.data;
-  return Object.freeze({
-    shards: Object.freeze(shards.map((shard) => resolveShard(shard.id, shard.connectionString))),
+  const {
+    shards,
+    bucketCount,
+    pool,
+    transactions,
+    recovery,
+    broadcast,
+    mapRefresh,
+    idempotency,
+    catalogSchema,
+    applicationName,
+    logger,
+    tracerProvider,
+  } = parsed.data;
+  const { ssl, statementTimeoutMillis } = parsed.data;
+  const resolved = {
+    shards: Object.freeze(shards.map((shard) => resolveShard(shard.id, shard.connectionString, shard.ssl ?? ssl))),
     bucketCount,
     pool: Object.freeze({ ...pool }),
     transactions: Object.freeze({ ...transactions }),
@@ -229,5 +342,10 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     idempotency: Object.freeze({ ...idempotency }),
     catalogSchema,
     applicationName,
-  });
+    logger,
+    tracerProvider,
+    statementTimeoutMillis,
+  };
+  if (ssl !== undefined) Object.defineProperty(resolved, 'ssl', { value: hiddenSsl(ssl), enumerable: false });
+  return Object.freeze(resolved);
 }

@@ -50,6 +50,16 @@ export const ERROR_CODES = [
   /** A rebalancing operation cannot run as asked (e.g. another move of the bucket is open); the message says why. */
   'REBALANCE_CONFLICT',
   /**
+   * A statement ran longer than its timeout (`statementTimeoutMillis` of the config, or the
+   * call's `timeoutMillis`) and was cancelled on the server: it did nothing. Retryable.
+   */
+  'STATEMENT_TIMEOUT',
+  /**
+   * The caller's AbortSignal aborted the call: a statement already running was cancelled on the
+   * server (pg_cancel_backend), so it did nothing. Retryable.
+   */
+  'STATEMENT_CANCELLED',
+  /**
    * An idempotency key already on record for a different call shape (other keys, SQL text or
    * params). Nothing ran. Not retryable: use a new key for a new call.
    */
@@ -78,6 +88,8 @@ const RETRYABLE_CODES = new Set<ErrorCode>([
   'POOL_TIMEOUT',
   'BROADCAST_TIMEOUT',
   'STALE_BUCKET_MAP',
+  'STATEMENT_TIMEOUT',
+  'STATEMENT_CANCELLED',
 ]);
 
 /** The one base class of every error thrown by pg-shard-router. */
@@ -124,7 +136,7 @@ export class QueryError extends ShardRouterError {
   constructor(
     shardId: string,
     cause: Error & { code?: unknown },
-    code: 'QUERY_FAILED' | 'LOCK_TIMEOUT' | 'STALE_BUCKET_MAP' = 'QUERY_FAILED',
+    code: 'QUERY_FAILED' | 'LOCK_TIMEOUT' | 'STALE_BUCKET_MAP' | 'STATEMENT_TIMEOUT' = 'QUERY_FAILED',
   ) {
     super(code, `shard ${shardId}: ${cause.message}`, { shardId, cause });
     this.name = 'QueryError';
@@ -150,6 +162,27 @@ export function isStaleMap(error: unknown): boolean {
 
 /** SQLSTATE a shard raises for a statement routed by an older map than its fence (or read guard) allows. */
 export const STALE_MAP_SQLSTATE = 'PSR01';
+
+/** @internal STATEMENT_TIMEOUT raised by the router's own timer (the server's is a QueryError with SQLSTATE 57014). */
+export function statementTimeoutError(timeoutMillis: number, shardId?: string): ShardRouterError {
+  const where = shardId === undefined ? '' : `shard ${shardId}: `;
+  return new ShardRouterError(
+    'STATEMENT_TIMEOUT',
+    `${where}the statement did not finish within ${timeoutMillis} ms and was cancelled on the server`,
+    { shardId },
+  );
+}
+
+/** @internal STATEMENT_CANCELLED: the caller's AbortSignal aborted (its reason is the cause). */
+export function statementCancelledError(reason: unknown): ShardRouterError {
+  return new ShardRouterError(
+    'STATEMENT_CANCELLED',
+    'the call was aborted by its signal; a running statement was cancelled on the server',
+    {
+      cause: reason,
+    },
+  );
+}
 
 /** @internal The error of every call on a closed router or pool. */
 export function closedError(): ShardRouterError {

@@ -1,7 +1,14 @@
 export { ShardRouter } from './router/shard-router.js';
 export type { ExecuteResult, RouterStatus, ShardInfo, ShardState, ShardStatus } from './router/shard-router.js';
+export type { ExecuteOptions } from './router/shard-router.js';
+export type { ShardPgPool, LentClient } from './pool/pg-pool-face.js';
 export type { Transaction } from './twopc/coordinator.js';
-export type { ExecuteOptions, IdempotencyOptions, IdempotentExecuteResult, IdempotentReplay } from './idempotency/idempotency-keys.js';
+export type {
+  IdempotencyOptions,
+  IdempotentExecuteOptions,
+  IdempotentExecuteResult,
+  IdempotentReplay,
+} from './idempotency/idempotency-keys.js';
 export { ISOLATION_LEVELS } from './twopc/transaction-options.js';
 export type { IsolationLevel, TransactionOptions } from './twopc/transaction-options.js';
 export type { RecoveryReport, SettledTransaction, InDoubtTransaction, ShardRecoveryReport } from './twopc/recovery.js';
@@ -26,8 +33,21 @@ export type { RegisteredTable, TableKind } from './catalog/registries.js';
 export { hashKey, bucketOf } from './placement/hash.js';
 export type { ShardKey } from './placement/hash.js';
 export { BucketMap } from './placement/bucket-map.js';
-export type { ShardRouterConfig } from './config.js';
+export type { ShardRouterConfig, SslConfig } from './config.js';
 export { redactConnectionString } from './config.js';
 export { ShardRouterError, QueryError, ERROR_CODES } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { PoolStats } from './pool/shard-pool.js';
+export type { Logger, TracerProviderLike } from './config.js';
+export type {
+  RouterMetrics,
+  StatementMetrics,
+  ErrorMetrics,
+  PoolMetrics,
+  TwoPhaseMetrics,
+  MoveMetrics,
+  HistogramSnapshot,
+  ExtraGauge,
+  Route,
+  Outcome,
+} from './observe/metrics-store.js';

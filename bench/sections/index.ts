@@ -4,6 +4,7 @@ import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
 import { idempotencySection } from './idempotency.js';
 import { naiveSection } from './naive.js';
+import { observeSection } from './observe.js';
 import { rebalanceSection } from './rebalance.js';
 import { scalingSection } from './scaling.js';
 import { streamSection } from './stream.js';
@@ -14,6 +15,7 @@ export const SECTIONS: readonly Section<unknown>[] = [
   hashSection,
   executeSection,
   naiveSection,
+  observeSection,
   transactionsSection,
   idempotencySection,
   broadcastSection,

@@ -1,7 +1,9 @@
 import { parseRows } from '../pool/raw-text.js';
 import type { FieldDef, QueryResultRow, RowCursor } from '../pool/session.js';
 import type { ShardPool } from '../pool/shard-pool.js';
-import { QueryError, ShardRouterError, isStaleMap } from '../errors.js';
+import { QueryError, ShardRouterError, isStaleMap, statementCancelledError } from '../errors.js';
+import { NO_BROADCAST_OBSERVER } from '../observe/hooks.js';
+import type { BroadcastObserver, TransactionObserver } from '../observe/hooks.js';
 import type { Transaction } from '../twopc/coordinator.js';
 import { mergeSortedBatches } from './merge/k-way-merge.js';
 import type { BatchSource } from './merge/k-way-merge.js';
@@ -45,7 +47,11 @@ export interface BroadcastRouterContext {
    * Runs `work` in one transaction over every member of the map it routes by (two-phase commit
    * when it writes to several), again on a refreshed map when a fence refuses it.
    */
-  runWrite<T>(timeoutMillis: number, work: (tx: Transaction, shardIds: readonly string[]) => Promise<T>): Promise<T>;
+  runWrite<T>(
+    timeoutMillis: number,
+    work: (tx: Transaction, shardIds: readonly string[]) => Promise<T>,
+    observer?: TransactionObserver,
+  ): Promise<T>;
 }
 
 /** What the broadcaster learns from the shards' servers at open, and asks of them while merging. */
@@ -107,21 +113,30 @@ export class Broadcaster {
     return formatPlan(this.plan(sql));
   }
 
-  async run<R extends QueryResultRow>(sql: string, params: readonly unknown[], options: BroadcastOptions): Promise<BroadcastResult<R>> {
+  /** `observer`: told each shard's statement and a write's transaction steps (the router's spans). */
+  async run<R extends QueryResultRow>(
+    sql: string,
+    params: readonly unknown[],
+    options: BroadcastOptions,
+    observer: BroadcastObserver = NO_BROADCAST_OBSERVER,
+  ): Promise<BroadcastResult<R>> {
     const plan = this.plan(sql);
     const timeoutMillis = this.#timeout(options.timeoutMillis ?? this.#context.defaultTimeoutMillis);
+    const { signal } = options;
+    // A write is one 2PC: it is not stopped half-way, so the signal is looked at only before it starts.
+    if (signal?.aborted) throw statementCancelledError(signal.reason);
     switch (plan.kind) {
       case 'write':
-        return this.#write<R>(plan.sql, params, timeoutMillis);
+        return this.#write<R>(plan.sql, params, timeoutMillis, observer);
       case 'single':
-        return this.#read<R>(plan, params, timeoutMillis, options.partial === true);
+        return this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer, signal);
       case 'select':
         try {
-          return await this.#read<R>(plan, params, timeoutMillis, options.partial === true);
+          return await this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer, signal);
         } catch (error) {
           if (!plan.ifColumnMissing || !(error instanceof QueryError) || error.sqlState !== '42703') throw error;
           this.#plans.set(sql, plan.ifColumnMissing);
-          return this.#read<R>(plan.ifColumnMissing, params, timeoutMillis, options.partial === true);
+          return this.#read<R>(plan.ifColumnMissing, params, timeoutMillis, options.partial === true, observer, signal);
         }
       default: {
         const never: never = plan;
@@ -146,8 +161,10 @@ export class Broadcaster {
     params: readonly unknown[],
     timeoutMillis: number,
     partial: boolean,
+    observer: BroadcastObserver,
+    signal: AbortSignal | undefined,
   ): Promise<BroadcastResult<R>> {
-    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial));
+    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial, observer, signal));
   }
 
   async #readOnce<R extends QueryResultRow>(
@@ -155,6 +172,8 @@ export class Broadcaster {
     params: readonly unknown[],
     timeoutMillis: number,
     partial: boolean,
+    observer: BroadcastObserver,
+    signal: AbortSignal | undefined,
   ): Promise<BroadcastResult<R>> {
     const routing = this.#context.routing();
     const shardIds = plan.kind === 'single' ? routing.shardIds.slice(0, 1) : routing.shardIds;
@@ -162,16 +181,21 @@ export class Broadcaster {
     const values = plan.kind === 'single' ? params : guardedParams(plan, params, routing);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
+    // The caller's signal cancels the shard queries still running, like the timeout.
+    const onAbort = () => controller.abort(statementCancelledError(signal!.reason));
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
     let scattered: Scattered;
     try {
       scattered = await scatter(
         shardIds,
-        (shardId) => this.#context.pool(shardId).queryRaw(sql, values, controller.signal),
+        (shardId) => observer.shard(shardId, sql, () => this.#context.pool(shardId).queryRaw(sql, values, controller.signal)),
         controller,
         partial,
       );
     } finally {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
     }
     const { answered, failures } = scattered;
     if (answered.length === 0) throw failures[0]!.error;
@@ -195,9 +219,17 @@ export class Broadcaster {
   }
 
   /** A write on every shard in one transaction: a schema change lands everywhere or nowhere. */
-  async #write<R extends QueryResultRow>(sql: string, params: readonly unknown[], timeoutMillis: number): Promise<BroadcastResult<R>> {
-    const results = await this.#context.runWrite(timeoutMillis, (tx, shardIds) =>
-      Promise.all(shardIds.map((shardId) => tx.executeOn<R>(shardId, sql, params as unknown[]))),
+  async #write<R extends QueryResultRow>(
+    sql: string,
+    params: readonly unknown[],
+    timeoutMillis: number,
+    observer: BroadcastObserver,
+  ): Promise<BroadcastResult<R>> {
+    const results = await this.#context.runWrite(
+      timeoutMillis,
+      (tx, shardIds) =>
+        Promise.all(shardIds.map((shardId) => observer.shard(shardId, sql, () => tx.executeOn<R>(shardId, sql, params as unknown[])))),
+      observer,
     );
     const first = results[0]!;
     return {

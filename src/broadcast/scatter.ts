@@ -28,7 +28,9 @@ export async function scatter(
       } catch (error) {
         const failure = asShardError(error, shardId);
         // A stale map is never a partial answer: the whole read runs again on the new map.
-        if (failure.code === 'BROADCAST_TIMEOUT' || failure.code === 'STALE_BUCKET_MAP' || !partial) {
+        // A cancel by the caller's signal ends the whole read too.
+        const whole = failure.code === 'BROADCAST_TIMEOUT' || failure.code === 'STALE_BUCKET_MAP' || failure.code === 'STATEMENT_CANCELLED';
+        if (whole || !partial) {
           // All or error: stop the other shards' work at once rather than wait for it.
           if (!controller.signal.aborted) controller.abort(failure);
           throw controller.signal.reason;

@@ -11,6 +11,12 @@ export interface BroadcastOptions {
   readonly partial?: boolean;
   /** Cancel the shard queries still running and fail with BROADCAST_TIMEOUT after this long. Default `broadcast.timeoutMillis` of the config. */
   readonly timeoutMillis?: number;
+  /**
+   * Aborting it cancels the shard queries of a read still running (on the servers) and rejects
+   * with STATEMENT_CANCELLED. A write (one two-phase commit) is refused if the signal has
+   * already aborted, and otherwise runs to its end.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** Options of {@link ShardRouter.broadcastStream}. */

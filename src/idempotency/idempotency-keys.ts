@@ -58,7 +58,7 @@ export interface IdempotencyOptions {
 }
 
 /** The options of an idempotent `router.execute`. */
-export interface ExecuteOptions {
+export interface IdempotentExecuteOptions {
   /** See {@link IdempotencyOptions.idempotencyKey}; the stored result is rows, rowCount, command and fields. */
   readonly idempotencyKey?: string;
 }
@@ -134,7 +134,7 @@ export class IdempotencyKeys {
     key: ShardKey,
     sql: string,
     params: readonly unknown[] | undefined,
-    options: ExecuteOptions,
+    options: IdempotentExecuteOptions,
   ): Promise<IdempotentExecuteResult<R>> {
     checkExecuteOptions(options);
     const idempotencyKey = checkIdempotencyKey(options.idempotencyKey);

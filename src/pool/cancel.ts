@@ -1,4 +1,6 @@
 import pg from 'pg';
+import type { SslConfig } from '../config.js';
+import { pgSslOption } from './tls.js';
 
 /**
  * Stopping a statement that runs on a borrowed connection: the server is asked to cancel it,
@@ -13,21 +15,26 @@ const RETIRE_GRACE_MS = 2_000;
 export interface CancelTarget {
   readonly connectionString: string;
   readonly applicationName: string;
+  readonly ssl?: SslConfig | undefined;
 }
 
-/** Asks the server to cancel what `client` is running (pg_cancel_backend on a short-lived connection). Never throws. */
-export async function cancel(client: pg.Client, target: CancelTarget): Promise<void> {
+/**
+ * Asks the server to cancel what `client` is running (pg_cancel_backend on a short-lived
+ * connection), or with 'terminate' to end its session (pg_terminate_backend). Never throws.
+ */
+export async function cancel(client: pg.Client, target: CancelTarget, how: 'cancel' | 'terminate' = 'cancel'): Promise<void> {
   const pid = (client as unknown as { processID?: number | null }).processID;
   if (!pid) return;
   const canceller = new pg.Client({
     connectionString: target.connectionString,
     application_name: target.applicationName,
     connectionTimeoutMillis: 5_000,
+    ...pgSslOption(target.ssl),
   });
   canceller.on('error', () => undefined);
   try {
     await canceller.connect();
-    await canceller.query('SELECT pg_cancel_backend($1)', [pid]);
+    await canceller.query(how === 'cancel' ? 'SELECT pg_cancel_backend($1)' : 'SELECT pg_terminate_backend($1)', [pid]);
   } catch {
     // Best effort: the connection is discarded either way, which ends the statement at the latest when it next writes.
   } finally {

@@ -1,4 +1,6 @@
 import pg from 'pg';
+import type { SslConfig } from '../config.js';
+import { pgSslOption } from './tls.js';
 import type { DedicatedConnection, Listener, QueryResultRow } from './session.js';
 
 /** How to open a connection outside any pool. */
@@ -7,6 +9,8 @@ export interface DedicatedOptions {
   readonly connectTimeoutMillis: number;
   /** Session settings sent in the startup packet (names and values are ours: no escaping needed). */
   readonly settings?: Readonly<Record<string, string>>;
+  /** TLS options (the config's `ssl`); none: what the URL says. */
+  readonly ssl?: SslConfig | undefined;
 }
 
 /**
@@ -28,6 +32,7 @@ export async function openClient(connectionString: string, options: DedicatedOpt
     application_name: options.applicationName.slice(0, 63),
     keepAlive: true,
     ...startupOptions(options.settings ?? {}),
+    ...pgSslOption(options.ssl),
   });
   // A socket error while idle must not crash the process; the pending query rejects anyway.
   client.on('error', () => undefined);

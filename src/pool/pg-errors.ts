@@ -38,18 +38,26 @@ export function translateError(shardId: string, error: unknown, connectionBroke:
       },
     );
   }
-  // 55P03 lock_not_available: lock_timeout (or NOWAIT) gave up on a lock, e.g. one side of a
-  // lock cycle across two shards, which no single server can detect.
-  if (isDatabaseError(error)) {
-    const code = error.code === '55P03' ? 'LOCK_TIMEOUT' : error.code === STALE_MAP_SQLSTATE ? 'STALE_BUCKET_MAP' : 'QUERY_FAILED';
-    return new QueryError(shardId, error, code);
-  }
+  if (isDatabaseError(error)) return new QueryError(shardId, error, statementErrorCode(error));
   // What remains are pg's client-side failures to serialize a parameter (TypeError/RangeError).
   const reason = error instanceof Error ? error.message : String(error);
   return new ShardRouterError('INVALID_ARGUMENT', `shard ${shardId}: a parameter could not be sent: ${reason}`, {
     shardId,
     cause: error,
   });
+}
+
+/**
+ * The code of a statement PostgreSQL rejected. 55P03 lock_not_available: lock_timeout (or
+ * NOWAIT) gave up on a lock, e.g. one side of a lock cycle across two shards, which no single
+ * server can detect. 57014 with PostgreSQL's "statement timeout" message: the connection's
+ * statement_timeout (statementTimeoutMillis) ended it; other 57014s are someone's cancel.
+ */
+function statementErrorCode(error: Error & { code: string }): 'QUERY_FAILED' | 'LOCK_TIMEOUT' | 'STALE_BUCKET_MAP' | 'STATEMENT_TIMEOUT' {
+  if (error.code === '55P03') return 'LOCK_TIMEOUT';
+  if (error.code === STALE_MAP_SQLSTATE) return 'STALE_BUCKET_MAP';
+  if (error.code === '57014' && error.message.includes('statement timeout')) return 'STATEMENT_TIMEOUT';
+  return 'QUERY_FAILED';
 }
 
 /** SHARD_UNAVAILABLE: no connection to the shard could be opened. */

@@ -3,12 +3,16 @@ import pg from 'pg';
 import type { QueryConfig, QueryResultRow } from 'pg';
 import type { PoolConfig, ResolvedShardConfig } from '../config.js';
 import { ShardRouterError, closedError } from '../errors.js';
+import { NO_POOL_OBSERVER } from '../observe/hooks.js';
+import type { PoolObserver } from '../observe/hooks.js';
 import { awaitRetired, cancel } from './cancel.js';
+import type { CancelTarget } from './cancel.js';
 import { ShardCursor } from './cursor.js';
 import { dedicated, listenOn, openClient, startupOptions } from './dedicated.js';
 import { isConnectionLevel, translateError, unavailableError } from './pg-errors.js';
 import { PooledSession } from './pooled-session.js';
 import { RAW_TEXT } from './raw-text.js';
+import { pgSslOption } from './tls.js';
 import type { DedicatedConnection, Listener, RawQueryResult, RowCursor, ShardQueryResult, ShardSession } from './session.js';
 
 export type { RawQueryResult, ShardQueryResult } from './session.js';
@@ -73,6 +77,7 @@ export class ShardPool {
   #closing: Promise<void> | undefined;
   readonly #connectionString: string;
   readonly #applicationName: string;
+  readonly #ssl: ResolvedShardConfig['ssl'];
   /**
    * The bucket-map version the router routes by, carried by every connection as the session
    * setting the shards' write fence checks (MAP_VERSION_SETTING). Undefined: not a router's
@@ -81,6 +86,8 @@ export class ShardPool {
    */
   #routingVersion: number | undefined;
   readonly #stamps = new WeakMap<pg.Client, number>();
+  /** Where acquire waits, new connections and connection failures are reported (the router's observer). */
+  observer: PoolObserver = NO_POOL_OBSERVER;
 
   constructor(
     shard: ResolvedShardConfig,
@@ -92,6 +99,7 @@ export class ShardPool {
     this.#config = config;
     this.#connectionString = shard.connectionString;
     this.#applicationName = applicationName;
+    this.#ssl = shard.ssl;
     this.#pool = genericPool.createPool<pg.Client>(
       {
         create: () => this.#create(settings),
@@ -133,20 +141,27 @@ export class ShardPool {
         keepAlive: true,
         // Session settings ride in the startup packet: no extra round trip.
         ...startupOptions(startup),
+        ...pgSslOption(this.#ssl),
       });
       if (version !== undefined) this.#stamps.set(created, version);
       client = created;
       // Without a listener an idle client's socket error would crash the process.
-      created.on('error', () => this.#markBroken(created));
+      created.on('error', (error) => {
+        this.#markBroken(created);
+        this.observer.connectionError(error);
+      });
       created.on('end', () => this.#markBroken(created));
       await created.connect();
+      this.observer.connected();
       return created;
     } catch (error) {
       void client?.end().catch(() => undefined);
       // No live connection at all (parked ones count as borrowed, broken ones are gone):
       // the shard looks down, so nobody waiting should sit until the acquire timeout.
       // With live connections, waiters get the next one back.
-      if (this.#pool.borrowed + this.#pool.available === 0) this.#failWaiting(unavailableError(this.shardId, error));
+      const noLiveConnection = this.#pool.borrowed + this.#pool.available === 0;
+      this.observer.connectFailed(error, noLiveConnection);
+      if (noLiveConnection) this.#failWaiting(unavailableError(this.shardId, error));
       await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_DELAY_MS));
       throw error;
     }
@@ -164,7 +179,9 @@ export class ShardPool {
     version: number | undefined = this.#routingVersion,
   ): Promise<ShardQueryResult<R>> {
     if (this.#closing) throw closedError();
-    const client = this.#parked.pop() ?? (await this.#borrowHealthy());
+    let client = this.#parked.pop();
+    if (client) this.observer.acquired(0);
+    else client = await this.#borrowWaiting();
     try {
       if (this.#stamps.get(client) !== version) await this.#stamp(client, version);
       // pg uses the extended protocol by itself when there are values; the config-object form
@@ -245,7 +262,12 @@ export class ShardPool {
   /** @internal Cancel whatever a borrowed client runs and mark it for destruction on release. */
   async cancelAndDiscard(client: pg.Client): Promise<void> {
     this.#broken.add(client);
-    await cancel(client, { connectionString: this.#connectionString, applicationName: this.#applicationName });
+    await cancel(client, this.cancelTarget);
+  }
+
+  /** @internal Where a canceller connects: this pool's server, TLS options and application name. */
+  get cancelTarget(): CancelTarget {
+    return { connectionString: this.#connectionString, applicationName: this.#applicationName, ssl: this.#ssl };
   }
 
   /** The map version this pool's connections carry (see #routingVersion). */
@@ -304,6 +326,7 @@ export class ShardPool {
         applicationName: purpose ? `${this.#applicationName} ${purpose}` : this.#applicationName,
         connectTimeoutMillis: this.#config.connectTimeoutMillis,
         settings,
+        ssl: this.#ssl,
       });
     } catch (error) {
       throw unavailableError(this.shardId, error);
@@ -340,9 +363,12 @@ export class ShardPool {
     if (this.#closing) throw closedError();
     signal?.throwIfAborted();
     const parked = this.#parked.pop();
-    if (parked) return parked;
-    if (!signal) return this.#borrowHealthy();
-    const borrowing = this.#borrowHealthy();
+    if (parked) {
+      this.observer.acquired(0);
+      return parked;
+    }
+    if (!signal) return this.#borrowWaiting();
+    const borrowing = this.#borrowWaiting();
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => {
@@ -359,6 +385,14 @@ export class ShardPool {
     } finally {
       signal.removeEventListener('abort', onAbort!);
     }
+  }
+
+  /** #borrowHealthy, reporting how long the caller waited (a parked connection is a wait of 0, reported by the callers that pop one). */
+  async #borrowWaiting(): Promise<pg.Client> {
+    const started = performance.now();
+    const client = await this.#borrowHealthy();
+    this.observer.acquired((performance.now() - started) / 1000);
+    return client;
   }
 
   /**

@@ -2,6 +2,7 @@ import type { CatalogExtension, ShardCapabilities } from '../catalog/catalog.js'
 import type { RegisteredShard } from '../catalog/registries.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { ResolvedConfig, ResolvedShardConfig } from '../config.js';
+import type { MoveObserver } from '../observe/hooks.js';
 import type { BucketMap } from '../placement/bucket-map.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
 import type { RegisteredTable } from '../catalog/registries.js';
@@ -33,6 +34,8 @@ export interface RebalanceContext {
   requirePreparedTransactions(shardIds: readonly string[]): void;
   /** Settles in-doubt prepared transactions now (no grace period). */
   recover(): Promise<unknown>;
+  /** Told when a move starts, finishes or fails (metrics, logs); none: nothing is reported. */
+  readonly observer?: MoveObserver;
 }
 
 /** One Rebalancer's context and the settings every one of its operations shares (internal). */

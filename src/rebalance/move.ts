@@ -103,6 +103,18 @@ class MoveRun {
  */
 export async function runMove(context: RebalanceContext, request: MoveRequest, options: MoveOptions): Promise<MoveReport> {
   const move = new MoveRun(context, request, options);
+  context.observer?.moveStarted(move);
+  try {
+    const report = await runMoveSteps(context, move, options);
+    context.observer?.moveFinished(report);
+    return report;
+  } catch (error) {
+    context.observer?.moveFailed(move, error);
+    throw error;
+  }
+}
+
+async function runMoveSteps(context: RebalanceContext, move: MoveRun, options: MoveOptions): Promise<MoveReport> {
   const log = await context.pool(move.source).openDedicated({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
   const snapshot = await context
     .pool(move.source)

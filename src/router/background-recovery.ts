@@ -1,5 +1,6 @@
 import type { ResolvedConfig } from '../config.js';
 import { ShardRouterError } from '../errors.js';
+import type { Observer } from '../observe/observer.js';
 import { recover } from '../twopc/recovery.js';
 import type { RecoveryContext, RecoveryReport } from '../twopc/recovery.js';
 
@@ -11,6 +12,7 @@ import type { RecoveryContext, RecoveryReport } from '../twopc/recovery.js';
 export class BackgroundRecovery {
   readonly #context: RecoveryContext;
   readonly #settings: ResolvedConfig['recovery'];
+  readonly #observer: Observer | undefined;
   readonly #timer: NodeJS.Timeout | undefined;
   #soon: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
@@ -20,9 +22,10 @@ export class BackgroundRecovery {
   /** Why the newest background pass failed, if it did. */
   lastError: string | undefined;
 
-  constructor(context: RecoveryContext, settings: ResolvedConfig['recovery']) {
+  constructor(context: RecoveryContext, settings: ResolvedConfig['recovery'], observer?: Observer) {
     this.#context = context;
     this.#settings = settings;
+    this.#observer = observer;
     if (settings.atConnect) this.soon(0);
     if (settings.intervalMillis > 0) {
       this.#timer = setInterval(() => this.#inBackground(), settings.intervalMillis);
@@ -36,6 +39,7 @@ export class BackgroundRecovery {
       throw new ShardRouterError('INVALID_ARGUMENT', 'graceMillis must be a non-negative integer');
     const report = await recover(this.#context, { graceMillis });
     this.last = report;
+    this.#observer?.recovered(report);
     return report;
   }
 
@@ -66,10 +70,12 @@ export class BackgroundRecovery {
         (report) => {
           this.last = report;
           this.lastError = undefined;
+          this.#observer?.recovered(report);
           if (report.inDoubt.length > 0) this.soon(Math.max(1_000, this.#settings.graceMillis));
         },
         (error: unknown) => {
           this.lastError = error instanceof Error ? error.message : String(error);
+          this.#observer?.recoveryFailed(error);
         },
       )
       .finally(() => {

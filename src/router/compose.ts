@@ -1,7 +1,9 @@
 import { Broadcaster } from '../broadcast/broadcaster.js';
 import { openCatalog } from '../catalog/catalog.js';
-import { resolveConfig } from '../config.js';
+import { poolSessionSettings, resolveConfig } from '../config.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
+import { Observer } from '../observe/observer.js';
+import { loadTracing } from '../observe/tracing.js';
 import type { ShardSession } from '../pool/session.js';
 import { ShardPool } from '../pool/shard-pool.js';
 import type { CatalogExtension } from '../catalog/catalog.js';
@@ -24,6 +26,7 @@ export interface RouterParts {
   readonly coordinator: CoordinatorContext;
   readonly recovery: BackgroundRecovery;
   readonly broadcaster: Broadcaster;
+  readonly observer: Observer;
 }
 
 /**
@@ -33,19 +36,29 @@ export interface RouterParts {
  */
 export async function composeRouter(config: ShardRouterConfig): Promise<RouterParts> {
   const resolved = resolveConfig(config);
-  const pools = new Map(resolved.shards.map((shard) => [shard.id, new ShardPool(shard, resolved.pool, resolved.applicationName)]));
+  const observer = new Observer(resolved.logger, await loadTracing(resolved.tracerProvider));
+  const pools = new Map(
+    resolved.shards.map((shard) => [
+      shard.id,
+      new ShardPool(shard, resolved.pool, resolved.applicationName, poolSessionSettings(resolved)),
+    ]),
+  );
+  for (const shard of resolved.shards) pools.get(shard.id)!.observer = observer.pool(shard.id, shard.connectionString);
   try {
     const opened = await withOneSessionPerShard([...pools.values()], (sessions) => openCatalog(resolved, sessions, CATALOG_EXTENSIONS));
     // The topology tells the broadcaster when the table registry changes, and the coordinator
     // asks recovery for a pass soon: both are built after it, hence the late bindings.
     let broadcaster: Broadcaster | undefined;
     let recovery: BackgroundRecovery | undefined;
-    const topology = new Topology(resolved, pools, opened, () => broadcaster?.forgetPlans());
-    const coordinator = coordinatorContext(opened.clusterId, resolved, topology, () => recovery?.soon());
+    const topology = new Topology(resolved, pools, opened, () => broadcaster?.forgetPlans(), observer);
+    const coordinator = coordinatorContext(opened.clusterId, resolved, topology, (gid) => {
+      observer.leftPrepared(gid);
+      recovery?.soon();
+    });
     broadcaster = await Broadcaster.open(broadcastContext(resolved, topology, coordinator), [...pools.values()]);
     // Last: its timers start at once, and nothing after it can fail.
-    recovery = new BackgroundRecovery(recoveryContext(opened.clusterId, resolved, topology), resolved.recovery);
-    return { config: resolved, clusterId: opened.clusterId, topology, coordinator, recovery, broadcaster };
+    recovery = new BackgroundRecovery(recoveryContext(opened.clusterId, resolved, topology), resolved.recovery, observer);
+    return { config: resolved, clusterId: opened.clusterId, topology, coordinator, recovery, broadcaster, observer };
   } catch (error) {
     await Promise.all([...pools.values()].map((pool) => pool.close()));
     throw error;

@@ -2,6 +2,7 @@ import type { BroadcastRouterContext } from '../broadcast/broadcaster.js';
 import type { CatalogExtension } from '../catalog/catalog.js';
 import type { CollectorContext } from '../idempotency/collector.js';
 import type { ResolvedConfig } from '../config.js';
+import type { MoveObserver, TransactionObserver } from '../observe/hooks.js';
 import type { RebalanceContext } from '../rebalance/context.js';
 import { movesGuardCondition } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
@@ -32,7 +33,7 @@ export function coordinatorContext(
   clusterId: string,
   config: ResolvedConfig,
   topology: Topology,
-  onUnfinished: () => void,
+  onUnfinished: (gid: string) => void,
 ): CoordinatorContext {
   return {
     clusterId,
@@ -51,10 +52,12 @@ export function coordinatorContext(
 export function routedContext(
   base: CoordinatorContext,
   topology: Topology,
+  observer?: TransactionObserver,
 ): { context: CoordinatorContext; members: string[]; version: number } {
   const { map, owners, members } = topology.snapshot();
   const context: CoordinatorContext = {
     ...base,
+    ...(observer ? { observer } : {}),
     shardFor: (key) => owners[topology.bucketOf(key)]!,
     acquire: (shardId) => topology.pool(shardId).acquire(map.version),
   };
@@ -90,13 +93,13 @@ export function broadcastContext(config: ResolvedConfig, topology: Topology, coo
     },
     pool: (shardId) => topology.pool(shardId),
     defaultTimeoutMillis: config.broadcast.timeoutMillis,
-    runWrite: (timeoutMillis, work) => {
+    runWrite: (timeoutMillis, work, observer) => {
       const options = resolveTransactionOptions({ timeoutMillis }, config.transactions);
       // Each attempt takes its participants from the map it routes by (and stamps its
       // connections with that version): after a refusal by a raised fence, the retry writes to
       // the shards the new map has, a shard added meanwhile included.
       return topology.retryingStaleMap(() => {
-        const { context, members } = routedContext(coordinator, topology);
+        const { context, members } = routedContext(coordinator, topology, observer);
         // Connections in shard-id order, as every transaction takes them; the first decides.
         const ordered = [...members].sort();
         topology.requirePreparedTransactions(ordered);
@@ -114,8 +117,10 @@ export function clusterAccess(
   coordinator: CoordinatorContext,
   recoverNow: () => Promise<RecoveryReport>,
   extensions: readonly CatalogExtension[],
+  observer?: MoveObserver,
 ): RebalanceContext {
   return {
+    ...(observer ? { observer } : {}),
     clusterId,
     config,
     coordinator,

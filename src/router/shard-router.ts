@@ -4,13 +4,17 @@ import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from '
 import type { RegisteredTable, TableKind } from '../catalog/registries.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
+import type { RouterMetrics } from '../observe/metrics-store.js';
+import type { Observer } from '../observe/observer.js';
+import type { SpanLike } from '../observe/tracing.js';
 import type { BucketMap } from '../placement/bucket-map.js';
 import type { ShardKey } from '../placement/hash.js';
 import type { QueryResultRow } from '../pool/session.js';
+import { ShardPgPool } from '../pool/pg-pool-face.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { PoolStats, ShardQueryResult } from '../pool/shard-pool.js';
 import { IdempotencyKeys } from '../idempotency/idempotency-keys.js';
-import type { ExecuteOptions, IdempotencyOptions, IdempotentExecuteResult } from '../idempotency/idempotency-keys.js';
+import type { IdempotencyOptions, IdempotentExecuteOptions, IdempotentExecuteResult } from '../idempotency/idempotency-keys.js';
 import { RecordCollector } from '../idempotency/collector.js';
 import { Rebalancer } from '../rebalance/rebalancer.js';
 import type { RebalancerOptions } from '../rebalance/rebalancer.js';
@@ -26,12 +30,15 @@ import { CATALOG_EXTENSIONS, composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
 import { clusterAccess, collectorContext, routedContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
+import { SERVER_TIMEOUT_MARGIN_MS, checkedExecuteOptions, executeStop, runBounded } from './execute-options.js';
+import type { ExecuteOptions } from './execute-options.js';
 import { shardStatuses } from './status.js';
 import type { RouterStatus } from './status.js';
 import type { Topology } from './topology.js';
 import type { ShardInfo } from './topology.js';
 
 export type { RouterStatus, ShardStatus } from './status.js';
+export type { ExecuteOptions } from './execute-options.js';
 export type { ShardInfo, ShardState } from './topology.js';
 
 /** pg's result shape plus the shard that produced it. */
@@ -61,6 +68,7 @@ export class ShardRouter {
   readonly #watcher: MapWatcher;
   readonly #idempotency: IdempotencyKeys;
   readonly #collector: RecordCollector;
+  readonly #observer: Observer;
   #closing: Promise<void> | undefined;
 
   private constructor(parts: RouterParts) {
@@ -70,6 +78,7 @@ export class ShardRouter {
     this.#coordinator = parts.coordinator;
     this.#recovery = parts.recovery;
     this.#broadcaster = parts.broadcaster;
+    this.#observer = parts.observer;
     const topology = parts.topology;
     topology.refreshRetriesVia(() => this.refreshMap());
     this.#watcher = new MapWatcher({
@@ -149,15 +158,22 @@ export class ShardRouter {
    *
    * @example
    * const { rows, replayed } = await router.execute(userId, 'INSERT INTO orders (user_id, total) VALUES ($1, $2) RETURNING id', [userId, 30], { idempotencyKey: requestId });
+   *
+   * With `options.signal` or a timeout (`options.timeoutMillis`, the config's
+   * `statementTimeoutMillis`) the statement is cancelled on the server when it aborts.
+   *
+   * @example
+   * const { rows } = await router.execute(userId, 'SELECT * FROM orders WHERE user_id = $1', [userId], { timeoutMillis: 2_000, signal });
    * @throws ShardRouterError INVALID_KEY, QUERY_FAILED (PostgreSQL's error as `cause`, SQLSTATE as
-   * `sqlState`), POOL_TIMEOUT, SHARD_UNAVAILABLE, CONNECTION_LOST, ROUTER_CLOSED; with an
-   * idempotency key also INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED and the errors of {@link transaction}
+   * `sqlState`), POOL_TIMEOUT, SHARD_UNAVAILABLE, CONNECTION_LOST, ROUTER_CLOSED,
+   * STATEMENT_TIMEOUT, STATEMENT_CANCELLED; with an idempotency key also INVALID_ARGUMENT,
+   * IDEMPOTENCY_KEY_REUSED and the errors of {@link transaction}
    */
   execute<R extends QueryResultRow = QueryResultRow>(
     key: ShardKey,
     sql: string,
     params: readonly unknown[] | undefined,
-    options: ExecuteOptions & { readonly idempotencyKey: string },
+    options: IdempotentExecuteOptions & { readonly idempotencyKey: string },
   ): Promise<IdempotentExecuteResult<R>>;
   execute<R extends QueryResultRow = QueryResultRow>(
     key: ShardKey,
@@ -169,25 +185,69 @@ export class ShardRouter {
     key: ShardKey,
     sql: string,
     params?: readonly unknown[],
-    options?: ExecuteOptions,
+    options?: ExecuteOptions | IdempotentExecuteOptions,
   ): Promise<ExecuteResult<R>> {
+    if (options !== undefined && options !== null && typeof options === 'object' && 'idempotencyKey' in options) {
+      try {
+        if (this.#closing) throw closedError();
+        return this.#idempotency.execute<R>(key, sql, params, options);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
+    if (options !== undefined || this.#config.statementTimeoutMillis !== undefined)
+      return this.#executeBounded<R>(key, sql, params, options as ExecuteOptions | undefined);
     // Not `async`: one promise layer fewer on the hot path; errors still arrive as rejections.
     let pool: ShardPool;
     let version: number;
     try {
       if (this.#closing) throw closedError();
-      if (options !== undefined) return this.#idempotency.execute<R>(key, sql, params, options);
       pool = this.#topology.poolFor(key);
       // Read in the same tick as the pool: the connection carries the version it was routed by.
       version = this.#topology.map.version;
     } catch (error) {
       return Promise.reject(error);
     }
-    // A fenced write did nothing, so it is safe to send again once the map is fresh.
-    return run<R>(pool, sql, params, version).catch((error: unknown) =>
-      isStaleMap(error)
-        ? this.#topology.retryingStaleMap(() => run<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version), error)
-        : Promise.reject(error),
+    const observer = this.#observer;
+    const started = performance.now();
+    const span = observer.tracing?.statement(pool.shardId, sql, { bucket: this.#topology.bucketOf(key), mapVersion: version });
+    // One promise layer, as before: success and failure are both handled by this `then`.
+    return run<R>(pool, sql, params, version).then(
+      (result) => observed(observer, started, span, result),
+      (error: unknown) =>
+        // A fenced write did nothing, so it is safe to send again once the map is fresh.
+        isStaleMap(error)
+          ? this.#topology
+              .retryingStaleMap(() => run<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version), error)
+              .then(
+                (result) => observed(observer, started, span, result),
+                (failure: unknown) => observedFailure(observer, started, span, failure),
+              )
+          : observedFailure(observer, started, span, error),
+    );
+  }
+
+  /** execute with a timeout or a signal: the same routing, stale-map retry and version stamp. */
+  async #executeBounded<R extends QueryResultRow>(
+    key: ShardKey,
+    sql: string,
+    params: readonly unknown[] | undefined,
+    options: ExecuteOptions | undefined,
+  ): Promise<ExecuteResult<R>> {
+    if (this.#closing) throw closedError();
+    const stop = executeStop(checkedExecuteOptions(options), this.#config);
+    const observer = this.#observer;
+    const started = performance.now();
+    const routed = { bucket: this.#topology.bucketOf(key), mapVersion: this.#topology.map.version };
+    const span = observer.tracing?.statement(this.#topology.shardFor(key), sql, routed);
+    // Pool and version in one tick: the connection carries the version it was routed by.
+    const attempt = () =>
+      stop
+        ? runBounded<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version, stop)
+        : run<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version);
+    return this.#topology.retryingStaleMap(attempt).then(
+      (result) => observed(observer, started, span, result),
+      (error: unknown) => observedFailure(observer, started, span, error),
     );
   }
 
@@ -205,7 +265,81 @@ export class ShardRouter {
     params?: readonly unknown[],
   ): Promise<ExecuteResult<R>> {
     if (this.#closing) throw closedError();
-    return run<R>(this.#topology.pool(shardId), sql, params, undefined);
+    const pool = this.#topology.pool(shardId);
+    const observer = this.#observer;
+    const started = performance.now();
+    const span = observer.tracing?.statement(shardId, sql, NO_DETAIL);
+    try {
+      return observed(observer, started, span, await run<R>(pool, sql, params, undefined));
+    } catch (error) {
+      return observedFailure(observer, started, span, error);
+    }
+  }
+
+  /**
+   * A `pg.Pool` for the shard that owns `key`, for ORMs and query builders (Kysely's
+   * PostgresDialect, drizzle-orm, Prisma's PrismaPg). Each `query()` and `connect()` looks the
+   * owner up by the map of that moment and its connection carries that map version, so writes
+   * are fenced like {@link execute}. A single `query()` refused by a fence is sent again to the
+   * new owner; inside a transaction (a connection from `connect()`) a refused write fails with
+   * STALE_BUCKET_MAP, raised once the router has refreshed its map: roll back and run the
+   * transaction again (its next `connect()` goes to the new owner). `end()` is a no-op: the connections
+   * are the router's. PostgreSQL's errors pass through as pg raises them.
+   *
+   * @example
+   * const db = drizzle(router.poolFor(userId));
+   * const kysely = new Kysely<DB>({ dialect: new PostgresDialect({ pool: router.poolFor(userId) }) });
+   * @throws ShardRouterError INVALID_KEY, ROUTER_CLOSED
+   */
+  poolFor(key: ShardKey): ShardPgPool {
+    if (this.#closing) throw closedError();
+    this.#topology.bucketOf(key);
+    return new ShardPgPool({
+      route: () => {
+        if (this.#closing) throw closedError();
+        // Owner and version in one tick: the connection carries the version it was routed by.
+        return { pool: this.#topology.poolFor(key), version: this.#topology.map.version };
+      },
+      retryStale: (attempt, first) => this.#topology.retryingStaleMap(attempt, first),
+      onStale: () => this.refreshMap().then(() => undefined),
+      timeoutMillis: this.#routerStatementTimeout(),
+    });
+  }
+
+  /**
+   * A `pg.Pool` for one shard by id, like {@link executeOn}: for per-shard reads, DDL and
+   * maintenance. Its connections carry the router's newest map version; with `mapVersion`
+   * (the `bucketMap.version` your routing decision came from) they carry that one instead, so
+   * a shard that has since lost buckets refuses writes with STALE_BUCKET_MAP (what
+   * `pg-shard-router/kysely` does).
+   *
+   * @example
+   * const pool = router.poolOn('s0');
+   * await pool.query('VACUUM ANALYZE orders');
+   * @throws ShardRouterError INVALID_ARGUMENT (unknown shard, bad mapVersion), ROUTER_CLOSED
+   */
+  poolOn(shardId: string, options: { mapVersion?: number } = {}): ShardPgPool {
+    if (this.#closing) throw closedError();
+    this.#topology.pool(shardId);
+    const { mapVersion } = options;
+    if (mapVersion !== undefined && (!Number.isSafeInteger(mapVersion) || mapVersion < 1))
+      throw new ShardRouterError('INVALID_ARGUMENT', 'mapVersion must be a bucket map version (a positive integer)');
+    return new ShardPgPool({
+      route: () => {
+        if (this.#closing) throw closedError();
+        return { pool: this.#topology.pool(shardId), version: mapVersion };
+      },
+      // Unpinned statements carry the newest version: a refusal means this router's map is behind.
+      retryStale: mapVersion === undefined ? (attempt, first) => this.#topology.retryingStaleMap(attempt, first) : undefined,
+      onStale: () => this.refreshMap().then(() => undefined),
+      timeoutMillis: this.#routerStatementTimeout(),
+    });
+  }
+
+  /** The router's own bound on a pool-face statement: the server's statement_timeout plus a margin. */
+  #routerStatementTimeout(): number | undefined {
+    const configured = this.#config.statementTimeoutMillis;
+    return configured === undefined ? undefined : configured + SERVER_TIMEOUT_MARGIN_MS;
   }
 
   /**
@@ -250,22 +384,25 @@ export class ShardRouter {
       return this.#idempotency.transaction(keys, work, options);
     }
     const resolved = resolveTransactionOptions(options, this.#config.transactions);
+    const probe = this.#observer.operation('transaction');
     // Refused by a map fence (a bucket moved): nothing committed, so the whole transaction runs
     // again on the refreshed map, callback included, like a retried serialization failure.
-    return this.#topology.retryingStaleMap(() => {
-      // Every statement of this attempt routes by the map it started with, and its connections
-      // carry that version: a bucket that moves meanwhile is refused by the old owner's fence
-      // (STALE_BUCKET_MAP), and the attempt is re-run on the new map. A declared key is
-      // therefore never refused because the map changed under the callback.
-      const { context } = routedContext(this.#coordinator, this.#topology);
-      const declared = keys.map((key) => context.shardFor(key));
-      // One fixed order (by shard id) for taking connections, in every router: no two
-      // transactions can each hold a connection the other waits for.
-      const shardIds = [...new Set(declared)].sort();
-      // The first key's shard decides a two-phase commit: idempotency records rely on it.
-      if (shardIds.length > 1 && !resolved.readOnly) this.#topology.requirePreparedTransactions(shardIds);
-      return runTransaction(context, shardIds, declared[0]!, resolved, work);
-    });
+    return probe.run(() =>
+      this.#topology.retryingStaleMap(() => {
+        // Every statement of this attempt routes by the map it started with, and its connections
+        // carry that version: a bucket that moves meanwhile is refused by the old owner's fence
+        // (STALE_BUCKET_MAP), and the attempt is re-run on the new map. A declared key is
+        // therefore never refused because the map changed under the callback.
+        const { context } = routedContext(this.#coordinator, this.#topology, probe);
+        const declared = keys.map((key) => context.shardFor(key));
+        // One fixed order (by shard id) for taking connections, in every router: no two
+        // transactions can each hold a connection the other waits for.
+        const shardIds = [...new Set(declared)].sort();
+        // The first key's shard decides a two-phase commit: idempotency records rely on it.
+        if (shardIds.length > 1 && !resolved.readOnly) this.#topology.requirePreparedTransactions(shardIds);
+        return runTransaction(context, shardIds, declared[0]!, resolved, work);
+      }),
+    );
   }
 
   /**
@@ -324,7 +461,15 @@ export class ShardRouter {
   rebalancer(options: RebalancerOptions = {}): Rebalancer {
     if (this.#closing) throw closedError();
     const recoverNow = () => this.recover({ graceMillis: 0 });
-    const access = clusterAccess(this.clusterId, this.#config, this.#topology, this.#coordinator, recoverNow, CATALOG_EXTENSIONS);
+    const access = clusterAccess(
+      this.clusterId,
+      this.#config,
+      this.#topology,
+      this.#coordinator,
+      recoverNow,
+      CATALOG_EXTENSIONS,
+      this.#observer,
+    );
     return new Rebalancer(access, options);
   }
 
@@ -356,7 +501,8 @@ export class ShardRouter {
     if (this.#closing) throw closedError();
     const invalid = invalidBroadcastArguments(params, options);
     if (invalid) throw invalid;
-    return this.#broadcaster.run<R>(sql, params ?? NO_PARAMS, options);
+    const probe = this.#observer.operation('broadcast', sql);
+    return probe.run(() => this.#broadcaster.run<R>(sql, params ?? NO_PARAMS, options, probe));
   }
 
   /**
@@ -443,6 +589,21 @@ export class ShardRouter {
     return this.#topology.shards();
   }
 
+  /**
+   * A plain snapshot of what the router counted since connect: statements by route and outcome
+   * with latency histograms, errors by code, pool counters and acquire waits per shard, 2PC
+   * recovery, stale-map retries, the map version, bucket moves. For feeding any metrics
+   * system; `registerMetrics` from `pg-shard-router/prometheus` exposes it to prom-client.
+   * Works after close() too (the counters stay readable).
+   *
+   * @example
+   * const { statements, pools } = router.metrics();
+   * const failed = statements.filter((s) => s.outcome === 'error').reduce((n, s) => n + s.count, 0);
+   */
+  metrics(): RouterMetrics {
+    return this.#observer.metrics.snapshot({ mapVersion: this.#topology.map.version, pools: this.poolStats() });
+  }
+
   /** Pool counters per shard id. */
   poolStats(): Record<string, PoolStats> {
     return Object.fromEntries(this.#topology.poolIds().map((id) => [id, this.#topology.pool(id).stats()]));
@@ -481,6 +642,21 @@ export class ShardRouter {
 }
 
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
+const NO_DETAIL = Object.freeze({});
+
+/** Records a single-shard statement that succeeded (and ends its span). */
+function observed<T extends ExecuteResult>(observer: Observer, started: number, span: SpanLike | undefined, result: T): T {
+  observer.single(true, (performance.now() - started) / 1000);
+  if (span) observer.tracing!.succeeded(span, result.shardId, result.command);
+  return result;
+}
+
+/** Records a single-shard statement that failed (and ends its span), then rethrows. */
+function observedFailure(observer: Observer, started: number, span: SpanLike | undefined, error: unknown): never {
+  observer.single(false, (performance.now() - started) / 1000, error);
+  if (span) observer.tracing!.failed(span, error);
+  throw error;
+}
 
 function run<R extends QueryResultRow>(
   pool: ShardPool,
@@ -499,5 +675,8 @@ function run<R extends QueryResultRow>(
 function invalidBroadcastArguments(params: unknown, options: unknown): ShardRouterError | undefined {
   if (params !== undefined && !Array.isArray(params)) return new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
   if (options === null || typeof options !== 'object') return new ShardRouterError('INVALID_ARGUMENT', 'options must be an object');
+  const { signal } = options as { signal?: unknown };
+  if (signal !== undefined && !(signal instanceof AbortSignal))
+    return new ShardRouterError('INVALID_ARGUMENT', 'signal must be an AbortSignal');
   return undefined;
 }

@@ -2,10 +2,11 @@ import { probeCapabilities, readLatestMap } from '../catalog/catalog.js';
 import type { ShardCapabilities } from '../catalog/catalog.js';
 import { readRegistry, readShardRegistry, registryNameParts } from '../catalog/registries.js';
 import type { RegisteredShard, RegisteredTable } from '../catalog/registries.js';
-import { connectionStringFor, resolveShard } from '../config.js';
+import { connectionStringFor, poolSessionSettings, resolveShard, sslFor } from '../config.js';
 import type { ResolvedConfig } from '../config.js';
 import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
 import type { BucketMap } from '../placement/bucket-map.js';
+import { Observer } from '../observe/observer.js';
 import { signedHashKey } from '../placement/hash.js';
 import type { ShardKey } from '../placement/hash.js';
 import { ShardPool } from '../pool/shard-pool.js';
@@ -76,9 +77,17 @@ export class Topology {
   /** What a stale-map retry calls to refresh: the router's public refreshMap, once there is a router. */
   #refreshForRetry: () => Promise<unknown> = () => this.refresh();
   #closed = false;
+  readonly #observer: Observer;
 
-  constructor(config: ResolvedConfig, pools: Map<string, ShardPool>, initial: InitialState, onTablesChanged: () => void) {
+  constructor(
+    config: ResolvedConfig,
+    pools: Map<string, ShardPool>,
+    initial: InitialState,
+    onTablesChanged: () => void,
+    observer: Observer = new Observer(undefined, undefined),
+  ) {
     this.#config = config;
+    this.#observer = observer;
     this.#pools = pools;
     this.#capabilities = new Map(initial.capabilities);
     this.#onTablesChanged = onTablesChanged;
@@ -212,7 +221,10 @@ export class Topology {
   /** Opens (or returns) a pool for a shard being added by this router's rebalancer. */
   addPool(shard: ReturnType<typeof resolveShard>): ShardPool {
     if (!this.#pools.has(shard.id)) {
-      const pool = new ShardPool(shard, this.#config.pool, this.#config.applicationName);
+      // A shard the rebalancer adds gets the config's TLS options unless it brings its own.
+      const tls = shard.ssl === undefined ? resolveShard(shard.id, shard.connectionString, sslFor(this.#config, shard.id)) : shard;
+      const pool = new ShardPool(tls, this.#config.pool, this.#config.applicationName, poolSessionSettings(this.#config));
+      pool.observer = this.#observer.pool(shard.id, shard.connectionString);
       pool.routingVersion = this.#map.version;
       this.#pools.set(shard.id, pool);
       this.#members = undefined;
@@ -255,6 +267,7 @@ export class Topology {
     for (let round = 0; round < STALE_MAP_ATTEMPTS; round++) {
       if (failure !== undefined) {
         if (!isStaleMap(failure)) throw failure;
+        this.#observer.staleMapRetry(round, this.#map.version, failure);
         if (round > 1) await new Promise((resolve) => setTimeout(resolve, STALE_MAP_BACKOFF_MS * 2 ** round));
         await this.#refreshForRetry();
       }
@@ -329,6 +342,7 @@ export class Topology {
     if (this.#shardIdByBucket.length > 0 && map.version <= this.#map.version) return;
     this.#ensureRegisteredPools();
     for (const owner of map.shardIds()) this.#ensurePool(owner);
+    if (this.#shardIdByBucket.length > 0) this.#observer.mapChanged(this.#map.version, map.version);
     this.#map = map;
     this.#members = undefined;
     this.#poolByBucket = map.owners.map((owner) => this.#pools.get(owner)!);
@@ -355,10 +369,11 @@ export class Topology {
         shardId,
       });
     }
-    const shard = resolveShard(shardId, connectionStringFor(registered.url, this.#config.shards));
+    const shard = resolveShard(shardId, connectionStringFor(registered.url, this.#config.shards), sslFor(this.#config, shardId));
     // A removed shard's server may be gone: never keep connections open to it.
     const poolConfig = registered.state === 'removed' ? { ...this.#config.pool, min: 0 } : this.#config.pool;
-    const pool = new ShardPool(shard, poolConfig, this.#config.applicationName);
+    const pool = new ShardPool(shard, poolConfig, this.#config.applicationName, poolSessionSettings(this.#config));
+    pool.observer = this.#observer.pool(shard.id, shard.connectionString);
     if (this.#shardIdByBucket.length > 0) pool.routingVersion = this.#map.version;
     this.#pools.set(shardId, pool);
     this.#members = undefined;

@@ -1,6 +1,7 @@
 import type { QueryResultRow, Queryable, ShardSession } from '../pool/session.js';
 import type { ShardQueryResult } from '../pool/shard-pool.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
+import type { TransactionObserver } from '../observe/hooks.js';
 import type { ShardKey } from '../placement/hash.js';
 import type { Gid } from './gid.js';
 import { Participant, aborted, cleanup } from './participant.js';
@@ -33,6 +34,8 @@ export interface CoordinatorContext {
   serverVersion(shardId: string): number;
   /** Called with gids left prepared somewhere after their decision, for recovery to finish. */
   onUnfinished(gid: Gid): void;
+  /** Told the protocol, the gid and each 2PC step (spans, metrics); none: nothing is reported. */
+  readonly observer?: TransactionObserver;
 }
 
 /**
@@ -142,14 +145,21 @@ class TransactionRun<T> {
     } catch (error) {
       const timedOut = this.#state === 'timed-out';
       this.#state = 'closed';
+      this.#reportProtocol();
       await this.#rollbackOpen();
       throw timedOut && !(error instanceof ShardRouterError && error.code === 'TRANSACTION_TIMEOUT') ? this.#timeoutError(error) : error;
     } finally {
       clearTimeout(timer);
     }
     this.#state = 'closed';
+    this.#reportProtocol();
     await this.#commit();
     return value;
+  }
+
+  /** Two-phase when it wrote to several shards (what #commit does, or would have done). */
+  #reportProtocol(): void {
+    this.#context.observer?.protocol(this.#touched().length > 1 && !this.#options.readOnly ? '2pc' : '1pc');
   }
 
   async #statement<R extends QueryResultRow>(

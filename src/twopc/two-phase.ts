@@ -1,5 +1,6 @@
 import type { QueryResult, ShardSession } from '../pool/session.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
+import type { TxnStep } from '../observe/hooks.js';
 import type { CoordinatorContext } from './coordinator.js';
 import {
   COORDINATOR_SETTLE_WINDOW_MS,
@@ -64,6 +65,7 @@ export class TwoPhaseCommit {
   }
 
   async run(): Promise<void> {
+    this.#context.observer?.gid(this.#gid);
     await this.#collectVotes();
     const noVoter = this.#voters.find((_, index) => this.#votes[index] !== 'yes');
     if (noVoter) {
@@ -95,7 +97,8 @@ export class TwoPhaseCommit {
     }
     let command: string;
     try {
-      command = (await voter.send(`PREPARE TRANSACTION ${gidLiteral(gid)}`)).command;
+      command = (await this.#step('PREPARE TRANSACTION', voter.shardId, () => voter.send(`PREPARE TRANSACTION ${gidLiteral(gid)}`)))
+        .command;
     } catch (error) {
       voter.firstError ??= error;
       // A server error means the PREPARE did not happen; a lost connection leaves it unknown.
@@ -123,7 +126,8 @@ export class TwoPhaseCommit {
     try {
       if (testHooks.fault) await this.#fault('before-decision', decider, 1, 1);
       commitSent = true;
-      const answer = (await decider.send(commitDecisionSql(this.#context.catalogSchema, this.#gid, this.#keepMillis))) as unknown as
+      const decisionSql = commitDecisionSql(this.#context.catalogSchema, this.#gid, this.#keepMillis);
+      const answer = (await this.#step('COMMIT', decider.shardId, () => decider.send(decisionSql))) as unknown as
         | QueryResult[]
         | QueryResult;
       const last = Array.isArray(answer) ? answer.at(-1) : answer;
@@ -214,7 +218,7 @@ export class TwoPhaseCommit {
         const target = fresh ?? voter.session;
         if (verb === 'COMMIT' && testHooks.fault) await this.#fault('before-commit-prepared', voter, index, of, attempt, target);
         testHooks.statement?.(voter.shardId, sql);
-        await target.query(sql);
+        await this.#step(`${verb} PREPARED`, voter.shardId, () => target.query(sql));
         if (verb === 'COMMIT' && testHooks.fault) await this.#fault('after-commit-prepared', voter, index, of, attempt, target);
         return true;
       } catch (error) {
@@ -258,6 +262,12 @@ export class TwoPhaseCommit {
         'decision could not be read back, so whether it committed is unknown; recovery will settle it (all shards or none)',
       { shardId: deciderId, gid: this.#gid, cause: lastError },
     );
+  }
+
+  /** One protocol step, under the observer's span when there is one. */
+  #step<T>(step: TxnStep, shardId: string, work: () => Promise<T>): Promise<T> {
+    const observer = this.#context.observer;
+    return observer ? observer.step(step, shardId, work) : work();
   }
 
   /** Runs the test hook; call sites check `testHooks.fault` first, so production pays no await. */

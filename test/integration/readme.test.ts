@@ -24,6 +24,7 @@ async function runReadmeExample(name: string): Promise<string> {
     file,
     readmeExample(name)
       .replace(`from 'pg-shard-router/local'`, `from '../src/local.js'`)
+      .replace(`from 'pg-shard-router/prometheus'`, `from '../src/prometheus.js'`)
       .replace(`from 'pg-shard-router'`, `from '../src/index.js'`),
   );
   try {
@@ -81,6 +82,24 @@ describe('README and demo', () => {
     );
   });
 
+  it('observability example runs as written: Prometheus text, spans per statement and per shard, router.metrics()', async () => {
+    const stdout = await runReadmeExample('observability');
+    const lines = stdout.trim().split('\n');
+    expect(lines).toContain('pg_shard_router_statements_total{route="single",outcome="ok"} 1');
+    expect(lines).toContain('pg_shard_router_statements_total{route="broadcast",outcome="ok"} 1');
+    const spans = lines.filter((line) => line.startsWith('span '));
+    expect(spans).toContain('span BROADCAST on all shards');
+    // The broadcast's shard spans, one per shard, plus the execute's on key 7's shard (s2 of 4).
+    expect(spans.filter((line) => line.startsWith('span SELECT')).sort()).toEqual([
+      'span SELECT on s0',
+      'span SELECT on s1',
+      'span SELECT on s2',
+      'span SELECT on s2',
+      'span SELECT on s3',
+    ]);
+    expect(stdout).toMatch(/router\.metrics\(\): 1 single-shard statement\(s\), \d+\.\d ms in total/);
+  });
+
   it('npm run demo writes and reads back every user from its owning shard, then grows to five shards', async () => {
     // The shard the demo adds runs on a server of its own (two databases of one server cannot
     // both prepare the same gid: see docs/rebalance.md, Limits).
@@ -117,5 +136,12 @@ describe('README and demo', () => {
     // users, orders, countries, and the library's idempotency records (docs/idempotency.md).
     expect(stdout).toContain('verify: 4 tables, 0 misplaced row groups, 0 divergent reference tables');
     expect(stdout).toContain('every acknowledged order is there, each row on the shard that owns its bucket');
+    // The metrics summary at the end: what the router counted along the way.
+    expect(stdout).toMatch(/ {2}single: \d+ ok, 0 failed, mean \d+\.\d ms/);
+    expect(stdout).toMatch(/ {2}transaction_2pc: [1-9]\d* ok/);
+    const moved = / moves (\d+) \((\d+) buckets, (\d+) rows copied\)/.exec(stdout);
+    expect(Number(moved![1])).toBeGreaterThan(0);
+    // Every bucket the fifth shard owns came to it by a move.
+    expect(Number(moved![2])).toBeGreaterThanOrEqual(perShardBuckets.at(-1)!);
   });
 });

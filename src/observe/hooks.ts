@@ -1,0 +1,85 @@
+/**
+ * The hooks the layers above call, as interfaces with no-op defaults: the pool, the 2PC engine,
+ * the broadcaster and the rebalancer depend only on these, never on what is plugged in behind
+ * them (observer.ts). Each is a plain object the router builds once per pool, transaction or
+ * broadcast.
+ */
+
+/** What a shard's pool reports. */
+export interface PoolObserver {
+  /** A caller got a connection after waiting this long (0: an idle one was at hand). */
+  acquired(waitSeconds: number): void;
+  /** A new connection opened. */
+  connected(): void;
+  /** A connection attempt failed; `noLiveConnection`: the pool has none left, so the shard looks down. */
+  connectFailed(error: unknown, noLiveConnection: boolean): void;
+  /** An open connection failed (socket error, server-side FATAL). */
+  connectionError(error: unknown): void;
+}
+
+export const NO_POOL_OBSERVER: PoolObserver = Object.freeze({
+  acquired() {},
+  connected() {},
+  connectFailed() {},
+  connectionError() {},
+});
+
+export type TxnProtocol = '1pc' | '2pc';
+
+/** The two-phase commit's steps that get a span of their own. */
+export type TxnStep = 'PREPARE TRANSACTION' | 'COMMIT' | 'COMMIT PREPARED' | 'ROLLBACK PREPARED';
+
+/** What one transaction reports (the coordinator calls it; a broadcast write's transaction too). */
+export interface TransactionObserver {
+  /** How the transaction ended up committing (or would have): two-phase when it wrote to several shards. */
+  protocol(protocol: TxnProtocol): void;
+  /** The global id of its two-phase commit. */
+  gid(gid: string): void;
+  /** Runs one protocol step on one shard (`COMMIT` on the decision shard is the decision). */
+  step<T>(step: TxnStep, shardId: string, work: () => Promise<T>): Promise<T>;
+}
+
+export const NO_TRANSACTION_OBSERVER: TransactionObserver = Object.freeze({
+  protocol() {},
+  gid() {},
+  step: <T>(_step: TxnStep, _shardId: string, work: () => Promise<T>) => work(),
+});
+
+/** What a broadcast reports: each shard's statement, and the transaction of a write. */
+export interface BroadcastObserver extends TransactionObserver {
+  /** Runs the statement `sql` sends to one shard (the rewritten shard query of a read). */
+  shard<T extends { readonly command: string }>(shardId: string, sql: string, work: () => Promise<T>): Promise<T>;
+}
+
+export const NO_BROADCAST_OBSERVER: BroadcastObserver = Object.freeze({
+  ...NO_TRANSACTION_OBSERVER,
+  shard: <T>(_shardId: string, _sql: string, work: () => Promise<T>) => work(),
+});
+
+/** A bucket move as the rebalancer reports it. */
+export interface MoveInfo {
+  readonly moveId: string;
+  readonly buckets: readonly number[];
+  readonly source: string;
+  readonly target: string;
+}
+
+export interface MoveResult extends MoveInfo {
+  readonly rowsCopied: number;
+  readonly bytesCopied: number;
+  readonly pauseMillis: number;
+  readonly mapVersion: number;
+}
+
+/** What the rebalancer reports about its moves. */
+export interface MoveObserver {
+  moveStarted(move: MoveInfo): void;
+  moveFinished(move: MoveResult): void;
+  moveFailed(move: MoveInfo, error: unknown): void;
+}
+
+export const NO_MOVE_OBSERVER: MoveObserver = Object.freeze({
+  moveStarted() {},
+  moveFinished() {},
+  moveFailed() {},
+});

@@ -1,0 +1,170 @@
+import type { TracerProviderLike } from '../config.js';
+import { sqlStateIn } from './logger.js';
+import type { ShardTarget } from './shard-target.js';
+
+/**
+ * OpenTelemetry spans, from the optional peer `@opentelemetry/api`, loaded at connect with a
+ * dynamic import: without the package there is no tracing and nothing to pay. Only the few API
+ * members used here are typed (structurally), so no public type depends on the package.
+ * Attributes follow the database semantic conventions (docs/operations.md, "Spans"); parameter
+ * values are never recorded, nor error messages (PostgreSQL's can quote a value).
+ */
+
+type AttributeValue = string | number | boolean;
+type Attributes = Record<string, AttributeValue | undefined>;
+
+export interface SpanLike {
+  setAttribute(key: string, value: AttributeValue): unknown;
+  setStatus(status: { code: number; message?: string }): unknown;
+  updateName(name: string): unknown;
+  isRecording(): boolean;
+  end(): void;
+}
+
+interface TracerLike {
+  startSpan(name: string, options: { kind: number; attributes: Attributes }, context?: unknown): SpanLike;
+}
+
+interface OpenTelemetryApi {
+  trace: {
+    getTracerProvider(): TracerProviderLike;
+    setSpan(context: unknown, span: SpanLike): unknown;
+  };
+  context: { active(): unknown; with<T>(context: unknown, fn: () => T): T };
+}
+
+/** What a statement span may carry besides the shard's server and the SQL. */
+export interface StatementDetail {
+  readonly bucket?: number;
+  readonly mapVersion?: number;
+  /** For a 2PC step: its statement (PREPARE TRANSACTION, ...); else the command tag, set when it ends. */
+  readonly operation?: string;
+  readonly step?: string;
+  readonly gid?: string;
+}
+
+const SPAN_KIND_INTERNAL = 0;
+const SPAN_KIND_CLIENT = 2;
+const STATUS_ERROR = 2;
+const TRACER_NAME = 'pg-shard-router';
+
+/** The namespaced attributes of this library. */
+export const ATTR = {
+  shard: 'pg_shard_router.shard',
+  bucket: 'pg_shard_router.bucket',
+  mapVersion: 'pg_shard_router.map_version',
+  txnProtocol: 'pg_shard_router.txn_protocol',
+  gid: 'pg_shard_router.gid',
+  txnStep: 'pg_shard_router.txn_step',
+} as const;
+
+/**
+ * Loads `@opentelemetry/api` if it is installed; undefined otherwise (tracing off).
+ * `provider`: the config's tracerProvider, else the global one (a no-op until an SDK registers).
+ */
+export async function loadTracing(provider: TracerProviderLike | undefined): Promise<Tracing | undefined> {
+  let api: OpenTelemetryApi;
+  try {
+    api = (await import('@opentelemetry/api')) as unknown as OpenTelemetryApi;
+  } catch {
+    return undefined;
+  }
+  const tracer = (provider ?? api.trace.getTracerProvider()).getTracer(TRACER_NAME) as TracerLike;
+  return new Tracing(api, tracer);
+}
+
+export class Tracing {
+  readonly #api: OpenTelemetryApi;
+  readonly #tracer: TracerLike;
+  /** Per shard: where its statements go (host, port, database), read once from its connection string. */
+  readonly #targets = new Map<string, ShardTarget>();
+
+  constructor(api: OpenTelemetryApi, tracer: TracerLike) {
+    this.#api = api;
+    this.#tracer = tracer;
+  }
+
+  /** Remembers a shard's server (call once per pool). */
+  addShard(target: ShardTarget): void {
+    this.#targets.set(target.shardId, target);
+  }
+
+  /**
+   * A CLIENT span for one statement on one shard, a child of `parent` or else of the active
+   * context. Named by the shard's database until the server's command tag is known. The
+   * attributes are one object literal of fixed shape: spreading a shared object into it costs
+   * the SDK several times more (measured: bench section `observe`).
+   */
+  statement(shardId: string, sql: string | undefined, detail: StatementDetail, parent?: SpanLike): SpanLike {
+    const target = this.#targets.get(shardId);
+    const attributes: Attributes = {
+      'db.system.name': 'postgresql',
+      'db.namespace': target?.namespace,
+      'server.address': target?.address,
+      'server.port': target?.port,
+      'db.query.text': sql,
+      'db.operation.name': detail.operation,
+      'pg_shard_router.shard': shardId,
+      'pg_shard_router.bucket': detail.bucket,
+      'pg_shard_router.map_version': detail.mapVersion,
+      'pg_shard_router.txn_step': detail.step,
+      'pg_shard_router.gid': detail.gid,
+    };
+    const name = target?.namespace ?? 'postgresql';
+    return this.#tracer.startSpan(name, { kind: SPAN_KIND_CLIENT, attributes }, this.#context(parent));
+  }
+
+  /**
+   * A span over several shards (a broadcast, INTERNAL, or a transaction, CLIENT), under the
+   * active context. Its children are passed it explicitly, so no context manager is needed.
+   */
+  operation(name: 'BROADCAST' | 'TRANSACTION', sql: string | undefined): SpanLike {
+    const kind = name === 'BROADCAST' ? SPAN_KIND_INTERNAL : SPAN_KIND_CLIENT;
+    const attributes: Attributes = { 'db.system.name': 'postgresql', 'db.operation.name': name, 'db.query.text': sql };
+    return this.#tracer.startSpan(name, { kind, attributes });
+  }
+
+  /** Runs `work` with `span` as the active span (so spans the caller's code starts nest under it, given a context manager). */
+  within<T>(span: SpanLike, work: () => T): T {
+    return this.#api.context.with(this.#api.trace.setSpan(this.#api.context.active(), span), work);
+  }
+
+  /** Ends a statement span that succeeded; `command` is the server's command tag (SELECT, INSERT, ...). */
+  succeeded(span: SpanLike, shardId: string, command: string | undefined): void {
+    if (command && span.isRecording()) {
+      span.setAttribute('db.operation.name', command);
+      const namespace = this.#targets.get(shardId)?.namespace;
+      span.updateName(namespace === undefined ? command : `${command} ${String(namespace)}`);
+    }
+    span.end();
+  }
+
+  /** Ends a span that failed: error.type and the SQLSTATE, never the message. */
+  failed(span: SpanLike, error: unknown): void {
+    if (span.isRecording()) {
+      const sqlState = sqlStateIn(error);
+      const type = errorType(error, sqlState);
+      span.setAttribute('error.type', type);
+      if (sqlState !== undefined) span.setAttribute('db.response.status_code', sqlState);
+      span.setStatus({ code: STATUS_ERROR, message: type });
+    }
+    span.end();
+  }
+
+  #context(parent: SpanLike | undefined): unknown {
+    const active = this.#api.context.active();
+    return parent ? this.#api.trace.setSpan(active, parent) : active;
+  }
+}
+
+/**
+ * error.type: the SQLSTATE when PostgreSQL answered with an error (the convention's first
+ * choice), else the ShardRouterError code (POOL_TIMEOUT, SHARD_UNAVAILABLE, ...), else the
+ * error's class name.
+ */
+export function errorType(error: unknown, sqlState = sqlStateIn(error)): string {
+  if (sqlState !== undefined) return sqlState;
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'string') return code;
+  return error instanceof Error ? error.name : '_OTHER';
+}

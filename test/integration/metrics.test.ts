@@ -1,0 +1,170 @@
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ShardRouterError } from '../../src/index.js';
+import type { RouterMetrics, ShardRouter, StatementMetrics } from '../../src/index.js';
+import { registerMetrics } from '../../src/prometheus.js';
+import { testHooks } from '../../src/twopc/test-hooks.js';
+import { connectFreshRouter, dropSchemas, rejectionOf, uniqueName } from '../support/cluster.js';
+import { keysOn } from '../support/keys.js';
+
+/**
+ * router.metrics() and the prom-client exposition, against the real shards: every counter is
+ * checked as a difference across the calls that should move it.
+ */
+
+const data = uniqueName('met');
+let catalog: string;
+let router: ShardRouter;
+
+beforeAll(async () => {
+  catalog = uniqueName('cat');
+  router = await connectFreshRouter({ catalogSchema: catalog, recovery: { intervalMillis: 0, atConnect: false } });
+  await router.broadcast(`CREATE SCHEMA ${data}`);
+  await router.broadcast(`CREATE TABLE ${data}.items (id text PRIMARY KEY, n int NOT NULL)`);
+});
+
+afterAll(async () => {
+  testHooks.fault = undefined;
+  await router.close();
+  await dropSchemas(data, catalog);
+});
+
+function statement(metrics: RouterMetrics, route: StatementMetrics['route'], outcome: StatementMetrics['outcome']): StatementMetrics {
+  return metrics.statements.find((s) => s.route === route && s.outcome === outcome)!;
+}
+
+function count(metrics: RouterMetrics, route: StatementMetrics['route'], outcome: StatementMetrics['outcome']): number {
+  return statement(metrics, route, outcome).count;
+}
+
+describe('router.metrics()', () => {
+  it('counts single-shard statements by outcome, with their latency and error codes', async () => {
+    const before = router.metrics();
+    await router.execute('k1', `INSERT INTO ${data}.items (id, n) VALUES ($1, $2)`, ['k1', 1]);
+    await router.execute('k1', `SELECT * FROM ${data}.items WHERE id = $1`, ['k1']);
+    await rejectionOf(router.execute('k1', `INSERT INTO ${data}.items (id, n) VALUES ($1, $2)`, ['k1', 2]));
+    const after = router.metrics();
+    expect(count(after, 'single', 'ok') - count(before, 'single', 'ok')).toBe(2);
+    expect(count(after, 'single', 'error') - count(before, 'single', 'error')).toBe(1);
+    const ok = statement(after, 'single', 'ok').durationSeconds;
+    expect(ok.count).toBe(count(after, 'single', 'ok'));
+    expect(ok.sum).toBeGreaterThan(0);
+    // Cumulative buckets never decrease and never exceed the count.
+    expect(ok.cumulative).toEqual([...ok.cumulative].sort((a, b) => a - b));
+    expect(ok.cumulative.at(-1)!).toBeLessThanOrEqual(ok.count);
+    expect(after.errors.find((e) => e.route === 'single' && e.code === 'QUERY_FAILED')?.count).toBeGreaterThanOrEqual(1);
+  });
+
+  it('tells one-phase from two-phase transactions, and counts broadcasts', async () => {
+    const [a, b] = keysOn(router, ['s0', 's1'], 'route');
+    const before = router.metrics();
+    await router.transaction([a!], (tx) => tx.execute(a!, `INSERT INTO ${data}.items (id, n) VALUES ($1, 1)`, [String(a)]));
+    await router.transaction([a!, b!], async (tx) => {
+      await tx.execute(a!, `UPDATE ${data}.items SET n = n + 1 WHERE id = $1`, [String(a)]);
+      await tx.execute(b!, `INSERT INTO ${data}.items (id, n) VALUES ($1, 1)`, [String(b)]);
+    });
+    await rejectionOf(
+      router.transaction([a!], async () => {
+        throw new Error('the callback gives up');
+      }),
+    );
+    await router.broadcast(`SELECT count(*) FROM ${data}.items`);
+    const after = router.metrics();
+    expect(count(after, 'transaction_1pc', 'ok') - count(before, 'transaction_1pc', 'ok')).toBe(1);
+    expect(count(after, 'transaction_2pc', 'ok') - count(before, 'transaction_2pc', 'ok')).toBe(1);
+    expect(count(after, 'transaction_1pc', 'error') - count(before, 'transaction_1pc', 'error')).toBe(1);
+    expect(count(after, 'broadcast', 'ok') - count(before, 'broadcast', 'ok')).toBe(1);
+    expect(after.errors.find((e) => e.route === 'transaction_1pc' && e.code === 'OTHER')?.count).toBe(1);
+  });
+
+  it('has every pool with its counters and acquire waits, the map version, and everything up', async () => {
+    const metrics = router.metrics();
+    expect(Object.keys(metrics.pools).sort()).toEqual([...router.shardIds].sort());
+    for (const [shardId, pool] of Object.entries(metrics.pools)) {
+      expect(pool).toMatchObject(router.poolStats()[shardId]!);
+      expect(pool.up).toBe(true);
+      expect(pool.acquireWaitSeconds.count).toBeGreaterThan(0);
+    }
+    expect(metrics.mapVersion).toBe(router.bucketMap.version);
+  });
+
+  it('counts a 2PC left prepared by its coordinator, and recovery committing it', async () => {
+    const [a, b] = keysOn(router, ['s0', 's1'], 'left');
+    // Every COMMIT PREPARED attempt fails: the coordinator leaves the voter prepared for recovery.
+    testHooks.fault = (context) => {
+      if (context.point === 'before-commit-prepared') throw new Error('injected: the voter is unreachable');
+    };
+    const before = router.metrics().twoPhase;
+    try {
+      await router.transaction([a!, b!], async (tx) => {
+        await tx.execute(a!, `INSERT INTO ${data}.items (id, n) VALUES ($1, 7)`, [`left-${String(a)}`]);
+        await tx.execute(b!, `INSERT INTO ${data}.items (id, n) VALUES ($1, 7)`, [`left-${String(b)}`]);
+      });
+    } finally {
+      testHooks.fault = undefined;
+    }
+    expect(router.metrics().twoPhase.leftPrepared - before.leftPrepared).toBe(1);
+    const report = await router.recover({ graceMillis: 0 });
+    expect(report.committed.length).toBe(1);
+    const after = router.metrics().twoPhase;
+    expect(after.recoveredCommitted - before.recoveredCommitted).toBe(1);
+    expect(after.recoveryPasses - before.recoveryPasses).toBe(1);
+    expect(after.inDoubt).toBe(0);
+    expect(Object.values(after.preparedByShard).every((n) => n === 0)).toBe(true);
+  });
+});
+
+describe('registerMetrics (prom-client)', () => {
+  it('exposes the snapshot in the Prometheus text format, with the names and labels docs/operations.md lists', async () => {
+    const registry = new Registry();
+    const registered = registerMetrics(router, { registry });
+    try {
+      await router.execute('k2', 'SELECT $1::int', [2]);
+      const text = await registry.metrics();
+      const snapshot = router.metrics();
+      const ok = statement(snapshot, 'single', 'ok');
+      expect(text).toContain('# TYPE pg_shard_router_statements_total counter');
+      expect(text).toContain(`pg_shard_router_statements_total{route="single",outcome="ok"} ${ok.count}`);
+      expect(text).toContain('# TYPE pg_shard_router_statement_duration_seconds histogram');
+      expect(text).toContain(`pg_shard_router_statement_duration_seconds_count{route="single",outcome="ok"} ${ok.count}`);
+      expect(text).toContain(`pg_shard_router_statement_duration_seconds_bucket{route="single",outcome="ok",le="+Inf"} ${ok.count}`);
+      expect(text).toMatch(/pg_shard_router_statement_duration_seconds_bucket\{route="single",outcome="ok",le="0\.001"\} \d+/);
+      expect(text).toContain(`pg_shard_router_map_version ${snapshot.mapVersion}`);
+      for (const shardId of router.shardIds) {
+        expect(text).toContain(`pg_shard_router_shard_up{shard="${shardId}"} 1`);
+        expect(text).toContain(`pg_shard_router_pool_max_connections{shard="${shardId}"} 10`);
+        expect(text).toMatch(new RegExp(`pg_shard_router_pool_acquire_wait_seconds_count\\{shard="${shardId}"\\} [1-9]`));
+      }
+      expect(text).toContain('pg_shard_router_twopc_recovered_total{outcome="commit"} 1');
+      expect(text).toContain('pg_shard_router_stale_map_retries_total 0');
+      // No key or bucket ever becomes a label.
+      expect(text).not.toMatch(/\b(key|bucket)="/);
+      // Every sample line is `name{labels} number`, every name carries the prefix.
+      for (const line of text.split('\n').filter((l) => l !== '' && !l.startsWith('#')))
+        expect(line).toMatch(/^pg_shard_router_[a-z_]+(\{[^}]*\})? -?[0-9.e+-]+$/);
+      // The JSON form (what prom-client's cluster aggregation reads) works too.
+      const json = await registry.getMetricsAsJSON();
+      expect(json.find((m) => m.name === 'pg_shard_router_statement_duration_seconds')?.type).toBe('histogram');
+    } finally {
+      registered.unregister();
+    }
+    expect(await registry.metrics()).not.toContain('pg_shard_router_');
+  });
+
+  it('takes a prefix, refuses a bad one and a second registration under the same names', () => {
+    const registry = new Registry();
+    const registered = registerMetrics(router, { registry, prefix: 'app_db_' });
+    expect(registered.names).toContain('app_db_statements_total');
+    const twice = (() => {
+      try {
+        registerMetrics(router, { registry, prefix: 'app_db_' });
+      } catch (error) {
+        return error;
+      }
+    })();
+    expect(twice).toBeInstanceOf(ShardRouterError);
+    expect((twice as ShardRouterError).code).toBe('INVALID_ARGUMENT');
+    expect(() => registerMetrics(router, { registry, prefix: 'bad prefix' })).toThrow(/prefix/);
+    registered.unregister();
+  });
+});
