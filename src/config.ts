@@ -121,6 +121,19 @@ function hasMethods(value: unknown, names: readonly string[]): boolean {
     value !== null && typeof value === 'object' && names.every((name) => typeof (value as Record<string, unknown>)[name] === 'function')
   );
 }
+/** Idempotency records: how long a retry with the same key is recognised (docs/idempotency.md). */
+const idempotencySchema = z.strictObject({
+  /** How long a record is kept after its call committed: retries within it replay, later ones run anew. 1 s to 365 days. */
+  ttlMillis: z
+    .int()
+    .min(1_000)
+    .max(365 * 86_400_000)
+    .default(86_400_000),
+  /** How often a router deletes expired records on every shard; 0 = never. */
+  gcIntervalMillis: z.int().min(0).max(MAX_TIMER_MS).default(60_000),
+  /** Records deleted per statement (a pass repeats while batches come back full, up to 100 batches). */
+  gcBatchSize: z.int().min(1).max(100_000).default(1_000),
+});
 
 const outboxSchema = z.strictObject({
   /** Events every consumer group acknowledged are deleted once they are older than this (consumers purge as they run). */
@@ -146,6 +159,7 @@ const configSchema = z
      */
     statementTimeoutMillis: z.int().min(1).max(MAX_TIMER_MS).optional(),
     outbox: outboxSchema.default(() => outboxSchema.parse({})),
+    idempotency: idempotencySchema.default(() => idempotencySchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z
       .string()
@@ -208,6 +222,7 @@ function hasSslParameters(connectionString: string): boolean {
   return URL_SSL_PARAMETERS.some((name) => searchParams.has(name));
 }
 export type OutboxConfig = z.output<typeof outboxSchema>;
+export type IdempotencyConfig = z.output<typeof idempotencySchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -228,6 +243,7 @@ export interface ResolvedConfig {
   readonly broadcast: Readonly<BroadcastConfig>;
   readonly mapRefresh: Readonly<MapRefreshConfig>;
   readonly outbox: Readonly<OutboxConfig>;
+  readonly idempotency: Readonly<IdempotencyConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
   readonly logger: Logger | undefined;
@@ -331,6 +347,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     broadcast,
     mapRefresh,
     outbox,
+    idempotency,
     catalogSchema,
     applicationName,
     logger,
@@ -346,6 +363,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     broadcast: Object.freeze({ ...broadcast }),
     mapRefresh: Object.freeze({ ...mapRefresh }),
     outbox: Object.freeze({ ...outbox }),
+    idempotency: Object.freeze({ ...idempotency }),
     catalogSchema,
     applicationName,
     logger,

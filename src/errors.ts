@@ -74,6 +74,11 @@ export const ERROR_CODES = [
   'LOCK_LOST',
   /** A write fenced by a lock's token was refused: a later holder took the lock (a newer token exists). Nothing was written. */
   'LOCK_FENCED',
+  /**
+   * An idempotency key already on record for a different call shape (other keys, SQL text or
+   * params). Nothing ran. Not retryable: use a new key for a new call.
+   */
+  'IDEMPOTENCY_KEY_REUSED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

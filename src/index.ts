@@ -6,6 +6,12 @@ export type { Transaction, PublishOptions, PublishedEvent, JsonValue } from './o
 export type { OutboxConsumer } from './outbox/consumer.js';
 export type { ConsumeOptions, OutboxEvent } from './outbox/options.js';
 export type { OutboxAdmin, OutboxStatus, OutboxGroupStatus, ParkedEvent } from './outbox/admin.js';
+export type {
+  IdempotencyOptions,
+  IdempotentExecuteOptions,
+  IdempotentExecuteResult,
+  IdempotentReplay,
+} from './idempotency/idempotency-keys.js';
 export { ISOLATION_LEVELS } from './twopc/transaction-options.js';
 export type { IsolationLevel, TransactionOptions } from './twopc/transaction-options.js';
 export type { RecoveryReport, SettledTransaction, InDoubtTransaction, ShardRecoveryReport } from './twopc/recovery.js';

@@ -4,6 +4,7 @@ import { coordinatorSection } from './coordinator.js';
 import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
 import { locksSection } from './locks.js';
+import { idempotencySection } from './idempotency.js';
 import { naiveSection } from './naive.js';
 import { observeSection } from './observe.js';
 import { outboxSection } from './outbox.js';
@@ -19,6 +20,7 @@ export const SECTIONS: readonly Section<unknown>[] = [
   naiveSection,
   observeSection,
   transactionsSection,
+  idempotencySection,
   broadcastSection,
   coordinatorSection,
   streamSection,

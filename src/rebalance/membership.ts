@@ -89,7 +89,7 @@ async function checkTablesOnNewShard(context: RebalanceContext, session: Queryab
   const referenceSession = context.pool(reference);
   const problems: string[] = [];
   for (const table of context.tables) {
-    // The library's own tables (the outbox's) live in the catalog schema: the extensions install them.
+    // The library's own tables (idempotency records, the outbox's) live in the catalog schema: the extensions install them.
     if (registryNameParts(table.table)[0] === context.config.catalogSchema) continue;
     const shape = await describeTable(session, table.table);
     if (!shape) {

@@ -7,6 +7,7 @@ import { loadTracing } from '../observe/tracing.js';
 import type { ShardSession } from '../pool/session.js';
 import { ShardPool } from '../pool/shard-pool.js';
 import type { CatalogExtension } from '../catalog/catalog.js';
+import { idempotencyExtension } from '../idempotency/records.js';
 import { outboxExtension } from '../outbox/schema.js';
 import { lockTokensExtension } from '../rebalance/lock-space.js';
 import { rebalanceExtension } from '../rebalance/schema.js';
@@ -16,11 +17,12 @@ import { BackgroundRecovery } from './background-recovery.js';
 import { broadcastContext, coordinatorContext, recoveryContext } from './contexts.js';
 import { Topology } from './topology.js';
 
-/** What every shard's catalog gets from the layers, in order (the outbox's needs the rebalancing functions). */
+/** What every shard's catalog gets from the layers, in order (the idempotency records' and the outbox's fence triggers need the rebalancing functions). */
 export const CATALOG_EXTENSIONS: readonly CatalogExtension[] = [
   decisionLogExtension,
   rebalanceExtension,
   lockTokensExtension,
+  idempotencyExtension,
   outboxExtension,
 ];
 

@@ -1,4 +1,5 @@
 import type { BroadcastRouterContext } from '../broadcast/broadcaster.js';
+import type { CollectorContext } from '../idempotency/collector.js';
 import type { ResolvedConfig } from '../config.js';
 import type { MoveObserver, TransactionObserver } from '../observe/hooks.js';
 import type { CatalogExtension } from '../catalog/catalog.js';
@@ -18,6 +19,18 @@ import type { Topology } from './topology.js';
  * The ports the engines work through (docs/architecture.md), built over the router's topology.
  * Each engine sees only its context, never the router.
  */
+
+/** The idempotency record collector's shards: the members, statements stamped with the current map version. */
+export function collectorContext(config: ResolvedConfig, topology: Topology): CollectorContext {
+  return {
+    catalogSchema: config.catalogSchema,
+    shards: () =>
+      topology.members().map((shardId) => ({
+        shardId,
+        queryable: { query: (sql, params) => topology.pool(shardId).query(sql, params ?? [], topology.map.version) },
+      })),
+  };
+}
 
 /** The 2PC engine's context, routing by the router's current map (for writes routed by shard id). */
 export function coordinatorContext(

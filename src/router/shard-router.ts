@@ -13,6 +13,9 @@ import type { QueryResultRow } from '../pool/session.js';
 import { ShardPgPool } from '../pool/pg-pool-face.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { PoolStats, ShardQueryResult } from '../pool/shard-pool.js';
+import { IdempotencyKeys } from '../idempotency/idempotency-keys.js';
+import type { IdempotencyOptions, IdempotentExecuteOptions, IdempotentExecuteResult } from '../idempotency/idempotency-keys.js';
+import { RecordCollector } from '../idempotency/collector.js';
 import { Rebalancer } from '../rebalance/rebalancer.js';
 import type { RebalancerOptions } from '../rebalance/rebalancer.js';
 import { registerOnShard } from '../rebalance/register-table.js';
@@ -35,7 +38,7 @@ import type { HeldLockInfo, LockOptions } from '../lock/types.js';
 import type { BackgroundRecovery } from './background-recovery.js';
 import { CATALOG_EXTENSIONS, composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
-import { clusterAccess, lockContext, outboxContext, routedContext } from './contexts.js';
+import { clusterAccess, collectorContext, lockContext, outboxContext, routedContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
 import { SERVER_TIMEOUT_MARGIN_MS, checkedExecuteOptions, executeStop, runBounded } from './execute-options.js';
 import type { ExecuteOptions } from './execute-options.js';
@@ -73,6 +76,8 @@ export class ShardRouter {
   readonly #recovery: BackgroundRecovery;
   readonly #broadcaster: Broadcaster;
   readonly #watcher: MapWatcher;
+  readonly #idempotency: IdempotencyKeys<Transaction>;
+  readonly #collector: RecordCollector;
   readonly #observer: Observer;
   readonly #outboxContext: OutboxContext;
   readonly #notifier: PublishNotifier;
@@ -105,6 +110,14 @@ export class ShardRouter {
     this.#outboxContext = outboxContext(parts.clusterId, parts.config, topology, parts.coordinator);
     this.#notifier = new PublishNotifier(this.#outboxContext.channel, (shardId) => topology.pool(shardId));
     this.outbox = new OutboxAdmin(this.#outboxContext);
+    // Idempotency works through this router's own execute and transaction (docs/idempotency.md).
+    this.#idempotency = new IdempotencyKeys<Transaction>({
+      catalogSchema: parts.config.catalogSchema,
+      ttlMillis: parts.config.idempotency.ttlMillis,
+      read: (key, sql, params) => this.execute(key, sql, params),
+      transaction: (keys, work, options) => this.transaction(keys, work, options),
+    });
+    this.#collector = new RecordCollector(collectorContext(parts.config, topology), parts.config.idempotency);
   }
 
   /**
@@ -159,6 +172,13 @@ export class ShardRouter {
    *
    * @example
    * const { rows, shardId } = await router.execute<{ id: number }>(userId, 'SELECT id FROM orders WHERE user_id = $1', [userId]);
+   * With `{ idempotencyKey }` the statement runs at most once per key (docs/idempotency.md): it
+   * runs in a one-shard transaction that also stores its result, and a later call with the same
+   * key, SQL and params resolves to that result with `replayed: true`, sending nothing.
+   *
+   * @example
+   * const { rows, replayed } = await router.execute(userId, 'INSERT INTO orders (user_id, total) VALUES ($1, $2) RETURNING id', [userId, 30], { idempotencyKey: requestId });
+   *
    * With `options.signal` or a timeout (`options.timeoutMillis`, the config's
    * `statementTimeoutMillis`) the statement is cancelled on the server when it aborts.
    *
@@ -166,16 +186,37 @@ export class ShardRouter {
    * const { rows } = await router.execute(userId, 'SELECT * FROM orders WHERE user_id = $1', [userId], { timeoutMillis: 2_000, signal });
    * @throws ShardRouterError INVALID_KEY, QUERY_FAILED (PostgreSQL's error as `cause`, SQLSTATE as
    * `sqlState`), POOL_TIMEOUT, SHARD_UNAVAILABLE, CONNECTION_LOST, ROUTER_CLOSED,
-   * STATEMENT_TIMEOUT, STATEMENT_CANCELLED
+   * STATEMENT_TIMEOUT, STATEMENT_CANCELLED; with an idempotency key also INVALID_ARGUMENT,
+   * IDEMPOTENCY_KEY_REUSED and the errors of {@link transaction}
    */
+  execute<R extends QueryResultRow = QueryResultRow>(
+    key: ShardKey,
+    sql: string,
+    params: readonly unknown[] | undefined,
+    options: IdempotentExecuteOptions & { readonly idempotencyKey: string },
+  ): Promise<IdempotentExecuteResult<R>>;
   execute<R extends QueryResultRow = QueryResultRow>(
     key: ShardKey,
     sql: string,
     params?: readonly unknown[],
     options?: ExecuteOptions,
+  ): Promise<ExecuteResult<R>>;
+  execute<R extends QueryResultRow = QueryResultRow>(
+    key: ShardKey,
+    sql: string,
+    params?: readonly unknown[],
+    options?: ExecuteOptions | IdempotentExecuteOptions,
   ): Promise<ExecuteResult<R>> {
+    if (options !== undefined && options !== null && typeof options === 'object' && 'idempotencyKey' in options) {
+      try {
+        if (this.#closing) throw closedError();
+        return this.#idempotency.execute<R>(key, sql, params, options);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     if (options !== undefined || this.#config.statementTimeoutMillis !== undefined)
-      return this.#executeBounded<R>(key, sql, params, options);
+      return this.#executeBounded<R>(key, sql, params, options as ExecuteOptions | undefined);
     // Not `async`: one promise layer fewer on the hot path; errors still arrive as rejections.
     let pool: ShardPool;
     let version: number;
@@ -335,15 +376,33 @@ export class ShardRouter {
    *   await tx.execute(from, 'UPDATE accounts SET balance = balance - $2 WHERE id = $1', [from, 100]);
    *   await tx.execute(to, 'UPDATE accounts SET balance = balance + $2 WHERE id = $1', [to, 100]);
    * }, { isolation: 'repeatable read', timeoutMillis: 10_000 });
+   * With `{ idempotencyKey }` the transaction takes effect at most once per key
+   * (docs/idempotency.md): what `work` returns (JSON) is stored in the same commit, on the
+   * first key's shard, and a later call with the same key and keys resolves to it without
+   * running `work`, calling `onReplay` first. Retrying with the key after any error is safe.
+   *
+   * @example
+   * const orderId = await router.transaction([buyer, seller], async (tx) => placeOrder(tx), {
+   *   idempotencyKey: request.headers['idempotency-key'],
+   *   onReplay: () => log.info('answered from the idempotency record'),
+   * });
    * @throws ShardRouterError INVALID_KEY, INVALID_ARGUMENT, PREPARED_TRANSACTIONS_DISABLED,
    * TRANSACTION_ABORTED, TRANSACTION_TIMEOUT, LOCK_TIMEOUT, IN_DOUBT, POOL_TIMEOUT,
-   * SHARD_UNAVAILABLE, ROUTER_CLOSED, and whatever `work` throws
+   * SHARD_UNAVAILABLE, ROUTER_CLOSED, IDEMPOTENCY_KEY_REUSED, and whatever `work` throws
    */
-  async transaction<T>(keys: readonly ShardKey[], work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
+  async transaction<T>(
+    keys: readonly ShardKey[],
+    work: (tx: Transaction) => Promise<T>,
+    options?: TransactionOptions & IdempotencyOptions,
+  ): Promise<T> {
     if (this.#closing) throw closedError();
     if (!Array.isArray(keys) || keys.length === 0)
       throw new ShardRouterError('INVALID_ARGUMENT', 'keys must be a non-empty array of shard keys');
     if (typeof work !== 'function') throw new ShardRouterError('INVALID_ARGUMENT', 'work must be a function (tx) => Promise');
+    if (options !== null && typeof options === 'object' && ('idempotencyKey' in options || 'onReplay' in options)) {
+      for (const key of keys) this.#topology.bucketOf(key); // INVALID_KEY before anything is read
+      return this.#idempotency.transaction(keys, work, options);
+    }
     const resolved = resolveTransactionOptions(options, this.#config.transactions);
     const probe = this.#observer.operation('transaction');
     // Refused by a map fence (a bucket moved): nothing committed, so the whole transaction runs
@@ -361,6 +420,7 @@ export class ShardRouter {
         // One fixed order (by shard id) for taking connections, in every router: no two
         // transactions can each hold a connection the other waits for.
         const shardIds = [...new Set(declared)].sort();
+        // The first key's shard decides a two-phase commit: idempotency records rely on it.
         if (shardIds.length > 1 && !resolved.readOnly) this.#topology.requirePreparedTransactions(shardIds);
         published.clear();
         return runTransaction(context, shardIds, declared[0]!, resolved, (tx) =>
@@ -633,6 +693,7 @@ export class ShardRouter {
       await Promise.all([...this.#consumers].map((consumer) => consumer.stop()));
       await this.#watcher.close();
       await this.#locks.close();
+      await this.#collector.close();
       await this.#recovery.close();
       await this.#topology.close();
     })();

@@ -75,6 +75,13 @@ describe('README and demo', () => {
     expect(stdout).toContain('closed 13 orders');
   });
 
+  it('idempotency example runs as written: the retries replay and take no effect', async () => {
+    const stdout = await runReadmeExample('idempotency');
+    expect(stdout).toBe(
+      'first replayed: false, retry replayed: true, amount 25\n{"moved":10}\nanswered from the record\n{"moved":10}\npayments: 3\n',
+    );
+  });
+
   it('observability example runs as written: Prometheus text, spans per statement and per shard, router.metrics()', async () => {
     const stdout = await runReadmeExample('observability');
     const lines = stdout.trim().split('\n');
@@ -131,8 +138,8 @@ describe('README and demo', () => {
       .map((entry) => Number(entry.split('=')[1]));
     expect(perShardBuckets).toHaveLength(5);
     expect(Math.max(...perShardBuckets) - Math.min(...perShardBuckets)).toBeLessThanOrEqual(1);
-    // 3 of the demo's, 4 of the outbox's (registered by the library, in the catalog schema).
-    expect(stdout).toContain('verify: 7 tables, 0 misplaced row groups, 0 divergent reference tables');
+    // 3 of the demo's, 1 idempotency records table, 4 of the outbox's (registered by the library, in the catalog schema).
+    expect(stdout).toContain('verify: 8 tables, 0 misplaced row groups, 0 divergent reference tables');
     expect(stdout).toContain('every acknowledged order is there, each row on the shard that owns its bucket');
     // The metrics summary at the end: what the router counted along the way.
     expect(stdout).toMatch(/ {2}single: \d+ ok, 0 failed, mean \d+\.\d ms/);

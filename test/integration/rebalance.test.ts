@@ -117,8 +117,9 @@ describe('registry', () => {
     expect((noColumn as ShardRouterError).code).toBe('INVALID_ARGUMENT');
     const changed = await rejectionOf(router.registerShardedTable('accounts', 'note'));
     expect((changed as ShardRouterError).message).toMatch(/already registered/);
-    // The outbox's tables (in the catalog schema) are registered by the library itself, so moves carry them.
+    // The library's own tables (idempotency records, the outbox's, in the catalog schema) are registered by it, so moves carry them.
     expect(router.tables.map((table) => `${table.table}:${table.kind}:${table.shardKey ?? ''}`)).toEqual([
+      `${schema}.idempotency_records:sharded:anchor`,
       `${schema}.outbox_events:sharded:key`,
       `${schema}.outbox_groups:reference:`,
       `${schema}.outbox_keys:sharded:key`,
