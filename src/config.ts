@@ -83,6 +83,13 @@ const broadcastSchema = z.strictObject({
   timeoutMillis: z.int().min(1).max(MAX_TRANSACTION_TIMEOUT_MS).default(30_000),
 });
 
+const querySchema = z.strictObject({
+  /** router.query refuses (KEY_REQUIRED) statements that would run on every shard, unless a call says otherwise. */
+  requireKey: z.boolean().default(false),
+  /** The shard that holds tables not in the table registry; unset: router.query refuses them. */
+  unregisteredTablesShard: z.string().min(1).optional(),
+});
+
 const mapRefreshSchema = z.strictObject({
   /** How often a router checks a shard for a newer bucket map, besides NOTIFY; 0 = never. */
   intervalMillis: z.int().min(0).max(MAX_TIMER_MS).default(5_000),
@@ -130,6 +137,7 @@ const configSchema = z
      * has not ended shortly after. Default: none.
      */
     statementTimeoutMillis: z.int().min(1).max(MAX_TIMER_MS).optional(),
+    query: querySchema.default(() => querySchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z
       .string()
@@ -187,6 +195,7 @@ function hasSslParameters(connectionString: string): boolean {
   const { searchParams } = new URL(connectionString);
   return URL_SSL_PARAMETERS.some((name) => searchParams.has(name));
 }
+export type QueryConfig = z.output<typeof querySchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -206,6 +215,7 @@ export interface ResolvedConfig {
   readonly recovery: Readonly<RecoveryConfig>;
   readonly broadcast: Readonly<BroadcastConfig>;
   readonly mapRefresh: Readonly<MapRefreshConfig>;
+  readonly query: Readonly<QueryConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
   readonly logger: Logger | undefined;
@@ -308,6 +318,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     recovery,
     broadcast,
     mapRefresh,
+    query,
     catalogSchema,
     applicationName,
     logger,
@@ -322,6 +333,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     recovery: Object.freeze({ ...recovery }),
     broadcast: Object.freeze({ ...broadcast }),
     mapRefresh: Object.freeze({ ...mapRefresh }),
+    query: Object.freeze({ ...query }),
     catalogSchema,
     applicationName,
     logger,

@@ -4,6 +4,7 @@ import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
 import { naiveSection } from './naive.js';
 import { observeSection } from './observe.js';
+import { querySection } from './query.js';
 import { rebalanceSection } from './rebalance.js';
 import { scalingSection } from './scaling.js';
 import { streamSection } from './stream.js';
@@ -13,6 +14,7 @@ import { transactionsSection } from './transactions.js';
 export const SECTIONS: readonly Section<unknown>[] = [
   hashSection,
   executeSection,
+  querySection,
   naiveSection,
   observeSection,
   transactionsSection,

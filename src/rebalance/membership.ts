@@ -6,6 +6,8 @@ import type { ShardPool } from '../pool/shard-pool.js';
 import { urlWithoutPassword } from '../config.js';
 import type { ResolvedShardConfig } from '../config.js';
 import { ShardRouterError } from '../errors.js';
+import { idsExtension } from '../ids/extension.js';
+import { assignSlotIn } from '../ids/slots.js';
 import { BucketMap } from '../placement/bucket-map.js';
 import { runTransaction } from '../twopc/coordinator.js';
 import type { Transaction } from '../twopc/coordinator.js';
@@ -78,7 +80,7 @@ async function prepareNewShard(context: RebalanceContext, pool: ShardPool, shard
       before,
     );
     await ensureRegistries(session, schema);
-    for (const extension of [decisionLogExtension, rebalanceExtension]) await extension.ensure(session, schema);
+    for (const extension of [decisionLogExtension, rebalanceExtension, idsExtension]) await extension.ensure(session, schema);
     return true;
   } finally {
     session.release();
@@ -136,6 +138,8 @@ async function joinCluster(
       if (table.kind === 'reference') copied[table.table] = await copyReferenceTable(tx, existing[0]!, shard.id, table);
     }
     await addToShardRegistries(tx, context, shard, all);
+    // Its id slot commits with its membership: a shard never issues ids without one of its own.
+    await assignSlotIn(tx, schema, existing, shard.id);
     await switchMapIn(tx, schema, all, before, next, existing);
     return copied;
   });

@@ -1,5 +1,6 @@
 import { Broadcaster } from '../broadcast/broadcaster.js';
 import { openCatalog } from '../catalog/catalog.js';
+import { idsExtension } from '../ids/extension.js';
 import { poolSessionSettings, resolveConfig } from '../config.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import { Observer } from '../observe/observer.js';
@@ -9,8 +10,9 @@ import { ShardPool } from '../pool/shard-pool.js';
 import { rebalanceExtension } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
 import { decisionLogExtension } from '../twopc/decision-log.js';
+import { QueryEngine } from '../query/engine.js';
 import { BackgroundRecovery } from './background-recovery.js';
-import { broadcastContext, coordinatorContext, recoveryContext } from './contexts.js';
+import { broadcastContext, coordinatorContext, queryContext, recoveryContext } from './contexts.js';
 import { Topology } from './topology.js';
 
 /** The parts a router is composed of. */
@@ -22,6 +24,7 @@ export interface RouterParts {
   readonly recovery: BackgroundRecovery;
   readonly broadcaster: Broadcaster;
   readonly observer: Observer;
+  readonly queries: QueryEngine;
 }
 
 /**
@@ -41,21 +44,33 @@ export async function composeRouter(config: ShardRouterConfig): Promise<RouterPa
   for (const shard of resolved.shards) pools.get(shard.id)!.observer = observer.pool(shard.id, shard.connectionString);
   try {
     const opened = await withOneSessionPerShard([...pools.values()], (sessions) =>
-      openCatalog(resolved, sessions, [decisionLogExtension, rebalanceExtension]),
+      openCatalog(resolved, sessions, [decisionLogExtension, rebalanceExtension, idsExtension]),
     );
     // The topology tells the broadcaster when the table registry changes, and the coordinator
     // asks recovery for a pass soon: both are built after it, hence the late bindings.
     let broadcaster: Broadcaster | undefined;
     let recovery: BackgroundRecovery | undefined;
-    const topology = new Topology(resolved, pools, opened, () => broadcaster?.forgetPlans(), observer);
+    let queries: QueryEngine | undefined;
+    const topology = new Topology(
+      resolved,
+      pools,
+      opened,
+      () => {
+        broadcaster?.forgetPlans();
+        queries?.forget();
+      },
+      observer,
+    );
     const coordinator = coordinatorContext(opened.clusterId, resolved, topology, (gid) => {
       observer.leftPrepared(gid);
       recovery?.soon();
     });
     broadcaster = await Broadcaster.open(broadcastContext(resolved, topology, coordinator), [...pools.values()]);
+    const opener = broadcaster;
+    queries = new QueryEngine(queryContext(resolved, topology, coordinator, () => opener));
     // Last: its timers start at once, and nothing after it can fail.
     recovery = new BackgroundRecovery(recoveryContext(opened.clusterId, resolved, topology), resolved.recovery, observer);
-    return { config: resolved, clusterId: opened.clusterId, topology, coordinator, recovery, broadcaster, observer };
+    return { config: resolved, clusterId: opened.clusterId, topology, coordinator, recovery, broadcaster, observer, queries };
   } catch (error) {
     await Promise.all([...pools.values()].map((pool) => pool.close()));
     throw error;
