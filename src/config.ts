@@ -93,6 +93,13 @@ const broadcastSchema = z.strictObject({
     .default(256 * 1024 * 1024),
 });
 
+const querySchema = z.strictObject({
+  /** router.query refuses (KEY_REQUIRED) statements that would run on every shard, unless a call says otherwise. */
+  requireKey: z.boolean().default(false),
+  /** The shard that holds tables not in the table registry; unset: router.query refuses them. */
+  unregisteredTablesShard: z.string().min(1).optional(),
+});
+
 const mapRefreshSchema = z.strictObject({
   /** How often a router checks a shard for a newer bucket map, besides NOTIFY; 0 = never. */
   intervalMillis: z.int().min(0).max(MAX_TIMER_MS).default(5_000),
@@ -160,6 +167,7 @@ const configSchema = z
     statementTimeoutMillis: z.int().min(1).max(MAX_TIMER_MS).optional(),
     outbox: outboxSchema.default(() => outboxSchema.parse({})),
     idempotency: idempotencySchema.default(() => idempotencySchema.parse({})),
+    query: querySchema.default(() => querySchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z
       .string()
@@ -223,6 +231,7 @@ function hasSslParameters(connectionString: string): boolean {
 }
 export type OutboxConfig = z.output<typeof outboxSchema>;
 export type IdempotencyConfig = z.output<typeof idempotencySchema>;
+export type QueryConfig = z.output<typeof querySchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -244,6 +253,7 @@ export interface ResolvedConfig {
   readonly mapRefresh: Readonly<MapRefreshConfig>;
   readonly outbox: Readonly<OutboxConfig>;
   readonly idempotency: Readonly<IdempotencyConfig>;
+  readonly query: Readonly<QueryConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
   readonly logger: Logger | undefined;
@@ -348,6 +358,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     mapRefresh,
     outbox,
     idempotency,
+    query,
     catalogSchema,
     applicationName,
     logger,
@@ -364,6 +375,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     mapRefresh: Object.freeze({ ...mapRefresh }),
     outbox: Object.freeze({ ...outbox }),
     idempotency: Object.freeze({ ...idempotency }),
+    query: Object.freeze({ ...query }),
     catalogSchema,
     applicationName,
     logger,

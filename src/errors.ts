@@ -79,6 +79,16 @@ export const ERROR_CODES = [
    * params). Nothing ran. Not retryable: use a new key for a new call.
    */
   'IDEMPOTENCY_KEY_REUSED',
+  /**
+   * A statement without a pinned shard key would run on every shard, and `requireKey` (the
+   * option or `query.requireKey` in the config) forbids that. Nothing was sent. Not retryable.
+   */
+  'KEY_REQUIRED',
+  /**
+   * A shard's id counter is more than 10 s ahead of its clock (the clock was set back): next_id()
+   * refuses rather than repeat an id. Nothing was issued. Retryable once the clock catches up.
+   */
+  'ID_CLOCK_BEHIND',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -106,6 +116,7 @@ const RETRYABLE_CODES = new Set<ErrorCode>([
   'STATEMENT_TIMEOUT',
   'STATEMENT_CANCELLED',
   'LOCK_NOT_ACQUIRED',
+  'ID_CLOCK_BEHIND',
 ]);
 
 /** The one base class of every error thrown by pg-shard-router. */
@@ -152,7 +163,7 @@ export class QueryError extends ShardRouterError {
   constructor(
     shardId: string,
     cause: Error & { code?: unknown },
-    code: 'QUERY_FAILED' | 'LOCK_TIMEOUT' | 'STALE_BUCKET_MAP' | 'STATEMENT_TIMEOUT' = 'QUERY_FAILED',
+    code: 'QUERY_FAILED' | 'LOCK_TIMEOUT' | 'STALE_BUCKET_MAP' | 'STATEMENT_TIMEOUT' | 'ID_CLOCK_BEHIND' = 'QUERY_FAILED',
   ) {
     super(code, `shard ${shardId}: ${cause.message}`, { shardId, cause });
     this.name = 'QueryError';
@@ -199,6 +210,8 @@ export function statementCancelledError(reason: unknown): ShardRouterError {
     },
   );
 }
+/** SQLSTATE of a shard's next_id() that refuses because its clock is behind the last id it issued. */
+export const ID_CLOCK_SQLSTATE = 'PSR02';
 
 /** @internal The error of every call on a closed router or pool. */
 export function closedError(): ShardRouterError {

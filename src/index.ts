@@ -12,6 +12,11 @@ export type {
   IdempotentExecuteResult,
   IdempotentReplay,
 } from './idempotency/idempotency-keys.js';
+export type { RoutedQueryResult } from './twopc/coordinator.js';
+export type { QueryExplanation, QueryOptions, QueryResult } from './query/engine.js';
+export type { QueryRoute } from './query/route.js';
+export { decodeId, ID_EPOCH_MS, IDS_PER_MS_PER_SHARD, MAX_ID_SLOTS, ID_BITS_RUN_OUT_AT } from './ids/layout.js';
+export type { DecodedId } from './ids/layout.js';
 export { ISOLATION_LEVELS } from './twopc/transaction-options.js';
 export type { IsolationLevel, TransactionOptions } from './twopc/transaction-options.js';
 export type { RecoveryReport, SettledTransaction, InDoubtTransaction, ShardRecoveryReport } from './twopc/recovery.js';

@@ -8,6 +8,7 @@ import { idempotencySection } from './idempotency.js';
 import { naiveSection } from './naive.js';
 import { observeSection } from './observe.js';
 import { outboxSection } from './outbox.js';
+import { querySection } from './query.js';
 import { rebalanceSection } from './rebalance.js';
 import { scalingSection } from './scaling.js';
 import { streamSection } from './stream.js';
@@ -17,6 +18,7 @@ import { transactionsSection } from './transactions.js';
 export const SECTIONS: readonly Section<unknown>[] = [
   hashSection,
   executeSection,
+  querySection,
   naiveSection,
   observeSection,
   transactionsSection,

@@ -56,6 +56,11 @@ export interface CatalogExtension {
   readonly name: string;
   /** Creates what is missing; idempotent, and cheap when everything is there. */
   ensure(session: Queryable, schema: string): Promise<void>;
+  /**
+   * Runs at connect after `ensure` on every shard, under the catalog lock, with one session per
+   * configured shard: for what must agree across shards (e.g. the id slots). Idempotent.
+   */
+  ensureCluster?(sessions: readonly ShardSession[], schema: string): Promise<void>;
 }
 
 export interface ShardCapabilities {
@@ -200,6 +205,7 @@ async function openLocked(
     for (const extension of extensions) await extension.ensure(session, schema);
     capabilities.set(session.shardId, await probeCapabilities(session));
   }
+  for (const extension of extensions) await extension.ensureCluster?.(sessions, schema);
   await registerConfiguredShards(config, sessions, registry, created ? undefined : map);
   const tables = await readRegistry(sessions[0]!, schema);
   return { clusterId, map, created, capabilities, registeredShards: [...registry.values()], tables };

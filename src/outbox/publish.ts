@@ -75,6 +75,7 @@ export function withPublish(tx: CoreTransaction, schema: string, published: Set<
   return Object.freeze({
     execute: tx.execute,
     executeOn: tx.executeOn,
+    query: tx.query,
     shardIds: tx.shardIds,
     on: tx.on,
     async publish(key: ShardKey, topic: string, payload: JsonValue, options?: PublishOptions): Promise<PublishedEvent> {

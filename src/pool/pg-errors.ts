@@ -1,4 +1,4 @@
-import { QueryError, STALE_MAP_SQLSTATE, ShardRouterError, isDatabaseError } from '../errors.js';
+import { ID_CLOCK_SQLSTATE, QueryError, STALE_MAP_SQLSTATE, ShardRouterError, isDatabaseError } from '../errors.js';
 
 /**
  * What the driver's errors mean for the connection and for the caller: connection-level
@@ -53,9 +53,12 @@ export function translateError(shardId: string, error: unknown, connectionBroke:
  * server can detect. 57014 with PostgreSQL's "statement timeout" message: the connection's
  * statement_timeout (statementTimeoutMillis) ended it; other 57014s are someone's cancel.
  */
-function statementErrorCode(error: Error & { code: string }): 'QUERY_FAILED' | 'LOCK_TIMEOUT' | 'STALE_BUCKET_MAP' | 'STATEMENT_TIMEOUT' {
+function statementErrorCode(
+  error: Error & { code: string },
+): 'QUERY_FAILED' | 'LOCK_TIMEOUT' | 'STALE_BUCKET_MAP' | 'STATEMENT_TIMEOUT' | 'ID_CLOCK_BEHIND' {
   if (error.code === '55P03') return 'LOCK_TIMEOUT';
   if (error.code === STALE_MAP_SQLSTATE) return 'STALE_BUCKET_MAP';
+  if (error.code === ID_CLOCK_SQLSTATE) return 'ID_CLOCK_BEHIND';
   if (error.code === '57014' && error.message.includes('statement timeout')) return 'STATEMENT_TIMEOUT';
   return 'QUERY_FAILED';
 }

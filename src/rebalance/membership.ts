@@ -6,6 +6,7 @@ import type { ShardPool } from '../pool/shard-pool.js';
 import { urlWithoutPassword } from '../config.js';
 import type { ResolvedShardConfig } from '../config.js';
 import { ShardRouterError } from '../errors.js';
+import { assignSlotIn } from '../ids/slots.js';
 import { BucketMap } from '../placement/bucket-map.js';
 import { runTransaction } from '../twopc/coordinator.js';
 import type { Transaction } from '../twopc/coordinator.js';
@@ -136,6 +137,8 @@ async function joinCluster(
       if (table.kind === 'reference') copied[table.table] = await copyReferenceTable(tx, existing[0]!, shard.id, table);
     }
     await addToShardRegistries(tx, context, shard, all);
+    // Its id slot commits with its membership: a shard never issues ids without one of its own.
+    await assignSlotIn(tx, schema, existing, shard.id);
     await switchMapIn(tx, schema, all, before, next, existing);
     return copied;
   });

@@ -1,5 +1,6 @@
 import { Broadcaster } from '../broadcast/broadcaster.js';
 import { openCatalog } from '../catalog/catalog.js';
+import { idsExtension } from '../ids/extension.js';
 import { poolSessionSettings, resolveConfig } from '../config.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import { Observer } from '../observe/observer.js';
@@ -13,14 +14,16 @@ import { lockTokensExtension } from '../rebalance/lock-space.js';
 import { rebalanceExtension } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
 import { decisionLogExtension } from '../twopc/decision-log.js';
+import { QueryEngine } from '../query/engine.js';
 import { BackgroundRecovery } from './background-recovery.js';
-import { broadcastContext, coordinatorContext, recoveryContext } from './contexts.js';
+import { broadcastContext, coordinatorContext, queryContext, recoveryContext } from './contexts.js';
 import { Topology } from './topology.js';
 
 /** What every shard's catalog gets from the layers, in order (the idempotency records' and the outbox's fence triggers need the rebalancing functions). */
 export const CATALOG_EXTENSIONS: readonly CatalogExtension[] = [
   decisionLogExtension,
   rebalanceExtension,
+  idsExtension,
   lockTokensExtension,
   idempotencyExtension,
   outboxExtension,
@@ -35,6 +38,7 @@ export interface RouterParts {
   readonly recovery: BackgroundRecovery;
   readonly broadcaster: Broadcaster;
   readonly observer: Observer;
+  readonly queries: QueryEngine;
 }
 
 /**
@@ -58,15 +62,27 @@ export async function composeRouter(config: ShardRouterConfig): Promise<RouterPa
     // asks recovery for a pass soon: both are built after it, hence the late bindings.
     let broadcaster: Broadcaster | undefined;
     let recovery: BackgroundRecovery | undefined;
-    const topology = new Topology(resolved, pools, opened, () => broadcaster?.forgetPlans(), observer);
+    let queries: QueryEngine | undefined;
+    const topology = new Topology(
+      resolved,
+      pools,
+      opened,
+      () => {
+        broadcaster?.forgetPlans();
+        queries?.forget();
+      },
+      observer,
+    );
     const coordinator = coordinatorContext(opened.clusterId, resolved, topology, (gid) => {
       observer.leftPrepared(gid);
       recovery?.soon();
     });
     broadcaster = await Broadcaster.open(broadcastContext(resolved, topology, coordinator), [...pools.values()]);
+    const opener = broadcaster;
+    queries = new QueryEngine(queryContext(resolved, topology, coordinator, () => opener));
     // Last: its timers start at once, and nothing after it can fail.
     recovery = new BackgroundRecovery(recoveryContext(opened.clusterId, resolved, topology), resolved.recovery, observer);
-    return { config: resolved, clusterId: opened.clusterId, topology, coordinator, recovery, broadcaster, observer };
+    return { config: resolved, clusterId: opened.clusterId, topology, coordinator, recovery, broadcaster, observer, queries };
   } catch (error) {
     await Promise.all([...pools.values()].map((pool) => pool.close()));
     throw error;

@@ -1,4 +1,4 @@
-import type { BroadcastRouterContext } from '../broadcast/broadcaster.js';
+import type { Broadcaster, BroadcastRouterContext } from '../broadcast/broadcaster.js';
 import type { CollectorContext } from '../idempotency/collector.js';
 import type { ResolvedConfig } from '../config.js';
 import type { MoveObserver, TransactionObserver } from '../observe/hooks.js';
@@ -6,6 +6,7 @@ import type { CatalogExtension } from '../catalog/catalog.js';
 import type { OutboxContext } from '../outbox/context.js';
 import { outboxChannel } from '../outbox/context.js';
 import type { LockContext } from '../lock/context.js';
+import type { QueryContext } from '../query/engine.js';
 import type { RebalanceContext } from '../rebalance/context.js';
 import { movesGuardCondition } from '../rebalance/schema.js';
 import type { ShardKey } from '../placement/hash.js';
@@ -203,5 +204,51 @@ export function lockContext(
     serverVersion: (shardId) => topology.capabilities(shardId)?.serverVersion ?? 0,
     retryingStaleMap: (attempt) => topology.retryingStaleMap(attempt),
     transaction,
+  };
+}
+
+/** router.query's port: the map of the moment, one-shard statements fenced like execute, 2PC writes over chosen shards. */
+export function queryContext(
+  config: ResolvedConfig,
+  topology: Topology,
+  coordinator: CoordinatorContext,
+  broadcaster: () => Broadcaster,
+): QueryContext {
+  return {
+    routing: () => {
+      const { map, owners, members } = topology.snapshot();
+      return { version: map.version, members, shardFor: (key) => owners[topology.bucketOf(key)]! };
+    },
+    shardFor: (key) => topology.shardFor(key),
+    mapVersion: () => topology.map.version,
+    runOn: (shardId, sql, params, version) => topology.pool(shardId).query(sql, params, version),
+    retryingStaleMap: (attempt, first) => topology.retryingStaleMap(attempt, first),
+    runWrite: (pick, work) => {
+      const options = resolveTransactionOptions(undefined, config.transactions);
+      return topology.retryingStaleMap(() => {
+        const { context, members } = routedContext(coordinator, topology);
+        const picked = pick({ shardFor: (key) => context.shardFor(key), members });
+        const ordered = [...new Set(picked === 'all' ? members : picked)].sort();
+        if (ordered.length > 1) topology.requirePreparedTransactions(ordered);
+        return runTransaction(context, ordered, ordered[0]!, options, (tx) => work(tx, ordered));
+      });
+    },
+    broadcast: (sql, params, options) => broadcaster().run(sql, params, options),
+    explainBroadcast: (sql) => broadcaster().explain(sql),
+    lookup: (schema, name) => topology.registeredTable(schema, name),
+    get tables() {
+      return topology.tables;
+    },
+    columnType: async (table, column) => {
+      const { rows } = await topology
+        .pool(topology.members()[0]!)
+        .query<{ type: string }>(
+          'SELECT format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped',
+          [table, column],
+        );
+      return rows[0]?.type;
+    },
+    requireKey: config.query.requireKey,
+    unregisteredShard: config.query.unregisteredTablesShard,
   };
 }

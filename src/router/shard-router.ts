@@ -7,6 +7,8 @@ import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
 import type { RouterMetrics } from '../observe/metrics-store.js';
 import type { Observer } from '../observe/observer.js';
 import type { SpanLike } from '../observe/tracing.js';
+import { IdSource } from '../ids/id-source.js';
+import type { QueryEngine, QueryExplanation, QueryOptions, QueryResult } from '../query/engine.js';
 import type { BucketMap } from '../placement/bucket-map.js';
 import type { ShardKey } from '../placement/hash.js';
 import type { QueryResultRow } from '../pool/session.js';
@@ -85,6 +87,8 @@ export class ShardRouter {
   /** Parked events and group status (docs/outbox.md). */
   readonly outbox: OutboxAdmin;
   readonly #locks: Locks;
+  readonly #queries: QueryEngine;
+  #ids: IdSource | undefined;
   #closing: Promise<void> | undefined;
 
   private constructor(parts: RouterParts) {
@@ -95,6 +99,7 @@ export class ShardRouter {
     this.#recovery = parts.recovery;
     this.#broadcaster = parts.broadcaster;
     this.#observer = parts.observer;
+    this.#queries = parts.queries;
     const topology = parts.topology;
     this.#locks = new Locks(lockContext(parts.config, topology, (keys, work) => this.transaction(keys, work)));
     topology.refreshRetriesVia(() => this.refreshMap());
@@ -272,6 +277,48 @@ export class ShardRouter {
   }
 
   /**
+   * Runs one statement where the shard key in it says, read from the statement by PostgreSQL's
+   * own parser and the table registry (docs/query.md has the rules): a WHERE that pins the key
+   * of every sharded table (`key = $1`, `IN (...)`, `= ANY($1)`) goes to the owning shard(s);
+   * a multi-row INSERT is split by key and written in one two-phase commit, RETURNING rows in
+   * input order; a statement without a pinned key runs on every shard as broadcast does
+   * (`{ requireKey: true }` or `query.requireKey` in the config refuses it with KEY_REQUIRED).
+   * What it cannot route exactly is UNSUPPORTED, naming the construct; nothing is sent then.
+   * The analysis is cached by SQL text; the shards are chosen per call from the params.
+   *
+   * @example
+   * const { rows } = await router.query<{ id: string }>('SELECT id FROM orders WHERE user_id = $1', [userId]);
+   * @throws ShardRouterError UNSUPPORTED, KEY_REQUIRED, INVALID_SQL, INVALID_ARGUMENT (a missing,
+   * NULL or malformed key), and the errors of {@link execute}, {@link broadcast} and {@link transaction}
+   */
+  query<R extends QueryResultRow = QueryResultRow>(
+    sql: string,
+    params?: readonly unknown[],
+    options: QueryOptions = {},
+  ): Promise<QueryResult<R>> {
+    if (this.#closing) return Promise.reject(closedError());
+    const invalid = invalidBroadcastArguments(params, options);
+    if (invalid) return Promise.reject(invalid);
+    return this.#queries.query<R>(sql, params ?? NO_PARAMS, options);
+  }
+
+  /**
+   * Where {@link query} would send a statement with these params, as plain data: one shard and
+   * why, the shards of a merged read, a two-phase write, or the per-shard parts of an INSERT.
+   *
+   * @example
+   * const route = await router.explainQuery('SELECT * FROM orders WHERE user_id = ANY($1)', [[1, 2, 3]]);
+   * console.log(route.kind, route.reason);
+   * @throws ShardRouterError UNSUPPORTED, INVALID_SQL, INVALID_ARGUMENT
+   */
+  async explainQuery(sql: string, params?: readonly unknown[]): Promise<QueryExplanation> {
+    if (this.#closing) throw closedError();
+    const invalid = invalidBroadcastArguments(params, {});
+    if (invalid) throw invalid;
+    return this.#queries.explain(sql, params ?? NO_PARAMS);
+  }
+
+  /**
    * Runs one parameterized statement on a named shard, whatever keys it owns: for DDL,
    * maintenance and per-shard reads.
    *
@@ -415,7 +462,13 @@ export class ShardRouter {
         // carry that version: a bucket that moves meanwhile is refused by the old owner's fence
         // (STALE_BUCKET_MAP), and the attempt is re-run on the new map. A declared key is
         // therefore never refused because the map changed under the callback.
-        const { context } = routedContext(this.#coordinator, this.#topology, probe);
+        const routed = routedContext(this.#coordinator, this.#topology, probe).context;
+        // tx.query routes by the same map as tx.execute.
+        const context = {
+          ...routed,
+          routeQuery: (tx: Transaction, sql: string, params: readonly unknown[]) =>
+            this.#queries.inTransaction(tx, routed.shardFor, sql, params),
+        };
         const declared = keys.map((key) => context.shardFor(key));
         // One fixed order (by shard id) for taking connections, in every router: no two
         // transactions can each hold a connection the other waits for.
@@ -680,6 +733,30 @@ export class ShardRouter {
    */
   metrics(): RouterMetrics {
     return this.#observer.metrics.snapshot({ mapVersion: this.#topology.map.version, pools: this.poolStats() });
+  }
+
+  /**
+   * A cluster-wide unique id (a positive bigint, roughly time-ordered), the same kind as the
+   * shards' `<catalogSchema>.next_id()` column DEFAULT gives. The router reserves 1,000 of a
+   * shard's ids in one round trip and hands them out locally (a block is dropped after 1 s), so
+   * most calls make no round trip. With a key the id comes from the key's shard; without one,
+   * from any shard. Layout and limits: docs/ids.md.
+   *
+   * @example
+   * const id = await router.nextId();
+   * await router.execute(userId, 'INSERT INTO orders (id, user_id) VALUES ($1, $2)', [id, userId]);
+   * @throws ShardRouterError ID_CLOCK_BEHIND (the shard's clock was set back), INVALID_KEY, and the errors of {@link execute}
+   */
+  nextId(key?: ShardKey): Promise<bigint> {
+    if (this.#closing) return Promise.reject(closedError());
+    const topology = this.#topology;
+    this.#ids ??= new IdSource({
+      catalogSchema: this.#config.catalogSchema,
+      shardFor: (k) => topology.shardFor(k as ShardKey),
+      members: () => topology.members(),
+      shard: (shardId) => topology.pool(shardId),
+    });
+    return this.#ids.next(key);
   }
 
   /** Pool counters per shard id. */

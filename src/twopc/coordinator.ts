@@ -36,6 +36,17 @@ export interface CoordinatorContext {
   onUnfinished(gid: Gid): void;
   /** Told the protocol, the gid and each 2PC step (spans, metrics); none: nothing is reported. */
   readonly observer?: TransactionObserver;
+  /** tx.query's routing (router.query's rules within the participants); absent: tx.query is UNSUPPORTED. */
+  routeQuery?(tx: Transaction, sql: string, params: readonly unknown[]): Promise<RoutedQueryResult>;
+}
+
+/** What tx.query (and router.query) return: pg's result shape and the shards that ran the statement. */
+export interface RoutedQueryResult<R extends QueryResultRow = QueryResultRow> {
+  readonly rows: R[];
+  readonly rowCount: number;
+  readonly fields: ShardQueryResult['fields'];
+  readonly command: string;
+  readonly shardIds: readonly string[];
 }
 
 /**
@@ -68,6 +79,13 @@ export interface Transaction {
   readonly shardIds: readonly string[];
   /** One participant as a Queryable (for helpers that take one): `on(id).query(sql, params)` is `executeOn(id, sql, params)`. */
   on(shardId: string): Queryable;
+  /**
+   * Runs one statement routed by the shard key in it, as router.query does, on this
+   * transaction's shards (docs/query.md).
+   * @throws ShardRouterError KEY_NOT_IN_TRANSACTION (it needs a shard the transaction did not
+   * declare, or every shard), UNSUPPORTED, KEY_REQUIRED, and the errors of {@link execute}
+   */
+  query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<RoutedQueryResult<R>>;
 }
 
 /**
@@ -114,8 +132,22 @@ class TransactionRun<T> {
     this.#deadline = deadline;
   }
 
+  #routedQuery<R extends QueryResultRow>(
+    tx: Transaction,
+    sql: string,
+    params: readonly unknown[] | undefined,
+  ): Promise<RoutedQueryResult<R>> {
+    if (!this.#context.routeQuery) {
+      return Promise.reject(new ShardRouterError('UNSUPPORTED', 'tx.query routes by the table registry: use it in router.transaction'));
+    }
+    if (params !== undefined && !Array.isArray(params))
+      return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'params must be an array'));
+    return this.#context.routeQuery(tx, sql, params ?? []) as Promise<RoutedQueryResult<R>>;
+  }
+
   async execute(work: (tx: Transaction) => Promise<T>): Promise<T> {
     const tx: Transaction = Object.freeze({
+      query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => this.#routedQuery<R>(tx, sql, params),
       execute: <R extends QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]) =>
         this.#statement<R>(key, undefined, sql, params),
       executeOn: <R extends QueryResultRow>(shardId: string, sql: string, params?: readonly unknown[]) =>

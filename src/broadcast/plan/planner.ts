@@ -35,7 +35,8 @@ function readsOnlyReferenceTables(select: AstBody, catalog: PlannerCatalog): boo
   if (!catalog.isReferenceTable) return false;
   let tables = 0;
   let others = 0;
-  walk([select], (kind, body) => {
+  // The statement as a node: walk() descends into a node's fields, not into a bare body's.
+  walk([{ SelectStmt: select }], (kind, body) => {
     if (kind !== 'RangeVar') return;
     tables++;
     if (!catalog.isReferenceTable!(body.schemaname as string | undefined, body.relname as string)) others++;
