@@ -134,7 +134,10 @@ async function joinCluster(
     const copied: Record<string, number> = {};
     for (const table of context.tables) {
       await registerOnShard(tx, shard.id, schema, before.bucketCount, table.table, table.kind, table.shardKey);
-      if (table.kind === 'reference') copied[table.table] = await copyReferenceTable(tx, existing[0]!, shard.id, table);
+      if (table.kind !== 'reference') continue;
+      const rows = await copyReferenceTable(tx, existing[0]!, shard.id, table);
+      // The report lists the application's tables; the library's own (catalog schema) are copied silently.
+      if (registryNameParts(table.table)[0] !== schema) copied[table.table] = rows;
     }
     await addToShardRegistries(tx, context, shard, all);
     // Its id slot commits with its membership: a shard never issues ids without one of its own.
