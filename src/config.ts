@@ -125,6 +125,18 @@ const idempotencySchema = z.strictObject({
   gcBatchSize: z.int().min(1).max(100_000).default(1_000),
 });
 
+/** Sagas (docs/sagas.md). */
+const sagasSchema = z.strictObject({
+  /** How long a runner's claim on a saga lasts without renewal (renewed every third); an orphan is resumed after it. */
+  leaseMillis: z.int().min(100).max(MAX_TIMER_MS).default(30_000),
+  /** How often a router looks for orphaned sagas of the names it defines (and once at each defineSaga); 0 = only on resumeSagas(). */
+  resumeIntervalMillis: z.int().min(0).max(MAX_TIMER_MS).default(10_000),
+  /** Failed attempts of one compensation before the saga is parked. */
+  maxCompensationAttempts: z.int().min(1).max(1_000_000).default(5),
+  /** First wait between compensation attempts (doubled each time, at most 30 s). */
+  compensationBackoffMillis: z.int().min(0).max(3_600_000).default(1_000),
+});
+
 const configSchema = z
   .strictObject({
     shards: z.array(shardSchema).min(1, 'at least one shard is required'),
@@ -144,6 +156,7 @@ const configSchema = z
      */
     statementTimeoutMillis: z.int().min(1).max(MAX_TIMER_MS).optional(),
     idempotency: idempotencySchema.default(() => idempotencySchema.parse({})),
+    sagas: sagasSchema.default(() => sagasSchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z
       .string()
@@ -202,6 +215,7 @@ function hasSslParameters(connectionString: string): boolean {
   return URL_SSL_PARAMETERS.some((name) => searchParams.has(name));
 }
 export type IdempotencyConfig = z.output<typeof idempotencySchema>;
+export type SagasConfig = z.output<typeof sagasSchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -222,6 +236,7 @@ export interface ResolvedConfig {
   readonly broadcast: Readonly<BroadcastConfig>;
   readonly mapRefresh: Readonly<MapRefreshConfig>;
   readonly idempotency: Readonly<IdempotencyConfig>;
+  readonly sagas: Readonly<SagasConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
   readonly logger: Logger | undefined;
@@ -325,6 +340,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     broadcast,
     mapRefresh,
     idempotency,
+    sagas,
     catalogSchema,
     applicationName,
     logger,
@@ -340,6 +356,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     broadcast: Object.freeze({ ...broadcast }),
     mapRefresh: Object.freeze({ ...mapRefresh }),
     idempotency: Object.freeze({ ...idempotency }),
+    sagas: Object.freeze({ ...sagas }),
     catalogSchema,
     applicationName,
     logger,

@@ -8,6 +8,7 @@ import type { ShardSession } from '../pool/session.js';
 import { ShardPool } from '../pool/shard-pool.js';
 import type { CatalogExtension } from '../catalog/catalog.js';
 import { idempotencyExtension } from '../idempotency/records.js';
+import { sagaLogExtension } from '../saga/log.js';
 import { rebalanceExtension } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
 import { decisionLogExtension } from '../twopc/decision-log.js';
@@ -16,7 +17,12 @@ import { broadcastContext, coordinatorContext, recoveryContext } from './context
 import { Topology } from './topology.js';
 
 /** What every shard's catalog gets from the layers, in order (the idempotency records' fence trigger needs the rebalancing functions). */
-export const CATALOG_EXTENSIONS: readonly CatalogExtension[] = [decisionLogExtension, rebalanceExtension, idempotencyExtension];
+export const CATALOG_EXTENSIONS: readonly CatalogExtension[] = [
+  decisionLogExtension,
+  rebalanceExtension,
+  idempotencyExtension,
+  sagaLogExtension,
+];
 
 /** The parts a router is composed of. */
 export interface RouterParts {

@@ -16,6 +16,9 @@ import type { PoolStats, ShardQueryResult } from '../pool/shard-pool.js';
 import { IdempotencyKeys } from '../idempotency/idempotency-keys.js';
 import type { IdempotencyOptions, IdempotentExecuteOptions, IdempotentExecuteResult } from '../idempotency/idempotency-keys.js';
 import { RecordCollector } from '../idempotency/collector.js';
+import type { SagaOptions, SagaStepDefinition } from '../saga/definition.js';
+import { SagaEngine } from '../saga/sagas.js';
+import type { Saga, SagaResumeReport } from '../saga/sagas.js';
 import { Rebalancer } from '../rebalance/rebalancer.js';
 import type { RebalancerOptions } from '../rebalance/rebalancer.js';
 import { registerOnShard } from '../rebalance/register-table.js';
@@ -28,7 +31,7 @@ import { mapChannel } from '../catalog/map-channel.js';
 import type { BackgroundRecovery } from './background-recovery.js';
 import { CATALOG_EXTENSIONS, composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
-import { clusterAccess, collectorContext, routedContext } from './contexts.js';
+import { clusterAccess, collectorContext, routedContext, sagaContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
 import { SERVER_TIMEOUT_MARGIN_MS, checkedExecuteOptions, executeStop, runBounded } from './execute-options.js';
 import type { ExecuteOptions } from './execute-options.js';
@@ -69,6 +72,7 @@ export class ShardRouter {
   readonly #idempotency: IdempotencyKeys;
   readonly #collector: RecordCollector;
   readonly #observer: Observer;
+  readonly #sagas: SagaEngine;
   #closing: Promise<void> | undefined;
 
   private constructor(parts: RouterParts) {
@@ -98,6 +102,46 @@ export class ShardRouter {
       transaction: (keys, work, options) => this.transaction(keys, work, options),
     });
     this.#collector = new RecordCollector(collectorContext(parts.config, topology), parts.config.idempotency);
+    // Sagas work through this router's idempotent execute and transaction (docs/sagas.md).
+    this.#sagas = new SagaEngine(sagaContext(parts.config, topology, this), parts.config.sagas);
+  }
+
+  /**
+   * Defines a saga (docs/sagas.md): steps run in order, each logged on the shard of the saga
+   * key before and after it runs; a step failing after its retries has the completed steps
+   * compensated in reverse. A router resumes orphaned sagas of the names it defines.
+   *
+   * @example
+   * const placeOrder = router.defineSaga<{ orderId: string }, { charged: number }>('place-order', [
+   *   { name: 'reserve', run: (step, input) => step.execute(input.orderId, 'UPDATE ...', [input.orderId]).then(() => ({})),
+   *     compensate: (step, input) => step.execute(input.orderId, 'UPDATE ...', [input.orderId]).then(() => undefined) },
+   *   { name: 'charge', run: async () => ({ charged: 30 }) },
+   * ]);
+   * const { result } = await placeOrder.run(orderId, { orderId });
+   * @throws ShardRouterError INVALID_ARGUMENT (bad name or steps, duplicate step or saga name)
+   */
+  defineSaga<Input = unknown, Output = unknown>(
+    name: string,
+    steps: readonly SagaStepDefinition<Input>[],
+    options?: SagaOptions,
+  ): Saga<Input, Output> {
+    if (this.#closing) throw closedError();
+    return this.#sagas.define<Input, Output>(name, steps, options);
+  }
+
+  /** Sagas for operators: `list`, `get`, `retry` (a parked saga) and `resolve` (declare a parked saga handled). */
+  get sagas(): Pick<SagaEngine, 'list' | 'get' | 'retry' | 'resolve'> {
+    if (this.#closing) throw closedError();
+    return this.#sagas;
+  }
+
+  /**
+   * Takes over and runs the active sagas whose lease expired (their runner died), of the names
+   * defined on this router; resolves when they stopped. Also runs on `sagas.resumeIntervalMillis`.
+   */
+  async resumeSagas(): Promise<SagaResumeReport> {
+    if (this.#closing) throw closedError();
+    return this.#sagas.resume();
   }
 
   /**
@@ -614,6 +658,7 @@ export class ShardRouter {
     this.#closing ??= (async () => {
       await this.#watcher.close();
       await this.#collector.close();
+      await this.#sagas.close();
       await this.#recovery.close();
       await this.#topology.close();
     })();
