@@ -6,6 +6,7 @@ import { idempotencySection } from './idempotency.js';
 import { naiveSection } from './naive.js';
 import { observeSection } from './observe.js';
 import { rebalanceSection } from './rebalance.js';
+import { sagasSection } from './sagas.js';
 import { scalingSection } from './scaling.js';
 import { streamSection } from './stream.js';
 import { transactionsSection } from './transactions.js';
@@ -18,6 +19,7 @@ export const SECTIONS: readonly Section<unknown>[] = [
   observeSection,
   transactionsSection,
   idempotencySection,
+  sagasSection,
   broadcastSection,
   streamSection,
   scalingSection,

@@ -83,8 +83,8 @@ describe('pg-shard-router rebalancing commands', () => {
     expect(text.stdout).toMatch(/\nOK\n$/);
     expect(json.code).toBe(0);
     const report = JSON.parse(json.stdout) as VerifyReport & { clusterId: string };
-    // items, a reference table, and the library's idempotency records (docs/idempotency.md).
-    expect(report).toMatchObject({ clusterId: router.clusterId, ok: true, misplaced: [], divergent: [], openMoves: 0, tablesChecked: 3 });
+    // items, a reference table, and the library's idempotency records and saga log (docs/idempotency.md, docs/sagas.md).
+    expect(report).toMatchObject({ clusterId: router.clusterId, ok: true, misplaced: [], divergent: [], openMoves: 0, tablesChecked: 4 });
     expect(Object.values(report.rowCounts['public.items']!).reduce((a, b) => a + b, 0)).toBe(200);
   });
 

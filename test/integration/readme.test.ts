@@ -100,6 +100,20 @@ describe('README and demo', () => {
     expect(stdout).toMatch(/router\.metrics\(\): 1 single-shard statement\(s\), \d+\.\d ms in total/);
   });
 
+  it('sagas example runs as written: one order completes, the failing one is compensated', async () => {
+    const stdout = await runReadmeExample('sagas');
+    expect(stdout).toBe(
+      [
+        'order-1: completed, {"shipped":"order-1"}',
+        'order-2: SAGA_COMPENSATED (no carrier goes there)',
+        'lamps left: 4, charges: 1',
+        'order-2: compensated [reserve-stock=compensated charge=compensated ship=failed]',
+        'order-1: completed [reserve-stock=done charge=done ship=done]',
+        '',
+      ].join('\n'),
+    );
+  });
+
   it('npm run demo writes and reads back every user from its owning shard, then grows to five shards', async () => {
     // The shard the demo adds runs on a server of its own (two databases of one server cannot
     // both prepare the same gid: see docs/rebalance.md, Limits).
@@ -133,8 +147,8 @@ describe('README and demo', () => {
       .map((entry) => Number(entry.split('=')[1]));
     expect(perShardBuckets).toHaveLength(5);
     expect(Math.max(...perShardBuckets) - Math.min(...perShardBuckets)).toBeLessThanOrEqual(1);
-    // users, orders, countries, and the library's idempotency records (docs/idempotency.md).
-    expect(stdout).toContain('verify: 4 tables, 0 misplaced row groups, 0 divergent reference tables');
+    // users, orders, countries, and the library's idempotency records and saga log (docs/idempotency.md, docs/sagas.md).
+    expect(stdout).toContain('verify: 5 tables, 0 misplaced row groups, 0 divergent reference tables');
     expect(stdout).toContain('every acknowledged order is there, each row on the shard that owns its bucket');
     // The metrics summary at the end: what the router counted along the way.
     expect(stdout).toMatch(/ {2}single: \d+ ok, 0 failed, mean \d+\.\d ms/);

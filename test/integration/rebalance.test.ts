@@ -120,6 +120,7 @@ describe('registry', () => {
     // The library's own idempotency records are a registered sharded table too (docs/idempotency.md).
     expect(router.tables.map((table) => `${table.table}:${table.kind}:${table.shardKey ?? ''}`)).toEqual([
       `${schema}.idempotency_records:sharded:anchor`,
+      `${schema}.saga_log:sharded:saga_key`,
       'public.accounts:sharded:id',
       'public.countries:reference:',
       'public.events:sharded:account_id',

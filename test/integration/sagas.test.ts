@@ -14,7 +14,6 @@ import { keysOn } from '../support/keys.js';
 const data = uniqueName('saga');
 const catalog = uniqueName('cat');
 let router: ShardRouter;
-let keys: string[];
 let sequence = 0;
 
 beforeAll(async () => {
@@ -31,7 +30,6 @@ beforeAll(async () => {
     await router.executeOn(shardId, `CREATE TABLE ${data}.counters (id text PRIMARY KEY, n int NOT NULL)`);
   }
   await router.registerShardedTable(`${data}.counters`, 'id');
-  keys = keysOn(router, ['s0', 's1', 's2'], 'ctr');
 });
 
 afterAll(async () => {
