@@ -3,6 +3,7 @@ import { ShardRouterError } from '../errors.js';
 import { startLocalCluster } from '../local/local-cluster.js';
 import { parseFlags, positiveInteger } from './args.js';
 import { recoverCommand, statusCommand } from './inspect.js';
+import { sagaCommand, sagasCommand } from './sagas.js';
 import { addShardCommand, moveBucketCommand, rebalanceCommand, removeShardCommand, verifyCommand } from './rebalance.js';
 
 const USAGE = `usage: pg-shard-router <command> [options]
@@ -48,6 +49,17 @@ commands:
       checks that every row of every registered sharded table lives on its bucket's
       owner and that reference tables are identical on every shard. Exit code 0 when
       all is well, 2 when rows are misplaced or reference tables differ (listed).
+
+  sagas [--parked | --state S] [--name N] [--json]
+      the sagas of the cluster (every shard's saga log), newest first: id, name, key,
+      state, steps, last error (docs/sagas.md)
+
+  saga retry <id>
+      hands a parked saga back with a fresh attempt budget: an application router that
+      defines its name continues it from where it stopped at its next resumption pass
+
+  saga resolve <id> [--note text]
+      declares a parked saga handled by an operator (state resolved, note kept)
 
   All of these also take --shards, --catalog-schema and --json.
 
@@ -114,6 +126,10 @@ async function main(argv: string[]): Promise<number> {
       return removeShardCommand(rest, process.env, { write, progress: process.stderr });
     case 'verify':
       return verifyCommand(rest, process.env, { write, progress: process.stderr });
+    case 'sagas':
+      return sagasCommand(rest, process.env, write);
+    case 'saga':
+      return sagaCommand(rest, process.env, write);
     case undefined:
     case '-h':
     case '--help':

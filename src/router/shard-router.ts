@@ -129,8 +129,12 @@ export class ShardRouter {
     return this.#sagas.define<Input, Output>(name, steps, options);
   }
 
-  /** Sagas for operators: `list`, `get`, `retry` (a parked saga) and `resolve` (declare a parked saga handled). */
-  get sagas(): Pick<SagaEngine, 'list' | 'get' | 'retry' | 'resolve'> {
+  /**
+   * Sagas for operators: `list`, `get`, `retry` (run a parked saga on here, from where it
+   * stopped), `requeue` (hand a parked saga back to the routers that define it) and `resolve`
+   * (declare a parked saga handled).
+   */
+  get sagas(): Pick<SagaEngine, 'list' | 'get' | 'retry' | 'requeue' | 'resolve'> {
     if (this.#closing) throw closedError();
     return this.#sagas;
   }

@@ -203,6 +203,18 @@ export function retrySql(schema: string): string {
           RETURNING ${COLUMNS}`;
 }
 
+/**
+ * Hands a parked saga back to the routers that define it: the state it was parked from, fresh
+ * budgets ($4 steps), an already expired lease (the next resumption pass takes it), at the epoch
+ * read ($3). $1 key, $2 id.
+ */
+export function requeueSql(schema: string): string {
+  return `UPDATE ${sagaLogTable(schema)} SET epoch = epoch + 1, state = parked_from, parked_from = NULL, steps = $4, lease_owner = NULL,
+                 lease_expires_at = now() - interval '1 millisecond', updated_at = now()
+           WHERE ${KEY_COLUMN} = $1 AND saga_id = $2 AND epoch = $3 AND state = 'parked'
+          RETURNING ${COLUMNS}`;
+}
+
 /** An operator's word: a parked saga is handled. The epoch grows (no runner may write after). */
 export function resolveSql(schema: string): string {
   return `UPDATE ${sagaLogTable(schema)} SET epoch = epoch + 1, state = 'resolved', note = $3, lease_owner = NULL,

@@ -3,7 +3,7 @@ import type { SagaContext } from './context.js';
 import { sagaTestHooks } from './context.js';
 import type { SagaDefinition, SagaStepContext, StepResults } from './definition.js';
 import { renewSql, writeSql } from './log.js';
-import type { SagaRecord, SagaState } from './log.js';
+import type { SagaRecord, SagaState, StepLog } from './log.js';
 import { SagaError, jsonText, leaseLost, outcomeOf, storedError } from './outcome.js';
 import type { SagaCompleted } from './outcome.js';
 
@@ -17,6 +17,17 @@ import type { SagaCompleted } from './outcome.js';
  */
 
 const MAX_BACKOFF_MS = 30_000;
+
+/** A parked saga taken back (retry, requeue) to `state`: a fresh budget for the failed step or compensation. */
+export function freshBudgets(steps: StepLog[], state: SagaState): void {
+  for (const step of steps) {
+    step.compensationFailures = 0;
+    if (state === 'running' && step.state === 'failed') {
+      step.state = 'pending';
+      step.failures = 0;
+    }
+  }
+}
 const WRITE_ATTEMPTS = 5;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -32,28 +43,24 @@ export class SagaRunner {
   readonly #record: SagaRecord;
   readonly #input: unknown;
   #lost = false;
+  /**
+   * Until when (performance.now()) this runner's lease is surely valid: the send time of the
+   * last statement that set it, plus the lease, less a tenth for safety. After it the runner
+   * starts no step and no database call: the lease may have expired and been taken over.
+   */
+  #validUntil: number;
   #writes = 0;
   /** The insert already logged the first step's start. */
   #skipNextWrite: boolean;
   #cause: unknown;
 
-  constructor(context: SagaContext, definition: SagaDefinition, record: SagaRecord, input: unknown, fresh: boolean) {
+  constructor(context: SagaContext, definition: SagaDefinition, record: SagaRecord, input: unknown, fresh: boolean, leaseSentAt: number) {
     this.#context = context;
+    this.#validUntil = leaseSentAt + context.leaseMillis * 0.9;
     this.#definition = definition;
     this.#record = record;
     this.#input = input;
     this.#skipNextWrite = fresh;
-  }
-
-  /** Prepares a parked saga taken back by `retry`: a fresh budget for the failed step or compensation. */
-  resetBudgets(): void {
-    for (const step of this.#record.steps) {
-      step.compensationFailures = 0;
-      if (this.#record.state === 'running' && step.state === 'failed') {
-        step.state = 'pending';
-        step.failures = 0;
-      }
-    }
   }
 
   async run<Output>(): Promise<SagaCompleted<Output>> {
@@ -96,6 +103,7 @@ export class SagaRunner {
       log.runs++;
       await this.#write();
       try {
+        this.#checkLease();
         const result = await step.run(this.#stepContext(index, 'run', log.runs), this.#input, this.#previous(index));
         jsonText(result, `saga ${this.#definition.name}: the result of step ${step.name}`);
         log.state = 'done';
@@ -138,6 +146,7 @@ export class SagaRunner {
       log.compensations++;
       await this.#write();
       try {
+        this.#checkLease();
         await compensate(this.#stepContext(index, 'compensate', log.compensations), this.#input, log.result);
         log.state = 'compensated';
         return true;
@@ -176,7 +185,7 @@ export class SagaRunner {
     let calls = 0;
     // The n-th call of this step function: the same key in every attempt and every runner.
     const nextKey = () => {
-      if (this.#lost) throw leaseLost(sagaId);
+      this.#checkLease();
       calls++;
       return `${base}:${calls}`;
     };
@@ -191,6 +200,12 @@ export class SagaRunner {
       transaction: async (keys, work, options) => this.#context.transaction(keys, work, { ...options, idempotencyKey: nextKey() }),
       execute: async (key, sql, params) => this.#context.idempotentExecute(key, sql, params, nextKey()),
     };
+  }
+
+  /** Refuses to go on once the lease is lost, or may have expired by this process's clock. */
+  #checkLease(): void {
+    if (!this.#lost && performance.now() > this.#validUntil) this.#lost = true;
+    if (this.#lost) throw leaseLost(this.#record.sagaId);
   }
 
   /** One log write at this runner's epoch, re-sent on transient failures (it sets the same values). */
@@ -216,11 +231,13 @@ export class SagaRunner {
     ];
     for (let attempt = 1; ; attempt++) {
       try {
+        const sentAt = performance.now();
         const { rows } = await this.#context.execute(record.sagaKey, writeSql(this.#context.catalogSchema), params);
         if (rows.length === 0) {
           this.#lost = true;
           throw leaseLost(record.sagaId);
         }
+        this.#validUntil = sentAt + this.#context.leaseMillis * 0.9;
         break;
       } catch (error) {
         if (error instanceof SagaError || attempt >= WRITE_ATTEMPTS || !isTransient(error)) throw error;
@@ -238,10 +255,12 @@ export class SagaRunner {
       () => {
         if (renewing || this.#lost) return;
         renewing = true;
+        const sentAt = performance.now();
         this.#context
           .execute(sagaKey, renewSql(this.#context.catalogSchema), [sagaKey, sagaId, epoch, this.#context.leaseMillis])
           .then(({ rows }) => {
-            if (rows.length === 0 && (this.#record.state === 'running' || this.#record.state === 'compensating')) this.#lost = true;
+            if (rows.length > 0) this.#validUntil = Math.max(this.#validUntil, sentAt + this.#context.leaseMillis * 0.9);
+            else if (this.#record.state === 'running' || this.#record.state === 'compensating') this.#lost = true;
           })
           .catch(() => undefined)
           .finally(() => {

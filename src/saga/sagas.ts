@@ -5,11 +5,23 @@ import type { SagaContext } from './context.js';
 import { sagaTestHooks } from './context.js';
 import { checkDefinition, checkSagaId } from './definition.js';
 import type { SagaDefinition, SagaOptions, SagaStepDefinition } from './definition.js';
-import { ACTIVE_STATES, findByIdSql, insertSql, listSql, orphansSql, parseRow, readSql, resolveSql, retrySql, takeOverSql } from './log.js';
+import {
+  ACTIVE_STATES,
+  findByIdSql,
+  insertSql,
+  listSql,
+  orphansSql,
+  parseRow,
+  readSql,
+  requeueSql,
+  resolveSql,
+  retrySql,
+  takeOverSql,
+} from './log.js';
 import type { SagaRecord, SagaRow, SagaState, StepLog } from './log.js';
 import { jsonText, leaseLost, outcomeOf, parseJsonText } from './outcome.js';
 import type { SagaCompleted } from './outcome.js';
-import { SagaRunner } from './runner.js';
+import { SagaRunner, freshBudgets } from './runner.js';
 
 /**
  * The saga engine of one router (docs/sagas.md): the registered definitions, `run`, the
@@ -116,6 +128,7 @@ export class SagaEngine {
       compensations: 0,
       compensationFailures: 0,
     }));
+    const sentAt = performance.now();
     const { rows } = await this.#context.execute<SagaRow>(key, insertSql(this.#context.catalogSchema), [
       key,
       sagaId,
@@ -129,7 +142,7 @@ export class SagaEngine {
       sagaTestHooks.logWrite?.({ sagaId, phase: 'after', n: 0, state: 'running' });
       const record = parseRow(rows[0]);
       record.steps[0]!.runs = 0; // the runner counts the first start, which the insert logged
-      return this.#runOwned<Output>(definition, record, input, true);
+      return this.#runOwned<Output>(definition, record, input, true, sentAt);
     }
     return this.#join<Output>(definition, key, sagaId, inputText);
   }
@@ -140,9 +153,10 @@ export class SagaEngine {
     if (!existing || existing.name !== definition.name || existing.inputText !== inputText)
       throw new ShardRouterError('INVALID_ARGUMENT', `sagaId ${sagaId} is taken by another saga (other name or input)`);
     if (!ACTIVE_STATES.includes(existing.state)) return outcomeOf<Output>(existing);
+    const sentAt = performance.now();
     const taken = await this.#takeOver(key, sagaId);
     if (!taken) throw leaseLost(sagaId);
-    return this.#runOwned<Output>(definition, taken, parseJsonText(taken.inputText), false);
+    return this.#runOwned<Output>(definition, taken, parseJsonText(taken.inputText), false, sentAt);
   }
 
   async #runOwned<Output>(
@@ -150,13 +164,13 @@ export class SagaEngine {
     record: SagaRecord,
     input: unknown,
     fresh: boolean,
+    leaseSentAt: number,
     retry = false,
   ): Promise<SagaCompleted<Output>> {
     this.#active.add(record.sagaId);
     try {
-      const runner = new SagaRunner(this.#context, definition, record, input, fresh);
-      if (retry) runner.resetBudgets();
-      return await runner.run<Output>();
+      if (retry) freshBudgets(record.steps, record.state);
+      return await new SagaRunner(this.#context, definition, record, input, fresh, leaseSentAt).run<Output>();
     } finally {
       this.#active.delete(record.sagaId);
     }
@@ -206,10 +220,11 @@ export class SagaEngine {
     if (this.#active.has(sagaId)) return undefined;
     let record: SagaRecord | undefined;
     try {
+      const sentAt = performance.now();
       record = await this.#takeOver(key, sagaId);
       if (!record) return undefined; // another router took it first, or its runner renewed
       const definition = this.#definitions.get(record.name)!;
-      const outcome = await this.#runOwned(definition, record, parseJsonText(record.inputText), false).then(
+      const outcome = await this.#runOwned(definition, record, parseJsonText(record.inputText), false, sentAt).then(
         () => 'completed' as const,
         (error: unknown) => error,
       );
@@ -271,6 +286,7 @@ export class SagaEngine {
     const definition = this.#definitions.get(record.name);
     if (!definition)
       throw new ShardRouterError('INVALID_ARGUMENT', `saga ${sagaId} is a "${record.name}" saga, which is not defined on this router`);
+    const sentAt = performance.now();
     const { rows } = await this.#context.execute<SagaRow>(record.sagaKey, retrySql(this.#context.catalogSchema), [
       record.sagaKey,
       sagaId,
@@ -279,7 +295,26 @@ export class SagaEngine {
     ]);
     if (!rows[0]) throw new ShardRouterError('INVALID_ARGUMENT', `saga ${sagaId} is no longer parked`);
     const taken = parseRow(rows[0]);
-    return this.#runOwned<Output>(definition, taken, parseJsonText(taken.inputText), false, true);
+    return this.#runOwned<Output>(definition, taken, parseJsonText(taken.inputText), false, sentAt, true);
+  }
+
+  /**
+   * Hands a parked saga back to whichever router defines its name (the CLI's `saga retry`,
+   * which has no definitions): fresh budgets, an expired lease; the next resumption pass of a
+   * router that defines it continues it from where it stopped.
+   */
+  async requeue(sagaId: string): Promise<SagaSummary> {
+    const record = await this.#parked(sagaId);
+    const state = record.parkedFrom ?? 'compensating';
+    freshBudgets(record.steps, state);
+    const { rows } = await this.#context.execute<SagaRow>(record.sagaKey, requeueSql(this.#context.catalogSchema), [
+      record.sagaKey,
+      sagaId,
+      record.epoch,
+      JSON.stringify(record.steps),
+    ]);
+    if (!rows[0]) throw new ShardRouterError('INVALID_ARGUMENT', `saga ${sagaId} is no longer parked`);
+    return summaryOf(rows[0]);
   }
 
   /** An operator declares a parked saga handled. */

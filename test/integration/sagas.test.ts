@@ -3,6 +3,7 @@ import { ShardRouter, ShardRouterError } from '../../src/index.js';
 import type { SagaError, SagaStepDefinition } from '../../src/index.js';
 import { dropSchemas, rejectionOf, shardConfigs, uniqueName } from '../support/cluster.js';
 import { keysOn } from '../support/keys.js';
+import { runCli } from '../support/cli.js';
 
 /**
  * Sagas on real shards (docs/sagas.md): completion, failure at each step with compensations in
@@ -205,6 +206,38 @@ describe('sagas', () => {
     const joined = (await rejectionOf(second.run(other[0]!, { ids: other }, { sagaId: stuck.sagaId }))) as SagaError;
     expect(joined.code).toBe('SAGA_PARKED');
     expect(joined.message).toContain('refunded by hand');
+  });
+
+  it('CLI: sagas --parked lists a parked saga; saga retry hands it back, a defining router resumes it; saga resolve', async () => {
+    const ids = await freshCounters();
+    const order: string[] = [];
+    const saga = router.defineSaga(sagaName(), countingSteps(ids, { run: { 1: 1 }, compensate: { 0: 1 } }, order), {
+      maxCompensationAttempts: 1,
+    });
+    const parked = (await rejectionOf(saga.run(ids[0]!, { ids }))) as SagaError;
+    expect(parked.code).toBe('SAGA_PARKED');
+    const cluster = [
+      '--shards',
+      shardConfigs()
+        .map((shard) => shard.connectionString)
+        .join(','),
+      '--catalog-schema',
+      catalog,
+    ];
+    const listed = await runCli(['sagas', '--parked', ...cluster]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toContain(parked.sagaId);
+    expect(listed.stdout).toContain('compensation 0 fails');
+    const retried = await runCli(['saga', 'retry', parked.sagaId, ...cluster]);
+    expect(retried.code, retried.stderr).toBe(0);
+    expect((await router.sagas.get(parked.sagaId))?.state).toBe('compensating');
+    const report = await router.resumeSagas();
+    expect(report.resumed).toContainEqual({ sagaId: parked.sagaId, name: saga.name, outcome: 'compensated' });
+    expect(await countersOf(ids)).toEqual([0, 0, 0]);
+
+    const bad = await runCli(['saga', 'resolve', 'no-such-saga', ...cluster]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('INVALID_ARGUMENT');
   });
 
   it('a failure after a pivot parks (forward only); retry re-runs the failed step', async () => {
