@@ -77,7 +77,7 @@ function outcome(
   plan: Plan,
   results: Record<Variant, ClosedLoopResult[]>,
   wrong: number,
-  exact: boolean,
+  totals: { readonly found: number; readonly expected: number },
 ): SectionOutcome<SagaBenchDetails> {
   const perSecond = (v: Variant) => results[v].map((r) => r.opsPerSecond);
   const latencies = (v: Variant) => results[v].flatMap((r) => r.latenciesMillis);
@@ -104,7 +104,11 @@ function outcome(
     ],
     guard: [
       check('every update hit its row', wrong === 0, `${wrong} wrong answers`),
-      check('every counter moved exactly by the acknowledged orders', exact, 'counter totals differ'),
+      check(
+        'every counter moved exactly by the acknowledged orders',
+        totals.found === totals.expected,
+        `${totals.found} increments for ${totals.expected} acknowledged updates`,
+      ),
     ],
     details: {
       concurrency: plan.concurrency,
@@ -148,7 +152,7 @@ export const sagasSection: Section<SagaBenchDetails> = {
       (r, q) => ctx.log(`round ${r}: ${VARIANTS.map((v) => `${v} ${Math.round(q[v].opsPerSecond)}`).join('  ')} orders/s`),
     );
     const { rows } = await router.broadcast<{ total: string }>(`SELECT sum(n) AS total FROM ${ctx.schema}.counters`);
-    return outcome(plan, results, wrong, Number(rows[0]!.total) === acknowledged * 3);
+    return outcome(plan, results, wrong, { found: Number(rows[0]!.total), expected: acknowledged * 3 });
   },
   format(report) {
     const d = report.details;
