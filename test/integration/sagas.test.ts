@@ -238,7 +238,7 @@ describe('sagas', () => {
     const bad = await runCli(['saga', 'resolve', 'no-such-saga', ...cluster]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain('INVALID_ARGUMENT');
-  });
+  }, 300_000);
 
   it('a failure after a pivot parks (forward only); retry re-runs the failed step', async () => {
     const ids = await freshCounters();
@@ -321,14 +321,18 @@ describe('sagas', () => {
       [sagaKey],
     );
     expect(rows[0]!.n).toBe(runs.length);
-  });
+  }, 300_000);
 });
 
 describe('saga bad input: typed errors, nothing written', () => {
   async function logRows(): Promise<number> {
     let total = 0;
     for (const shardId of router.shardIds) {
-      const { rows } = await router.executeOn<{ n: number }>(shardId, `SELECT count(*)::int AS n FROM ${catalog}.saga_log`);
+      // The bad calls below all use the saga key 'k' (or an invalid one).
+      const { rows } = await router.executeOn<{ n: number }>(
+        shardId,
+        `SELECT count(*)::int AS n FROM ${catalog}.saga_log WHERE saga_key = 'k'`,
+      );
       total += rows[0]!.n;
     }
     return total;
