@@ -103,7 +103,7 @@ export class SagaRunner {
       log.runs++;
       await this.#write();
       try {
-        this.#checkLease();
+        await this.#checkLease();
         const result = await step.run(this.#stepContext(index, 'run', log.runs), this.#input, this.#previous(index));
         jsonText(result, `saga ${this.#definition.name}: the result of step ${step.name}`);
         log.state = 'done';
@@ -146,7 +146,7 @@ export class SagaRunner {
       log.compensations++;
       await this.#write();
       try {
-        this.#checkLease();
+        await this.#checkLease();
         await compensate(this.#stepContext(index, 'compensate', log.compensations), this.#input, log.result);
         log.state = 'compensated';
         return true;
@@ -184,8 +184,8 @@ export class SagaRunner {
     const base = `saga:${sagaId}:${name}:${kind}`;
     let calls = 0;
     // The n-th call of this step function: the same key in every attempt and every runner.
-    const nextKey = () => {
-      this.#checkLease();
+    const nextKey = async () => {
+      await this.#checkLease();
       calls++;
       return `${base}:${calls}`;
     };
@@ -197,14 +197,29 @@ export class SagaRunner {
       attempt,
       fencingToken: epoch,
       idempotencyKey: base,
-      transaction: async (keys, work, options) => this.#context.transaction(keys, work, { ...options, idempotencyKey: nextKey() }),
-      execute: async (key, sql, params) => this.#context.idempotentExecute(key, sql, params, nextKey()),
+      transaction: async (keys, work, options) => this.#context.transaction(keys, work, { ...options, idempotencyKey: await nextKey() }),
+      execute: async (key, sql, params) => this.#context.idempotentExecute(key, sql, params, await nextKey()),
     };
   }
 
-  /** Refuses to go on once the lease is lost, or may have expired by this process's clock. */
-  #checkLease(): void {
-    if (!this.#lost && performance.now() > this.#validUntil) this.#lost = true;
+  /**
+   * Goes on only while the lease is surely held: once it may have expired by this process's
+   * clock (a slow shard, a paused bucket during a move), an epoch-checked renewal first; it
+   * succeeds only if nobody took the saga over meanwhile.
+   */
+  async #checkLease(): Promise<void> {
+    if (!this.#lost && performance.now() > this.#validUntil) {
+      const { sagaKey, sagaId, epoch } = this.#record;
+      const sentAt = performance.now();
+      const { rows } = await this.#context.execute(sagaKey, renewSql(this.#context.catalogSchema), [
+        sagaKey,
+        sagaId,
+        epoch,
+        this.#context.leaseMillis,
+      ]);
+      if (rows.length === 0) this.#lost = true;
+      else this.#validUntil = sentAt + this.#context.leaseMillis * 0.9;
+    }
     if (this.#lost) throw leaseLost(this.#record.sagaId);
   }
 
