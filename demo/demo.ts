@@ -13,6 +13,7 @@ import { ShardRouter, ShardRouterError } from '../src/index.js';
 import { startLocalCluster } from '../src/local.js';
 import type { LocalCluster } from '../src/local.js';
 import { projectOrders } from './outbox.js';
+import { placeOrderSaga } from './saga.js';
 
 const USERS = [
   ['Ada', 'GB'],
@@ -113,6 +114,7 @@ async function main(): Promise<void> {
 
     await aggregateReport(router, expectedTotals);
     await crossShardTransfer(router);
+    await demoSaga(router);
     await growCluster(router, spare);
     await projectOrders(router, USERS);
     metricsSummary(router);
@@ -161,6 +163,13 @@ async function aggregateReport(router: ShardRouter, expectedTotals: ReadonlyMap<
 }
 
 /** Ada pays a user whose account lives on another shard: both balances change, or neither does. */
+/** The saga block (demo/saga.ts): the transfer's two users, when they live on different shards. */
+async function demoSaga(router: ShardRouter): Promise<void> {
+  const seller = USERS.findIndex((_, index) => router.shardFor(1000 + index) !== router.shardFor(1000));
+  if (seller < 0) return;
+  await placeOrderSaga(router, 1000, 1000 + seller, log);
+}
+
 async function crossShardTransfer(router: ShardRouter): Promise<void> {
   const from = 1000;
   const toIndex = USERS.findIndex((_, index) => router.shardFor(1000 + index) !== router.shardFor(from));

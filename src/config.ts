@@ -147,6 +147,18 @@ const outboxSchema = z.strictObject({
   retentionMillis: z.int().min(0).max(MAX_TIMER_MS).default(3_600_000),
 });
 
+/** Sagas (docs/sagas.md). */
+const sagasSchema = z.strictObject({
+  /** How long a runner's claim on a saga lasts without renewal (renewed every third); an orphan is resumed after it. */
+  leaseMillis: z.int().min(100).max(MAX_TIMER_MS).default(30_000),
+  /** How often a router looks for orphaned sagas of the names it defines (and once at each defineSaga); 0 = only on resumeSagas(). */
+  resumeIntervalMillis: z.int().min(0).max(MAX_TIMER_MS).default(10_000),
+  /** Failed attempts of one compensation before the saga is parked. */
+  maxCompensationAttempts: z.int().min(1).max(1_000_000).default(5),
+  /** First wait between compensation attempts (doubled each time, at most 30 s). */
+  compensationBackoffMillis: z.int().min(0).max(3_600_000).default(1_000),
+});
+
 const configSchema = z
   .strictObject({
     shards: z.array(shardSchema).min(1, 'at least one shard is required'),
@@ -168,6 +180,7 @@ const configSchema = z
     outbox: outboxSchema.default(() => outboxSchema.parse({})),
     idempotency: idempotencySchema.default(() => idempotencySchema.parse({})),
     query: querySchema.default(() => querySchema.parse({})),
+    sagas: sagasSchema.default(() => sagasSchema.parse({})),
     /** PostgreSQL's application_name for the router's connections (visible in pg_stat_activity). */
     applicationName: z
       .string()
@@ -232,6 +245,7 @@ function hasSslParameters(connectionString: string): boolean {
 export type OutboxConfig = z.output<typeof outboxSchema>;
 export type IdempotencyConfig = z.output<typeof idempotencySchema>;
 export type QueryConfig = z.output<typeof querySchema>;
+export type SagasConfig = z.output<typeof sagasSchema>;
 
 /** A validated shard: the connection string is non-enumerable so it never shows up in logs. */
 export interface ResolvedShardConfig {
@@ -254,6 +268,7 @@ export interface ResolvedConfig {
   readonly outbox: Readonly<OutboxConfig>;
   readonly idempotency: Readonly<IdempotencyConfig>;
   readonly query: Readonly<QueryConfig>;
+  readonly sagas: Readonly<SagasConfig>;
   readonly catalogSchema: string;
   readonly applicationName: string;
   readonly logger: Logger | undefined;
@@ -359,6 +374,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     outbox,
     idempotency,
     query,
+    sagas,
     catalogSchema,
     applicationName,
     logger,
@@ -376,6 +392,7 @@ export function resolveConfig(input: unknown): ResolvedConfig {
     outbox: Object.freeze({ ...outbox }),
     idempotency: Object.freeze({ ...idempotency }),
     query: Object.freeze({ ...query }),
+    sagas: Object.freeze({ ...sagas }),
     catalogSchema,
     applicationName,
     logger,

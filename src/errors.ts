@@ -89,6 +89,23 @@ export const ERROR_CODES = [
    * refuses rather than repeat an id. Nothing was issued. Retryable once the clock catches up.
    */
   'ID_CLOCK_BEHIND',
+  /**
+   * A saga step failed after its retries and every completed step was compensated, in reverse
+   * (docs/sagas.md). `cause` is the step's error. Not retryable: the saga is over.
+   */
+  'SAGA_COMPENSATED',
+  /**
+   * A saga stopped and waits for an operator: a compensation failed `maxCompensationAttempts`
+   * times, or a step failed after a pivot. Its state is stored; `router.sagas.retry(id)` or
+   * `resolve(id)`. Not retryable by calling again.
+   */
+  'SAGA_PARKED',
+  /**
+   * This process does not (or no longer) hold the saga's lease: another runner took it over or
+   * runs it. Nothing this runner would write was written; the saga goes on there. Retryable:
+   * `run` again with the same sagaId to get its outcome once it ends.
+   */
+  'SAGA_LEASE_LOST',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -117,6 +134,7 @@ const RETRYABLE_CODES = new Set<ErrorCode>([
   'STATEMENT_CANCELLED',
   'LOCK_NOT_ACQUIRED',
   'ID_CLOCK_BEHIND',
+  'SAGA_LEASE_LOST',
 ]);
 
 /** The one base class of every error thrown by pg-shard-router. */

@@ -37,6 +37,12 @@ export type {
   MisplacedRows,
   DivergentReferenceTable,
 } from './rebalance/rebalancer.js';
+export { Saga } from './saga/sagas.js';
+export type { SagaResumeReport, SagaSummary } from './saga/sagas.js';
+export type { SagaOptions, SagaStepContext, SagaStepDefinition, StepResults } from './saga/definition.js';
+export type { SagaState, StepState, StepLog, SagaRecord } from './saga/log.js';
+export { SagaError } from './saga/outcome.js';
+export type { SagaCompleted } from './saga/outcome.js';
 export type { RegisteredTable, TableKind } from './catalog/registries.js';
 export { hashKey, bucketOf } from './placement/hash.js';
 export type { ShardKey } from './placement/hash.js';

@@ -10,6 +10,7 @@ import { observeSection } from './observe.js';
 import { outboxSection } from './outbox.js';
 import { querySection } from './query.js';
 import { rebalanceSection } from './rebalance.js';
+import { sagasSection } from './sagas.js';
 import { scalingSection } from './scaling.js';
 import { streamSection } from './stream.js';
 import { transactionsSection } from './transactions.js';
@@ -23,6 +24,7 @@ export const SECTIONS: readonly Section<unknown>[] = [
   observeSection,
   transactionsSection,
   idempotencySection,
+  sagasSection,
   broadcastSection,
   coordinatorSection,
   streamSection,

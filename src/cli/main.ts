@@ -4,6 +4,7 @@ import { startLocalCluster } from '../local/local-cluster.js';
 import { parseFlags, positiveInteger } from './args.js';
 import { recoverCommand, statusCommand } from './inspect.js';
 import { outboxCommand } from './outbox.js';
+import { sagaCommand, sagasCommand } from './sagas.js';
 import { addShardCommand, moveBucketCommand, rebalanceCommand, removeShardCommand, verifyCommand } from './rebalance.js';
 
 const USAGE = `usage: pg-shard-router <command> [options]
@@ -55,6 +56,16 @@ commands:
       the transactional outbox's consumer groups: per shard and group pending events,
       lag (age of the oldest pending one) and parked events; list a group's parked
       events; deliver a parked event again, or acknowledge it without delivery
+  sagas [--parked | --state S] [--name N] [--json]
+      the sagas of the cluster (every shard's saga log), newest first: id, name, key,
+      state, steps, last error (docs/sagas.md)
+
+  saga retry <id>
+      hands a parked saga back with a fresh attempt budget: an application router that
+      defines its name continues it from where it stopped at its next resumption pass
+
+  saga resolve <id> [--note text]
+      declares a parked saga handled by an operator (state resolved, note kept)
 
   All of these also take --shards, --catalog-schema and --json.
 
@@ -123,6 +134,10 @@ async function main(argv: string[]): Promise<number> {
       return verifyCommand(rest, process.env, { write, progress: process.stderr });
     case 'outbox':
       return outboxCommand(rest, process.env, write);
+    case 'sagas':
+      return sagasCommand(rest, process.env, write);
+    case 'saga':
+      return sagaCommand(rest, process.env, write);
     case undefined:
     case '-h':
     case '--help':

@@ -11,6 +11,7 @@ import type { CatalogExtension } from '../catalog/catalog.js';
 import { idempotencyExtension } from '../idempotency/records.js';
 import { outboxExtension } from '../outbox/schema.js';
 import { lockTokensExtension } from '../rebalance/lock-space.js';
+import { sagaLogExtension } from '../saga/log.js';
 import { rebalanceExtension } from '../rebalance/schema.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
 import { decisionLogExtension } from '../twopc/decision-log.js';
@@ -19,13 +20,14 @@ import { BackgroundRecovery } from './background-recovery.js';
 import { broadcastContext, coordinatorContext, queryContext, recoveryContext } from './contexts.js';
 import { Topology } from './topology.js';
 
-/** What every shard's catalog gets from the layers, in order (the idempotency records' and the outbox's fence triggers need the rebalancing functions). */
+/** What every shard's catalog gets from the layers, in order (the fence triggers of the library's sharded tables need the rebalancing functions). */
 export const CATALOG_EXTENSIONS: readonly CatalogExtension[] = [
   decisionLogExtension,
   rebalanceExtension,
   idsExtension,
   lockTokensExtension,
   idempotencyExtension,
+  sagaLogExtension,
   outboxExtension,
 ];
 

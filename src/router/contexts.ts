@@ -7,6 +7,12 @@ import type { OutboxContext } from '../outbox/context.js';
 import { outboxChannel } from '../outbox/context.js';
 import type { LockContext } from '../lock/context.js';
 import type { QueryContext } from '../query/engine.js';
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { IdempotentExecuteResult } from '../idempotency/idempotency-keys.js';
+import type { QueryResultRow, ShardQueryResult } from '../pool/session.js';
+import type { SagaContext } from '../saga/context.js';
+import type { TransactionOptions } from '../twopc/transaction-options.js';
 import type { RebalanceContext } from '../rebalance/context.js';
 import { movesGuardCondition } from '../rebalance/schema.js';
 import type { ShardKey } from '../placement/hash.js';
@@ -250,5 +256,41 @@ export function queryContext(
     },
     requireKey: config.query.requireKey,
     unregisteredShard: config.query.unregisteredTablesShard,
+  };
+}
+
+/** The router calls the saga engine works through (the router's own, so sagas get its fences and retries). */
+export interface SagaRouterCalls {
+  execute<R extends QueryResultRow>(
+    key: ShardKey,
+    sql: string,
+    params?: readonly unknown[],
+    options?: { readonly idempotencyKey?: string },
+  ): Promise<ShardQueryResult<R>>;
+  executeOn<R extends QueryResultRow>(shardId: string, sql: string, params?: readonly unknown[]): Promise<ShardQueryResult<R>>;
+  transaction<T>(
+    keys: readonly ShardKey[],
+    work: (tx: Transaction) => Promise<T>,
+    options?: TransactionOptions & { idempotencyKey?: string },
+  ): Promise<T>;
+}
+
+export function sagaContext(config: ResolvedConfig, topology: Topology, router: SagaRouterCalls): SagaContext {
+  return {
+    catalogSchema: config.catalogSchema,
+    owner: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+    leaseMillis: config.sagas.leaseMillis,
+    checkKey: (key) => void topology.bucketOf(key),
+    execute: (key, sql, params) => router.execute(key, sql, params),
+    idempotentExecute: <R extends QueryResultRow>(
+      key: ShardKey,
+      sql: string,
+      params: readonly unknown[] | undefined,
+      idempotencyKey: string,
+    ) => router.execute<R>(key, sql, params, { idempotencyKey }) as Promise<IdempotentExecuteResult<R>>,
+    transaction: (keys, work, options) => router.transaction(keys, work, options),
+    shardIds: () => topology.members(),
+    ownerOf: (key) => topology.shardFor(key),
+    executeOn: (shardId, sql, params) => router.executeOn(shardId, sql, params),
   };
 }

@@ -18,6 +18,9 @@ import type { PoolStats, ShardQueryResult } from '../pool/shard-pool.js';
 import { IdempotencyKeys } from '../idempotency/idempotency-keys.js';
 import type { IdempotencyOptions, IdempotentExecuteOptions, IdempotentExecuteResult } from '../idempotency/idempotency-keys.js';
 import { RecordCollector } from '../idempotency/collector.js';
+import type { SagaOptions, SagaStepDefinition } from '../saga/definition.js';
+import { SagaEngine } from '../saga/sagas.js';
+import type { Saga, SagaResumeReport } from '../saga/sagas.js';
 import { Rebalancer } from '../rebalance/rebalancer.js';
 import type { RebalancerOptions } from '../rebalance/rebalancer.js';
 import { registerOnShard } from '../rebalance/register-table.js';
@@ -40,7 +43,7 @@ import type { HeldLockInfo, LockOptions } from '../lock/types.js';
 import type { BackgroundRecovery } from './background-recovery.js';
 import { CATALOG_EXTENSIONS, composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
-import { clusterAccess, collectorContext, lockContext, outboxContext, routedContext } from './contexts.js';
+import { clusterAccess, collectorContext, lockContext, outboxContext, routedContext, sagaContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
 import { SERVER_TIMEOUT_MARGIN_MS, checkedExecuteOptions, executeStop, runBounded } from './execute-options.js';
 import type { ExecuteOptions } from './execute-options.js';
@@ -89,6 +92,7 @@ export class ShardRouter {
   readonly #locks: Locks;
   readonly #queries: QueryEngine;
   #ids: IdSource | undefined;
+  readonly #sagas: SagaEngine;
   #closing: Promise<void> | undefined;
 
   private constructor(parts: RouterParts) {
@@ -123,6 +127,50 @@ export class ShardRouter {
       transaction: (keys, work, options) => this.transaction(keys, work, options),
     });
     this.#collector = new RecordCollector(collectorContext(parts.config, topology), parts.config.idempotency);
+    // Sagas work through this router's idempotent execute and transaction (docs/sagas.md).
+    this.#sagas = new SagaEngine(sagaContext(parts.config, topology, this), parts.config.sagas);
+  }
+
+  /**
+   * Defines a saga (docs/sagas.md): steps run in order, each logged on the shard of the saga
+   * key before and after it runs; a step failing after its retries has the completed steps
+   * compensated in reverse. A router resumes orphaned sagas of the names it defines.
+   *
+   * @example
+   * const placeOrder = router.defineSaga<{ orderId: string }, { charged: number }>('place-order', [
+   *   { name: 'reserve', run: (step, input) => step.execute(input.orderId, 'UPDATE ...', [input.orderId]).then(() => ({})),
+   *     compensate: (step, input) => step.execute(input.orderId, 'UPDATE ...', [input.orderId]).then(() => undefined) },
+   *   { name: 'charge', run: async () => ({ charged: 30 }) },
+   * ]);
+   * const { result } = await placeOrder.run(orderId, { orderId });
+   * @throws ShardRouterError INVALID_ARGUMENT (bad name or steps, duplicate step or saga name)
+   */
+  defineSaga<Input = unknown, Output = unknown>(
+    name: string,
+    steps: readonly SagaStepDefinition<Input>[],
+    options?: SagaOptions,
+  ): Saga<Input, Output> {
+    if (this.#closing) throw closedError();
+    return this.#sagas.define<Input, Output>(name, steps, options);
+  }
+
+  /**
+   * Sagas for operators: `list`, `get`, `retry` (run a parked saga on here, from where it
+   * stopped), `requeue` (hand a parked saga back to the routers that define it) and `resolve`
+   * (declare a parked saga handled).
+   */
+  get sagas(): Pick<SagaEngine, 'list' | 'get' | 'retry' | 'requeue' | 'resolve'> {
+    if (this.#closing) throw closedError();
+    return this.#sagas;
+  }
+
+  /**
+   * Takes over and runs the active sagas whose lease expired (their runner died), of the names
+   * defined on this router; resolves when they stopped. Also runs on `sagas.resumeIntervalMillis`.
+   */
+  async resumeSagas(): Promise<SagaResumeReport> {
+    if (this.#closing) throw closedError();
+    return this.#sagas.resume();
   }
 
   /**
@@ -771,6 +819,7 @@ export class ShardRouter {
       await this.#watcher.close();
       await this.#locks.close();
       await this.#collector.close();
+      await this.#sagas.close();
       await this.#recovery.close();
       await this.#topology.close();
     })();

@@ -84,8 +84,8 @@ describe('pg-shard-router rebalancing commands', () => {
     expect(text.stdout).toMatch(/\nOK\n$/);
     expect(json.code).toBe(0);
     const report = JSON.parse(json.stdout) as VerifyReport & { clusterId: string };
-    // items, a reference table, the library's idempotency records and the outbox's 4 tables.
-    expect(report).toMatchObject({ clusterId: router.clusterId, ok: true, misplaced: [], divergent: [], openMoves: 0, tablesChecked: 7 });
+    // items, a reference table, the library's idempotency records, saga log and the outbox's 4 tables.
+    expect(report).toMatchObject({ clusterId: router.clusterId, ok: true, misplaced: [], divergent: [], openMoves: 0, tablesChecked: 8 });
     expect(Object.values(report.rowCounts['public.items']!).reduce((a, b) => a + b, 0)).toBe(200);
   });
 

@@ -105,6 +105,20 @@ describe('README and demo', () => {
     expect(stdout).toBe('NO 42, PT 20\n');
   });
 
+  it('sagas example runs as written: one order completes, the failing one is compensated', async () => {
+    const stdout = await runReadmeExample('sagas');
+    expect(stdout).toBe(
+      [
+        'order-1: completed, {"shipped":"order-1"}',
+        'order-2: SAGA_COMPENSATED (no carrier goes there)',
+        'lamps left: 4, charges: 1',
+        'order-2: compensated [reserve-stock=compensated charge=compensated ship=failed]',
+        'order-1: completed [reserve-stock=done charge=done ship=done]',
+        '',
+      ].join('\n'),
+    );
+  });
+
   it('npm run demo writes and reads back every user from its owning shard, then grows to five shards', async () => {
     // The shard the demo adds runs on a server of its own (two databases of one server cannot
     // both prepare the same gid: see docs/rebalance.md, Limits).
@@ -138,8 +152,8 @@ describe('README and demo', () => {
       .map((entry) => Number(entry.split('=')[1]));
     expect(perShardBuckets).toHaveLength(5);
     expect(Math.max(...perShardBuckets) - Math.min(...perShardBuckets)).toBeLessThanOrEqual(1);
-    // 3 of the demo's, 1 idempotency records table, 4 of the outbox's (registered by the library, in the catalog schema).
-    expect(stdout).toContain('verify: 8 tables, 0 misplaced row groups, 0 divergent reference tables');
+    // 3 of the demo's, the library's idempotency records, saga log and 4 outbox tables (in the catalog schema).
+    expect(stdout).toContain('verify: 9 tables, 0 misplaced row groups, 0 divergent reference tables');
     expect(stdout).toContain('every acknowledged order is there, each row on the shard that owns its bucket');
     // The metrics summary at the end: what the router counted along the way.
     expect(stdout).toMatch(/ {2}single: \d+ ok, 0 failed, mean \d+\.\d ms/);
