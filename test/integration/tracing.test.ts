@@ -155,9 +155,11 @@ describe('tracing', () => {
     }
     expect(byStep('prepare')[0]!.attributes['db.operation.name']).toBe('PREPARE TRANSACTION');
     expect(byStep('commit_prepared')[0]!.attributes['db.operation.name']).toBe('COMMIT PREPARED');
-    // Every PREPARE ended before the decision started: the protocol order, seen in the spans.
+    // Every PREPARE ended before the decision started: the protocol order, seen in the spans. The
+    // SDK may record a start time to the millisecond only (seen in CI: 0.19 ms "before" the end
+    // of a PREPARE that ended first), so the order is checked to within that millisecond.
     const decisionStart = byStep('decision')[0]!.startTime;
-    for (const prepare of byStep('prepare')) expect(hr(prepare.endTime)).toBeLessThanOrEqual(hr(decisionStart));
+    for (const prepare of byStep('prepare')) expect(hr(prepare.endTime)).toBeLessThanOrEqual(hr(decisionStart) + 1_000_000n);
     expectNoSecrets();
   });
 
