@@ -3,18 +3,16 @@ import type { Broadcaster } from '../broadcast/broadcaster.js';
 import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from '../broadcast/types.js';
 import type { RegisteredTable, TableKind } from '../catalog/registries.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
-import { ShardRouterError, closedError, isStaleMap } from '../errors.js';
+import { ShardRouterError, closedError } from '../errors.js';
 import type { RouterMetrics } from '../observe/metrics-store.js';
 import type { Observer } from '../observe/observer.js';
-import type { SpanLike } from '../observe/tracing.js';
 import { IdSource } from '../ids/id-source.js';
 import type { QueryEngine, QueryExplanation, QueryOptions, QueryResult } from '../query/engine.js';
 import type { BucketMap } from '../placement/bucket-map.js';
 import type { ShardKey } from '../placement/hash.js';
 import type { QueryResultRow } from '../pool/session.js';
-import { ShardPgPool } from '../pool/pg-pool-face.js';
-import type { ShardPool } from '../pool/shard-pool.js';
-import type { PoolStats, ShardQueryResult } from '../pool/shard-pool.js';
+import type { ShardPgPool } from '../pool/pg-pool-face.js';
+import type { PoolStats } from '../pool/shard-pool.js';
 import { IdempotencyKeys } from '../idempotency/idempotency-keys.js';
 import type { IdempotencyOptions, IdempotentExecuteOptions, IdempotentExecuteResult } from '../idempotency/idempotency-keys.js';
 import { RecordCollector } from '../idempotency/collector.js';
@@ -23,19 +21,15 @@ import { SagaEngine } from '../saga/sagas.js';
 import type { Saga, SagaResumeReport } from '../saga/sagas.js';
 import { Rebalancer } from '../rebalance/rebalancer.js';
 import type { RebalancerOptions } from '../rebalance/rebalancer.js';
-import { registerOnShard } from '../rebalance/register-table.js';
 import { OutboxAdmin } from '../outbox/admin.js';
 import { OutboxConsumer } from '../outbox/consumer.js';
 import type { OutboxContext } from '../outbox/context.js';
 import { PublishNotifier } from '../outbox/notifier.js';
 import type { ConsumeOptions } from '../outbox/options.js';
 import { resolveConsumeOptions } from '../outbox/options.js';
-import { withPublish } from '../outbox/publish.js';
 import type { Transaction } from '../outbox/publish.js';
-import { runTransaction } from '../twopc/coordinator.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
 import type { RecoveryReport } from '../twopc/recovery.js';
-import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import type { TransactionOptions } from '../twopc/transaction-options.js';
 import { mapChannel } from '../catalog/map-channel.js';
 import { Locks } from '../lock/locks.js';
@@ -43,9 +37,13 @@ import type { HeldLockInfo, LockOptions } from '../lock/types.js';
 import type { BackgroundRecovery } from './background-recovery.js';
 import { CATALOG_EXTENSIONS, composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
-import { clusterAccess, collectorContext, lockContext, outboxContext, routedContext, sagaContext } from './contexts.js';
+import { clusterAccess, collectorContext, lockContext, outboxContext, sagaContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
-import { SERVER_TIMEOUT_MARGIN_MS, checkedExecuteOptions, executeStop, runBounded } from './execute-options.js';
+import { registerTable } from './registration.js';
+import { SingleShardStatements } from './statements.js';
+import type { ExecuteResult } from './statements.js';
+import { runRoutedTransaction } from './transactions.js';
+import type { TransactionsContext } from './transactions.js';
 import type { ExecuteOptions } from './execute-options.js';
 import { shardStatuses } from './status.js';
 import type { RouterStatus } from './status.js';
@@ -57,7 +55,7 @@ export type { ExecuteOptions } from './execute-options.js';
 export type { ShardInfo, ShardState } from './topology.js';
 
 /** pg's result shape plus the shard that produced it. */
-export type ExecuteResult<R extends QueryResultRow = QueryResultRow> = ShardQueryResult<R>;
+export type { ExecuteResult } from './statements.js';
 
 /**
  * Routes statements to the PostgreSQL shard that owns a key.
@@ -93,6 +91,8 @@ export class ShardRouter {
   readonly #queries: QueryEngine;
   #ids: IdSource | undefined;
   readonly #sagas: SagaEngine;
+  readonly #statements: SingleShardStatements;
+  readonly #transactions: TransactionsContext;
   #closing: Promise<void> | undefined;
 
   private constructor(parts: RouterParts) {
@@ -105,6 +105,13 @@ export class ShardRouter {
     this.#observer = parts.observer;
     this.#queries = parts.queries;
     const topology = parts.topology;
+    this.#statements = new SingleShardStatements({
+      config: parts.config,
+      topology,
+      observer: parts.observer,
+      isClosed: () => this.#closing !== undefined,
+      refreshMap: () => this.refreshMap(),
+    });
     this.#locks = new Locks(lockContext(parts.config, topology, (keys, work) => this.transaction(keys, work)));
     topology.refreshRetriesVia(() => this.refreshMap());
     this.#watcher = new MapWatcher({
@@ -118,6 +125,7 @@ export class ShardRouter {
     });
     this.#outboxContext = outboxContext(parts.clusterId, parts.config, topology, parts.coordinator);
     this.#notifier = new PublishNotifier(this.#outboxContext.channel, (shardId) => topology.pool(shardId));
+    this.#transactions = { ...parts, notifier: this.#notifier };
     this.outbox = new OutboxAdmin(this.#outboxContext);
     // Idempotency works through this router's own execute and transaction (docs/idempotency.md).
     this.#idempotency = new IdempotencyKeys<Transaction>({
@@ -268,60 +276,8 @@ export class ShardRouter {
         return Promise.reject(error);
       }
     }
-    if (options !== undefined || this.#config.statementTimeoutMillis !== undefined)
-      return this.#executeBounded<R>(key, sql, params, options as ExecuteOptions | undefined);
-    // Not `async`: one promise layer fewer on the hot path; errors still arrive as rejections.
-    let pool: ShardPool;
-    let version: number;
-    try {
-      if (this.#closing) throw closedError();
-      pool = this.#topology.poolFor(key);
-      // Read in the same tick as the pool: the connection carries the version it was routed by.
-      version = this.#topology.map.version;
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    const observer = this.#observer;
-    const started = performance.now();
-    const span = observer.tracing?.statement(pool.shardId, sql, { bucket: this.#topology.bucketOf(key), mapVersion: version });
-    // One promise layer, as before: success and failure are both handled by this `then`.
-    return run<R>(pool, sql, params, version).then(
-      (result) => observed(observer, started, span, result),
-      (error: unknown) =>
-        // A fenced write did nothing, so it is safe to send again once the map is fresh.
-        isStaleMap(error)
-          ? this.#topology
-              .retryingStaleMap(() => run<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version), error)
-              .then(
-                (result) => observed(observer, started, span, result),
-                (failure: unknown) => observedFailure(observer, started, span, failure),
-              )
-          : observedFailure(observer, started, span, error),
-    );
-  }
-
-  /** execute with a timeout or a signal: the same routing, stale-map retry and version stamp. */
-  async #executeBounded<R extends QueryResultRow>(
-    key: ShardKey,
-    sql: string,
-    params: readonly unknown[] | undefined,
-    options: ExecuteOptions | undefined,
-  ): Promise<ExecuteResult<R>> {
-    if (this.#closing) throw closedError();
-    const stop = executeStop(checkedExecuteOptions(options), this.#config);
-    const observer = this.#observer;
-    const started = performance.now();
-    const routed = { bucket: this.#topology.bucketOf(key), mapVersion: this.#topology.map.version };
-    const span = observer.tracing?.statement(this.#topology.shardFor(key), sql, routed);
-    // Pool and version in one tick: the connection carries the version it was routed by.
-    const attempt = () =>
-      stop
-        ? runBounded<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version, stop)
-        : run<R>(this.#topology.poolFor(key), sql, params, this.#topology.map.version);
-    return this.#topology.retryingStaleMap(attempt).then(
-      (result) => observed(observer, started, span, result),
-      (error: unknown) => observedFailure(observer, started, span, error),
-    );
+    if (this.#closing) return Promise.reject(closedError());
+    return this.#statements.execute<R>(key, sql, params, options as ExecuteOptions | undefined);
   }
 
   /**
@@ -380,15 +336,7 @@ export class ShardRouter {
     params?: readonly unknown[],
   ): Promise<ExecuteResult<R>> {
     if (this.#closing) throw closedError();
-    const pool = this.#topology.pool(shardId);
-    const observer = this.#observer;
-    const started = performance.now();
-    const span = observer.tracing?.statement(shardId, sql, NO_DETAIL);
-    try {
-      return observed(observer, started, span, await run<R>(pool, sql, params, undefined));
-    } catch (error) {
-      return observedFailure(observer, started, span, error);
-    }
+    return this.#statements.executeOn<R>(shardId, sql, params);
   }
 
   /**
@@ -408,17 +356,7 @@ export class ShardRouter {
    */
   poolFor(key: ShardKey): ShardPgPool {
     if (this.#closing) throw closedError();
-    this.#topology.bucketOf(key);
-    return new ShardPgPool({
-      route: () => {
-        if (this.#closing) throw closedError();
-        // Owner and version in one tick: the connection carries the version it was routed by.
-        return { pool: this.#topology.poolFor(key), version: this.#topology.map.version };
-      },
-      retryStale: (attempt, first) => this.#topology.retryingStaleMap(attempt, first),
-      onStale: () => this.refreshMap().then(() => undefined),
-      timeoutMillis: this.#routerStatementTimeout(),
-    });
+    return this.#statements.poolFor(key);
   }
 
   /**
@@ -435,26 +373,7 @@ export class ShardRouter {
    */
   poolOn(shardId: string, options: { mapVersion?: number } = {}): ShardPgPool {
     if (this.#closing) throw closedError();
-    this.#topology.pool(shardId);
-    const { mapVersion } = options;
-    if (mapVersion !== undefined && (!Number.isSafeInteger(mapVersion) || mapVersion < 1))
-      throw new ShardRouterError('INVALID_ARGUMENT', 'mapVersion must be a bucket map version (a positive integer)');
-    return new ShardPgPool({
-      route: () => {
-        if (this.#closing) throw closedError();
-        return { pool: this.#topology.pool(shardId), version: mapVersion };
-      },
-      // Unpinned statements carry the newest version: a refusal means this router's map is behind.
-      retryStale: mapVersion === undefined ? (attempt, first) => this.#topology.retryingStaleMap(attempt, first) : undefined,
-      onStale: () => this.refreshMap().then(() => undefined),
-      timeoutMillis: this.#routerStatementTimeout(),
-    });
-  }
-
-  /** The router's own bound on a pool-face statement: the server's statement_timeout plus a margin. */
-  #routerStatementTimeout(): number | undefined {
-    const configured = this.#config.statementTimeoutMillis;
-    return configured === undefined ? undefined : configured + SERVER_TIMEOUT_MARGIN_MS;
+    return this.#statements.poolOn(shardId, options);
   }
 
   /**
@@ -498,39 +417,7 @@ export class ShardRouter {
       for (const key of keys) this.#topology.bucketOf(key); // INVALID_KEY before anything is read
       return this.#idempotency.transaction(keys, work, options);
     }
-    const resolved = resolveTransactionOptions(options, this.#config.transactions);
-    const probe = this.#observer.operation('transaction');
-    // Refused by a map fence (a bucket moved): nothing committed, so the whole transaction runs
-    // again on the refreshed map, callback included, like a retried serialization failure.
-    // Shards that got an event in the attempt that committed: their consumers are woken after it.
-    const published = new Set<string>();
-    const result = await probe.run(() =>
-      this.#topology.retryingStaleMap(() => {
-        // Every statement of this attempt routes by the map it started with, and its connections
-        // carry that version: a bucket that moves meanwhile is refused by the old owner's fence
-        // (STALE_BUCKET_MAP), and the attempt is re-run on the new map. A declared key is
-        // therefore never refused because the map changed under the callback.
-        const routed = routedContext(this.#coordinator, this.#topology, probe).context;
-        // tx.query routes by the same map as tx.execute.
-        const context = {
-          ...routed,
-          routeQuery: (tx: Transaction, sql: string, params: readonly unknown[]) =>
-            this.#queries.inTransaction(tx, routed.shardFor, sql, params),
-        };
-        const declared = keys.map((key) => context.shardFor(key));
-        // One fixed order (by shard id) for taking connections, in every router: no two
-        // transactions can each hold a connection the other waits for.
-        const shardIds = [...new Set(declared)].sort();
-        // The first key's shard decides a two-phase commit: idempotency records rely on it.
-        if (shardIds.length > 1 && !resolved.readOnly) this.#topology.requirePreparedTransactions(shardIds);
-        published.clear();
-        return runTransaction(context, shardIds, declared[0]!, resolved, (tx) =>
-          work(withPublish(tx, this.#config.catalogSchema, published)),
-        );
-      }),
-    );
-    if (published.size > 0) this.#notifier.notify(published);
-    return result;
+    return runRoutedTransaction(this.#transactions, keys, work, options);
   }
 
   /**
@@ -828,54 +715,18 @@ export class ShardRouter {
 
   async #register(table: string, kind: TableKind, shardKey: string | undefined): Promise<RegisteredTable> {
     if (this.#closing) throw closedError();
-    if (typeof table !== 'string' || table === '') throw new ShardRouterError('INVALID_ARGUMENT', 'table must be a table name');
-    const shardIds = this.#topology.members().sort();
-    this.#topology.requirePreparedTransactions(shardIds);
-    const options = resolveTransactionOptions(undefined, this.#config.transactions);
-    const schema = this.#config.catalogSchema;
-    const bucketCount = this.#topology.bucketCount;
-    const names = await runTransaction(this.#coordinator, shardIds, shardIds[0]!, options, (tx) =>
-      Promise.all(shardIds.map((shardId) => registerOnShard(tx, shardId, schema, bucketCount, table, kind, shardKey))),
+    const registered = await registerTable(
+      { config: this.#config, topology: this.#topology, coordinator: this.#coordinator },
+      table,
+      kind,
+      shardKey,
     );
-    if (new Set(names).size > 1)
-      throw new ShardRouterError(
-        'INVALID_ARGUMENT',
-        `table ${table} resolves to different tables on different shards: ${names.join(', ')}`,
-      );
     await this.refreshMap();
-    return { table: names[0]!, kind, shardKey };
+    return registered;
   }
 }
 
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
-const NO_DETAIL = Object.freeze({});
-
-/** Records a single-shard statement that succeeded (and ends its span). */
-function observed<T extends ExecuteResult>(observer: Observer, started: number, span: SpanLike | undefined, result: T): T {
-  observer.single(true, (performance.now() - started) / 1000);
-  if (span) observer.tracing!.succeeded(span, result.shardId, result.command);
-  return result;
-}
-
-/** Records a single-shard statement that failed (and ends its span), then rethrows. */
-function observedFailure(observer: Observer, started: number, span: SpanLike | undefined, error: unknown): never {
-  observer.single(false, (performance.now() - started) / 1000, error);
-  if (span) observer.tracing!.failed(span, error);
-  throw error;
-}
-
-function run<R extends QueryResultRow>(
-  pool: ShardPool,
-  sql: string,
-  params: readonly unknown[] | undefined,
-  version: number | undefined,
-): Promise<ExecuteResult<R>> {
-  if (typeof sql !== 'string' || sql.length === 0)
-    return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string'));
-  if (params !== undefined && !Array.isArray(params))
-    return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'params must be an array'));
-  return pool.query<R>(sql, params ?? NO_PARAMS, version);
-}
 
 /** The argument errors broadcast and broadcastStream share (the SQL is checked by the planner). */
 function invalidBroadcastArguments(params: unknown, options: unknown): ShardRouterError | undefined {

@@ -7,7 +7,7 @@ import { createScratchDatabases, withServer } from '../support/cluster.js';
 import { runCli } from '../support/cli.js';
 import type { CliRun } from '../support/cli.js';
 
-/** The CLI's rebalancing commands (verify, move-bucket, rebalance, add-shard) as a child process against real shards. */
+/** The CLI's rebalancing commands (verify, move-bucket, rebalance, add-shard) through the CLI's entry, against real shards. */
 
 /** The CLI against the scratch shards. */
 const cli = (args: readonly string[]) => runCli(args, { PG_SHARD_URLS: scratch.urls.join(',') });
@@ -60,9 +60,16 @@ beforeAll(async () => {
   await router.registerShardedTable('items', 'id');
   await router.registerReferenceTable('plans');
   await router.broadcast("INSERT INTO plans (code, price) VALUES ('free', 0), ('pro', 10)");
-  await Promise.all(
-    keys.map((key, i) => router.execute(key, 'INSERT INTO items (id, n, note) VALUES ($1, $2, $3)', [key, i, 'x'.repeat(100)])),
-  );
+  // Ten at a time (the pool's size), so a loaded machine never waits out the pool's acquire timeout.
+  for (let start = 0; start < keys.length; start += 10) {
+    await Promise.all(
+      keys
+        .slice(start, start + 10)
+        .map((key, offset) =>
+          router.execute(key, 'INSERT INTO items (id, n, note) VALUES ($1, $2, $3)', [key, start + offset, 'x'.repeat(100)]),
+        ),
+    );
+  }
 });
 
 afterAll(async () => {

@@ -1,10 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redactConnectionString, ShardRouter } from '../../src/index.js';
 import { createScratchDatabases, shardUrls, uniqueName, withServer } from '../support/cluster.js';
-import { runCli } from '../support/cli.js';
+import { runCli, runCliProcess } from '../support/cli.js';
 import type { CliRun } from '../support/cli.js';
 
-/** The pg-shard-router CLI (status, recover) as a child process against real servers. */
+/**
+ * The pg-shard-router CLI (status, recover) against real servers: in this process through its
+ * entry, and as the real program where the exit code and output of the process are the point.
+ */
 
 const cli = runCli;
 
@@ -127,7 +130,7 @@ describe('pg-shard-router status and recover', () => {
       await client.query(`PREPARE TRANSACTION '${stuck}'`);
     });
     try {
-      const run = await cli(['recover', '--grace-ms', '0', '--json'], { PG_SHARD_URLS: scratch.urls.join(',') });
+      const run = await runCliProcess(['recover', '--grace-ms', '0', '--json'], { PG_SHARD_URLS: scratch.urls.join(',') });
       expect(run.code).toBe(2);
       const report = JSON.parse(run.stdout) as { inDoubt: { gid: string; shardId: string; reason: string }[]; rolledBack: unknown[] };
       expect(report.rolledBack).toEqual([]);
@@ -138,7 +141,7 @@ describe('pg-shard-router status and recover', () => {
   });
 
   it('rejects bad input with a clear error and exit code 1, without printing passwords', async () => {
-    const unknownFlag = await cli(['status', '--bogus', '--shards', scratch.urls.join(',')]);
+    const unknownFlag = await runCliProcess(['status', '--bogus', '--shards', scratch.urls.join(',')]);
     expect(unknownFlag.code).toBe(1);
     expect(unknownFlag.stdout).toBe('');
     expect(unknownFlag.stderr).toMatch(/^pg-shard-router: INVALID_ARGUMENT: Unknown option '--bogus'/);

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
+import { runCli as runCliInProcess } from '../../src/cli/run.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const tsx = path.join(root, 'node_modules', '.bin', 'tsx');
@@ -11,11 +12,24 @@ export interface CliRun {
 }
 
 /**
- * Runs `pg-shard-router <args>` from source as a child process; resolves with the exit code
- * instead of rejecting on non-zero. PG_SHARD_URLS of the test run does not leak in: `env` says
- * which shards a case means.
+ * Runs `pg-shard-router <args>` in this process through the CLI's own entry (src/cli/run.ts),
+ * capturing what it prints and its exit code. PG_SHARD_URLS of the test run does not leak in:
+ * `env` says which shards a case means. A child process per call cost ~5 s of tsx start-up on
+ * this machine; {@link runCliProcess} still checks the real program end to end.
  */
-export function runCli(args: readonly string[], env: Record<string, string> = {}): Promise<CliRun> {
+export async function runCli(args: readonly string[], env: Record<string, string> = {}): Promise<CliRun> {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCliInProcess(args, {
+    env: { ...process.env, PG_SHARD_URLS: '', ...env },
+    stdout: { write: (text: string) => (stdout += text) },
+    stderr: { write: (text: string) => (stderr += text) },
+  });
+  return { code, stdout, stderr };
+}
+
+/** Runs `pg-shard-router <args>` from source as a child process; resolves with the exit code instead of rejecting on non-zero. */
+export function runCliProcess(args: readonly string[], env: Record<string, string> = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const childEnv = { ...process.env, PG_SHARD_URLS: '', ...env };
     execFile(tsx, ['src/cli/main.ts', ...args], { cwd: root, env: childEnv, timeout: 60_000 }, (error, stdout, stderr) => {

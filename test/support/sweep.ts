@@ -10,3 +10,19 @@ export const FULL_SWEEP = process.env.PSR_FULL_SWEEP === '1';
 export function sweep<T>(full: T, reduced: T): T {
   return FULL_SWEEP ? full : reduced;
 }
+
+/**
+ * The cases of one run: all of them in a full sweep; otherwise those `keep` picks, which must
+ * cover every step kind the file guards (say in the file which, and why that covers it).
+ */
+export function sweptCases<T>(cases: readonly T[], keep: (item: T) => boolean): readonly T[] {
+  return FULL_SWEEP ? cases : cases.filter(keep);
+}
+
+/** The last case of each group (e.g. one per fault point): the reduced sweep still hits every group. */
+export function lastOfEach<T>(cases: readonly T[], groupOf: (item: T) => string): (item: T) => boolean {
+  const last = new Map<string, T>();
+  for (const item of cases) last.set(groupOf(item), item);
+  const kept = new Set(last.values());
+  return (item) => kept.has(item);
+}
