@@ -1,7 +1,5 @@
 import type { CatalogExtension } from '../catalog/catalog.js';
-import { describeTable } from '../catalog/registries.js';
-import type { Queryable } from '../pool/session.js';
-import { captureFunctionDdl, fenceTriggerName } from '../rebalance/schema.js';
+import { libraryTablesExtension } from '../rebalance/library-tables.js';
 import { q } from '../sql.js';
 
 /**
@@ -42,47 +40,14 @@ function recordsDdl(schema: string): string[] {
 }
 
 /**
- * Creates the records table and registers it as a sharded table on one shard, in one local
- * transaction: the registry row, the move-capture function and the fence trigger, exactly what
- * `registerShardedTable` installs (rebalance/register-table.ts). Every shard gets the same
- * registration (a constant), at connect under the catalog lock and on a shard being added.
+ * Creates the records table and registers it as a sharded table (anchor column) on each shard,
+ * so moves carry the records and the write fence guards them (rebalance/library-tables.ts).
  */
-export const idempotencyExtension: CatalogExtension = {
-  name: 'idempotency records',
-  async ensure(session, schema) {
-    const { rows } = await session.query<{ ready: boolean }>(
-      `SELECT to_regclass($1) IS NOT NULL AND EXISTS (SELECT 1 FROM ${q(schema)}.tables WHERE table_name = format('%I.%I', $2::text, $3::text)) AS ready`,
-      [recordsTable(schema), schema, RECORDS_TABLE],
-    );
-    if (rows[0]?.ready) return;
-    await session.query('BEGIN');
-    try {
-      await install(session, schema);
-      await session.query('COMMIT');
-    } catch (error) {
-      await session.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    }
-  },
-};
-
-async function install(session: Queryable, schema: string): Promise<void> {
-  for (const statement of recordsDdl(schema)) await session.query(statement);
-  const shape = await describeTable(session, recordsTable(schema));
-  if (!shape) throw new Error(`${recordsTable(schema)} was not created`);
-  const identity = await session.query<{ bucket_count: number }>(`SELECT bucket_count FROM ${q(schema)}.shard_identity`);
-  const bucketCount = identity.rows[0]?.bucket_count;
-  if (bucketCount === undefined) throw new Error('the shard has no identity yet');
-  await session.query(
-    `INSERT INTO ${q(schema)}.tables (table_name, kind, key_column) VALUES ($1, 'sharded', $2) ON CONFLICT (table_name) DO NOTHING`,
-    [shape.name, ANCHOR_COLUMN],
-  );
-  await session.query(captureFunctionDdl(schema, shape.oid, shape.name, ANCHOR_COLUMN, bucketCount));
-  await session.query(
-    `CREATE OR REPLACE TRIGGER ${fenceTriggerName(schema)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${shape.name}
-       FOR EACH STATEMENT EXECUTE FUNCTION ${q(schema)}.write_fence()`,
-  );
-}
+export const idempotencyExtension: CatalogExtension = libraryTablesExtension(
+  'idempotency records',
+  [{ name: RECORDS_TABLE, kind: 'sharded', keyColumn: ANCHOR_COLUMN }],
+  recordsDdl,
+);
 
 /** A committed, unexpired record as a lookup reads it. */
 export interface StoredRecord {

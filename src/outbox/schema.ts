@@ -1,6 +1,5 @@
 import type { CatalogExtension } from '../catalog/catalog.js';
-import type { Queryable } from '../pool/session.js';
-import { captureFunctionDdl, fenceTriggerName } from '../rebalance/schema.js';
+import { libraryTablesExtension } from '../rebalance/library-tables.js';
 import { q } from '../sql.js';
 
 /**
@@ -60,48 +59,15 @@ export function outboxDdl(schema: string): string[] {
 }
 
 /**
- * Installs the outbox tables on a shard and registers them in that shard's table registry, with
- * the fence trigger and (sharded ones) the move-capture function, as registerShardedTable would.
- * Every shard gets the same rows (every router connect runs this on every configured shard, and
- * addShard on the new one), so the registries agree. Needs the rebalancing extension first.
+ * Installs the outbox tables on a shard and registers them like the application's tables
+ * (rebalance/library-tables.ts): events, keys and offsets sharded by `key`, so moves carry them;
+ * the groups as a reference table. Needs the rebalancing extension first.
  */
-export const outboxExtension: CatalogExtension = {
-  name: 'outbox',
-  async ensure(session, schema) {
-    const names = [...OUTBOX_TABLES, GROUPS_TABLE];
-    const present = await session.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM ${q(schema)}.tables
-        WHERE table_name = ANY (ARRAY(SELECT format('%I.%I', $1::text, t) FROM unnest($2::text[]) AS t))`,
-      [schema, names],
-    );
-    if (present.rows[0]?.n === names.length) return;
-    for (const statement of outboxDdl(schema)) await session.query(statement);
-    await registerOutboxTables(session, schema);
-  },
-};
-
-async function registerOutboxTables(session: Queryable, schema: string): Promise<void> {
-  const identity = await session.query<{ bucket_count: number }>(`SELECT bucket_count FROM ${q(schema)}.shard_identity`);
-  const bucketCount = identity.rows[0]!.bucket_count;
-  const tables = [
-    ...OUTBOX_TABLES.map((table) => ({ table, kind: 'sharded' as const })),
-    { table: GROUPS_TABLE, kind: 'reference' as const },
-  ];
-  for (const { table, kind } of tables) {
-    const { rows } = await session.query<{ oid: number; name: string }>(
-      `SELECT c.oid::int AS oid, format('%I.%I', n.nspname, c.relname) AS name
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::regclass`,
-      [`${q(schema)}.${table}`],
-    );
-    const { oid, name } = rows[0]!;
-    await session.query(
-      `INSERT INTO ${q(schema)}.tables (table_name, kind, key_column) VALUES ($1, $2, $3) ON CONFLICT (table_name) DO NOTHING`,
-      [name, kind, kind === 'sharded' ? 'key' : null],
-    );
-    if (kind === 'sharded') await session.query(captureFunctionDdl(schema, oid, name, 'key', bucketCount));
-    await session.query(
-      `CREATE OR REPLACE TRIGGER ${fenceTriggerName(schema)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${name}
-         FOR EACH STATEMENT EXECUTE FUNCTION ${q(schema)}.write_fence()`,
-    );
-  }
-}
+export const outboxExtension: CatalogExtension = libraryTablesExtension(
+  'outbox',
+  [
+    ...OUTBOX_TABLES.map((name) => ({ name, kind: 'sharded' as const, keyColumn: 'key' })),
+    { name: GROUPS_TABLE, kind: 'reference' as const },
+  ],
+  outboxDdl,
+);

@@ -1,7 +1,5 @@
 import type { CatalogExtension } from '../catalog/catalog.js';
-import { describeTable } from '../catalog/registries.js';
-import type { Queryable } from '../pool/session.js';
-import { captureFunctionDdl, fenceTriggerName } from '../rebalance/schema.js';
+import { libraryTablesExtension } from '../rebalance/library-tables.js';
 import { q } from '../sql.js';
 
 /**
@@ -89,43 +87,12 @@ function logDdl(schema: string): string[] {
   ];
 }
 
-/** Installs and registers the log table on one shard (as the idempotency records table: idempotency/records.ts). */
-export const sagaLogExtension: CatalogExtension = {
-  name: 'saga log',
-  async ensure(session, schema) {
-    const { rows } = await session.query<{ ready: boolean }>(
-      `SELECT to_regclass($1) IS NOT NULL AND EXISTS (SELECT 1 FROM ${q(schema)}.tables WHERE table_name = format('%I.%I', $2::text, $3::text)) AS ready`,
-      [sagaLogTable(schema), schema, SAGA_LOG_TABLE],
-    );
-    if (rows[0]?.ready) return;
-    await session.query('BEGIN');
-    try {
-      await install(session, schema);
-      await session.query('COMMIT');
-    } catch (error) {
-      await session.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    }
-  },
-};
-
-async function install(session: Queryable, schema: string): Promise<void> {
-  for (const statement of logDdl(schema)) await session.query(statement);
-  const shape = await describeTable(session, sagaLogTable(schema));
-  if (!shape) throw new Error(`${sagaLogTable(schema)} was not created`);
-  const identity = await session.query<{ bucket_count: number }>(`SELECT bucket_count FROM ${q(schema)}.shard_identity`);
-  const bucketCount = identity.rows[0]?.bucket_count;
-  if (bucketCount === undefined) throw new Error('the shard has no identity yet');
-  await session.query(
-    `INSERT INTO ${q(schema)}.tables (table_name, kind, key_column) VALUES ($1, 'sharded', $2) ON CONFLICT (table_name) DO NOTHING`,
-    [shape.name, KEY_COLUMN],
-  );
-  await session.query(captureFunctionDdl(schema, shape.oid, shape.name, KEY_COLUMN, bucketCount));
-  await session.query(
-    `CREATE OR REPLACE TRIGGER ${fenceTriggerName(schema)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${shape.name}
-       FOR EACH STATEMENT EXECUTE FUNCTION ${q(schema)}.write_fence()`,
-  );
-}
+/** Creates the saga log and registers it as a sharded table (saga_key), so moves carry it (rebalance/library-tables.ts). */
+export const sagaLogExtension: CatalogExtension = libraryTablesExtension(
+  'saga log',
+  [{ name: SAGA_LOG_TABLE, kind: 'sharded', keyColumn: KEY_COLUMN }],
+  logDdl,
+);
 
 const COLUMNS = `${KEY_COLUMN}, saga_id, name, state, input, steps, output, error, parked_from, lease_owner, lease_expires_at, epoch, note, created_at, updated_at`;
 const LEASE = 'now() + make_interval(secs => $LEASE::float8 / 1000)';
