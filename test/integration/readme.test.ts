@@ -1,38 +1,11 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
+import { runReadmeExample as runExample } from '../support/readme.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalCluster } from '../../src/local.js';
-import { createScratchDatabases, runTypeScript, uniqueName, withServer } from '../support/cluster.js';
+import { createScratchDatabases, runTypeScript, withServer } from '../support/cluster.js';
 
-const root = path.resolve(import.meta.dirname, '../..');
 let scratch: Awaited<ReturnType<typeof createScratchDatabases>>;
 
-/** The fenced ts block that follows `<!-- readme-example: NAME ... -->` in README.md. */
-function readmeExample(name: string): string {
-  const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
-  const match = new RegExp(`<!-- readme-example: ${name}\\b[^>]*-->\\s*\`\`\`ts\\n([\\s\\S]*?)\`\`\``).exec(readme);
-  if (!match) throw new Error(`README.md has no example named ${name}`);
-  return match[1]!;
-}
-
-/** Runs a README example as written against the scratch shards; returns its output. */
-async function runReadmeExample(name: string): Promise<string> {
-  mkdirSync(path.join(root, '.tmp'), { recursive: true });
-  const file = path.join(root, '.tmp', `${uniqueName('readme')}.ts`);
-  // The only edit: the package name resolves to this checkout's source.
-  writeFileSync(
-    file,
-    readmeExample(name)
-      .replace(`from 'pg-shard-router/local'`, `from '../src/local.js'`)
-      .replace(`from 'pg-shard-router/prometheus'`, `from '../src/prometheus.js'`)
-      .replace(`from 'pg-shard-router'`, `from '../src/index.js'`),
-  );
-  try {
-    return (await runTypeScript(file, { PG_SHARD_URLS: scratch.urls.join(',') })).stdout;
-  } finally {
-    rmSync(file, { force: true });
-  }
-}
+const runReadmeExample = (name: string) => runExample(name, scratch.urls);
 
 beforeAll(async () => {
   scratch = await createScratchDatabases();
