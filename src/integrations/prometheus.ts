@@ -2,6 +2,8 @@ import promClient from 'prom-client';
 import type { Registry, RegistryContentType } from 'prom-client';
 import { ShardRouterError } from '../errors.js';
 import type { HistogramSnapshot, RouterMetrics } from '../observe/metrics-store.js';
+import { OUTBOX_GAUGE_NAMES, outboxCollectors } from './prometheus-outbox.js';
+import type { OutboxStatusSource } from './prometheus-outbox.js';
 
 /**
  * prom-client exposition of `router.metrics()`. Every metric is read from the router's own
@@ -14,6 +16,8 @@ import type { HistogramSnapshot, RouterMetrics } from '../observe/metrics-store.
 /** What registerMetrics reads: a ShardRouter (or anything with the same metrics()). */
 export interface MetricsSource {
   metrics(): RouterMetrics;
+  /** `router.outbox`, read when `outbox: true`. */
+  readonly outbox?: OutboxStatusSource;
 }
 
 export interface RegisterMetricsOptions {
@@ -21,6 +25,12 @@ export interface RegisterMetricsOptions {
   readonly registry?: Registry<RegistryContentType>;
   /** Prepended to every name (default `pg_shard_router_`). */
   readonly prefix?: string;
+  /**
+   * Also the outbox's gauges per shard and consumer group: pending events, lag, parked events.
+   * They are read with `router.outbox.status()` at every scrape (a query per shard), hence
+   * opt-in. Default false.
+   */
+  readonly outbox?: boolean;
 }
 
 /** What registerMetrics registered, and how to take it back out (e.g. before closing the router). */
@@ -66,13 +76,20 @@ export function registerMetrics(router: MetricsSource, options: RegisterMetricsO
   if (typeof prefix !== 'string' || (prefix !== '' && !PREFIX.test(prefix)))
     throw new ShardRouterError('INVALID_ARGUMENT', 'prefix must match [a-zA-Z_:][a-zA-Z0-9_:]* (or be empty)');
   if (typeof router?.metrics !== 'function') throw new ShardRouterError('INVALID_ARGUMENT', 'router must have a metrics() method');
+  if (options.outbox === true && typeof router.outbox?.status !== 'function')
+    throw new ShardRouterError('INVALID_ARGUMENT', 'outbox: true needs a router (its outbox.status())');
   const snapshot = sharedSnapshot(router);
   const families = [...FAMILIES, ...extraFamilies(snapshot())];
-  const names = families.map((family) => prefix + family.name);
+  const outbox = options.outbox === true ? outboxCollectors(prefix, router.outbox!) : [];
+  const names = [
+    ...families.map((family) => prefix + family.name),
+    ...(outbox.length > 0 ? OUTBOX_GAUGE_NAMES.map((n) => prefix + n) : []),
+  ];
   const taken = names.find((name) => registry.getSingleMetric(name) !== undefined);
   if (taken)
     throw new ShardRouterError('INVALID_ARGUMENT', `a metric named ${taken} is already registered (another router? use another prefix)`);
   for (const family of families) registry.registerMetric(collector(prefix + family.name, family, snapshot) as never);
+  for (const gauge of outbox) registry.registerMetric(gauge as never);
   return {
     names,
     unregister: () => {

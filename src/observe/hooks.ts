@@ -37,12 +37,28 @@ export interface TransactionObserver {
   gid(gid: string): void;
   /** Runs one protocol step on one shard (`COMMIT` on the decision shard is the decision). */
   step<T>(step: TxnStep, shardId: string, work: () => Promise<T>): Promise<T>;
+  /** Runs one statement of the callback (tx.execute, tx.executeOn, tx.query) on one shard. */
+  statement<T extends { readonly command: string }>(
+    shardId: string,
+    sql: string,
+    routed: StatementRouting,
+    work: () => Promise<T>,
+  ): Promise<T>;
+}
+
+/** How a transaction's statement was routed. */
+export interface StatementRouting {
+  /** The key's bucket; undefined for a statement sent to a shard by id. */
+  readonly bucket: number | undefined;
+  /** The version of the bucket map the transaction's attempt routes by. */
+  readonly mapVersion: number | undefined;
 }
 
 export const NO_TRANSACTION_OBSERVER: TransactionObserver = Object.freeze({
   protocol() {},
   gid() {},
   step: <T>(_step: TxnStep, _shardId: string, work: () => Promise<T>) => work(),
+  statement: <T>(_shardId: string, _sql: string, _routed: StatementRouting, work: () => Promise<T>) => work(),
 });
 
 /** What a broadcast reports: each shard's statement, and the transaction of a write. */

@@ -1,17 +1,26 @@
 import { ShardRouterError } from '../errors.js';
-import type { BroadcastObserver, MoveInfo, MoveObserver, MoveResult, PoolObserver, TxnProtocol, TxnStep } from './hooks.js';
+import type {
+  BroadcastObserver,
+  MoveInfo,
+  MoveObserver,
+  MoveResult,
+  PoolObserver,
+  StatementRouting,
+  TxnProtocol,
+  TxnStep,
+} from './hooks.js';
 import { loggableError, logTo } from './logger.js';
 import type { Logger, LogLevel } from './logger.js';
 import { MetricsStore, ROUTES } from './metrics-store.js';
 import { shardTarget } from './shard-target.js';
 import { ATTR } from './tracing.js';
-import type { SpanLike, Tracing } from './tracing.js';
+import type { SpanLike, StatementDetail, Tracing } from './tracing.js';
 
 /**
  * A router's one instrumentation object: metrics (always counted, in plain numbers), spans
  * (when `@opentelemetry/api` is installed) and the logger (when configured). The router builds
  * it at connect and hands the hooks of hooks.ts to its pools and engines. With nothing plugged
- * in, a statement costs two clock reads and a histogram write.
+ * in, a statement costs two clock reads and a histogram write (bench section `observe`).
  */
 
 export const ROUTE_SINGLE = ROUTES.indexOf('single');
@@ -29,12 +38,21 @@ export interface RecoveryOutcome {
 
 export class Observer implements MoveObserver {
   readonly metrics = new MetricsStore();
-  readonly tracing: Tracing | undefined;
+  readonly #tracing: Tracing | undefined;
   readonly #logger: Logger | undefined;
 
   constructor(logger: Logger | undefined, tracing: Tracing | undefined) {
     this.#logger = logger;
-    this.tracing = tracing;
+    this.#tracing = tracing;
+  }
+
+  /**
+   * Spans, when they go somewhere: undefined without `@opentelemetry/api`, and while neither
+   * the config nor the global API names a tracer provider. Callers build span attributes only
+   * behind it (`observer.tracing?.statement(...)`), so that case costs one call.
+   */
+  get tracing(): Tracing | undefined {
+    return this.#tracing?.live() ? this.#tracing : undefined;
   }
 
   log(level: LogLevel, event: string, fields: Record<string, unknown>, msg: string): void {
@@ -43,7 +61,7 @@ export class Observer implements MoveObserver {
 
   /** The observer of a new pool: acquire waits, and shards going down and up. */
   pool(shardId: string, connectionString: string): PoolObserver {
-    this.tracing?.addShard(shardTarget(shardId, connectionString));
+    this.#tracing?.addShard(shardTarget(shardId, connectionString));
     const waits = this.metrics.waits(shardId);
     return {
       acquired: (seconds) => waits.observe(seconds),
@@ -174,21 +192,35 @@ export class OperationProbe implements BroadcastObserver {
   }
 
   step<T>(step: TxnStep, shardId: string, work: () => Promise<T>): Promise<T> {
-    return this.#child(shardId, step, undefined, work);
+    return this.#child(shardId, { operation: step, step: STEP_NAMES[step], gid: this.#gid }, undefined, work);
   }
 
   shard<T extends { readonly command: string }>(shardId: string, sql: string, work: () => Promise<T>): Promise<T> {
-    return this.#child(shardId, undefined, sql, work);
+    return this.#child(shardId, NO_DETAIL, sql, work);
   }
 
-  async #child<T>(shardId: string, step: TxnStep | undefined, sql: string | undefined, work: () => Promise<T>): Promise<T> {
+  /**
+   * A transaction callback's statement: a CLIENT span under the transaction's, with the key's
+   * bucket and the map version. A broadcast write's statements already have theirs (shard()).
+   */
+  statement<T extends { readonly command: string }>(
+    shardId: string,
+    sql: string,
+    routed: StatementRouting,
+    work: () => Promise<T>,
+  ): Promise<T> {
+    if (this.#kind === 'broadcast') return work();
+    return this.#child(shardId, { bucket: routed.bucket, mapVersion: routed.mapVersion }, sql, work);
+  }
+
+  /** `detail.operation` set: a 2PC step, named by it; else the span takes the server's command tag. */
+  async #child<T>(shardId: string, detail: StatementDetail, sql: string | undefined, work: () => Promise<T>): Promise<T> {
     const tracing = this.#observer.tracing;
     if (!tracing || !this.#span) return work();
-    const detail = step ? { operation: step, step: STEP_NAMES[step], gid: this.#gid } : NO_DETAIL;
     const span = tracing.statement(shardId, sql, detail, this.#span);
     try {
       const result = await work();
-      tracing.succeeded(span, shardId, step ?? (result as { command?: string } | undefined)?.command);
+      tracing.succeeded(span, shardId, detail.operation ?? (result as { command?: string } | undefined)?.command);
       return result;
     } catch (error) {
       tracing.failed(span, error);

@@ -25,9 +25,14 @@ interface TracerLike {
   startSpan(name: string, options: { kind: number; attributes: Attributes }, context?: unknown): SpanLike;
 }
 
+/** The API's global provider: a proxy that has a delegate once an SDK registered itself. */
+interface GlobalTracerProvider extends TracerProviderLike {
+  getDelegateTracer?(name: string): unknown;
+}
+
 interface OpenTelemetryApi {
   trace: {
-    getTracerProvider(): TracerProviderLike;
+    getTracerProvider(): GlobalTracerProvider;
     setSpan(context: unknown, span: SpanLike): unknown;
   };
   context: { active(): unknown; with<T>(context: unknown, fn: () => T): T };
@@ -35,12 +40,12 @@ interface OpenTelemetryApi {
 
 /** What a statement span may carry besides the shard's server and the SQL. */
 export interface StatementDetail {
-  readonly bucket?: number;
-  readonly mapVersion?: number;
+  readonly bucket?: number | undefined;
+  readonly mapVersion?: number | undefined;
   /** For a 2PC step: its statement (PREPARE TRANSACTION, ...); else the command tag, set when it ends. */
-  readonly operation?: string;
-  readonly step?: string;
-  readonly gid?: string;
+  readonly operation?: string | undefined;
+  readonly step?: string | undefined;
+  readonly gid?: string | undefined;
 }
 
 const SPAN_KIND_INTERNAL = 0;
@@ -69,19 +74,35 @@ export async function loadTracing(provider: TracerProviderLike | undefined): Pro
   } catch {
     return undefined;
   }
-  const tracer = (provider ?? api.trace.getTracerProvider()).getTracer(TRACER_NAME) as TracerLike;
-  return new Tracing(api, tracer);
+  if (provider) return new Tracing(api, () => provider.getTracer(TRACER_NAME) as TracerLike);
+  const global = api.trace.getTracerProvider();
+  // The global proxy hands out its delegate's tracer once an SDK registered; until then there
+  // is no tracer, so a statement builds no attributes and starts no no-op span.
+  if (typeof global.getDelegateTracer !== 'function') return new Tracing(api, () => global.getTracer(TRACER_NAME) as TracerLike);
+  return new Tracing(api, () => global.getDelegateTracer!(TRACER_NAME) as TracerLike | undefined);
 }
 
 export class Tracing {
   readonly #api: OpenTelemetryApi;
-  readonly #tracer: TracerLike;
+  readonly #lookup: () => TracerLike | undefined;
+  #tracer: TracerLike | undefined;
   /** Per shard: where its statements go (host, port, database), read once from its connection string. */
   readonly #targets = new Map<string, ShardTarget>();
 
-  constructor(api: OpenTelemetryApi, tracer: TracerLike) {
+  constructor(api: OpenTelemetryApi, lookup: () => TracerLike | undefined) {
     this.#api = api;
-    this.#tracer = tracer;
+    this.#lookup = lookup;
+    this.#tracer = lookup();
+  }
+
+  /**
+   * Whether spans go anywhere: false while the global provider has no SDK behind it. Once a
+   * tracer is found it is kept, as the API's own proxy tracer keeps its delegate.
+   */
+  live(): boolean {
+    if (this.#tracer !== undefined) return true;
+    this.#tracer = this.#lookup();
+    return this.#tracer !== undefined;
   }
 
   /** Remembers a shard's server (call once per pool). */
@@ -111,7 +132,7 @@ export class Tracing {
       'pg_shard_router.gid': detail.gid,
     };
     const name = target?.namespace ?? 'postgresql';
-    return this.#tracer.startSpan(name, { kind: SPAN_KIND_CLIENT, attributes }, this.#context(parent));
+    return this.#tracer!.startSpan(name, { kind: SPAN_KIND_CLIENT, attributes }, this.#context(parent));
   }
 
   /**
@@ -121,7 +142,7 @@ export class Tracing {
   operation(name: 'BROADCAST' | 'TRANSACTION', sql: string | undefined): SpanLike {
     const kind = name === 'BROADCAST' ? SPAN_KIND_INTERNAL : SPAN_KIND_CLIENT;
     const attributes: Attributes = { 'db.system.name': 'postgresql', 'db.operation.name': name, 'db.query.text': sql };
-    return this.#tracer.startSpan(name, { kind, attributes });
+    return this.#tracer!.startSpan(name, { kind, attributes });
   }
 
   /** Runs `work` with `span` as the active span (so spans the caller's code starts nest under it, given a context manager). */

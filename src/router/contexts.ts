@@ -68,7 +68,7 @@ export function routedContext(
   const { map, owners, members } = topology.snapshot();
   const context: CoordinatorContext = {
     ...base,
-    ...(observer ? { observer } : {}),
+    ...(observer ? { observer, mapVersion: map.version, bucketOf: (key: ShardKey) => topology.bucketOf(key) } : {}),
     shardFor: (key) => owners[topology.bucketOf(key)]!,
     acquire: (shardId) => topology.pool(shardId).acquire(map.version),
   };

@@ -82,8 +82,11 @@ export class SingleShardStatements {
     const { topology, observer, config } = this.#context;
     const stop = executeStop(checkedExecuteOptions(options), config);
     const started = performance.now();
-    const routed = { bucket: topology.bucketOf(key), mapVersion: topology.map.version };
-    const span = observer.tracing?.statement(topology.shardFor(key), sql, routed);
+    // Behind `?.`: with no tracing the key is not hashed again and no detail object is built.
+    const span = observer.tracing?.statement(topology.shardFor(key), sql, {
+      bucket: topology.bucketOf(key),
+      mapVersion: topology.map.version,
+    });
     // Pool and version in one tick: the connection carries the version it was routed by.
     const attempt = () =>
       stop

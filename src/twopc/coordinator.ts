@@ -1,7 +1,7 @@
 import type { QueryResultRow, Queryable, ShardSession } from '../pool/session.js';
 import type { ShardQueryResult } from '../pool/shard-pool.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
-import type { TransactionObserver } from '../observe/hooks.js';
+import type { StatementRouting, TransactionObserver } from '../observe/hooks.js';
 import type { ShardKey } from '../placement/hash.js';
 import type { Gid } from './gid.js';
 import { Participant, aborted, cleanup } from './participant.js';
@@ -34,8 +34,11 @@ export interface CoordinatorContext {
   serverVersion(shardId: string): number;
   /** Called with gids left prepared somewhere after their decision, for recovery to finish. */
   onUnfinished(gid: Gid): void;
-  /** Told the protocol, the gid and each 2PC step (spans, metrics); none: nothing is reported. */
+  /** Told the protocol, the gid, each statement and each 2PC step (spans, metrics); none: nothing is reported. */
   readonly observer?: TransactionObserver;
+  /** The bucket map version this attempt routes by, and a key's bucket: what a statement's span records. */
+  readonly mapVersion?: number;
+  bucketOf?(key: ShardKey): number;
   /** tx.query's routing (router.query's rules within the participants); absent: tx.query is UNSUPPORTED. */
   routeQuery?(tx: Transaction, sql: string, params: readonly unknown[]): Promise<RoutedQueryResult>;
 }
@@ -223,14 +226,22 @@ class TransactionRun<T> {
     }
     if (typeof sql !== 'string' || sql.length === 0) throw new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string');
     if (params !== undefined && !Array.isArray(params)) throw new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
-    try {
-      const result = await participant.run<R>(sql, params, () =>
+    const running = () =>
+      participant.run<R>(sql, params, () =>
         beginStatements(this.#options, this.#deadline - Date.now(), this.#context.serverVersion(shardId)),
       );
+    const observer = this.#context.observer;
+    try {
+      const result = await (observer ? observer.statement(shardId, sql, this.#routing(key), running) : running());
       return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardId };
     } catch (error) {
       throw this.#isTimeout(error) ? this.#timeoutError(error) : error;
     }
+  }
+
+  #routing(key: ShardKey | undefined): StatementRouting {
+    const bucket = key === undefined ? undefined : this.#context.bucketOf?.(key);
+    return { bucket, mapVersion: this.#context.mapVersion };
   }
 
   /** The server ended the statement or session because the transaction's bound passed. */

@@ -4,7 +4,7 @@ import { ShardRouterError } from '../../src/index.js';
 import type { RouterMetrics, ShardRouter, StatementMetrics } from '../../src/index.js';
 import { registerMetrics } from '../../src/prometheus.js';
 import { testHooks } from '../../src/twopc/test-hooks.js';
-import { connectFreshRouter, dropSchemas, rejectionOf, uniqueName } from '../support/cluster.js';
+import { connectFreshRouter, dropSchemas, eventually, rejectionOf, uniqueName } from '../support/cluster.js';
 import { keysOn } from '../support/keys.js';
 
 /**
@@ -149,6 +149,50 @@ describe('registerMetrics (prom-client)', () => {
       registered.unregister();
     }
     expect(await registry.metrics()).not.toContain('pg_shard_router_');
+  });
+
+  it('outbox: true adds pending events, lag and parked events per shard and group, read at scrape time', async () => {
+    const group = uniqueName('grp');
+    const topic = uniqueName('topic');
+    const [parkedKey, pendingKey] = keysOn(router, ['s1', 's2'], 'obx');
+    await router.transaction([parkedKey!], (tx) => tx.publish(parkedKey!, topic, { poison: true }));
+    const consumer = router.consume({
+      group,
+      topics: [topic],
+      maxAttempts: 1,
+      pollIntervalMillis: 100,
+      handler: () => {
+        throw new Error('cannot handle this one');
+      },
+    });
+    try {
+      await eventually('parked', async () => (await router.outbox.parked({ group })).length === 1, 1_000);
+    } finally {
+      await consumer.stop();
+    }
+    // Published after the consumer stopped: pending on its shard, not delivered.
+    await router.transaction([pendingKey!], (tx) => tx.publish(pendingKey!, topic, { n: 1 }));
+    const registry = new Registry();
+    const registered = registerMetrics(router, { registry, outbox: true });
+    try {
+      expect(registered.names).toEqual(expect.arrayContaining(['pg_shard_router_outbox_lag_seconds']));
+      const text = await registry.metrics();
+      expect(text).toContain('# TYPE pg_shard_router_outbox_parked_events gauge');
+      expect(text).toContain(`pg_shard_router_outbox_parked_events{shard="s1",group="${group}"} 1`);
+      expect(text).toContain(`pg_shard_router_outbox_parked_events{shard="s2",group="${group}"} 0`);
+      expect(text).toContain(`pg_shard_router_outbox_pending_events{shard="s2",group="${group}"} 1`);
+      const lag = new RegExp(`pg_shard_router_outbox_lag_seconds\\{shard="s2",group="${group}"\\} ([0-9.e+-]+)`).exec(text);
+      expect(Number(lag![1])).toBeGreaterThan(0);
+      expect(text).not.toMatch(/\b(key|bucket)="/);
+    } finally {
+      registered.unregister();
+    }
+    // Without the option there is no outbox gauge (no query per scrape).
+    const plain = registerMetrics(router, { registry });
+    expect(await registry.metrics()).not.toContain('outbox_');
+    plain.unregister();
+    const notARouter = { metrics: () => router.metrics() };
+    expect(() => registerMetrics(notARouter, { registry, outbox: true })).toThrow(/outbox/);
   });
 
   it('takes a prefix, refuses a bad one and a second registration under the same names', () => {

@@ -134,7 +134,9 @@ describe('tracing', () => {
     expect(txn.attributes['pg_shard_router.txn_protocol']).toBe('2pc');
     const gid = String(txn.attributes['pg_shard_router.gid']);
     expect(gid.length).toBeGreaterThan(10);
-    const steps = spans().filter((span) => parentOf(span) === txn.spanContext().spanId);
+    const steps = spans().filter(
+      (span) => parentOf(span) === txn.spanContext().spanId && span.attributes['pg_shard_router.txn_step'] !== undefined,
+    );
     const byStep = (step: string) => steps.filter((span) => span.attributes['pg_shard_router.txn_step'] === step);
     // The decision shard is s0 (the first in shard-id order); the two others vote.
     expect(
@@ -163,12 +165,83 @@ describe('tracing', () => {
     expectNoSecrets();
   });
 
-  it('a one-phase transaction says so and has no 2PC children', async () => {
+  it('a one-phase transaction says so and has no 2PC children, only its statement', async () => {
     await router.transaction(['solo'], (tx) => tx.execute('solo', 'SELECT 1'));
     const txn = spans().find((span) => span.name === 'TRANSACTION')!;
     expect(txn.attributes['pg_shard_router.txn_protocol']).toBe('1pc');
     expect(txn.attributes['pg_shard_router.gid']).toBeUndefined();
-    expect(spans().filter((span) => parentOf(span) === txn.spanContext().spanId)).toEqual([]);
+    const children = spans().filter((span) => parentOf(span) === txn.spanContext().spanId);
+    expect(children.map((span) => span.name)).toEqual([`SELECT ${databaseOf(router.shardFor('solo'))}`]);
+    expect(children[0]!.attributes['pg_shard_router.txn_step']).toBeUndefined();
+  });
+
+  it("a transaction's statements: one CLIENT span each under the transaction, with execute's attributes and never the values", async () => {
+    const [a, b] = keysOn(router, ['s0', 's1'], 'txs');
+    const insert = `INSERT INTO ${data}.items (id, n) VALUES ($1, $2)`;
+    await router.transaction([a!, b!], async (tx) => {
+      await tx.execute(a!, insert, [`${a}-${SECRET}`, 1]);
+      await tx.execute(b!, insert, [`${b}-${SECRET}`, 2]);
+      await tx.executeOn('s1', `SELECT count(*) FROM ${data}.items WHERE id <> $1`, [SECRET]);
+    });
+    const txn = spans().find((span) => span.name === 'TRANSACTION')!;
+    const statements = spans().filter(
+      (span) => parentOf(span) === txn.spanContext().spanId && span.attributes['pg_shard_router.txn_step'] === undefined,
+    );
+    expect(statements).toHaveLength(3);
+    statements.sort((x, y) => Number(hr(x.startTime) - hr(y.startTime)));
+    const [first, second, read] = statements;
+    for (const [span, key] of [
+      [first!, a!],
+      [second!, b!],
+    ] as const) {
+      const shardId = router.shardFor(key);
+      const url = new URL(shardConfigs().find((shard) => shard.id === shardId)!.connectionString);
+      expect(span.kind).toBe(SpanKind.CLIENT);
+      expect(span.name).toBe(`INSERT ${databaseOf(shardId)}`);
+      expect(span.spanContext().traceId).toBe(txn.spanContext().traceId);
+      expect(span.attributes).toEqual({
+        'db.system.name': 'postgresql',
+        'db.namespace': databaseOf(shardId),
+        'db.operation.name': 'INSERT',
+        'db.query.text': insert,
+        'server.address': url.hostname,
+        'server.port': Number(url.port),
+        'pg_shard_router.shard': shardId,
+        'pg_shard_router.bucket': router.bucketFor(key),
+        'pg_shard_router.map_version': router.bucketMap.version,
+      });
+    }
+    // A statement sent to a shard by id has no key, so no bucket.
+    expect(read!.attributes['pg_shard_router.shard']).toBe('s1');
+    expect(read!.attributes['db.operation.name']).toBe('SELECT');
+    expect(read!.attributes['pg_shard_router.bucket']).toBeUndefined();
+    expect(read!.attributes['pg_shard_router.map_version']).toBe(router.bucketMap.version);
+    expect(txn.attributes['pg_shard_router.txn_protocol']).toBe('2pc');
+    expectNoSecrets();
+  });
+
+  it("a transaction's failed statement: its span has error.type, the transaction's too", async () => {
+    const error = await rejectionOf(router.transaction(['bad'], (tx) => tx.execute('bad', 'SELECT $1::int', [SECRET])));
+    expect(String((error as Error).message)).toContain(SECRET);
+    const txn = spans().find((span) => span.name === 'TRANSACTION')!;
+    const [statement] = spans().filter((span) => parentOf(span) === txn.spanContext().spanId);
+    expect(statement!.attributes['error.type']).toBe('22P02');
+    expect(statement!.status).toEqual({ code: SpanStatusCode.ERROR, message: '22P02' });
+    expect(txn.status.code).toBe(SpanStatusCode.ERROR);
+    expectNoSecrets();
+  });
+
+  it("a broadcast write's shard statements get one span each (the broadcast's), not a second from its transaction", async () => {
+    await router.broadcast(`UPDATE ${data}.items SET n = n WHERE id = $1`, [SECRET]);
+    const parent = spans().find((span) => span.name === 'BROADCAST')!;
+    const statements = spans().filter((span) => span.attributes['db.query.text'] === `UPDATE ${data}.items SET n = n WHERE id = $1`);
+    expect(
+      statements
+        .filter((span) => span !== parent)
+        .map((span) => span.attributes['pg_shard_router.shard'])
+        .sort(),
+    ).toEqual([...router.shardIds].sort());
+    expectNoSecrets();
   });
 });
 
