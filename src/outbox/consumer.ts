@@ -47,6 +47,7 @@ export class OutboxConsumer {
   readonly #dirty = new Set<string>();
   readonly #listeners = new Map<string, Listener | 'opening'>();
   #pumping = false;
+  #wakeScheduled = false;
   #stopRequested = false;
   #stopping: Promise<void> | undefined;
   #pollTimer: NodeJS.Timeout | undefined;
@@ -127,69 +128,80 @@ export class OutboxConsumer {
     }
   }
 
+  /**
+   * Marks a shard for a claim and pumps on the next turn of the event loop, so the keys that
+   * one settlement batch freed are claimed together, not one small claim each.
+   */
   #wake(shardId: string): void {
     if (this.#stopRequested) return;
     this.#dirty.add(shardId);
-    void this.#pump();
+    if (this.#wakeScheduled) return;
+    this.#wakeScheduled = true;
+    setImmediate(() => {
+      this.#wakeScheduled = false;
+      void this.#pump();
+    });
   }
 
-  /** Claims on the shards marked dirty while there are free slots; one pump at a time. */
+  /**
+   * Claims on every shard marked dirty at once (the free slots shared among them) while there
+   * are free slots; one pump at a time.
+   */
   async #pump(): Promise<void> {
     if (this.#pumping) return;
     this.#pumping = true;
     try {
       for (;;) {
         const free = this.#options.concurrency - this.#running.size;
-        const shardId = this.#dirty.values().next().value;
-        if (this.#stopRequested || free <= 0 || shardId === undefined) return;
-        this.#dirty.delete(shardId);
-        const wanted = Math.min(free, this.#options.batchSize);
-        let claimed: ClaimedKey[] = [];
-        const claimedAt = performance.now();
-        try {
-          claimed = await this.#context.retryingStaleMap(() => this.#claim(shardId, wanted));
-        } catch (error) {
-          this.#report(error);
-        }
-        // A full claim may have left more behind: look again after the other shards.
-        if (claimed.length === wanted) this.#dirty.add(shardId);
-        for (const key of claimed) this.#begin(shardId, key, claimedAt);
+        // At most one shard per free slot, so the claims together never exceed `concurrency`.
+        const shardIds = [...this.#dirty].slice(0, Math.max(0, free));
+        if (this.#stopRequested || free <= 0 || shardIds.length === 0) return;
+        for (const shardId of shardIds) this.#dirty.delete(shardId);
+        const share = Math.max(1, Math.floor(free / shardIds.length));
+        const wanted = Math.min(share, this.#options.batchSize);
+        await Promise.all(shardIds.map((shardId) => this.#claimAndBegin(shardId, wanted)));
       }
     } finally {
       this.#pumping = false;
     }
   }
 
-  /** One claim transaction on a shard; keys started too often without finishing are parked there instead. */
+  async #claimAndBegin(shardId: string, wanted: number): Promise<void> {
+    let claimed: ClaimedKey[] = [];
+    const claimedAt = performance.now();
+    try {
+      claimed = await this.#context.retryingStaleMap(() => this.#claim(shardId, wanted));
+    } catch (error) {
+      this.#report(error);
+    }
+    // A full claim may have left more behind: look again.
+    if (claimed.length === wanted) this.#dirty.add(shardId);
+    for (const key of claimed) this.#begin(shardId, key, claimedAt);
+  }
+
+  /** One claim statement on a shard; keys started too often without finishing are parked there instead. */
   async #claim(shardId: string, wanted: number): Promise<ClaimedKey[]> {
     const routing = this.#context.routing();
     if (!routing.members.includes(shardId) || this.#stopRequested) return [];
     const { catalogSchema: schema, bucketCount } = this.#context;
     const { group, batchSize, leaseMillis, maxAttempts } = this.#options;
-    const session = await this.#context.pool(shardId).acquire(routing.version);
-    try {
-      await session.query('BEGIN');
-      const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis };
-      const claimed = await claimKeys(session, params);
-      const returned: KeyOutcome[] = [];
-      const deliver: ClaimedKey[] = [];
-      for (const key of claimed) {
-        const head = key.events[0];
-        if (!head) returned.push(outcome(key, 0, key.attempt - 1, null, null, null, true));
-        else if (key.attempt > maxAttempts) {
-          const error = `delivery started ${key.attempt - 1} times without finishing (the consumer died or lost its lease)`;
-          returned.push(outcome(key, head.seq - 1, key.attempt - 1, head.seq, error, null, true));
-        } else deliver.push(key);
-      }
-      if (returned.length > 0) await settleKeys(session, schema, group, returned, leaseMillis);
-      await session.query('COMMIT');
-      return deliver;
-    } catch (error) {
-      await session.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      session.release();
+    const session = stamped(this.#context, shardId, routing.version);
+    const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis };
+    const claimed = await claimKeys(session, params);
+    const returned: KeyOutcome[] = [];
+    const deliver: ClaimedKey[] = [];
+    for (const key of claimed) {
+      const head = key.events[0];
+      if (!head) returned.push(outcome(key, 0, key.attempt - 1, null, null, null, true));
+      else if (key.attempt > maxAttempts) {
+        const error = `delivery started ${key.attempt - 1} times without finishing (the consumer died or lost its lease)`;
+        returned.push(outcome(key, head.seq - 1, key.attempt - 1, head.seq, error, null, true));
+      } else deliver.push(key);
     }
+    // Outside the claim's transaction, by token like any settlement: if this write is lost, the
+    // leases run out and the next claim does the same again.
+    if (returned.length > 0) await settleKeys(session, schema, group, returned, leaseMillis);
+    return deliver;
   }
 
   #begin(shardId: string, claimed: ClaimedKey, claimedAt: number): void {
