@@ -3,6 +3,7 @@ import { claimKeys, renewLeases, settleKeys } from './claims.js';
 import type { ClaimedKey, KeyOutcome } from './claims.js';
 import type { OutboxContext } from './context.js';
 import { registerGroup } from './groups.js';
+import { collectIdleKeys } from './idle-keys.js';
 import type { ResolvedConsumeOptions } from './options.js';
 import { purgeShard } from './retention.js';
 
@@ -53,8 +54,9 @@ export class OutboxConsumer {
   #pollTimer: NodeJS.Timeout | undefined;
   #heartbeatTimer: NodeJS.Timeout | undefined;
   #lastPurge = 0;
-  #queue: { outcome: KeyOutcome; done: (kept: boolean) => void }[] = [];
-  #flushing: Promise<void> | undefined;
+  /** Outcomes waiting for their write, per shard that owned the key when they were queued. */
+  readonly #queues = new Map<string, { outcome: KeyOutcome; done: (kept: boolean) => void }[]>();
+  readonly #flushing = new Map<string, Promise<void>>();
 
   constructor(context: OutboxContext, options: ResolvedConsumeOptions, onStopped: () => void) {
     this.#context = context;
@@ -107,7 +109,11 @@ export class OutboxConsumer {
     const retention = this.#context.retentionMillis;
     if (Date.now() - this.#lastPurge >= Math.max(1_000, Math.min(retention, 10_000))) {
       this.#lastPurge = Date.now();
-      for (const shardId of members) purgeShard(this.#context, shardId).catch((error: unknown) => this.#report(error));
+      for (const shardId of members) {
+        purgeShard(this.#context, shardId)
+          .then(() => collectIdleKeys(this.#context, shardId))
+          .catch((error: unknown) => this.#report(error));
+      }
     }
     void this.#pump();
   }
@@ -187,7 +193,10 @@ export class OutboxConsumer {
     const { group, batchSize, leaseMillis, maxAttempts } = this.#options;
     const session = stamped(this.#context, shardId, routing.version);
     const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis };
+    const t0 = performance.now();
     const claimed = await claimKeys(session, params);
+    const P = ((globalThis as any).__obx ??= { claims: 0, claimMs: 0, keys: 0, flushes: 0, flushMs: 0, outcomes: 0, wanted: 0 });
+    P.claims++; P.claimMs += performance.now() - t0; P.keys += claimed.length; P.wanted += wanted;
     const returned: KeyOutcome[] = [];
     const deliver: ClaimedKey[] = [];
     for (const key of claimed) {
@@ -280,20 +289,34 @@ export class OutboxConsumer {
 
   /** Queues an outcome for the next batched write; resolves to whether this consumer still held the key's lease. */
   #write(item: KeyOutcome): Promise<boolean> {
+    const shardId = this.#context.routing().ownerOf(item.key);
     return new Promise<boolean>((done) => {
-      this.#queue.push({ outcome: item, done });
-      this.#flushing ??= this.#flush();
+      const queue = this.#queues.get(shardId);
+      if (queue) queue.push({ outcome: item, done });
+      else this.#queues.set(shardId, [{ outcome: item, done }]);
+      if (!this.#flushing.has(shardId)) this.#flushing.set(shardId, this.#flush(shardId));
     });
   }
 
-  /** Writes the queued outcomes, one statement per shard for everything queued meanwhile. */
-  async #flush(): Promise<void> {
+  /**
+   * Writes a shard's queued outcomes, one statement for everything queued meanwhile. Each shard
+   * has its own loop, so a slow shard does not hold back the keys of the others.
+   */
+  async #flush(shardId: string): Promise<void> {
     try {
-      while (this.#queue.length > 0) {
-        const batch = this.#queue.splice(0);
+      for (;;) {
+        // One turn of the event loop first: the handlers that the previous batch released queue
+        // their next outcomes in it, so they share this write instead of waiting for the next.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        const batch = this.#queues.get(shardId)?.splice(0) ?? [];
+        if (batch.length === 0) return;
         let changed = new Set<string>();
         try {
+          // By owner again: a key whose bucket moved since it was queued is written where it is now.
+          const t0 = performance.now();
           changed = await this.#context.retryingStaleMap(() => this.#settleByOwner(batch.map((item) => item.outcome)));
+          const P = ((globalThis as any).__obx ??= { claims: 0, claimMs: 0, keys: 0, flushes: 0, flushMs: 0, outcomes: 0, wanted: 0 });
+          P.flushes++; P.flushMs += performance.now() - t0; P.outcomes += batch.length;
         } catch (error) {
           // The leases then run out and the events are delivered again (at least once).
           this.#report(error);
@@ -301,7 +324,7 @@ export class OutboxConsumer {
         for (const item of batch) item.done(changed.has(item.outcome.key));
       }
     } finally {
-      this.#flushing = undefined;
+      this.#flushing.delete(shardId);
     }
   }
 
@@ -366,7 +389,7 @@ export class OutboxConsumer {
       if (!run.settled) late.push(this.#settle(run, null));
     }
     await Promise.all(late);
-    await this.#flushing;
+    while (this.#flushing.size > 0) await Promise.all(this.#flushing.values());
     clearInterval(this.#heartbeatTimer);
     await Promise.all([...this.#listeners.values()].map((listener) => (listener === 'opening' ? undefined : listener.close())));
     this.#listeners.clear();
