@@ -193,10 +193,7 @@ export class OutboxConsumer {
     const { group, batchSize, leaseMillis, maxAttempts } = this.#options;
     const session = stamped(this.#context, shardId, routing.version);
     const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis };
-    const t0 = performance.now();
     const claimed = await claimKeys(session, params);
-    const P = ((globalThis as any).__obx ??= { claims: 0, claimMs: 0, keys: 0, flushes: 0, flushMs: 0, outcomes: 0, wanted: 0 });
-    P.claims++; P.claimMs += performance.now() - t0; P.keys += claimed.length; P.wanted += wanted;
     const returned: KeyOutcome[] = [];
     const deliver: ClaimedKey[] = [];
     for (const key of claimed) {
@@ -313,10 +310,7 @@ export class OutboxConsumer {
         let changed = new Set<string>();
         try {
           // By owner again: a key whose bucket moved since it was queued is written where it is now.
-          const t0 = performance.now();
           changed = await this.#context.retryingStaleMap(() => this.#settleByOwner(batch.map((item) => item.outcome)));
-          const P = ((globalThis as any).__obx ??= { claims: 0, claimMs: 0, keys: 0, flushes: 0, flushMs: 0, outcomes: 0, wanted: 0 });
-          P.flushes++; P.flushMs += performance.now() - t0; P.outcomes += batch.length;
         } catch (error) {
           // The leases then run out and the events are delivered again (at least once).
           this.#report(error);

@@ -44,7 +44,9 @@ export async function collectIdleKeys(context: OutboxContext, shardId: string, b
   for (let batch = 0; batch < batches; batch++) {
     const row = await context.retryingStaleMap(async () => {
       const { version } = context.routing();
-      const { rows } = await context.pool(shardId).query<{ keys: number; offsets: number; seen: number }>(sql, [IDLE_KEYS_BATCH, version], version);
+      const { rows } = await context
+        .pool(shardId)
+        .query<{ keys: number; offsets: number; seen: number }>(sql, [IDLE_KEYS_BATCH, version], version);
       return rows[0]!;
     });
     total.keys += row.keys;

@@ -114,7 +114,9 @@ it('a shard whose backends are all terminated while publishing and consuming: no
   );
   await consumer.stop();
 
-  console.info(`outage: ${terminated} backends terminated, ${acknowledged.size} publishes acknowledged, ${failedPublishes} failed, ${onRecord.size} on record, ${calls.length} handler calls`);
+  console.info(
+    `outage: ${terminated} backends terminated, ${acknowledged.size} publishes acknowledged, ${failedPublishes} failed, ${onRecord.size} on record, ${calls.length} handler calls`,
+  );
   expect(terminated).toBeGreaterThan(CUTS); // The cuts did hit the router's connections.
   for (const id of acknowledged.keys()) expect(onRecord.has(id), `acknowledged event ${id} lost`).toBe(true);
   expect(new Set(calls.map((call) => call.id))).toEqual(new Set(onRecord.keys()));
