@@ -4,6 +4,7 @@ import { q } from '../sql.js';
 import type { OutboxContext } from './context.js';
 import { checkOptionKeys } from './json.js';
 import { checkTopic } from './publish.js';
+import { collectIdleKeys } from './idle-keys.js';
 import { purgeShard } from './retention.js';
 
 /** A parked event: its key waits for retry or skip. */
@@ -119,10 +120,23 @@ export class OutboxAdmin {
     return { groups };
   }
 
-  /** Deletes now the events every group acknowledged that are older than `outbox.retentionMillis` (consumers also do it as they run). */
-  async purge(): Promise<{ deleted: number }> {
-    const counts = await Promise.all(this.#context.routing().members.map((shardId) => purgeShard(this.#context, shardId, 1_000)));
-    return { deleted: counts.reduce((sum, count) => sum + count, 0) };
+  /**
+   * Deletes now the events every group acknowledged that are older than `outbox.retentionMillis`,
+   * then the idle keys' sequence and offsets rows (no event left, no lease, nothing parked). Consumers
+   * also do both as they run.
+   */
+  async purge(): Promise<{ deleted: number; idleKeys: number }> {
+    const results = await Promise.all(
+      this.#context.routing().members.map(async (shardId) => {
+        const deleted = await purgeShard(this.#context, shardId, 1_000);
+        const { keys } = await collectIdleKeys(this.#context, shardId, 1_000);
+        return { deleted, keys };
+      }),
+    );
+    return {
+      deleted: results.reduce((sum, result) => sum + result.deleted, 0),
+      idleKeys: results.reduce((sum, result) => sum + result.keys, 0),
+    };
   }
 
   /** Runs a read on every member with the moves guard (as broadcast reads do), so moved rows count once. */

@@ -71,52 +71,51 @@ function candidatesSql(p: ClaimParams): string {
 }
 
 /**
- * One claim on a shard, inside the caller's transaction: finds up to `keys` claimable keys,
- * leases them (FOR UPDATE SKIP LOCKED: concurrent consumers of the group take disjoint keys), and
- * reads each one's next events in seq order.
+ * One claim on a shard, one statement (one round trip, its own transaction): finds up to `keys`
+ * claimable keys, leases them, and reads each one's next events in seq order. The lease is an
+ * upsert whose DO UPDATE re-checks "claimable" on the newest row version under the row lock, so
+ * two consumers claiming the same key at once never both get it (the second waits for the first
+ * and then finds the lease taken); keys are taken in sorted order, so two claims cannot deadlock.
  */
 export async function claimKeys(session: Queryable, p: ClaimParams): Promise<ClaimedKey[]> {
   const s = q(p.schema);
-  const found = await session.query<{ key: string }>(candidatesSql(p), [p.group, p.keys, p.version]);
-  if (found.rows.length === 0) return [];
-  // Sorted, so two claims inserting the same new keys cannot deadlock.
-  const keys = found.rows.map((row) => row.key).sort();
-  await session.query(
-    `INSERT INTO ${s}.outbox_offsets (group_name, key) SELECT $1, k FROM unnest($2::text[]) AS k ORDER BY k ON CONFLICT DO NOTHING`,
-    [p.group, keys],
-  );
-  const leased = await session.query<{ key: string; token: string; attempt: number; acked: string }>(
-    `UPDATE ${s}.outbox_offsets u SET lease_token = gen_random_uuid(), lease_until = now() + $3 * interval '1 ms', attempt = u.attempt + 1
-       FROM (SELECT o.group_name, o.key FROM ${s}.outbox_offsets o
-              WHERE o.group_name = $1 AND o.key = ANY ($2::text[]) AND ${CLAIMABLE}
-              ORDER BY o.key FOR UPDATE SKIP LOCKED) c
-      WHERE u.group_name = c.group_name AND u.key = c.key
-      RETURNING u.key, u.lease_token::text AS token, u.attempt, u.acked_seq::text AS acked`,
-    [p.group, keys, p.leaseMillis],
-  );
-  if (leased.rows.length === 0) return [];
-  const events = await session.query<{
+  const { rows } = await session.query<{
     key: string;
-    seq: string;
-    id: string;
+    token: string;
+    attempt: number;
+    seq: string | null;
+    id: string | null;
     topic: string;
     payload: unknown;
     headers: Record<string, unknown>;
     published_at: Date;
   }>(
-    `SELECT e.key, e.seq::text AS seq, e.id::text AS id, e.topic, e.payload, e.headers, e.published_at
-       FROM unnest($2::text[], $3::bigint[]) AS c(key, acked)
+    `WITH candidates AS (${candidatesSql(p)}),
+     leased AS (
+       INSERT INTO ${s}.outbox_offsets AS o (group_name, key, attempt, lease_token, lease_until)
+       SELECT $1, key, 1, gen_random_uuid(), now() + $4 * interval '1 ms' FROM candidates ORDER BY key
+       ON CONFLICT (group_name, key) DO UPDATE
+          SET lease_token = excluded.lease_token, lease_until = excluded.lease_until, attempt = o.attempt + 1
+        WHERE ${CLAIMABLE}
+       RETURNING o.key, o.lease_token::text AS token, o.attempt, o.acked_seq)
+     SELECT l.key, l.token, l.attempt, e.seq::text AS seq, e.id::text AS id, e.topic, e.payload, e.headers, e.published_at
+       FROM leased l
        JOIN ${s}.outbox_groups g ON g.group_name = $1
-       CROSS JOIN LATERAL (SELECT * FROM ${s}.outbox_events x
-                            WHERE x.key = c.key AND x.seq > c.acked AND x.topic = ANY (g.topics) AND x.published_at >= g.starts_at
-                            ORDER BY x.seq LIMIT $4) e
-      ORDER BY e.key, e.seq`,
-    [p.group, leased.rows.map((row) => row.key), leased.rows.map((row) => row.acked), p.eventsPerKey],
+       LEFT JOIN LATERAL (SELECT * FROM ${s}.outbox_events x
+                           WHERE x.key = l.key AND x.seq > l.acked_seq AND x.topic = ANY (g.topics) AND x.published_at >= g.starts_at
+                           ORDER BY x.seq LIMIT $5) e ON true
+      ORDER BY l.key, e.seq`,
+    [p.group, p.keys, p.version, p.leaseMillis, p.eventsPerKey],
   );
-  const byKey = new Map<string, ClaimedEvent[]>();
-  for (const row of events.rows) {
-    const list = byKey.get(row.key) ?? [];
-    list.push({
+  const claimed = new Map<string, { key: string; token: string; attempt: number; events: ClaimedEvent[] }>();
+  for (const row of rows) {
+    let entry = claimed.get(row.key);
+    if (!entry) {
+      entry = { key: row.key, token: row.token, attempt: row.attempt, events: [] };
+      claimed.set(row.key, entry);
+    }
+    if (row.seq === null || row.id === null) continue;
+    entry.events.push({
       key: row.key,
       seq: Number(row.seq),
       id: row.id,
@@ -125,9 +124,8 @@ export async function claimKeys(session: Queryable, p: ClaimParams): Promise<Cla
       headers: row.headers,
       publishedAt: row.published_at,
     });
-    byKey.set(row.key, list);
   }
-  return leased.rows.map((row) => ({ key: row.key, token: row.token, attempt: row.attempt, events: byKey.get(row.key) ?? [] }));
+  return [...claimed.values()];
 }
 
 /**

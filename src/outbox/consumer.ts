@@ -3,6 +3,7 @@ import { claimKeys, renewLeases, settleKeys } from './claims.js';
 import type { ClaimedKey, KeyOutcome } from './claims.js';
 import type { OutboxContext } from './context.js';
 import { registerGroup } from './groups.js';
+import { collectIdleKeys } from './idle-keys.js';
 import type { ResolvedConsumeOptions } from './options.js';
 import { purgeShard } from './retention.js';
 
@@ -47,13 +48,15 @@ export class OutboxConsumer {
   readonly #dirty = new Set<string>();
   readonly #listeners = new Map<string, Listener | 'opening'>();
   #pumping = false;
+  #wakeScheduled = false;
   #stopRequested = false;
   #stopping: Promise<void> | undefined;
   #pollTimer: NodeJS.Timeout | undefined;
   #heartbeatTimer: NodeJS.Timeout | undefined;
   #lastPurge = 0;
-  #queue: { outcome: KeyOutcome; done: (kept: boolean) => void }[] = [];
-  #flushing: Promise<void> | undefined;
+  /** Outcomes waiting for their write, per shard that owned the key when they were queued. */
+  readonly #queues = new Map<string, { outcome: KeyOutcome; done: (kept: boolean) => void }[]>();
+  readonly #flushing = new Map<string, Promise<void>>();
 
   constructor(context: OutboxContext, options: ResolvedConsumeOptions, onStopped: () => void) {
     this.#context = context;
@@ -106,7 +109,11 @@ export class OutboxConsumer {
     const retention = this.#context.retentionMillis;
     if (Date.now() - this.#lastPurge >= Math.max(1_000, Math.min(retention, 10_000))) {
       this.#lastPurge = Date.now();
-      for (const shardId of members) purgeShard(this.#context, shardId).catch((error: unknown) => this.#report(error));
+      for (const shardId of members) {
+        purgeShard(this.#context, shardId)
+          .then(() => collectIdleKeys(this.#context, shardId))
+          .catch((error: unknown) => this.#report(error));
+      }
     }
     void this.#pump();
   }
@@ -127,69 +134,80 @@ export class OutboxConsumer {
     }
   }
 
+  /**
+   * Marks a shard for a claim and pumps on the next turn of the event loop, so the keys that
+   * one settlement batch freed are claimed together, not one small claim each.
+   */
   #wake(shardId: string): void {
     if (this.#stopRequested) return;
     this.#dirty.add(shardId);
-    void this.#pump();
+    if (this.#wakeScheduled) return;
+    this.#wakeScheduled = true;
+    setImmediate(() => {
+      this.#wakeScheduled = false;
+      void this.#pump();
+    });
   }
 
-  /** Claims on the shards marked dirty while there are free slots; one pump at a time. */
+  /**
+   * Claims on every shard marked dirty at once (the free slots shared among them) while there
+   * are free slots; one pump at a time.
+   */
   async #pump(): Promise<void> {
     if (this.#pumping) return;
     this.#pumping = true;
     try {
       for (;;) {
         const free = this.#options.concurrency - this.#running.size;
-        const shardId = this.#dirty.values().next().value;
-        if (this.#stopRequested || free <= 0 || shardId === undefined) return;
-        this.#dirty.delete(shardId);
-        const wanted = Math.min(free, this.#options.batchSize);
-        let claimed: ClaimedKey[] = [];
-        const claimedAt = performance.now();
-        try {
-          claimed = await this.#context.retryingStaleMap(() => this.#claim(shardId, wanted));
-        } catch (error) {
-          this.#report(error);
-        }
-        // A full claim may have left more behind: look again after the other shards.
-        if (claimed.length === wanted) this.#dirty.add(shardId);
-        for (const key of claimed) this.#begin(shardId, key, claimedAt);
+        // At most one shard per free slot, so the claims together never exceed `concurrency`.
+        const shardIds = [...this.#dirty].slice(0, Math.max(0, free));
+        if (this.#stopRequested || free <= 0 || shardIds.length === 0) return;
+        for (const shardId of shardIds) this.#dirty.delete(shardId);
+        const share = Math.max(1, Math.floor(free / shardIds.length));
+        const wanted = Math.min(share, this.#options.batchSize);
+        await Promise.all(shardIds.map((shardId) => this.#claimAndBegin(shardId, wanted)));
       }
     } finally {
       this.#pumping = false;
     }
   }
 
-  /** One claim transaction on a shard; keys started too often without finishing are parked there instead. */
+  async #claimAndBegin(shardId: string, wanted: number): Promise<void> {
+    let claimed: ClaimedKey[] = [];
+    const claimedAt = performance.now();
+    try {
+      claimed = await this.#context.retryingStaleMap(() => this.#claim(shardId, wanted));
+    } catch (error) {
+      this.#report(error);
+    }
+    // A full claim may have left more behind: look again.
+    if (claimed.length === wanted) this.#dirty.add(shardId);
+    for (const key of claimed) this.#begin(shardId, key, claimedAt);
+  }
+
+  /** One claim statement on a shard; keys started too often without finishing are parked there instead. */
   async #claim(shardId: string, wanted: number): Promise<ClaimedKey[]> {
     const routing = this.#context.routing();
     if (!routing.members.includes(shardId) || this.#stopRequested) return [];
     const { catalogSchema: schema, bucketCount } = this.#context;
     const { group, batchSize, leaseMillis, maxAttempts } = this.#options;
-    const session = await this.#context.pool(shardId).acquire(routing.version);
-    try {
-      await session.query('BEGIN');
-      const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis };
-      const claimed = await claimKeys(session, params);
-      const returned: KeyOutcome[] = [];
-      const deliver: ClaimedKey[] = [];
-      for (const key of claimed) {
-        const head = key.events[0];
-        if (!head) returned.push(outcome(key, 0, key.attempt - 1, null, null, null, true));
-        else if (key.attempt > maxAttempts) {
-          const error = `delivery started ${key.attempt - 1} times without finishing (the consumer died or lost its lease)`;
-          returned.push(outcome(key, head.seq - 1, key.attempt - 1, head.seq, error, null, true));
-        } else deliver.push(key);
-      }
-      if (returned.length > 0) await settleKeys(session, schema, group, returned, leaseMillis);
-      await session.query('COMMIT');
-      return deliver;
-    } catch (error) {
-      await session.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      session.release();
+    const session = stamped(this.#context, shardId, routing.version);
+    const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis };
+    const claimed = await claimKeys(session, params);
+    const returned: KeyOutcome[] = [];
+    const deliver: ClaimedKey[] = [];
+    for (const key of claimed) {
+      const head = key.events[0];
+      if (!head) returned.push(outcome(key, 0, key.attempt - 1, null, null, null, true));
+      else if (key.attempt > maxAttempts) {
+        const error = `delivery started ${key.attempt - 1} times without finishing (the consumer died or lost its lease)`;
+        returned.push(outcome(key, head.seq - 1, key.attempt - 1, head.seq, error, null, true));
+      } else deliver.push(key);
     }
+    // Outside the claim's transaction, by token like any settlement: if this write is lost, the
+    // leases run out and the next claim does the same again.
+    if (returned.length > 0) await settleKeys(session, schema, group, returned, leaseMillis);
+    return deliver;
   }
 
   #begin(shardId: string, claimed: ClaimedKey, claimedAt: number): void {
@@ -268,19 +286,30 @@ export class OutboxConsumer {
 
   /** Queues an outcome for the next batched write; resolves to whether this consumer still held the key's lease. */
   #write(item: KeyOutcome): Promise<boolean> {
+    const shardId = this.#context.routing().ownerOf(item.key);
     return new Promise<boolean>((done) => {
-      this.#queue.push({ outcome: item, done });
-      this.#flushing ??= this.#flush();
+      const queue = this.#queues.get(shardId);
+      if (queue) queue.push({ outcome: item, done });
+      else this.#queues.set(shardId, [{ outcome: item, done }]);
+      if (!this.#flushing.has(shardId)) this.#flushing.set(shardId, this.#flush(shardId));
     });
   }
 
-  /** Writes the queued outcomes, one statement per shard for everything queued meanwhile. */
-  async #flush(): Promise<void> {
+  /**
+   * Writes a shard's queued outcomes, one statement for everything queued meanwhile. Each shard
+   * has its own loop, so a slow shard does not hold back the keys of the others.
+   */
+  async #flush(shardId: string): Promise<void> {
     try {
-      while (this.#queue.length > 0) {
-        const batch = this.#queue.splice(0);
+      for (;;) {
+        // One turn of the event loop first: the handlers that the previous batch released queue
+        // their next outcomes in it, so they share this write instead of waiting for the next.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        const batch = this.#queues.get(shardId)?.splice(0) ?? [];
+        if (batch.length === 0) return;
         let changed = new Set<string>();
         try {
+          // By owner again: a key whose bucket moved since it was queued is written where it is now.
           changed = await this.#context.retryingStaleMap(() => this.#settleByOwner(batch.map((item) => item.outcome)));
         } catch (error) {
           // The leases then run out and the events are delivered again (at least once).
@@ -289,7 +318,7 @@ export class OutboxConsumer {
         for (const item of batch) item.done(changed.has(item.outcome.key));
       }
     } finally {
-      this.#flushing = undefined;
+      this.#flushing.delete(shardId);
     }
   }
 
@@ -354,7 +383,7 @@ export class OutboxConsumer {
       if (!run.settled) late.push(this.#settle(run, null));
     }
     await Promise.all(late);
-    await this.#flushing;
+    while (this.#flushing.size > 0) await Promise.all(this.#flushing.values());
     clearInterval(this.#heartbeatTimer);
     await Promise.all([...this.#listeners.values()].map((listener) => (listener === 'opening' ? undefined : listener.close())));
     this.#listeners.clear();
