@@ -114,7 +114,7 @@ function classifyTable(relation: AstBody, catalog: PlannerCatalog): Classified {
 /** `x.key = y.key` with x among `left` and y among `right` (either order), both their shard keys. */
 function equatesKeys(conjunct: AstNode, left: readonly PushedTable[], right: readonly PushedTable[]): boolean {
   const expression = asKind(conjunct, 'A_Expr');
-  if (!expression || expression.kind !== 'AEXPR_OP' || names(expression.name).join('.') !== '=') return false;
+  if (expression?.kind !== 'AEXPR_OP' || names(expression.name).join('.') !== '=') return false;
   const isKeyOf = (node: unknown, tables: readonly PushedTable[]) => {
     const fields = names(asKind(node, 'ColumnRef')?.fields);
     return fields.length === 2 && tables.some((table) => table.qualifier === fields[0] && table.key === fields[1]);

@@ -177,6 +177,8 @@ export interface PartialSpec {
   /** Arguments of DISTINCT aggregates (not already keys): shards send distinct group/value pairs. */
   readonly distinct: readonly string[];
   readonly aggregates: readonly PartialAggregate[];
+  /** Every DISTINCT aggregate ignores NULL inputs (count, sum, string_agg, ...; not array_agg): see coordinator-partial.ts. */
+  readonly nullIgnoringDistinct: boolean;
 }
 
 /** One occurrence of a sharded table in a coordinator plan: what every shard sends of it. */
