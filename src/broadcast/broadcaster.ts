@@ -261,9 +261,7 @@ export class Broadcaster {
       controller.signal.addEventListener('abort', onAbort, { once: true });
       try {
         if (controller.signal.aborted) throw controller.signal.reason;
-        const t1 = performance.now();
         const result = await filled.session.query<R>(filled.outerSql, params as unknown[]);
-        if (process.env.PSR_TIMING) process.stderr.write(`outer ${(performance.now() - t1).toFixed(1)}\n`);
         return { rows: result.rows, rowCount: result.rows.length, fields: result.fields, command: 'SELECT', failures: filled.failures };
       } finally {
         controller.signal.removeEventListener('abort', onAbort);

@@ -84,7 +84,9 @@ export function partialLayout(plan: CoordinatorPlan, shape: readonly Column[]): 
   const keyList = partial.spec.keys.map(quoteIdent).join(', ');
   if (split) targets.push(target(expression(`GROUPING(${partial.spec.distinct.map(quoteIdent).join(', ')})`), '__psr_gs'));
   const groupBy = split
-    ? (nodeList(parseStatement(`SELECT GROUP BY GROUPING SETS ((${grouped.map(quoteIdent).join(', ')}), (${keyList}))`).body.groupClause) as AstNode[])
+    ? (nodeList(
+        parseStatement(`SELECT GROUP BY GROUPING SETS ((${grouped.map(quoteIdent).join(', ')}), (${keyList}))`).body.groupClause,
+      ) as AstNode[])
     : grouped.map(column);
   return {
     columns,

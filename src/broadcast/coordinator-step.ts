@@ -66,24 +66,18 @@ const INSERT_CHUNK_ROWS = 50_000;
 /** Reads every shard's rows of each input and fills the temporary tables on the coordinator. */
 export async function fillCoordinator(plan: CoordinatorPlan, params: readonly unknown[], run: CoordinatorRun): Promise<FilledCoordinator> {
   requireCoverage(run.routing);
-  const t0 = performance.now();
-  const T = (label: string) => process.env.PSR_TIMING && process.stderr.write(`${label} ${(performance.now() - t0).toFixed(1)}\n`);
   const session = await run.pool(coordinatorShard(run)).acquire(run.routing.mapVersion);
-  T('acquired');
   const onAbort = () => void session.cancel?.().catch(() => undefined);
   run.controller.signal.addEventListener('abort', onAbort, { once: true });
   try {
     const shapes = await shapesOf(plan, session, run.shapes);
     const layout = partialLayout(plan, shapes[0] ?? []);
     const columns = layout ? [[...layout.columns]] : plan.inputs.map((input, i) => readColumns(input, shapes[i]!));
-    T('shapes');
     const pulled = await pullInputs(plan, columns, params, run, layout);
     if (layout?.split) pulled.rows[0] = splitRows(pulled.rows[0]!, layout.split.pairWidth);
-    T(`pulled ${pulled.rows[0]?.length}`);
     for (const [i, input] of plan.inputs.entries()) {
       await fillInput(session, input, layout ? [] : shapes[i]!, columns[i]!, pulled.rows[i]!, plan.grouped, i === 0);
     }
-    T('filled');
     if (plan.inputs.length === 0) await session.query('BEGIN');
     const outer = layout ?? plan;
     return { session, failures: pulled.failures, outerSql: outer.outerSql, outerCursorSql: outer.outerCursorSql };
