@@ -15,6 +15,7 @@ import { columnIndex, formatPlan } from './plan/plan.js';
 import type { BroadcastPlan, CollationProbe, CoordinatorPlan, PlannerCatalog, SelectPlan } from './plan/plan.js';
 import { averageColumnKey } from './plan/plan-aggregate.js';
 import { OUTER_CURSOR } from './plan/plan-coordinator.js';
+import { joinKeysAgree } from './join-keys.js';
 import { planBroadcast } from './plan/planner.js';
 import { loadParser } from './plan/sql-parser.js';
 import { guardedParams } from './routing.js';
@@ -44,9 +45,15 @@ export interface BroadcastRouterContext {
    * The registered table a query names (schema as written, undefined for the default), if any:
    * reads of reference tables need one shard and their INSERTs go to all.
    */
-  registeredTable(schema: string | undefined, name: string): { readonly kind: 'sharded' | 'reference' } | undefined;
-  /** For a registered sharded table, the shard query condition that reads only owned buckets (PlannerCatalog.movesGuard). */
-  movesGuard(schema: string | undefined, name: string, versionParam: number): string | undefined;
+  registeredTable(
+    schema: string | undefined,
+    name: string,
+  ): { readonly kind: 'sharded' | 'reference'; readonly shardKey?: string | undefined } | undefined;
+  /**
+   * For a registered sharded table, the shard query condition that reads only owned buckets
+   * (PlannerCatalog.movesGuard); `qualifier` qualifies its key column (a table of a join).
+   */
+  movesGuard(schema: string | undefined, name: string, versionParam: number, qualifier?: string): string | undefined;
   pool(shardId: string): ShardPool;
   readonly defaultTimeoutMillis: number;
   /** The coordinator step's shard and limits (broadcast.coordinatorShard, maxIntermediateRows/Bytes); defaults when absent. */
@@ -81,6 +88,8 @@ export class Broadcaster {
   #collated = new WeakMap<SelectPlan, Promise<SelectPlan>>();
   /** The columns of a coordinator plan's input tables, read once per plan. */
   #shapes: CoordinatorRun['shapes'] = new WeakMap();
+  /** Pushed-down joins whose shard keys were checked (see join-keys.ts): the check, and its answer once known. */
+  #keyChecks = new WeakMap<SelectPlan, { readonly check: Promise<boolean>; agree?: boolean }>();
 
   /**
    * Opens a broadcaster over the router's port: loads the SQL parser, probes every shard's
@@ -116,7 +125,11 @@ export class Broadcaster {
     return {
       isAggregate: (name) => aggregates.has(name),
       isReferenceTable: (schema, name) => context.registeredTable(schema, name)?.kind === 'reference',
-      movesGuard: (schema, name, versionParam) => context.movesGuard(schema, name, versionParam),
+      movesGuard: (schema, name, versionParam, qualifier) => context.movesGuard(schema, name, versionParam, qualifier),
+      shardKey: (schema, name) => {
+        const table = context.registeredTable(schema, name);
+        return table?.kind === 'sharded' ? table.shardKey : undefined;
+      },
     };
   }
 
@@ -136,6 +149,32 @@ export class Broadcaster {
     this.#plans.clear();
     this.#collated = new WeakMap();
     this.#shapes = new WeakMap();
+    this.#keyChecks = new WeakMap();
+  }
+
+  /**
+   * The plan to run: a pushed-down join as planned if its equated shard keys hash equal values
+   * alike (checked once per plan), else its coordinator-step fallback, which replaces it in the cache.
+   */
+  async #checkedPlan(plan: BroadcastPlan): Promise<BroadcastPlan> {
+    const fallback = plan.kind === 'select' ? plan.pushedJoin?.fallback : undefined;
+    if (plan.kind !== 'select' || fallback === undefined) return plan;
+    let entry = this.#keyChecks.get(plan);
+    if (!entry) {
+      const shardId = this.#context.routing().shardIds[0]!;
+      const created: { check: Promise<boolean>; agree?: boolean } = { check: joinKeysAgree(plan, this.#context.pool(shardId)) };
+      created.check.then(
+        (agree) => {
+          created.agree = agree;
+        },
+        () => this.#keyChecks.delete(plan),
+      );
+      this.#keyChecks.set(plan, created);
+      entry = created;
+    }
+    if (await entry.check) return plan;
+    if (this.#plans.get(plan.sql) === plan) this.#plans.set(plan.sql, fallback);
+    return fallback;
   }
 
   /**
@@ -170,7 +209,7 @@ export class Broadcaster {
     options: BroadcastOptions,
     observer: BroadcastObserver = NO_BROADCAST_OBSERVER,
   ): Promise<BroadcastResult<R>> {
-    const plan = this.plan(sql);
+    const plan = await this.#checkedPlan(this.plan(sql));
     const timeoutMillis = this.#timeout(options.timeoutMillis ?? this.#context.defaultTimeoutMillis);
     const { signal } = options;
     // A write is one 2PC: it is not stopped half-way, so the signal is looked at only before it starts.
@@ -380,9 +419,22 @@ export class Broadcaster {
     } catch (error) {
       return failedStream(error);
     }
+    if (plan.kind === 'select' && plan.pushedJoin?.fallback && this.#keyChecks.get(plan)?.agree === undefined) {
+      return this.#streamAfterKeyCheck<R>(plan, params, options);
+    }
     if (plan.kind === 'coordinator') return this.#streamCoordinated<R>(plan, params, batchSize, timeoutMillis);
     if (plan.kind === 'single' || plan.aggregate || plan.distinct) return this.#streamWhole<R>(sql, params, timeoutMillis);
     return this.#streamSelect<R>(plan, params, batchSize, timeoutMillis);
+  }
+
+  /** A pushed-down join not yet checked: the check first, then the stream of the plan it chose. */
+  async *#streamAfterKeyCheck<R extends QueryResultRow>(
+    plan: SelectPlan,
+    params: readonly unknown[],
+    options: BroadcastStreamOptions,
+  ): AsyncGenerator<R, void, undefined> {
+    await this.#checkedPlan(plan);
+    yield* this.stream<R>(plan.sql, params, options);
   }
 
   async *#streamWhole<R extends QueryResultRow>(

@@ -19,6 +19,35 @@ export interface PartialLayout {
   readonly groupBy: readonly AstNode[];
   readonly outerSql: string;
   readonly outerCursorSql: string;
+  /**
+   * Set when the shards send two kinds of rows (GROUPING SETS): distinct key/value pairs and
+   * per-group partials, told apart by a last marker column; `pairWidth` columns identify a pair.
+   */
+  readonly split?: { readonly pairWidth: number };
+}
+
+/**
+ * The rows of a split layout as the temporary table takes them: the marker dropped, each distinct
+ * pair once (the same pair from several shards is sent on once: identical text is an equal value)
+ * with NULL partials, and the per-group partial rows as they are (NULL in the DISTINCT columns).
+ * Every DISTINCT aggregate then ignores the partial rows' NULLs, and every partial combination
+ * (sum, min, max) the pair rows' NULLs, so the outer query computes what it did over all rows.
+ */
+export function splitRows(rows: readonly (string | null)[][], pairWidth: number): (string | null)[][] {
+  const seen = new Set<string>();
+  const out: (string | null)[][] = [];
+  for (const row of rows) {
+    const values = row.slice(0, -1);
+    if (row.at(-1) !== '0') {
+      out.push(values);
+      continue;
+    }
+    const key = JSON.stringify(values.slice(0, pairWidth));
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(values.map((value, i) => (i < pairWidth ? value : null)));
+  }
+  return out;
 }
 
 const INTEGERS = new Set(['smallint', 'integer']);
@@ -50,10 +79,20 @@ export function partialLayout(plan: CoordinatorPlan, shape: readonly Column[]): 
     combinations.set(aggregate.key, combination);
   }
   const outer = outerSelect(partial.outer, combinations);
+  // DISTINCT values beside partial aggregates: pairs and partials apart, so pairs can be deduplicated.
+  const split = partial.spec.distinct.length > 0 && partial.spec.aggregates.length > 0 && partial.spec.nullIgnoringDistinct;
+  const keyList = partial.spec.keys.map(quoteIdent).join(', ');
+  if (split) targets.push(target(expression(`GROUPING(${partial.spec.distinct.map(quoteIdent).join(', ')})`), '__psr_gs'));
+  const groupBy = split
+    ? (nodeList(
+        parseStatement(`SELECT GROUP BY GROUPING SETS ((${grouped.map(quoteIdent).join(', ')}), (${keyList}))`).body.groupClause,
+      ) as AstNode[])
+    : grouped.map(column);
   return {
     columns,
     targets,
-    groupBy: grouped.map(column),
+    groupBy,
+    ...(split ? { split: { pairWidth: grouped.length } } : {}),
     outerSql: deparse({ SelectStmt: outer }),
     outerCursorSql: deparse({ DeclareCursorStmt: { portalname: OUTER_CURSOR, options: 260, query: { SelectStmt: outer } } }),
   };

@@ -3,7 +3,7 @@ import type { ShardPool } from '../pool/shard-pool.js';
 import type { RawQueryResult, ShardSession } from '../pool/session.js';
 import { ShardRouterError } from '../errors.js';
 import { quoteIdent } from '../sql.js';
-import { partialLayout } from './coordinator-partial.js';
+import { partialLayout, splitRows } from './coordinator-partial.js';
 import type { PartialLayout } from './coordinator-partial.js';
 import { paramsOf, renumberParams } from './plan/plan-coordinator.js';
 import type { CoordinatorInput, CoordinatorPlan } from './plan/plan.js';
@@ -61,7 +61,7 @@ export interface FilledCoordinator {
   readonly outerCursorSql: string;
 }
 
-const INSERT_CHUNK_ROWS = 20_000;
+const INSERT_CHUNK_ROWS = 50_000;
 
 /** Reads every shard's rows of each input and fills the temporary tables on the coordinator. */
 export async function fillCoordinator(plan: CoordinatorPlan, params: readonly unknown[], run: CoordinatorRun): Promise<FilledCoordinator> {
@@ -74,6 +74,7 @@ export async function fillCoordinator(plan: CoordinatorPlan, params: readonly un
     const layout = partialLayout(plan, shapes[0] ?? []);
     const columns = layout ? [[...layout.columns]] : plan.inputs.map((input, i) => readColumns(input, shapes[i]!));
     const pulled = await pullInputs(plan, columns, params, run, layout);
+    if (layout?.split) pulled.rows[0] = splitRows(pulled.rows[0]!, layout.split.pairWidth);
     for (const [i, input] of plan.inputs.entries()) {
       await fillInput(session, input, layout ? [] : shapes[i]!, columns[i]!, pulled.rows[i]!, plan.grouped, i === 0);
     }
@@ -246,9 +247,12 @@ function innerQuery(
 }
 
 /**
- * Creates the input's temporary table from the shards' rows: CREATE TABLE AS over unnest of one
- * text array per column, each cast to the column's type and collation (one round trip; later
- * chunks are INSERTs). `begin` opens the coordinator's transaction in the same round trip.
+ * Creates the input's temporary table from the shards' rows: CREATE TABLE AS over the rows
+ * zipped from one JSON array of text per column (`ROWS FROM (json_array_elements_text(...))`),
+ * each value cast to the column's type and collation; one round trip, later chunks are INSERTs.
+ * JSON, not a text[] parameter: JSON.stringify is native and ~50x faster than node-pg's array
+ * literal escaping, which dominated the coordinator step (bench 'coordinator'). `begin` opens
+ * the coordinator's transaction in the same round trip.
  */
 async function fillInput(
   session: ShardSession,
@@ -277,12 +281,12 @@ async function fillInput(
         `u.v${c + 1}::${column.type}${column.collation === null ? '' : ` COLLATE ${column.collation}`} AS ${quoteIdent(column.name)}`,
     )
     .join(', ');
-  const arrays = columns.map((_, c) => `$${c + 1}::text[]`).join(', ');
+  const arrays = columns.map((_, c) => `json_array_elements_text($${c + 1}::json)`).join(', ');
   const aliases = columns.map((_, c) => `v${c + 1}`).join(', ');
-  const source = `SELECT ${casts} FROM unnest(${arrays}) AS u(${aliases})`;
+  const source = `SELECT ${casts} FROM ROWS FROM (${arrays}) AS u(${aliases})`;
   const chunk = (start: number) => {
     const part = rows.slice(start, start + INSERT_CHUNK_ROWS);
-    return columns.map((_, c) => part.map((row) => row[c]!));
+    return columns.map((_, c) => JSON.stringify(part.map((row) => row[c]!)));
   };
   await session.queryPipelined(preamble, `CREATE TEMPORARY TABLE ${name} ON COMMIT DROP AS ${source}`, chunk(0));
   for (let start = INSERT_CHUNK_ROWS; start < rows.length; start += INSERT_CHUNK_ROWS) {

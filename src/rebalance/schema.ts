@@ -125,12 +125,20 @@ END $guard$`;
  * guard before any row is read (a condition without columns is a one-time filter, so it runs
  * even on an empty table), and, only while the shard holds moved rows, the bucket of each row.
  */
-export function movesGuardCondition(schema: string, keyColumn: string, bucketCount: number, versionParam: number): string {
+export function movesGuardCondition(
+  schema: string,
+  keyColumn: string,
+  bucketCount: number,
+  versionParam: number,
+  /** The table's alias or name, when the query reads several tables (a join). */
+  qualifier?: string,
+): string {
   if (!Number.isSafeInteger(bucketCount) || bucketCount < 1 || !Number.isSafeInteger(versionParam) || versionParam < 1) {
     throw new Error(`bad guard arguments ${bucketCount}, ${versionParam}`);
   }
   const moved = `(SELECT ${q(schema)}.read_guard($${versionParam}::bigint))`;
-  const bucket = `${q(schema)}.bucket_of((${quoteIdent(keyColumn)})::text, ${bucketCount})`;
+  const key = qualifier === undefined ? quoteIdent(keyColumn) : `${quoteIdent(qualifier)}.${quoteIdent(keyColumn)}`;
+  const bucket = `${q(schema)}.bucket_of((${key})::text, ${bucketCount})`;
   // The cast keeps `<> ALL (...)` an array comparison, not a comparison with a subquery's rows;
   // coalesce keeps rows whose key is NULL (no bucket, never moved).
   return `${moved} IS NOT NULL AND (cardinality(${moved}) = 0 OR coalesce(${bucket} <> ALL (CAST(${moved} AS integer[])), true))`;

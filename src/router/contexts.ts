@@ -96,10 +96,10 @@ export function broadcastContext(config: ResolvedConfig, topology: Topology, coo
     },
     retryingStaleMap: (attempt) => topology.retryingStaleMap(attempt),
     registeredTable: (schema, name) => topology.registeredTable(schema, name),
-    movesGuard: (schema, name, versionParam) => {
+    movesGuard: (schema, name, versionParam, qualifier) => {
       const table = topology.registeredTable(schema, name);
       return table?.kind === 'sharded'
-        ? movesGuardCondition(config.catalogSchema, table.shardKey!, topology.bucketCount, versionParam)
+        ? movesGuardCondition(config.catalogSchema, table.shardKey!, topology.bucketCount, versionParam, qualifier)
         : undefined;
     },
     pool: (shardId) => topology.pool(shardId),

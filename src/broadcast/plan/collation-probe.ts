@@ -25,7 +25,7 @@ export function collationProbe(
   catalog: PlannerCatalog,
 ): CollationProbe | undefined {
   const from = nodeList(select.fromClause);
-  if (from.length !== 1) return undefined;
+  if (from.length === 0) return undefined;
   const expressions: AstNode[] = [];
   const sort: (number | undefined)[] = [];
   const roles: { readonly column: string; readonly slot: number }[] = [];
@@ -54,7 +54,9 @@ export function collationProbe(
     });
   }
   if (expressions.length === 0) return undefined;
-  return { from: from[0]!, expressions, sort, roles };
+  // Several FROM items (a pushed-down join written with commas): their cross join, which has the same columns.
+  const joined = from.reduce((larg, rarg) => ({ JoinExpr: { jointype: 'JOIN_INNER', larg, rarg } }));
+  return { from: joined, expressions, sort, roles };
 }
 
 /**

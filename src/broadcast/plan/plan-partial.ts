@@ -16,6 +16,8 @@ import { functionName, hasAggregate } from './aggregates.js';
  */
 
 const PARTIAL_KINDS = new Set(['count', 'sum', 'min', 'max', 'avg']);
+/** Aggregates that skip NULL inputs (strict transition functions): a NULL added beside the values changes nothing. */
+const NULL_IGNORING = new Set(['count', 'sum', 'avg', 'min', 'max', 'string_agg', 'bool_and', 'bool_or', 'every', 'bit_and', 'bit_or']);
 
 /** The partial-aggregation spec of a SELECT, or undefined when its shape does not qualify. */
 export function partialSpec(select: AstBody, alias: string, catalog: PlannerCatalog): PartialSpec | undefined {
@@ -37,6 +39,7 @@ export function partialSpec(select: AstBody, alias: string, catalog: PlannerCata
   }
   const aggregates = new Map<string, PartialAggregate>();
   const distinct = new Set<string>();
+  let nullIgnoringDistinct = true;
   const outside: AstNode[] = [];
   let ok = true;
   const parts = [select.targetList, select.havingClause, select.sortClause];
@@ -53,6 +56,7 @@ export function partialSpec(select: AstBody, alias: string, catalog: PlannerCata
     }
     if (aggregate === 'distinct') {
       distinct.add(column(nodeList(call.args)[0])!);
+      if (!NULL_IGNORING.has(functionName(call))) nullIgnoringDistinct = false;
       // Its argument is a grouped column of the partial rows; ColumnRefs inside need no check.
       return false;
     }
@@ -66,7 +70,12 @@ export function partialSpec(select: AstBody, alias: string, catalog: PlannerCata
   if (!outside.every((node) => grouped.has(column(node) ?? '\u0000') || outputNames.has(names(asKind(node, 'ColumnRef')!.fields)[0]))) {
     return undefined;
   }
-  return { keys: [...new Set(keys)], distinct: [...distinct].filter((name) => !grouped.has(name)), aggregates: [...aggregates.values()] };
+  return {
+    keys: [...new Set(keys)],
+    distinct: [...distinct].filter((name) => !grouped.has(name)),
+    aggregates: [...aggregates.values()],
+    nullIgnoringDistinct,
+  };
 }
 
 /** An aggregate call whose arguments hold another aggregate (PostgreSQL refuses it anyway). */

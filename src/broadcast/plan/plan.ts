@@ -17,7 +17,9 @@ export interface PlannerCatalog {
    * owns in the map version the broadcast routes by, given as parameter `$versionParam` (see
    * movesGuardCondition); undefined for any other table.
    */
-  movesGuard?(schema: string | undefined, name: string, versionParam: number): string | undefined;
+  movesGuard?(schema: string | undefined, name: string, versionParam: number, qualifier?: string): string | undefined;
+  /** A registered sharded table's shard key column (join push-down); undefined for any other table. */
+  shardKey?(schema: string | undefined, name: string): string | undefined;
 }
 
 /** A shard result column: a visible output position, or the n-th helper column the rewrite appended. */
@@ -105,6 +107,21 @@ export interface SelectPlan extends PlanBase {
   /** How to learn the collations of the text the merge orders (see collation-probe.ts); none when nothing could be text. */
   readonly collationProbe?: CollationProbe;
   /**
+   * A join every shard answers whole for its own rows (see join-pushdown.ts): its sharded tables
+   * (`qualifier.key`, each guarded against moves) and reference tables, for explain.
+   */
+  readonly pushedJoin?: {
+    readonly sharded: readonly string[];
+    readonly references: readonly string[];
+    /**
+     * The equated shard key columns. Pushing down is exact only if equal keys have equal text
+     * (the bucket hashes `key::text`): the broadcaster checks their types once on a shard and
+     * otherwise runs `fallback` (the coordinator step).
+     */
+    readonly keys: readonly { readonly schema: string | undefined; readonly table: string; readonly column: string }[];
+    readonly fallback?: BroadcastPlan;
+  };
+  /**
    * The plan to use if the shards report an undefined column (42703): `GROUP BY name` read as
    * the select-list alias rather than a table column (see the planner).
    */
@@ -160,6 +177,8 @@ export interface PartialSpec {
   /** Arguments of DISTINCT aggregates (not already keys): shards send distinct group/value pairs. */
   readonly distinct: readonly string[];
   readonly aggregates: readonly PartialAggregate[];
+  /** Every DISTINCT aggregate ignores NULL inputs (count, sum, string_agg, ...; not array_agg): see coordinator-partial.ts. */
+  readonly nullIgnoringDistinct: boolean;
 }
 
 /** One occurrence of a sharded table in a coordinator plan: what every shard sends of it. */
@@ -226,6 +245,12 @@ export function formatPlan(plan: BroadcastPlan): string {
 
 function formatSelect(plan: SelectPlan): string {
   const lines = ['Broadcast SELECT to every shard', `  Shard query: ${plan.shardSql}`];
+  if (plan.pushedJoin) {
+    const { sharded, references } = plan.pushedJoin;
+    const referenceText = references.length > 0 ? `; reference tables ${references.join(', ')}` : '';
+    lines.push(`  Join pushed down whole to each shard: co-located on ${sharded.join(' = ')}${referenceText}`);
+    if (plan.pushedJoin.fallback) lines.push("  (the coordinator step instead if the shard keys' types print equal values differently)");
+  }
   if (plan.hidden.length > 0) lines.push(`  Helper columns (dropped from the result): ${plan.hidden.join(', ')}`);
   const steps: string[] = [];
   if (plan.aggregate) {

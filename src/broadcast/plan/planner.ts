@@ -3,6 +3,7 @@ import { functionName, hasAggregate } from './aggregates.js';
 import { collationProbe } from './collation-probe.js';
 import { asKind, integerConstant, nodeBody, nodeKind, nodeList, walk } from './ast.js';
 import type { AstBody, AstNode } from './ast.js';
+import { pushdownJoin } from './join-pushdown.js';
 import { planAggregate } from './plan-aggregate.js';
 import type { BroadcastPlan, PlannerCatalog, SelectPlan } from './plan.js';
 import { addCounts, HiddenColumns, readCount, selectPlan } from './shard-query.js';
@@ -114,7 +115,11 @@ function planSelect(sql: string, select: AstBody, catalog: PlannerCatalog, optio
     throw unsupported('SELECT INTO', 'it creates a table; use CREATE TABLE ... AS through broadcast instead');
   if (readsOnlyReferenceTables(select, catalog)) return { kind: 'single', sql };
   try {
-    return planMerge(sql, select, catalog, options);
+    const merged = planMerge(sql, select, catalog, options);
+    if (merged.kind !== 'select' || !merged.pushedJoin) return merged;
+    // If the equated keys' types turn out not to hash equal values alike: the coordinator step.
+    const fallback = planCoordinator(sql, parseStatement(sql).body, catalog);
+    return { ...merged, pushedJoin: { ...merged.pushedJoin, fallback } };
   } catch (error) {
     if (!(error instanceof ShardRouterError) || error.code !== 'UNSUPPORTED') throw error;
     // The merge rewrite may have touched the tree: plan the coordinator step from a fresh parse.
@@ -132,7 +137,7 @@ function planMerge(sql: string, select: AstBody, catalog: PlannerCatalog, option
     refuseUnmergeableParts(select);
     return { kind: 'single', sql };
   }
-  requireOneTable(from);
+  requireShardLocalFrom(select, from, catalog);
   const distinct = readDistinct(select);
   refuseUnmergeableParts(select);
   const targets = readTargets(select);
@@ -165,13 +170,12 @@ function refuseStatementForm(select: AstBody): void {
   if (select.limitOption === 'LIMIT_OPTION_WITH_TIES') throw unsupported('FETCH ... WITH TIES');
 }
 
-/** A SELECT over sharded data reads exactly one table: no join, no subquery in FROM. */
-function requireOneTable(from: readonly AstNode[]): void {
-  if (from.length > 1) throw unsupported('join', 'several tables in FROM (a join of sharded tables spans shards)');
+/** A SELECT over sharded data reads one table, or a join each shard answers whole for its own rows (join-pushdown.ts). */
+function requireShardLocalFrom(select: AstBody, from: readonly AstNode[], catalog: PlannerCatalog): void {
   const fromKind = nodeKind(from[0]);
-  if (fromKind === 'JoinExpr') throw unsupported('join', 'a join of sharded tables spans shards');
-  if (fromKind === 'RangeSubselect') throw unsupported('subquery', 'subquery in FROM');
-  if (fromKind !== 'RangeVar') throw unsupported(`${fromKind ?? 'this'} in FROM`);
+  if (from.length === 1 && fromKind === 'RangeVar') return;
+  if (from.length === 1 && fromKind === 'RangeSubselect') throw unsupported('subquery', 'subquery in FROM');
+  pushdownJoin(select, catalog);
 }
 
 /** Whether the query is SELECT DISTINCT; DISTINCT ON is refused. */

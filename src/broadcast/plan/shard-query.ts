@@ -1,6 +1,7 @@
 import { asKind, integerConstant, isNullConstant, nodeList, structuralKey, walk } from './ast.js';
 import type { AstBody, AstNode } from './ast.js';
 import type { ColumnRef, ColumnRole, Count, PlannerCatalog, SelectPlan } from './plan.js';
+import { pushdownJoin } from './join-pushdown.js';
 import { deparse, parseStatement } from './sql-parser.js';
 import { unsupported } from './unsupported.js';
 
@@ -50,6 +51,8 @@ export function selectPlan(
 ): SelectPlan {
   keepParameters(original, shardSelect);
   const mapVersionParam = guardMoves(original, shardSelect, catalog);
+  const from = nodeList(original.fromClause);
+  const joined = from.length > 1 || (from.length === 1 && !asKind(from[0], 'RangeVar')) ? pushdownJoin(original, catalog) : undefined;
   return {
     kind: 'select',
     sql,
@@ -57,6 +60,19 @@ export function selectPlan(
     mapVersionParam,
     hidden: hidden.nodes.map((node) => deparse(node)),
     ...merge,
+    ...(joined
+      ? {
+          pushedJoin: {
+            sharded: joined.sharded.map((table) => `${table.qualifier}.${table.key}`),
+            references: joined.references,
+            keys: joined.sharded.map((table) => ({
+              schema: table.relation.schemaname as string | undefined,
+              table: table.relation.relname as string,
+              column: table.key,
+            })),
+          },
+        }
+      : {}),
   };
 }
 
@@ -105,24 +121,31 @@ function keepParameters(original: AstBody, shard: AstBody): void {
 }
 
 /**
- * Adds the moves guard of the FROM table (a registered sharded table) to the shard query's
- * WHERE, with the map version as a parameter after the statement's own. Returns that
- * parameter's number, or undefined when the table needs no guard. Added after every check, so
- * the guard's own subqueries are not mistaken for the user's.
+ * Adds the moves guard of the FROM table (a registered sharded table), or of every sharded table
+ * of a pushed-down join (each on its own qualified key), to the shard query's WHERE, with the
+ * map version as a parameter after the statement's own. Returns that parameter's number, or
+ * undefined when no table needs a guard. Added after every check, so the guard's own subqueries
+ * are not mistaken for the user's.
  */
 function guardMoves(original: AstBody, shard: AstBody, catalog: PlannerCatalog): number | undefined {
-  const relation = asKind(nodeList(original.fromClause)[0], 'RangeVar');
-  if (!relation || !catalog.movesGuard) return undefined;
+  const from = nodeList(original.fromClause);
+  const single = from.length === 1 ? asKind(from[0], 'RangeVar') : undefined;
+  if (from.length === 0 || !catalog.movesGuard) return undefined;
   let highest = 0;
   walk({ SelectStmt: original }, (kind, body) => {
     if (kind === 'ParamRef') highest = Math.max(highest, (body.number as number | undefined) ?? 0);
   });
   const versionParam = highest + 1;
-  const condition = catalog.movesGuard(relation.schemaname as string | undefined, relation.relname as string, versionParam);
-  if (condition === undefined) return undefined;
-  const guard = parseStatement(`SELECT WHERE ${condition}`).body.whereClause as AstNode;
-  shard.whereClause =
-    shard.whereClause === undefined ? guard : { BoolExpr: { boolop: 'AND_EXPR', args: [shard.whereClause as AstNode, guard] } };
+  const tables = single
+    ? [{ relation: single, qualifier: undefined }]
+    : pushdownJoin(original, catalog).sharded.map((table) => ({ relation: table.relation, qualifier: table.qualifier }));
+  const guards = tables.flatMap(({ relation, qualifier }) => {
+    const condition = catalog.movesGuard!(relation.schemaname as string | undefined, relation.relname as string, versionParam, qualifier);
+    return condition === undefined ? [] : [parseStatement(`SELECT WHERE ${condition}`).body.whereClause as AstNode];
+  });
+  if (guards.length === 0) return undefined;
+  const conditions = shard.whereClause === undefined ? guards : [shard.whereClause as AstNode, ...guards];
+  shard.whereClause = conditions.length === 1 ? conditions[0] : { BoolExpr: { boolop: 'AND_EXPR', args: conditions } };
   return versionParam;
 }
 
