@@ -43,6 +43,7 @@ export function analyze(sql: string, catalog: AnalysisCatalog): Analysis {
   const describe = (node: unknown) => deparse(node as AstBody);
   // A SELECT's subqueries and CTEs are levels of their own (levels.ts); a write's are refused.
   if (statement !== 'select') refuseNestedQueries(body);
+  else if (body.intoClause !== undefined) throw unsupportedQuery('SELECT ... INTO', 'it creates a table; create it with broadcast');
   if (statement === 'insert') refuseInsertSelect(body);
   const items = [body.relation, ...nodeList(body.fromClause), ...nodeList(body.usingClause)].filter((item) => item !== undefined);
   const facts =
