@@ -18,7 +18,7 @@ import { OUTER_CURSOR } from './plan/plan-coordinator.js';
 import { joinKeysAgree } from './join-keys.js';
 import { planBroadcast } from './plan/planner.js';
 import { loadParser } from './plan/sql-parser.js';
-import { guardedParams } from './routing.js';
+import { guardedParams, narrowedTo } from './routing.js';
 import type { BroadcastRouting } from './routing.js';
 import { DEFAULT_COORDINATOR, fillCoordinator, finishCoordinator } from './coordinator-step.js';
 import type { CoordinatorRun, CoordinatorSettings } from './coordinator-step.js';
@@ -27,7 +27,7 @@ import { OID } from './values/oid.js';
 import type { Scattered } from './scatter.js';
 import { probeBroadcastCapabilities, serverHelpers } from './server-probe.js';
 import type { BroadcastCapabilities, ServerCaster } from './server-probe.js';
-import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from './types.js';
+import type { BroadcastResult, BroadcastStreamOptions, ScopedBroadcastOptions } from './types.js';
 
 export type { BroadcastRouting } from './routing.js';
 
@@ -206,30 +206,30 @@ export class Broadcaster {
   async run<R extends QueryResultRow>(
     sql: string,
     params: readonly unknown[],
-    options: BroadcastOptions,
+    options: ScopedBroadcastOptions,
     observer: BroadcastObserver = NO_BROADCAST_OBSERVER,
   ): Promise<BroadcastResult<R>> {
     const plan = await this.#checkedPlan(this.plan(sql));
     const timeoutMillis = this.#timeout(options.timeoutMillis ?? this.#context.defaultTimeoutMillis);
-    const { signal } = options;
+    const { signal, buckets } = options;
     // A write is one 2PC: it is not stopped half-way, so the signal is looked at only before it starts.
     if (signal?.aborted) throw statementCancelledError(signal.reason);
     switch (plan.kind) {
       case 'write':
         return this.#write<R>(plan.sql, params, timeoutMillis, observer);
       case 'single':
-        return this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer, signal);
+        return this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer, signal, buckets);
       case 'coordinator':
         return this.#context.retryingStaleMap(() =>
-          this.#coordinate<R>(plan, params, timeoutMillis, options.partial === true, observer, signal),
+          this.#coordinate<R>(plan, params, timeoutMillis, options.partial === true, observer, signal, buckets),
         );
       case 'select':
         try {
-          return await this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer, signal);
+          return await this.#read<R>(plan, params, timeoutMillis, options.partial === true, observer, signal, buckets);
         } catch (error) {
           if (!plan.ifColumnMissing || !(error instanceof QueryError) || error.sqlState !== '42703') throw error;
           this.#plans.set(sql, plan.ifColumnMissing);
-          return this.#read<R>(plan.ifColumnMissing, params, timeoutMillis, options.partial === true, observer, signal);
+          return this.#read<R>(plan.ifColumnMissing, params, timeoutMillis, options.partial === true, observer, signal, buckets);
         }
       default: {
         const never: never = plan;
@@ -246,8 +246,9 @@ export class Broadcaster {
     partial: boolean,
     observer: BroadcastObserver,
     signal: AbortSignal | undefined,
+    buckets: readonly number[] | undefined,
   ): Promise<BroadcastResult<R>> {
-    const routing = this.#context.routing();
+    const routing = narrowedTo(this.#context.routing(), buckets);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, routing.shardIds)), timeoutMillis);
     // The caller's signal stops the coordinator step like the timeout (shard queries, then the outer query).
@@ -310,8 +311,9 @@ export class Broadcaster {
     partial: boolean,
     observer: BroadcastObserver,
     signal: AbortSignal | undefined,
+    buckets?: readonly number[],
   ): Promise<BroadcastResult<R>> {
-    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial, observer, signal));
+    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial, observer, signal, buckets));
   }
 
   async #readOnce<R extends QueryResultRow>(
@@ -321,8 +323,9 @@ export class Broadcaster {
     partial: boolean,
     observer: BroadcastObserver,
     signal: AbortSignal | undefined,
+    buckets?: readonly number[],
   ): Promise<BroadcastResult<R>> {
-    const routing = this.#context.routing();
+    const routing = narrowedTo(this.#context.routing(), buckets);
     const shardIds = plan.kind === 'single' ? routing.shardIds.slice(0, 1) : routing.shardIds;
     const sql = plan.kind === 'single' ? plan.sql : plan.shardSql;
     const values = plan.kind === 'single' ? params : guardedParams(plan, params, routing);
@@ -349,7 +352,7 @@ export class Broadcaster {
     if (plan.kind === 'select') {
       const widened = float4Averages(plan, answered[0]!.fields);
       if (widened.size > 0)
-        return this.#readOnce<R>(this.#widenedAverages(plan, widened), params, timeoutMillis, partial, observer, signal);
+        return this.#readOnce<R>(this.#widenedAverages(plan, widened), params, timeoutMillis, partial, observer, signal, buckets);
     }
     if (plan.kind === 'single') {
       const only = answered[0]!;

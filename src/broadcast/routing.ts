@@ -8,6 +8,23 @@ export interface BroadcastRouting {
   readonly shardIds: readonly string[];
   /** The owner of each bucket in that map. */
   readonly owners: readonly string[];
+  /**
+   * Set when the read needs the rows of these buckets only (router.query's pinned keys):
+   * `shardIds` are then their owners alone, and coverage asks only that they own these buckets.
+   */
+  readonly buckets?: readonly number[];
+}
+
+/**
+ * The routing of a read that needs only the rows of `buckets`: the members that own them in
+ * this map version. Each attempt narrows its own map, so a retry after a move reads the new owners.
+ */
+export function narrowedTo(routing: BroadcastRouting, buckets: readonly number[] | undefined): BroadcastRouting {
+  if (buckets === undefined) return routing;
+  const owning = new Set(buckets.map((bucket) => routing.owners[bucket]));
+  const shardIds = routing.shardIds.filter((shardId) => owning.has(shardId));
+  // No key at all (e.g. an empty IN list): any one member answers, as the statement matches no row.
+  return { ...routing, shardIds: shardIds.length > 0 || buckets.length > 0 ? shardIds : routing.shardIds.slice(0, 1), buckets };
 }
 
 /** The shard query's parameters: the caller's, then (for a guarded plan) the map version it routes by. */
@@ -26,11 +43,12 @@ export function guardedParams(plan: SelectPlan, params: readonly unknown[], rout
 const covered = new WeakMap<readonly string[], boolean>();
 
 /**
- * The shards a broadcast reads must together own every bucket of the map it routes by, or some
- * rows would be missing from the answer: then it fails (retryable) rather than answer wrong.
+ * The shards a broadcast reads must together own every bucket of the map it routes by (or, for
+ * a narrowed read, every bucket it needs), or some rows would be missing from the answer: then
+ * it fails (retryable) rather than answer wrong.
  */
 export function requireCoverage(routing: BroadcastRouting): void {
-  let ok = covered.get(routing.owners);
+  let ok = routing.buckets === undefined ? covered.get(routing.owners) : ownsBuckets(routing, routing.buckets);
   if (ok === undefined) {
     const members = new Set(routing.shardIds);
     ok = routing.owners.every((owner) => members.has(owner));
@@ -42,4 +60,10 @@ export function requireCoverage(routing: BroadcastRouting): void {
       `bucket map version ${routing.mapVersion} gives buckets to shards outside ${routing.shardIds.join(', ')}: a broadcast would miss their rows`,
     );
   }
+}
+
+/** Whether the shards read own every one of `buckets` (a bucket outside the map, or owned by no member, is not covered). */
+function ownsBuckets(routing: BroadcastRouting, buckets: readonly number[]): boolean {
+  const read = new Set(routing.shardIds);
+  return buckets.every((bucket) => routing.owners[bucket] !== undefined && read.has(routing.owners[bucket]!));
 }

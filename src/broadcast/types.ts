@@ -19,6 +19,15 @@ export interface BroadcastOptions {
   readonly signal?: AbortSignal;
 }
 
+/** The broadcaster's own options: router.query narrows a read to the shards of its pinned keys. */
+export interface ScopedBroadcastOptions extends BroadcastOptions {
+  /**
+   * Read only the members owning these buckets in the map each attempt routes by (the buckets
+   * of a statement's pinned keys). Undefined: every member.
+   */
+  readonly buckets?: readonly number[];
+}
+
 /** Options of {@link ShardRouter.broadcastStream}. */
 export interface BroadcastStreamOptions {
   /** Rows fetched from each shard per round trip; memory stays within a small multiple of shards x batchSize. Default 1000. */

@@ -6,7 +6,8 @@ import type { Analysis, RoutedGroup, StatementKind } from './analysis.js';
 import { valueSource } from './key-values.js';
 import type { KeySource, KeyType } from './key-values.js';
 import { unsupportedQuery } from './refusals.js';
-import { collectTables, conjuncts, keyGroups, refuseNestedQueries, targetName } from './scope.js';
+import { groupsOf, selectFacts, writeFacts } from './levels.js';
+import { refuseNestedQueries, targetName } from './scope.js';
 import type { RegistryLookup, TableRef } from './scope.js';
 
 /** What analysis needs to know about the cluster. */
@@ -39,27 +40,21 @@ export function analyze(sql: string, catalog: AnalysisCatalog): Analysis {
     );
   }
   const body = parsed.body;
-  refuseNestedQueries(body);
+  const describe = (node: unknown) => deparse(node as AstBody);
+  // A SELECT's subqueries and CTEs are levels of their own (levels.ts); a write's are refused.
+  if (statement !== 'select') refuseNestedQueries(body);
+  else if (body.intoClause !== undefined) throw unsupportedQuery('SELECT ... INTO', 'it creates a table; create it with broadcast');
   if (statement === 'insert') refuseInsertSelect(body);
-  const tables: TableRef[] = [];
-  const onClauses: unknown[][] = [];
-  collectTables(
-    [body.relation, ...nodeList(body.fromClause), ...nodeList(body.usingClause)].filter((item) => item !== undefined),
-    catalog.lookup,
-    onClauses,
-    tables,
-  );
+  const items = [body.relation, ...nodeList(body.fromClause), ...nodeList(body.usingClause)].filter((item) => item !== undefined);
+  const facts =
+    statement === 'select' ? selectFacts(body, catalog.lookup, describe) : writeFacts(items, body.whereClause, catalog.lookup, describe);
+  const tables = facts.tables;
   const unregistered = tables.filter((table) => !table.registered);
   if (unregistered.length > 0) return unregisteredRoute(sql, statement, tables, unregistered, catalog);
   if (!tables.some((table) => table.registered?.kind === 'sharded')) return { kind: 'reference', statement, sql, tables };
   if (statement === 'insert') return analyzeInsert(sql, parsed.body, tables[0]!, catalog);
   if (statement === 'update') refuseKeyChange(body, tables[0]!);
-  const pinning = [
-    ...conjuncts(body.whereClause),
-    ...onClauses.filter(([, role]) => role === 'pins').flatMap(([quals]) => conjuncts(quals)),
-  ];
-  const joining = onClauses.filter(([, role]) => role === 'joins').flatMap(([quals]) => conjuncts(quals));
-  const groups: RoutedGroup[] = keyGroups(tables, pinning, joining, (node) => deparse(node as AstBody)).map((group) => {
+  const groups: RoutedGroup[] = groupsOf(facts).map((group) => {
     const types = new Set(group.tables.map((table) => catalog.keyType(table.registered!.table)));
     // Tables equated by key but with key columns of different types: not routable as one.
     return { ...group, keyType: types.size === 1 ? [...types][0] : undefined };

@@ -1,4 +1,4 @@
-import type { BroadcastOptions, BroadcastResult } from '../broadcast/types.js';
+import type { BroadcastResult, ScopedBroadcastOptions } from '../broadcast/types.js';
 import { ShardRouterError, isStaleMap } from '../errors.js';
 import type { RegisteredTable } from '../catalog/registries.js';
 import type { QueryResultRow } from '../pool/session.js';
@@ -44,7 +44,13 @@ export interface QueryContext {
     pick: (map: RouteMap) => readonly string[] | 'all',
     work: (tx: Transaction, shardIds: readonly string[]) => Promise<T>,
   ): Promise<T>;
-  broadcast<R extends QueryResultRow>(sql: string, params: readonly unknown[], options: BroadcastOptions): Promise<BroadcastResult<R>>;
+  broadcast<R extends QueryResultRow>(
+    sql: string,
+    params: readonly unknown[],
+    options: ScopedBroadcastOptions,
+  ): Promise<BroadcastResult<R> & { readonly shardIds?: readonly string[] }>;
+  /** The bucket of a key (fixed for the cluster's life; its owner depends on the map). */
+  bucketOf(key: string): number;
   explainBroadcast(sql: string): string;
   readonly lookup: RegistryLookup;
   readonly tables: readonly RegisteredTable[];
@@ -153,8 +159,16 @@ export class QueryEngine {
       case 'shard':
         return single(await this.#context.runOn<R>(route.shardId, analysis.sql, params, routing.version));
       case 'broadcast': {
-        const result = await this.#context.broadcast<R>(analysis.sql, params, {});
-        return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardIds: routing.members };
+        // Pinned keys: only their buckets' owners are read (in the map each broadcast attempt routes by).
+        const buckets = route.keys?.map((key) => this.#context.bucketOf(key));
+        const result = await this.#context.broadcast<R>(analysis.sql, params, buckets ? { buckets } : {});
+        return {
+          rows: result.rows,
+          rowCount: result.rowCount,
+          fields: result.fields,
+          command: result.command,
+          shardIds: result.shardIds ?? route.shardIds,
+        };
       }
       case 'write':
         return this.#writeOn<R>(analysis, params, options);

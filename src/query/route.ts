@@ -10,8 +10,11 @@ import { keyRequired, unsupportedQuery } from './refusals.js';
 export type QueryRoute =
   /** One shard runs the statement as written. */
   | { readonly kind: 'shard'; readonly shardId: string; readonly reason: string }
-  /** A SELECT whose keys fall on several shards: the broadcast planner's exact merge. */
-  | { readonly kind: 'broadcast'; readonly shardIds: readonly string[]; readonly reason: string }
+  /**
+   * A SELECT whose keys fall on several shards (read on their owners only, `keys` set), or that
+   * pins no key (every shard): the broadcast planner's exact merge, or its UNSUPPORTED.
+   */
+  | { readonly kind: 'broadcast'; readonly shardIds: readonly string[]; readonly keys?: readonly string[]; readonly reason: string }
   /** UPDATE/DELETE on the shards of its keys (or every shard), in one two-phase commit. */
   | { readonly kind: 'write'; readonly shardIds: readonly string[] | 'all'; readonly reason: string }
   /** A multi-row INSERT split by shard, written in one two-phase commit. */
@@ -69,10 +72,12 @@ function keyedRoute(
   options: RouteOptions,
 ): QueryRoute {
   const unpinned = analysis.groups.find((group) => !group.pin || !group.keyType);
+  const joins = analysis.groups.length > 1 || analysis.tables.length > 1;
   if (unpinned) {
     const table = unpinned.tables[0]!.written;
     if (options.requireKey) throw keyRequired(table, analysis.statement.toUpperCase());
-    if (analysis.groups.length > 1 || unpinned.tables.length > 1) {
+    // A read goes to the broadcast planner, which answers joins and subqueries exactly or refuses them.
+    if (analysis.statement !== 'select' && joins) {
       throw unsupportedQuery(
         `a join of sharded tables without a pinned shard key (${table})`,
         "pin the key (WHERE t.key = $1, IN or = ANY) so the join runs where the rows live, and equate the tables' keys (ON a.key = b.key)",
@@ -86,23 +91,33 @@ function keyedRoute(
       : { kind: 'write', shardIds: 'all', reason: `${why}: every shard, one two-phase commit` };
   }
   const shards = new Set<string>();
+  const keys: string[] = [];
   for (const group of analysis.groups) {
-    for (const key of keysOf(group.pin!.sources, params, group.keyType!)) shards.add(map.shardFor(key));
+    for (const key of keysOf(group.pin!.sources, params, group.keyType!)) {
+      shards.add(map.shardFor(key));
+      keys.push(key);
+    }
   }
   const conditions = analysis.groups.map((group) => group.pin!.condition).join(' and ');
   if (shards.size === 0)
     return { kind: 'shard', shardId: map.members[0]!, reason: `${conditions} matches no key (NULL or empty): any one shard answers` };
   const shardIds = [...shards].sort();
   if (shardIds.length === 1) return { kind: 'shard', shardId: shardIds[0]!, reason: `${conditions} pins the shard key` };
-  if (analysis.groups.length > 1 || analysis.tables.length > 1) {
+  if (analysis.statement === 'select') {
+    return {
+      kind: 'broadcast',
+      shardIds,
+      keys: [...new Set(keys)],
+      reason: `${conditions} names keys on ${shardIds.length} shards: read on those shards only, merged like broadcast`,
+    };
+  }
+  if (joins) {
     throw unsupportedQuery(
-      `a join whose shard keys fall on several shards (${shardIds.join(', ')})`,
-      'run one query per key, or a broadcast per table; a join across shards would need rows of several shards',
+      `a write joining tables whose shard keys fall on several shards (${shardIds.join(', ')})`,
+      'run one statement per key; each shard would join only its own rows',
     );
   }
-  return analysis.statement === 'select'
-    ? { kind: 'broadcast', shardIds, reason: `${conditions} names keys on ${shardIds.length} shards: merged like broadcast` }
-    : { kind: 'write', shardIds, reason: `${conditions} names keys on ${shardIds.length} shards: one two-phase commit` };
+  return { kind: 'write', shardIds, reason: `${conditions} names keys on ${shardIds.length} shards: one two-phase commit` };
 }
 
 function insertRoute(analysis: Extract<Analysis, { kind: 'insert' }>, params: readonly unknown[], map: RouteMap): QueryRoute {

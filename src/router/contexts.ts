@@ -1,6 +1,8 @@
 import type { Broadcaster, BroadcastRouterContext } from '../broadcast/broadcaster.js';
+import type { ScopedBroadcastOptions } from '../broadcast/types.js';
 import type { CollectorContext } from '../idempotency/collector.js';
 import type { ResolvedConfig } from '../config.js';
+import { NO_BROADCAST_OBSERVER } from '../observe/hooks.js';
 import type { MoveObserver, TransactionObserver } from '../observe/hooks.js';
 import type { CatalogExtension } from '../catalog/catalog.js';
 import type { OutboxContext } from '../outbox/context.js';
@@ -239,7 +241,19 @@ export function queryContext(
         return runTransaction(context, ordered, ordered[0]!, options, (tx) => work(tx, ordered));
       });
     },
-    broadcast: (sql, params, options) => broadcaster().run(sql, params, options),
+    broadcast: async <R extends QueryResultRow>(sql: string, params: readonly unknown[], options: ScopedBroadcastOptions) => {
+      // The shards that ran a shard query, as the result reports them (a narrowed read: the keys' owners).
+      const read = new Set<string>();
+      const result = await broadcaster().run<R>(sql, params, options, {
+        ...NO_BROADCAST_OBSERVER,
+        shard: (shardId, _sql, work) => {
+          read.add(shardId);
+          return work();
+        },
+      });
+      return { ...result, shardIds: [...read].sort() };
+    },
+    bucketOf: (key) => topology.bucketOf(key),
     explainBroadcast: (sql) => broadcaster().explain(sql),
     lookup: (schema, name) => topology.registeredTable(schema, name),
     get tables() {

@@ -181,7 +181,66 @@ function readCorpus(): Case[] {
   cases.push({ sql: `SELECT id, total FROM ${ORDERS} WHERE total > $1 ORDER BY total DESC, id LIMIT 5`, params: [300] });
   cases.push({ sql: `SELECT count(*) AS n FROM ${USERS} WHERE id = 3 OR id = 4` });
   cases.push({ sql: `SELECT tenant, max(seq) AS m FROM ${EVENTS} GROUP BY tenant ORDER BY tenant` });
+  cases.push(...joinAndSubqueryCorpus());
   return cases;
+}
+
+/** Joins without a pinned key (the broadcast planner), pinned joins over several shards, subqueries and CTEs. */
+function joinAndSubqueryCorpus(): Case[] {
+  const byUser = `(SELECT count(*) FROM ${ORDERS} o WHERE o.user_id = u.id)`;
+  return [
+    // Unpinned joins: co-located, with the reference table, and on other columns.
+    { sql: `SELECT u.id, count(o.id) AS n FROM ${USERS} u JOIN ${ORDERS} o ON o.user_id = u.id GROUP BY u.id ORDER BY u.id` },
+    { sql: `SELECT c.name, count(*) AS n FROM ${USERS} u JOIN ${COUNTRIES} c ON c.code = u.country GROUP BY c.name ORDER BY c.name` },
+    { sql: `SELECT u.id, o.id AS oid FROM ${USERS} u JOIN ${ORDERS} o ON o.id = u.id + 999 ORDER BY 1` },
+    { sql: `SELECT u.country, sum(o.total) AS s FROM ${ORDERS} o JOIN ${USERS} u ON u.id = o.user_id GROUP BY 1 ORDER BY 1` },
+    // Pinned joins whose keys fall on several shards: read on those shards, merged.
+    { sql: `SELECT u.name, o.id FROM ${USERS} u JOIN ${ORDERS} o ON o.user_id = u.id WHERE u.id IN (1, 2, 3, 4) ORDER BY o.id` },
+    {
+      sql: `SELECT u.id, o.id AS oid FROM ${USERS} u LEFT JOIN ${ORDERS} o ON o.user_id = u.id WHERE u.id = ANY($1) ORDER BY 1, 2`,
+      params: [[1, 2, 3, 4, 5, 6, 99]],
+    },
+    // Subqueries and CTEs pinned to one shard (correlated ones follow the outer key).
+    { sql: `SELECT u.id, ${byUser} AS n FROM ${USERS} u WHERE u.id = $1`, params: [5] },
+    {
+      sql: `SELECT id FROM ${USERS} u WHERE u.id = $1 AND EXISTS (SELECT 1 FROM ${ORDERS} o WHERE o.user_id = u.id AND o.total > 100)`,
+      params: [17],
+    },
+    { sql: `SELECT id FROM ${USERS} u WHERE u.id = $1 AND NOT EXISTS (SELECT 1 FROM ${ORDERS} o WHERE o.user_id = u.id)`, params: [99] },
+    { sql: `WITH mine AS (SELECT * FROM ${ORDERS} WHERE user_id = $1) SELECT count(*) AS n, sum(total) AS s FROM mine`, params: [19] },
+    { sql: `SELECT s.id, c.name FROM (SELECT * FROM ${USERS} WHERE id = $1) s JOIN ${COUNTRIES} c ON c.code = s.country`, params: [24] },
+    {
+      sql: `SELECT id AS k FROM ${USERS} WHERE id = $1 UNION ALL SELECT user_id FROM ${ORDERS} WHERE user_id = $1 ORDER BY 1`,
+      params: [3],
+    },
+    {
+      sql: `SELECT id, name FROM ${USERS} WHERE id = $1 AND id IN (SELECT user_id FROM ${ORDERS} WHERE user_id = $1 AND status = 'paid')`,
+      params: [7],
+    },
+    {
+      sql: `WITH RECURSIVE r(n) AS (SELECT count(*) FROM ${ORDERS} WHERE user_id = $1 UNION ALL SELECT n - 1 FROM r WHERE n > 0) SELECT n FROM r ORDER BY n`,
+      params: [28],
+    },
+    // Pinned to several shards with a correlated subquery: read on those shards.
+    { sql: `SELECT u.id, ${byUser} AS n FROM ${USERS} u WHERE u.id IN (1, 2, 3, 4, 5) ORDER BY u.id` },
+  ];
+}
+
+/** Statements router.query must refuse (the broadcast planner cannot answer them exactly): UNSUPPORTED, nothing sent. */
+function refusedCorpus(): Case[] {
+  return [
+    { sql: `WITH RECURSIVE r(n) AS (SELECT min(id) FROM ${USERS} UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT n FROM r` },
+    {
+      sql: `WITH RECURSIVE r(n) AS (SELECT count(*) FROM ${ORDERS} WHERE user_id IN (1, 2, 3, 4) UNION ALL SELECT n - 1 FROM r WHERE n > 0) SELECT n FROM r`,
+    },
+    { sql: `SELECT id FROM ${USERS} WHERE random() < 0.5` },
+    { sql: `SELECT id FROM ${USERS} a WHERE EXISTS (SELECT 1 FROM ${ORDERS} b WHERE b.user_id = a.id) FOR UPDATE` },
+    { sql: `SELECT id INTO ${USERS}_copy FROM ${USERS} WHERE id = $1`, params: [1] },
+    { sql: `UPDATE ${USERS} SET name = 'x' WHERE id IN (SELECT user_id FROM ${ORDERS})` },
+    { sql: `DELETE FROM ${ORDERS} o USING ${USERS} u WHERE u.id = o.user_id AND u.country = 'NO'` },
+    { sql: `DELETE FROM ${ORDERS} o USING ${USERS} u WHERE u.id = o.user_id AND u.id IN (1, 2, 3, 4)` },
+    { sql: `WITH gone AS (DELETE FROM ${ORDERS} WHERE user_id = $1 RETURNING id) SELECT count(*) FROM gone`, params: [2] },
+  ];
 }
 
 function writeCorpus(): Case[] {
@@ -248,8 +307,53 @@ describe('router.query against one reference server', () => {
     expect(readCorpus().length + writeCorpus().length).toBeGreaterThanOrEqual(80);
   });
 
-  it('reads: point, IN / ANY across shards, co-located and reference joins, unpinned', async () => {
+  it('reads: point, IN / ANY across shards, co-located and reference joins, unpinned, subqueries and CTEs', async () => {
     for (const entry of readCorpus()) await compare(entry);
+  });
+
+  it('pinned keys on several shards are read on their owners only', async () => {
+    const keys = [1, 2, 3, 4, 5];
+    const owners = [...new Set(keys.map((key) => router.shardFor(key)))].sort();
+    expect(owners.length).toBeGreaterThan(1);
+    expect(owners.length).toBeLessThan(router.shardIds.length);
+    for (const sql of [
+      `SELECT id FROM ${USERS} WHERE id = ANY($1) ORDER BY id`,
+      `SELECT u.id, o.id AS oid FROM ${USERS} u JOIN ${ORDERS} o ON o.user_id = u.id WHERE u.id = ANY($1) ORDER BY 1, 2`,
+    ]) {
+      expect(await router.explainQuery(sql, [keys])).toMatchObject({ kind: 'broadcast', shardIds: owners });
+      const result = await router.query(sql, [keys]);
+      expect(result.shardIds).toEqual(owners);
+      expect(result.rows).toEqual((await onReference(sql, [keys])).rows.map((row) => JSON.parse(JSON.stringify(row))));
+    }
+    // The table moved away on the other shards: a statement sent there would fail (42P01).
+    const others = router.shardIds.filter((shardId) => !owners.includes(shardId));
+    const away = `${USERS}_away`;
+    for (const shardId of others) await router.executeOn(shardId, `ALTER TABLE ${USERS} RENAME TO ${away}`);
+    try {
+      const sql = `SELECT count(*) AS n FROM ${USERS} u WHERE u.id = ANY($1) AND EXISTS (SELECT 1 FROM ${ORDERS} o WHERE o.user_id = u.id)`;
+      expect((await router.query(sql, [keys])).rows).toEqual((await onReference(sql, [keys])).rows);
+    } finally {
+      for (const shardId of others) await router.executeOn(shardId, `ALTER TABLE ${away} RENAME TO ${USERS}`);
+    }
+  });
+
+  it('refuses what the broadcast planner cannot answer exactly', async () => {
+    for (const entry of refusedCorpus()) {
+      const error = await router.query(entry.sql, entry.params ?? []).then(
+        () => undefined,
+        (failure: unknown) => failure,
+      );
+      expect({ sql: entry.sql, code: (error as { code?: string } | undefined)?.code }).toEqual({ sql: entry.sql, code: 'UNSUPPORTED' });
+    }
+    // Nothing was written: the tables are as on the reference (and no table was created by INTO).
+    for (const [table, order] of Object.entries(TABLE_ORDER)) {
+      const sql = `SELECT * FROM ${table} ORDER BY ${order}`;
+      expect(normalized((await router.query(sql)).rows, false)).toEqual(normalized((await onReference(sql, [])).rows, false));
+    }
+    for (const shardId of router.shardIds) {
+      const created = await router.executeOn<{ t: string | null }>(shardId, 'SELECT to_regclass($1)::text AS t', [`${USERS}_copy`]);
+      expect(created.rows).toEqual([{ t: null }]);
+    }
   });
 
   it('writes: multi-row INSERT RETURNING in input order, UPDATE/DELETE with and without keys; then the tables are equal', async () => {

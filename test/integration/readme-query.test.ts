@@ -20,4 +20,5 @@ it('README query example runs as written: split INSERT with DEFAULT ids, keyed r
   expect(lines[2]).toBe('users 1-3: 3 notes');
   expect(lines[3]).toMatch(/pins the shard key/);
   expect(lines[4]).toBe('unkeyed delete: KEY_REQUIRED');
-});
+  // A child process compiled by tsx: on a loaded machine it alone can take a minute.
+}, 180_000);

@@ -70,17 +70,76 @@ describe('routes', () => {
     expect(() => route('DELETE FROM users', [], true)).toThrow(expect.objectContaining({ code: 'KEY_REQUIRED' }));
   });
 
-  it('co-located joins follow the pinned key through key equalities; other joins are refused', () => {
+  it('co-located joins follow the pinned key through key equalities; other joins go to the broadcast planner', () => {
     const join = 'SELECT * FROM users u JOIN orders o ON o.user_id = u.id JOIN countries c ON c.code = u.country WHERE u.id = $1';
     expect(route(join, [23])).toMatchObject({ kind: 'shard', shardId: 's2' });
     expect(route('SELECT * FROM users u LEFT JOIN orders o ON o.user_id = u.id WHERE o.user_id = 3')).toMatchObject({ shardId: 's3' });
-    expect(() => route('SELECT * FROM users u JOIN orders o ON o.user_id = u.id')).toThrow(
-      /join of sharded tables without a pinned shard key/,
+    expect(route('SELECT * FROM users u JOIN orders o ON o.user_id = u.id')).toMatchObject({ kind: 'broadcast', shardIds: MAP.members });
+    expect(route('SELECT * FROM users u JOIN orders o ON o.total = u.id WHERE u.id = 1')).toMatchObject({
+      kind: 'broadcast',
+      shardIds: MAP.members,
+    });
+    expect(() => route('SELECT * FROM users u JOIN orders o ON o.user_id = u.id', [], true)).toThrow(
+      expect.objectContaining({ code: 'KEY_REQUIRED' }),
     );
-    expect(() => route('SELECT * FROM users u JOIN orders o ON o.total = u.id WHERE u.id = 1')).toThrow(/join/);
+    // Pinned keys on two shards: a read of those two only; a write joining them is refused.
+    expect(route('SELECT * FROM users u JOIN orders o ON o.user_id = u.id WHERE u.id IN (1, 2)')).toMatchObject({
+      kind: 'broadcast',
+      shardIds: ['s1', 's2'],
+      keys: ['1', '2'],
+    });
+    expect(() => route('DELETE FROM orders o USING users u WHERE o.user_id = u.id AND u.id IN (1, 2)')).toThrow(/write joining/);
+    expect(() => route('DELETE FROM orders o USING users u WHERE o.user_id = u.id')).toThrow(/without a pinned shard key/);
     expect(route('SELECT * FROM users u, orders o WHERE u.id = 1 AND o.user_id = 12')).toMatchObject({ kind: 'shard', shardId: 's1' });
     // A LEFT JOIN's ON condition filters nothing: it does not pin.
-    expect(() => route('SELECT * FROM users u LEFT JOIN orders o ON o.user_id = u.id AND o.user_id = 1')).toThrow(/join/);
+    expect(route('SELECT * FROM users u LEFT JOIN orders o ON o.user_id = u.id AND o.user_id = 1')).toMatchObject({
+      kind: 'broadcast',
+      shardIds: MAP.members,
+    });
+    // Nor does an inner join's ON on the nullable side of an outer join: u keeps all its rows.
+    expect(
+      route('SELECT * FROM users u LEFT JOIN (orders o JOIN tags t ON t.tag = o.note AND o.user_id = 1) ON o.user_id = u.id'),
+    ).toMatchObject({ kind: 'broadcast', shardIds: MAP.members });
+  });
+
+  it('subqueries and CTEs: one shard when every sharded table in them is pinned there (or follows a pinned key), else broadcast', () => {
+    const one = { kind: 'shard', shardId: 's1' };
+    const everywhere = { kind: 'broadcast', shardIds: MAP.members };
+    expect(route('SELECT * FROM users WHERE id = 1 AND EXISTS (SELECT 1 FROM orders o WHERE o.user_id = 12)')).toMatchObject(one);
+    // Correlated: o follows u's pinned key.
+    expect(route('SELECT *, (SELECT count(*) FROM orders o WHERE o.user_id = u.id) FROM users u WHERE u.id = $1', [1])).toMatchObject(one);
+    expect(route('SELECT * FROM users u WHERE u.id = 1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id)')).toMatchObject(one);
+    expect(route('WITH mine AS (SELECT * FROM orders WHERE user_id = 1) SELECT * FROM mine')).toMatchObject(one);
+    expect(route('SELECT * FROM (SELECT * FROM users WHERE id = $1) s JOIN countries c ON c.code = s.country', [13])).toMatchObject(one);
+    expect(route('SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 14')).toMatchObject(one);
+    expect(
+      route(
+        'WITH RECURSIVE r AS (SELECT id FROM users WHERE id = 1 UNION SELECT o.user_id FROM orders o, r WHERE o.user_id = 1) SELECT * FROM r',
+      ),
+    ).toMatchObject(one);
+    // A subquery reading a sharded table without a pin is never sent to one shard.
+    expect(route('SELECT * FROM users WHERE id = 1 AND id IN (SELECT user_id FROM orders)')).toMatchObject(everywhere);
+    expect(route('SELECT (SELECT count(*) FROM orders) FROM users WHERE id = 1')).toMatchObject(everywhere);
+    expect(route('WITH x AS (SELECT * FROM orders) SELECT * FROM users WHERE id = 1')).toMatchObject(everywhere);
+    expect(route('SELECT * FROM users WHERE id = 1 UNION SELECT user_id FROM orders')).toMatchObject(everywhere);
+    // A pin inside a subquery does not pin the outer table; a pin of an outer table inside a subquery pins nothing.
+    expect(route('SELECT * FROM users u WHERE EXISTS (SELECT 1 FROM orders o WHERE o.user_id = 1 AND o.user_id = u.id)')).toMatchObject(
+      everywhere,
+    );
+    expect(route('SELECT * FROM users u WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE u.id = 1 AND o.user_id = 1)')).toMatchObject(
+      everywhere,
+    );
+    // A CTE name shadows a table; a later CTE's table of that name is the real one only after it.
+    expect(route('WITH users AS (SELECT 1 AS id) SELECT * FROM users')).toMatchObject({ kind: 'shard' });
+    expect(route('WITH a AS (SELECT * FROM orders), orders AS (SELECT 1) SELECT * FROM a')).toMatchObject(everywhere);
+    // Pinned on two shards: read on those only.
+    expect(route('SELECT * FROM users u WHERE u.id = 1 AND EXISTS (SELECT 1 FROM orders o WHERE o.user_id = 21)')).toMatchObject({
+      kind: 'broadcast',
+      shardIds: ['s1', 's2'],
+    });
+    expect(() => route('SELECT * FROM users WHERE id IN (SELECT user_id FROM orders)', [], true)).toThrow(
+      expect.objectContaining({ code: 'KEY_REQUIRED' }),
+    );
   });
 
   it('reference tables: reads on one shard, writes on every shard; unregistered tables refused or sent to the configured shard', () => {
@@ -107,9 +166,10 @@ describe('refusals', () => {
     ['UPDATE users SET id = 5 WHERE id = 1', /shard key.*router\.transaction/],
     ['INSERT INTO users (id) SELECT id FROM users', /INSERT \.\.\. SELECT/],
     ['INSERT INTO users (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET id = 2', /ON CONFLICT/],
-    ['SELECT * FROM users WHERE id IN (SELECT user_id FROM orders)', /subquery/],
-    ['SELECT * FROM (SELECT * FROM users) s WHERE id = 1', /subquery in FROM/],
-    ['WITH x AS (SELECT 1) SELECT * FROM users WHERE id = 1', /WITH/],
+    ['DELETE FROM users WHERE id IN (SELECT user_id FROM orders WHERE user_id = 1)', /subquery/],
+    ['UPDATE users SET name = (SELECT note FROM orders LIMIT 1) WHERE id = 1', /subquery/],
+    ['WITH x AS (SELECT 1) DELETE FROM users WHERE id = 1', /WITH/],
+    ['WITH x AS (DELETE FROM users WHERE id = 1 RETURNING id) SELECT * FROM x', /data-modifying WITH/],
     ['SELECT * FROM users u JOIN orders o USING (id) WHERE u.id = 1', /USING/],
     ['TRUNCATE users', /broadcast or executeOn/],
   ])('%s', (sql, message) => {
