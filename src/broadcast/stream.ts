@@ -71,8 +71,12 @@ export async function* streamSelect<R extends QueryResultRow>(host: StreamHost, 
   let shardIds: readonly string[] = [];
   const scope = streamScope(host, call, () => shardIds);
   let cursors: RowCursor[] = [];
+  let stopped = false;
   // An abort stops the servers at once, even while the consumer is busy between two rows.
-  const closeAll = () => void Promise.all(cursors.map((cursor) => cursor.close())).catch(() => undefined);
+  const closeAll = () => {
+    stopped = true;
+    void Promise.all(cursors.map((cursor) => cursor.close())).catch(() => undefined);
+  };
   scope.signal.addEventListener('abort', closeAll, { once: true });
   try {
     const fields = await host.context.retryingStaleMap(async () => {
@@ -98,7 +102,7 @@ export async function* streamSelect<R extends QueryResultRow>(host: StreamHost, 
       // A plain loop: `yield*` over an array adds a promise per element on top of the yield.
       const rows = parseRows<R>(batch, visible);
       for (let i = 0; i < rows.length; i++) {
-        if (scope.signal.aborted) throw scope.signal.reason;
+        if (stopped) throw scope.signal.reason;
         yield rows[i]!;
       }
       if (remaining <= 0) return;

@@ -25,7 +25,7 @@ export class ShardCursor implements RowCursor {
   #first: RawRow[] | undefined;
   /** The read started ahead of the caller's next next(). */
   #ahead: Promise<RawRow[]> | undefined;
-  /** The read in flight, if any (what close() must wait for or cancel). */
+  /** The FETCH in flight, if any (what close() must wait for or cancel). */
   #reading: Promise<unknown> | undefined;
   readonly #pool: ShardPool;
   readonly #sql: string;
@@ -68,13 +68,7 @@ export class ShardCursor implements RowCursor {
     return rows;
   }
 
-  #read(): Promise<RawRow[]> {
-    const reading = this.#readBatch();
-    this.#reading = reading;
-    return reading;
-  }
-
-  async #readBatch(): Promise<RawRow[]> {
+  async #read(): Promise<RawRow[]> {
     if (this.#done) return [];
     this.#signal.throwIfAborted();
     if (!this.#cursor) {
@@ -87,7 +81,9 @@ export class ShardCursor implements RowCursor {
       this.#client = client;
       this.#cursor = this.#client.query(new Cursor<RawRow>(this.#sql, this.#params as unknown[], { rowMode: 'array', types: RAW_TEXT }));
     }
-    const rows = await this.#fetch(this.#cursor, this.#client!);
+    const fetching = this.#fetch(this.#cursor, this.#client!);
+    this.#reading = fetching;
+    const rows = await fetching;
     this.#reading = undefined;
     if (rows.length < this.#batchSize) await this.close();
     return rows;
