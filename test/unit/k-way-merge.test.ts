@@ -70,18 +70,22 @@ describe('mergeSortedBatches', () => {
 });
 
 describe('arrivalOrder', () => {
-  it('yields every batch of every source once, the fast sources first, asking a source again only after its batch was taken', async () => {
+  it('yields every batch of every source once, a ready source before a blocked one, asking again only after a batch was taken', async () => {
     const asked = [0, 0, 0];
     const taken = [0, 0, 0];
-    const delays = [30, 0, 10];
-    const sources = delays.map((delay, i) => {
+    // Source 0 answers only once source 1 was read to its end: a merge that waited on it first would never finish.
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const sources = [0, 1, 2].map((i) => {
       let left = 3;
       return {
         next: async () => {
           // Never more than one batch asked for ahead of what the caller took.
           expect(asked[i]! - taken[i]!).toBeLessThanOrEqual(1);
           asked[i]!++;
-          await new Promise((resolve) => setTimeout(resolve, delay));
+          if (i === 0) await gate;
           return left-- > 0 ? [`${i}:${2 - left}`] : [];
         },
       };
@@ -91,6 +95,7 @@ describe('arrivalOrder', () => {
       const source = Number(batch[0]!.split(':')[0]);
       taken[source]!++;
       seen.push(...batch);
+      if (batch[0] === '1:2') open();
     }
     expect([...seen].sort()).toEqual(['0:0', '0:1', '0:2', '1:0', '1:1', '1:2', '2:0', '2:1', '2:2']);
     expect(seen.indexOf('1:2')).toBeLessThan(seen.indexOf('0:0'));
