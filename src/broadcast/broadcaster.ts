@@ -1,20 +1,17 @@
 import { parseRows } from '../pool/raw-text.js';
-import type { FieldDef, QueryResultRow, RowCursor } from '../pool/session.js';
+import type { FieldDef, QueryResultRow } from '../pool/session.js';
 import type { ShardPool } from '../pool/shard-pool.js';
-import { QueryError, ShardRouterError, isStaleMap, statementCancelledError } from '../errors.js';
-import { NO_BROADCAST_OBSERVER } from '../observe/hooks.js';
-import type { BroadcastObserver, TransactionObserver } from '../observe/hooks.js';
+import { QueryError, ShardRouterError, statementCancelledError } from '../errors.js';
+import { NO_BROADCAST_OBSERVER, NO_STREAM_OBSERVER } from '../observe/hooks.js';
+import type { BroadcastObserver, StreamObserver, TransactionObserver } from '../observe/hooks.js';
 import type { Transaction } from '../twopc/coordinator.js';
-import { mergeSortedBatches } from './merge/k-way-merge.js';
-import type { BatchSource } from './merge/k-way-merge.js';
-import { mergeSelect, resolveCount } from './merge/merge.js';
-import { rowComparator } from './merge/row-order.js';
-import type { RawRow, ServerRanker } from './merge/row-order.js';
+import { abortScope } from './abort-scope.js';
+import { mergeSelect } from './merge/merge.js';
+import type { ServerRanker } from './merge/row-order.js';
 import { collationProbeSql, withCollations } from './plan/collation-probe.js';
 import { columnIndex, formatPlan } from './plan/plan.js';
 import type { BroadcastPlan, CollationProbe, CoordinatorPlan, PlannerCatalog, SelectPlan } from './plan/plan.js';
 import { averageColumnKey } from './plan/plan-aggregate.js';
-import { OUTER_CURSOR } from './plan/plan-coordinator.js';
 import { joinKeysAgree } from './join-keys.js';
 import { planBroadcast } from './plan/planner.js';
 import { loadParser } from './plan/sql-parser.js';
@@ -23,6 +20,8 @@ import type { BroadcastRouting } from './routing.js';
 import { DEFAULT_COORDINATOR, fillCoordinator, finishCoordinator } from './coordinator-step.js';
 import type { CoordinatorRun, CoordinatorSettings } from './coordinator-step.js';
 import { scatter } from './scatter.js';
+import { streamCoordinated, streamSelect, streamWhole } from './stream.js';
+import type { StreamCall, StreamHost } from './stream.js';
 import { OID } from './values/oid.js';
 import type { Scattered } from './scatter.js';
 import { probeBroadcastCapabilities, serverHelpers } from './server-probe.js';
@@ -90,6 +89,8 @@ export class Broadcaster {
   #shapes: CoordinatorRun['shapes'] = new WeakMap();
   /** Pushed-down joins whose shard keys were checked (see join-keys.ts): the check, and its answer once known. */
   #keyChecks = new WeakMap<SelectPlan, { readonly check: Promise<boolean>; agree?: boolean }>();
+  /** What stream.ts needs of this broadcaster. */
+  readonly #streamHost: StreamHost;
 
   /**
    * Opens a broadcaster over the router's port: loads the SQL parser, probes every shard's
@@ -106,6 +107,14 @@ export class Broadcaster {
   constructor(context: BroadcastRouterContext, servers: BroadcastServers = context as BroadcastContext) {
     this.#context = context;
     this.#servers = servers;
+    this.#streamHost = {
+      context,
+      textOrder: servers.capabilities.textOrder,
+      withCollations: (plan, fields, shardId) => this.#withCollations(plan, fields, shardId),
+      coordinatorRun: (routing, controller, partial, observer) => this.#coordinatorRun(routing, controller, partial, observer),
+      run: (sql, params, options, observer) => this.run(sql, params, options, observer),
+      timeoutError: (timeoutMillis, shardIds) => this.#timeoutError(timeoutMillis, shardIds),
+    };
   }
 
   /** The cached plan of `sql`, planning it on first use. */
@@ -249,30 +258,25 @@ export class Broadcaster {
     buckets: readonly number[] | undefined,
   ): Promise<BroadcastResult<R>> {
     const routing = narrowedTo(this.#context.routing(), buckets);
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, routing.shardIds)), timeoutMillis);
     // The caller's signal stops the coordinator step like the timeout (shard queries, then the outer query).
-    const onCallerAbort = () => controller.abort(statementCancelledError(signal!.reason));
-    if (signal?.aborted) onCallerAbort();
-    else signal?.addEventListener('abort', onCallerAbort, { once: true });
+    const scope = abortScope({ timeoutMillis, signal, timeoutError: () => this.#timeoutError(timeoutMillis, routing.shardIds) });
     try {
-      const filled = await fillCoordinator(plan, params, this.#coordinatorRun(routing, controller, partial, observer));
-      // A timeout during the outer query cancels it on the coordinator (its connection is then destroyed).
+      const filled = await fillCoordinator(plan, params, this.#coordinatorRun(routing, scope.controller, partial, observer));
+      // A stop during the outer query cancels it on the coordinator (its connection is then destroyed).
       const onAbort = () => void filled.session.cancel?.().catch(() => undefined);
-      controller.signal.addEventListener('abort', onAbort, { once: true });
+      scope.signal.addEventListener('abort', onAbort, { once: true });
       try {
-        if (controller.signal.aborted) throw controller.signal.reason;
+        scope.signal.throwIfAborted();
         const result = await filled.session.query<R>(filled.outerSql, params as unknown[]);
         return { rows: result.rows, rowCount: result.rows.length, fields: result.fields, command: 'SELECT', failures: filled.failures };
       } finally {
-        controller.signal.removeEventListener('abort', onAbort);
+        scope.signal.removeEventListener('abort', onAbort);
         await finishCoordinator(filled.session);
       }
     } catch (error) {
-      throw controller.signal.aborted ? controller.signal.reason : error;
+      throw scope.failure(error);
     } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onCallerAbort);
+      scope.dispose();
     }
   }
 
@@ -329,23 +333,18 @@ export class Broadcaster {
     const shardIds = plan.kind === 'single' ? routing.shardIds.slice(0, 1) : routing.shardIds;
     const sql = plan.kind === 'single' ? plan.sql : plan.shardSql;
     const values = plan.kind === 'single' ? params : guardedParams(plan, params, routing);
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
     // The caller's signal cancels the shard queries still running, like the timeout.
-    const onAbort = () => controller.abort(statementCancelledError(signal!.reason));
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
+    const scope = abortScope({ timeoutMillis, signal, timeoutError: () => this.#timeoutError(timeoutMillis, shardIds) });
     let scattered: Scattered;
     try {
       scattered = await scatter(
         shardIds,
-        (shardId) => observer.shard(shardId, sql, () => this.#context.pool(shardId).queryRaw(sql, values, controller.signal)),
-        controller,
+        (shardId) => observer.shard(shardId, sql, () => this.#context.pool(shardId).queryRaw(sql, values, scope.signal)),
+        scope.controller,
         partial,
       );
     } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
+      scope.dispose();
     }
     const { answered, failures } = scattered;
     if (answered.length === 0) throw failures[0]!.error;
@@ -398,36 +397,39 @@ export class Broadcaster {
   }
 
   /**
-   * Streams a SELECT: for plain (non-aggregate) queries, shard cursors read `batchSize` rows at
-   * a time and an ORDER BY is a k-way merge of them, so memory stays near shards x batchSize
-   * whatever the result size. Aggregate and DISTINCT queries are merged whole, then streamed.
-   * Argument and planning errors surface on the first iteration, like the stream's own.
+   * Streams a SELECT (see stream.ts): plain queries through shard cursors merged a batch at a
+   * time, coordinator plans through a cursor on the coordinator, aggregate and DISTINCT queries
+   * merged whole, then yielded. Argument and planning errors surface on the first iteration,
+   * like the stream's own. `observer`: the whole stream and each shard's cursor (the router's
+   * metrics and spans).
    */
   stream<R extends QueryResultRow>(
     sql: string,
     params: readonly unknown[],
     options: BroadcastStreamOptions,
+    observe: () => StreamObserver = () => NO_STREAM_OBSERVER,
   ): AsyncGenerator<R, void, undefined> {
     let plan: BroadcastPlan;
-    let batchSize: number;
-    let timeoutMillis: number | undefined;
+    let call: StreamCall;
     try {
       plan = this.plan(sql);
-      batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+      const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
       if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 1_000_000) {
         throw new ShardRouterError('INVALID_ARGUMENT', `batchSize must be an integer from 1 to 1000000, got ${String(batchSize)}`);
       }
-      timeoutMillis = options.timeoutMillis === undefined ? undefined : this.#timeout(options.timeoutMillis);
+      const timeoutMillis = options.timeoutMillis === undefined ? undefined : this.#timeout(options.timeoutMillis);
       if (plan.kind === 'write') throw new ShardRouterError('INVALID_ARGUMENT', 'broadcastStream takes a SELECT; use broadcast for writes');
+      if (options.signal?.aborted) throw statementCancelledError(options.signal.reason);
+      call = { params, batchSize, timeoutMillis, signal: options.signal, observe };
     } catch (error) {
-      return failedStream(error);
+      return failedStream(error, observe);
     }
     if (plan.kind === 'select' && plan.pushedJoin?.fallback && this.#keyChecks.get(plan)?.agree === undefined) {
       return this.#streamAfterKeyCheck<R>(plan, params, options);
     }
-    if (plan.kind === 'coordinator') return this.#streamCoordinated<R>(plan, params, batchSize, timeoutMillis);
-    if (plan.kind === 'single' || plan.aggregate || plan.distinct) return this.#streamWhole<R>(sql, params, timeoutMillis);
-    return this.#streamSelect<R>(plan, params, batchSize, timeoutMillis);
+    if (plan.kind === 'coordinator') return streamCoordinated<R>(this.#streamHost, plan, call);
+    if (plan.kind === 'single' || plan.aggregate || plan.distinct) return streamWhole<R>(this.#streamHost, sql, call);
+    return streamSelect<R>(this.#streamHost, plan, call);
   }
 
   /** A pushed-down join not yet checked: the check first, then the stream of the plan it chose. */
@@ -438,118 +440,6 @@ export class Broadcaster {
   ): AsyncGenerator<R, void, undefined> {
     await this.#checkedPlan(plan);
     yield* this.stream<R>(plan.sql, params, options);
-  }
-
-  async *#streamWhole<R extends QueryResultRow>(
-    sql: string,
-    params: readonly unknown[],
-    timeoutMillis: number | undefined,
-  ): AsyncGenerator<R, void, undefined> {
-    const result = await this.run<R>(sql, params, timeoutMillis === undefined ? {} : { timeoutMillis });
-    yield* result.rows;
-  }
-
-  /** A coordinator plan's output through a cursor on the coordinator, `batchSize` rows per FETCH. */
-  async *#streamCoordinated<R extends QueryResultRow>(
-    plan: CoordinatorPlan,
-    params: readonly unknown[],
-    batchSize: number,
-    timeoutMillis: number | undefined,
-  ): AsyncGenerator<R, void, undefined> {
-    const controller = new AbortController();
-    let routing = this.#context.routing();
-    const timer =
-      timeoutMillis === undefined
-        ? undefined
-        : setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, routing.shardIds)), timeoutMillis);
-    const onAbort = () => void filled?.session.cancel?.().catch(() => undefined);
-    controller.signal.addEventListener('abort', onAbort, { once: true });
-    let filled: Awaited<ReturnType<typeof fillCoordinator>> | undefined;
-    try {
-      filled = await this.#context.retryingStaleMap(() => {
-        routing = this.#context.routing();
-        return fillCoordinator(plan, params, this.#coordinatorRun(routing, controller, false));
-      });
-      await filled.session.query(filled.outerCursorSql, params as unknown[]);
-      for (;;) {
-        const { rows } = await filled.session.query<R>(`FETCH FORWARD ${batchSize} FROM ${OUTER_CURSOR}`);
-        for (let i = 0; i < rows.length; i++) yield rows[i]!;
-        if (rows.length < batchSize) return;
-      }
-    } catch (error) {
-      throw controller.signal.aborted ? controller.signal.reason : error;
-    } finally {
-      clearTimeout(timer);
-      controller.signal.removeEventListener('abort', onAbort);
-      if (filled) await finishCoordinator(filled.session);
-    }
-  }
-
-  async *#streamSelect<R extends QueryResultRow>(
-    plan: SelectPlan,
-    params: readonly unknown[],
-    batchSize: number,
-    timeoutMillis: number | undefined,
-  ): AsyncGenerator<R, void, undefined> {
-    let shardIds: readonly string[] = [];
-    const controller = new AbortController();
-    const timer =
-      timeoutMillis === undefined
-        ? undefined
-        : setTimeout(() => controller.abort(this.#timeoutError(timeoutMillis, shardIds)), timeoutMillis);
-    let cursors: RowCursor[] = [];
-    try {
-      // Opening reads each cursor's first batch, where a shard's read guard refuses a stale
-      // map; nothing has been yielded then, so the cursors are opened again on the new map.
-      // The comparator needs the column types, which arrive with each cursor's first batch.
-      const fields = await this.#context.retryingStaleMap(async () => {
-        const routing = this.#context.routing();
-        const values = guardedParams(plan, params, routing);
-        shardIds = routing.shardIds;
-        cursors = shardIds.map((shardId) => this.#context.pool(shardId).openCursor(plan.shardSql, values, batchSize, controller.signal));
-        const opened = await Promise.allSettled(cursors.map((cursor) => cursor.open()));
-        const failures = opened.flatMap((outcome) => (outcome.status === 'rejected' ? [outcome.reason as unknown] : []));
-        if (failures.length === 0) return (opened[0] as PromiseFulfilledResult<FieldDef[]>).value;
-        await Promise.all(cursors.map((cursor) => cursor.close()));
-        // Any other failure wins over a stale map: retrying would not help it.
-        throw failures.find((failure) => !isStaleMap(failure)) ?? failures[0];
-      });
-      const visible = fields.slice(0, fields.length - plan.hidden.length);
-      let offset = resolveCount(plan.offset, params, 'OFFSET') ?? 0;
-      let remaining = resolveCount(plan.limit, params, 'LIMIT') ?? Infinity;
-      const batches =
-        plan.sort.length > 0
-          ? mergeSortedBatches(
-              cursors,
-              await rowComparator(
-                (await this.#withCollations(plan, fields, shardIds[0]!)).sort,
-                fields.map((field) => field.dataTypeID),
-                plan.hidden.length,
-                this.#servers.capabilities.textOrder,
-                undefined,
-                undefined,
-              ),
-            )
-          : concatenate(cursors);
-      for await (let batch of batches) {
-        if (offset > 0) {
-          const skip = Math.min(offset, batch.length);
-          offset -= skip;
-          batch = batch.slice(skip);
-        }
-        if (batch.length > remaining) batch = batch.slice(0, remaining);
-        remaining -= batch.length;
-        // A plain loop: `yield*` over an array adds a promise per element on top of the yield.
-        const parsed = parseRows<R>(batch, visible);
-        for (let i = 0; i < parsed.length; i++) yield parsed[i]!;
-        if (remaining <= 0) return;
-      }
-    } catch (error) {
-      throw controller.signal.aborted ? controller.signal.reason : error;
-    } finally {
-      clearTimeout(timer);
-      await Promise.all(cursors.map((cursor) => cursor.close()));
-    }
   }
 
   #timeoutError(timeoutMillis: number, shardIds: readonly string[]): ShardRouterError {
@@ -596,14 +486,10 @@ function float4Averages(plan: SelectPlan, fields: readonly FieldDef[]): Set<stri
   return widened;
 }
 
-/** A stream that fails when iterated, so argument errors surface where stream errors do. */
-// biome-ignore lint/correctness/useYield: it only throws, on the first iteration.
-export async function* failedStream<R>(error: unknown): AsyncGenerator<R, void, undefined> {
+/** A stream that fails when iterated, so argument errors surface where stream errors do (and count, given `observe`). */
+export async function* failedStream<R>(error: unknown, observe?: () => StreamObserver): AsyncGenerator<R, void, undefined> {
+  await observe?.()
+    .run(() => Promise.reject(error))
+    .catch(() => undefined);
   throw error;
-}
-
-async function* concatenate(sources: readonly BatchSource<RawRow>[]): AsyncGenerator<readonly RawRow[]> {
-  for (const source of sources) {
-    for (let batch = await source.next(); batch.length > 0; batch = await source.next()) yield batch;
-  }
 }

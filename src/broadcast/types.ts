@@ -32,8 +32,18 @@ export interface ScopedBroadcastOptions extends BroadcastOptions {
 export interface BroadcastStreamOptions {
   /** Rows fetched from each shard per round trip; memory stays within a small multiple of shards x batchSize. Default 1000. */
   readonly batchSize?: number;
-  /** Cancel and fail with BROADCAST_TIMEOUT if the whole stream has not finished after this long. Default none. */
+  /**
+   * Cancel the shard statements on the servers, close the cursors and fail with BROADCAST_TIMEOUT
+   * (retryable) if the whole stream has not finished after this long, the consumer's time
+   * included. Default none (aggregate and DISTINCT queries, merged whole first: `broadcast.timeoutMillis`).
+   */
   readonly timeoutMillis?: number;
+  /**
+   * Aborting it cancels every shard's running statement on the server (pg_cancel_backend),
+   * closes the cursors and returns their connections; the iterator then rejects with
+   * STATEMENT_CANCELLED (retryable), the signal's reason as its cause, even between two rows.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** A shard that failed in a partial broadcast. */

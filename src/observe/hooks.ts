@@ -72,6 +72,20 @@ export const NO_BROADCAST_OBSERVER: BroadcastObserver = Object.freeze({
   shard: <T>(_shardId: string, _sql: string, work: () => Promise<T>) => work(),
 });
 
+/**
+ * What a streamed broadcast reports: its shards' statements (each cursor, from its open to its
+ * close), and the whole stream as one operation (from its first read to its end).
+ */
+export interface StreamObserver extends BroadcastObserver {
+  /** Runs the operation `work` stands for (it settles when the stream ends) and records how it ended. */
+  run<T>(work: () => Promise<T>): Promise<T>;
+}
+
+export const NO_STREAM_OBSERVER: StreamObserver = Object.freeze({
+  ...NO_BROADCAST_OBSERVER,
+  run: <T>(work: () => Promise<T>) => work(),
+});
+
 /** A bucket move as the rebalancer reports it. */
 export interface MoveInfo {
   readonly moveId: string;

@@ -1,14 +1,5 @@
 import { ShardRouterError } from '../errors.js';
-import type {
-  BroadcastObserver,
-  MoveInfo,
-  MoveObserver,
-  MoveResult,
-  PoolObserver,
-  StatementRouting,
-  TxnProtocol,
-  TxnStep,
-} from './hooks.js';
+import type { MoveInfo, MoveObserver, MoveResult, PoolObserver, StatementRouting, StreamObserver, TxnProtocol, TxnStep } from './hooks.js';
 import { loggableError, logTo } from './logger.js';
 import type { Logger, LogLevel } from './logger.js';
 import { MetricsStore, ROUTES } from './metrics-store.js';
@@ -154,7 +145,7 @@ export class Observer implements MoveObserver {
  * One transaction or broadcast: its span (CLIENT for a transaction, INTERNAL for a broadcast,
  * with CLIENT children per shard statement and per 2PC step), and its duration by route.
  */
-export class OperationProbe implements BroadcastObserver {
+export class OperationProbe implements StreamObserver {
   readonly #observer: Observer;
   readonly #kind: 'transaction' | 'broadcast';
   readonly #started = performance.now();

@@ -571,10 +571,11 @@ export class ShardRouter {
   }
 
   /**
-   * Streams a SELECT's merged rows: shard cursors are read `batchSize` rows at a time and an
-   * ORDER BY is a k-way merge, so memory stays near shards x batchSize however many rows
-   * there are. Aggregate and DISTINCT queries are merged whole first (their results are small).
-   * Breaking out of the loop closes the cursors.
+   * Streams a SELECT's merged rows: shard cursors are read `batchSize` rows at a time (one
+   * batch ahead) and an ORDER BY is a k-way merge of their batches, so memory stays near
+   * 2 x shards x batchSize rows however many rows there are. Aggregate and DISTINCT queries are
+   * merged whole first (their results are small). Breaking out of the loop closes the cursors.
+   * `signal` and `timeoutMillis` cancel the shard statements on the servers, as for broadcast.
    *
    * @example
    * for await (const order of router.broadcastStream('SELECT id, total FROM orders ORDER BY total DESC', [], { batchSize: 500 })) {
@@ -591,7 +592,8 @@ export class ShardRouter {
     if (this.#closing) return failedStream(closedError());
     const invalid = invalidBroadcastArguments(params, options);
     if (invalid) return failedStream(invalid);
-    return this.#broadcaster.stream<R>(sql, params ?? NO_PARAMS, options);
+    // One probe for the whole stream: a span and a statement of route broadcast, ended with it.
+    return this.#broadcaster.stream<R>(sql, params ?? NO_PARAMS, options, () => this.#observer.operation('broadcast', sql));
   }
 
   /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mergeSorted, mergeSortedBatches } from '../../src/broadcast/merge/k-way-merge.js';
+import { arrivalOrder, mergeSorted, mergeSortedBatches } from '../../src/broadcast/merge/k-way-merge.js';
 import { seededRandom } from '../support/random.js';
 
 type Item = { value: number; source: number; seq: number };
@@ -66,5 +66,50 @@ describe('mergeSortedBatches', () => {
       }
       expect(out).toEqual(expected(sources));
     }
+  });
+});
+
+describe('arrivalOrder', () => {
+  it('yields every batch of every source once, a ready source before a blocked one, asking again only after a batch was taken', async () => {
+    const asked = [0, 0, 0];
+    const taken = [0, 0, 0];
+    // Source 0 answers only once source 1 was read to its end: a merge that waited on it first would never finish.
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const sources = [0, 1, 2].map((i) => {
+      let left = 3;
+      return {
+        next: async () => {
+          // Never more than one batch asked for ahead of what the caller took.
+          expect(asked[i]! - taken[i]!).toBeLessThanOrEqual(1);
+          asked[i]!++;
+          if (i === 0) await gate;
+          return left-- > 0 ? [`${i}:${2 - left}`] : [];
+        },
+      };
+    });
+    const seen: string[] = [];
+    for await (const batch of arrivalOrder(sources)) {
+      const source = Number(batch[0]!.split(':')[0]);
+      taken[source]!++;
+      seen.push(...batch);
+      if (batch[0] === '1:2') open();
+    }
+    expect([...seen].sort()).toEqual(['0:0', '0:1', '0:2', '1:0', '1:1', '1:2', '2:0', '2:1', '2:2']);
+    expect(seen.indexOf('1:2')).toBeLessThan(seen.indexOf('0:0'));
+  });
+
+  it("rejects with a source's failure", async () => {
+    const failing = { next: async () => Promise.reject(new Error('shard down')) };
+    const slow = { next: () => new Promise<string[]>((resolve) => setTimeout(() => resolve([]), 20)) };
+    await expect(
+      (async () => {
+        for await (const _ of arrivalOrder([slow, failing])) {
+          // nothing arrives before the failure
+        }
+      })(),
+    ).rejects.toThrow('shard down');
   });
 });

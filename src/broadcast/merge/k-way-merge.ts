@@ -85,32 +85,138 @@ export interface BatchSource<T> {
 }
 
 /**
- * Merges sorted batch sources lazily: holds at most one batch per source, and fetches a
- * source's next batch only when its last buffered item has been emitted.
+ * Merges sorted batch sources lazily, a batch at a time: a heap of source indices (no object
+ * per row), and from the smallest source a whole run of rows is taken while they come before the
+ * runner-up's head, one comparison per row. Holds one batch per source (plus what the sources
+ * read ahead); fetches a source's next batch when its buffer is used up. Ties go to the lower
+ * source index, as in mergeSorted.
  */
 export async function* mergeSortedBatches<T>(sources: readonly BatchSource<T>[], compare: (a: T, b: T) => number): AsyncGenerator<T[]> {
   const buffers: (readonly T[])[] = await Promise.all(sources.map((source) => source.next()));
   const positions = sources.map(() => 0);
-  const heap = new HeadHeap<T>(compare);
+  const heap = new IndexHeap((a, b) => {
+    const order = compare(buffers[a]![positions[a]!]!, buffers[b]![positions[b]!]!);
+    return order < 0 || (order === 0 && a < b);
+  });
   buffers.forEach((buffer, i) => {
-    if (buffer.length > 0) heap.push({ value: buffer[0]!, source: i });
+    if (buffer.length > 0) heap.push(i);
   });
   let out: T[] = [];
   while (heap.size > 0) {
-    const head = heap.pop()!;
-    out.push(head.value);
-    const i = head.source;
-    let position = ++positions[i]!;
-    if (position >= buffers[i]!.length) {
+    const top = heap.top;
+    const runner = heap.runnerUp;
+    const buffer = buffers[top]!;
+    let position = positions[top]!;
+    out.push(buffer[position++]!);
+    const bound = runner === undefined ? undefined : buffers[runner]![positions[runner]!]!;
+    while (position < buffer.length) {
+      if (bound !== undefined) {
+        const order = compare(buffer[position]!, bound);
+        if (order > 0 || (order === 0 && top > runner!)) break;
+      }
+      out.push(buffer[position++]!);
+    }
+    positions[top] = position;
+    if (position >= buffer.length) {
       // Hand over what is merged so far before waiting on the network.
       if (out.length > 0) {
         yield out;
         out = [];
       }
-      buffers[i] = await sources[i]!.next();
-      positions[i] = position = 0;
+      buffers[top] = await sources[top]!.next();
+      positions[top] = 0;
+      if (buffers[top]!.length === 0) {
+        heap.removeTop();
+        continue;
+      }
     }
-    if (position < buffers[i]!.length) heap.push({ value: buffers[i]![position]!, source: i });
+    heap.siftTop();
   }
   if (out.length > 0) yield out;
+}
+
+/**
+ * Batches from several sources in the order they arrive (for a SELECT without ORDER BY, whose
+ * row order is unspecified): every source is read at once, none waits for another. Asks a source
+ * for its next batch only once the caller has taken its last one.
+ */
+export async function* arrivalOrder<T>(sources: readonly BatchSource<T>[]): AsyncGenerator<readonly T[]> {
+  const pending = new Map<number, Promise<readonly [number, readonly T[]]>>();
+  const ask = (i: number) => {
+    const next = sources[i]!.next().then((batch) => [i, batch] as const);
+    // Raced below; one that settles after the caller stopped must not count as unhandled.
+    next.catch(() => undefined);
+    pending.set(i, next);
+  };
+  for (let i = 0; i < sources.length; i++) ask(i);
+  while (pending.size > 0) {
+    const [i, batch] = await Promise.race(pending.values());
+    if (batch.length === 0) {
+      pending.delete(i);
+      continue;
+    }
+    pending.delete(i);
+    yield batch;
+    ask(i);
+  }
+}
+
+/** A binary min-heap of source indices, ordered by `less` (which looks at each source's head). */
+class IndexHeap {
+  readonly #items: number[] = [];
+  readonly #less: (a: number, b: number) => boolean;
+
+  constructor(less: (a: number, b: number) => boolean) {
+    this.#less = less;
+  }
+
+  get size(): number {
+    return this.#items.length;
+  }
+
+  get top(): number {
+    return this.#items[0]!;
+  }
+
+  /** The second smallest: the smaller child of the top, if any. */
+  get runnerUp(): number | undefined {
+    const items = this.#items;
+    if (items.length < 3) return items[1];
+    return this.#less(items[2]!, items[1]!) ? items[2] : items[1];
+  }
+
+  push(index: number): void {
+    const items = this.#items;
+    items.push(index);
+    let i = items.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.#less(items[i]!, items[parent]!)) break;
+      [items[i], items[parent]] = [items[parent]!, items[i]!];
+      i = parent;
+    }
+  }
+
+  removeTop(): void {
+    const last = this.#items.pop()!;
+    if (this.#items.length === 0) return;
+    this.#items[0] = last;
+    this.siftTop();
+  }
+
+  /** Restores the heap after the top's head changed. */
+  siftTop(): void {
+    const items = this.#items;
+    let i = 0;
+    for (;;) {
+      const left = 2 * i + 1;
+      const right = left + 1;
+      let smallest = i;
+      if (left < items.length && this.#less(items[left]!, items[smallest]!)) smallest = left;
+      if (right < items.length && this.#less(items[right]!, items[smallest]!)) smallest = right;
+      if (smallest === i) return;
+      [items[i], items[smallest]] = [items[smallest]!, items[i]!];
+      i = smallest;
+    }
+  }
 }
