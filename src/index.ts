@@ -43,7 +43,7 @@ export type { SagaOptions, SagaStepContext, SagaStepDefinition, StepResults } fr
 export type { SagaState, StepState, StepLog, SagaRecord } from './saga/log.js';
 export { SagaError } from './saga/outcome.js';
 export type { SagaCompleted } from './saga/outcome.js';
-export type { RegisteredTable, TableKind } from './catalog/registries.js';
+export type { RegisteredTable, ShardedTableOptions, TableKind } from './catalog/registries.js';
 export { hashKey, bucketOf } from './placement/hash.js';
 export type { ShardKey } from './placement/hash.js';
 export { BucketMap } from './placement/bucket-map.js';

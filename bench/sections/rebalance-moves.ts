@@ -1,4 +1,6 @@
+import pg from 'pg';
 import type { MoveReport, ShardRouter } from '../../src/index.js';
+import { copyPipe } from '../copy-protocol.js';
 import { check, size } from '../section.js';
 import type { GuardCheck, SectionContext } from '../section.js';
 import { max, nowNs, percentile, secondsSince } from '../stats.js';
@@ -42,6 +44,10 @@ export interface MoveRound {
   readonly copyRowsPerSecond: number;
   /** The same rows copied back right after the move the barest way (see the top of this file). */
   readonly bare: { readonly rows: number; readonly bytes: number; readonly millis: number; readonly mbPerSecond: number };
+  /** The same rows piped with COPY (...) TO STDOUT into COPY FROM STDIN (bytes: COPY text). */
+  readonly bareCopy: { readonly bytes: number; readonly millis: number; readonly mbPerSecond: number };
+  /** This move's copy speed over the bare COPY's, same rows: bareCopy.millis / copyMillis. */
+  readonly copyRatio: number;
   /** Writes to the moving bucket's keys: with no move running (baseline) and during the move. */
   readonly moving?: { readonly quiet: LatencySummary; readonly move: LatencySummary };
   /** Writes to other buckets of the source shard, same phases. */
@@ -301,6 +307,41 @@ async function bareCopy(
   return { rows: rows.length, bytes: json.length, millis, mbPerSecond: json.length / MB / (millis / 1e3) };
 }
 
+/**
+ * The COPY baseline: the same rows piped from shard `from` (COPY (SELECT ... by key list) TO
+ * STDOUT, text format) into `bareTable` on `to` (COPY FROM STDIN), chunks forwarded as they
+ * arrive, on connections opened beforehand; then emptied again. Keys are the bench's own
+ * (`rb-<n>`), so the array literal needs no escaping beyond the double quotes.
+ */
+async function bareCopyPipe(
+  ctx: SectionContext,
+  table: string,
+  bareTable: string,
+  keys: readonly string[],
+  from: number,
+  to: number,
+): Promise<MoveRound['bareCopy']> {
+  if (keys.some((key) => !/^rb-\d+$/.test(key))) throw new Error('unexpected key shape');
+  const source = new pg.Client({ connectionString: ctx.shards[from]!.connectionString });
+  const target = new pg.Client({ connectionString: ctx.shards[to]!.connectionString });
+  await Promise.all([source.connect(), target.connect()]);
+  try {
+    const list = `'{${keys.map((key) => `"${key}"`).join(',')}}'::text[]`;
+    const start = nowNs();
+    const bytes = await copyPipe(
+      source,
+      `COPY (SELECT id, v, payload FROM ${table} WHERE id = ANY (${list})) TO STDOUT`,
+      target,
+      `COPY ${bareTable} (id, v, payload) FROM STDIN`,
+    );
+    const millis = secondsSince(start) * 1e3;
+    await target.query(`TRUNCATE ${bareTable}`);
+    return { bytes, millis, mbPerSecond: bytes / MB / (millis / 1e3) };
+  } finally {
+    await Promise.all([source.end(), target.end()]);
+  }
+}
+
 /** The moving bucket's rows and writers, loaded and ready for the first move. */
 export interface LoadedBucket {
   readonly keys: BucketKeys;
@@ -326,7 +367,7 @@ export async function loadBucket(ctx: SectionContext, router: ShardRouter, plan:
     for (const name of [table, bareTable])
       await ctx.admin(i, `CREATE TABLE ${name} (id text PRIMARY KEY, v bigint NOT NULL, payload text NOT NULL)`);
   }
-  await router.registerShardedTable(table, 'id');
+  await router.registerShardedTable(table, 'id', { bucketIndex: true });
   await loadRows(ctx, table, homeShard, keys.initial, keys.initialLengths);
   for (const [shardId, others] of keys.otherByShard)
     await loadRows(
@@ -445,6 +486,7 @@ async function moveOnce(
   const snapshotCopyMillis = (stepAt.get('catching-up') ?? Number.NaN) - (stepAt.get('copying') ?? Number.NaN);
   const keysNow = [...keys.initial, ...shares.flatMap((share) => share.spare.slice(0, share.nextSpare))];
   const bare = await bareCopy(ctx, plan.table, plan.bareTable, keysNow, shardIndex(ctx, to), shardIndex(ctx, from));
+  const bareCopyRound = await bareCopyPipe(ctx, plan.table, plan.bareTable, keysNow, shardIndex(ctx, to), shardIndex(ctx, from));
   const result: MoveRound = {
     round: r + 1,
     underWrites,
@@ -459,6 +501,8 @@ async function moveOnce(
     copyMBPerSecond: move.bytesCopied / MB / (move.copyMillis / 1e3),
     copyRowsPerSecond: move.rowsCopied / (move.copyMillis / 1e3),
     bare,
+    bareCopy: bareCopyRound,
+    copyRatio: bareCopyRound.millis / move.copyMillis,
     ...(writes === undefined ? {} : writeLatencies(writes)),
   };
   logMove(ctx, result);
@@ -477,7 +521,7 @@ function logMove(ctx: SectionContext, result: MoveRound): void {
   const { from, to, bare } = result;
   ctx.log(
     `move ${result.round} ${from} -> ${to}${result.underWrites ? '' : ' (no writers)'}: ${result.rowsCopied.toLocaleString('en-US')} rows, ${(result.bytesCopied / MB).toFixed(1)} MB ` +
-      `copied in ${result.copyMillis} ms (snapshot ${Math.round(result.snapshotCopyMillis)}) = ${result.copyMBPerSecond.toFixed(1)} MB/s (bare copy ${bare.mbPerSecond.toFixed(1)}), ` +
+      `copied in ${result.copyMillis} ms (snapshot ${Math.round(result.snapshotCopyMillis)}) = ${result.copyMBPerSecond.toFixed(1)} MB/s (bare JSON copy ${bare.mbPerSecond.toFixed(1)}, bare COPY ${result.bareCopy.mbPerSecond.toFixed(1)} MB/s of COPY text in ${Math.round(result.bareCopy.millis)} ms: ratio ${result.copyRatio.toFixed(2)}), ` +
       `pause ${result.pauseMillis} ms, move ${Math.round(result.moveMillis)} ms` +
       (result.moving === undefined
         ? ''

@@ -29,6 +29,17 @@ export interface RegisteredTable {
   readonly shardKey: string | undefined;
 }
 
+/** Options of registerShardedTable. */
+export interface ShardedTableOptions {
+  /**
+   * Build the table's bucket index on every shard (an expression index on the SQL bucket of
+   * the key, docs/rebalance.md "Bucket index"): a bucket move then reads only that bucket's
+   * rows instead of scanning the table, at the price of one more index to maintain on every
+   * INSERT and key UPDATE. Default false. Shards added later get it too.
+   */
+  readonly bucketIndex?: boolean;
+}
+
 /** A table as one shard sees it. */
 export interface TableShape {
   readonly oid: number;

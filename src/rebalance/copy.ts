@@ -53,6 +53,16 @@ export function inBuckets(schema: string, table: TableCopy, bucketCount: number)
   return `${q(schema)}.bucket_of(${quoteIdent(table.keyColumn)}::text, ${bucketCount}) = ANY ($1::int[])`;
 }
 
+/** The snapshot copy's query: the rows of the buckets in $1, as JSON (through the bucket index where there is one). */
+export function bucketRowsSql(schema: string, table: TableCopy, bucketCount: number): string {
+  return `SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${inBuckets(schema, table, bucketCount)}`;
+}
+
+/** The clean-up's statement: deletes the rows of the buckets in $1 (on the source, after the switch). */
+export function deleteBucketRowsSql(schema: string, table: TableCopy, bucketCount: number): string {
+  return `DELETE FROM ${table.shape.name} WHERE ${inBuckets(schema, table, bucketCount)}`;
+}
+
 /**
  * The snapshot copy of the moving buckets. The change log is emptied first: a change committed
  * before the snapshot is in it, one committed after is logged (the trigger predates both).
@@ -67,33 +77,39 @@ export async function copySnapshot(
   await job.source.query(`DELETE FROM ${q(job.schema)}.move_changes WHERE move_id = $1`, [job.moveId]);
   await snapshot.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   for (const table of job.tables) {
-    await copyRows(snapshot, job, table, inBuckets(job.schema, table, bucketCount), [buckets], onBatch);
+    await copyRows(snapshot, job, table, bucketRowsSql(job.schema, table, bucketCount), [buckets], onBatch);
   }
   await snapshot.query('COMMIT');
 }
 
-/** Copies the rows matched by `where` (on the snapshot connection's snapshot) into the target, in batches. */
+/** Copies the rows of `select` (JSON, on the snapshot connection's snapshot) into the target, in batches. */
 async function copyRows(
   snapshot: DedicatedConnection,
   job: CopyJob,
   table: TableCopy,
-  where: string,
+  select: string,
   params: unknown[],
   onBatch: (rows: number, bytes: number) => void,
 ): Promise<void> {
   const cursor = quoteIdent(`psr_copy_${table.shape.oid}`);
-  await snapshot.query(
-    `DECLARE ${cursor} NO SCROLL CURSOR FOR SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${where}`,
-    params,
-  );
+  await snapshot.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR ${select}`, params);
+  const fetch = () => {
+    const batch = snapshot.query<{ j: string }>(`FETCH ${job.batchRows} FROM ${cursor}`);
+    batch.catch(() => undefined); // awaited below; this only keeps a failure during an INSERT from being unhandled
+    return batch;
+  };
   try {
+    // The next batch is read on the source while this one is inserted on the target.
+    let next = fetch();
     for (;;) {
-      const { rows } = await snapshot.query<{ j: string }>(`FETCH ${job.batchRows} FROM ${cursor}`);
+      const { rows } = await next;
       if (rows.length === 0) break;
+      const more = rows.length === job.batchRows;
+      if (more) next = fetch();
       const json = `[${rows.map((row) => row.j).join(',')}]`;
       await job.tx.executeOn(job.target, insertJsonSql(table.shape), [json]);
       onBatch(rows.length, json.length);
-      if (rows.length < job.batchRows) break;
+      if (!more) break;
     }
   } finally {
     await snapshot.query(`CLOSE ${cursor}`).catch(() => undefined);

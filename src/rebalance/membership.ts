@@ -14,6 +14,7 @@ import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import type { RebalanceContext, RebalanceRun } from './context.js';
 import { insertJsonSql } from './copy.js';
 import { notifyMapChange, switchMapIn } from './map-switch.js';
+import { bucketIndexDdl, bucketIndexState } from './bucket-index.js';
 import { registerOnShard } from './register-table.js';
 import { planMoves, runPlan } from './run-plan.js';
 import type { AddShardReport, RebalanceReport } from './types.js';
@@ -134,6 +135,7 @@ async function joinCluster(
     const copied: Record<string, number> = {};
     for (const table of context.tables) {
       await registerOnShard(tx, shard.id, schema, before.bucketCount, table.table, table.kind, table.shardKey);
+      if (table.kind === 'sharded') await copyBucketIndex(tx, existing, shard.id, schema, table, before.bucketCount);
       if (table.kind !== 'reference') continue;
       const rows = await copyReferenceTable(tx, existing[0]!, shard.id, table);
       // The report lists the application's tables; the library's own (catalog schema) are copied silently.
@@ -146,6 +148,25 @@ async function joinCluster(
     return copied;
   });
   return { referenceRows, mapVersion: next.version };
+}
+
+/**
+ * A sharded table with a bucket index on an existing shard gets one on the new shard too. Its
+ * table is empty there (checked before), so a plain CREATE INDEX inside the join is instant.
+ */
+async function copyBucketIndex(
+  tx: Transaction,
+  existing: readonly string[],
+  newShard: string,
+  schema: string,
+  table: RegisteredTable,
+  bucketCount: number,
+): Promise<void> {
+  for (const shardId of existing) {
+    if ((await bucketIndexState(tx.on(shardId), schema, table.table)) !== 'valid') continue;
+    await tx.executeOn(newShard, bucketIndexDdl(schema, table.table, table.shardKey!, bucketCount, false));
+    return;
+  }
 }
 
 /** Copies a reference table's rows from `from` to the new shard `to`; returns how many. */

@@ -7,7 +7,7 @@ import type { Transaction } from '../twopc/coordinator.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import { q } from '../sql.js';
 import type { RebalanceContext } from './context.js';
-import { advanceSequences, catchUpAll, catchUpWhileWriting, copySnapshot, inBuckets, tablesToCopy } from './copy.js';
+import { advanceSequences, catchUpAll, catchUpWhileWriting, copySnapshot, deleteBucketRowsSql, tablesToCopy } from './copy.js';
 import type { CopyJob, TableCopy } from './copy.js';
 import { drainOlderTransactions, dropCaptureTriggers, installCaptureTriggers, withDdlRetries } from './ddl.js';
 import { notifyMapChange, switchMapIn } from './map-switch.js';
@@ -298,7 +298,7 @@ export async function finishSwitched(
   await drainOlderTransactions(sourceClient, options.drainTimeoutMillis);
   await options.onStep('drained');
   for (const table of copies) {
-    await sourceClient.query(`DELETE FROM ${table.shape.name} WHERE ${inBuckets(schema, table, bucketCount)}`, [move.buckets]);
+    await sourceClient.query(deleteBucketRowsSql(schema, table, bucketCount), [move.buckets]);
   }
   await options.onStep('cleaned');
   await closeMove(sourceClient, schema, move.moveId, 'done', copies);

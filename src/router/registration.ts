@@ -1,6 +1,7 @@
-import type { RegisteredTable, TableKind } from '../catalog/registries.js';
+import type { RegisteredTable, ShardedTableOptions, TableKind } from '../catalog/registries.js';
 import type { ResolvedConfig } from '../config.js';
 import { ShardRouterError } from '../errors.js';
+import { createBucketIndexes } from '../rebalance/bucket-index.js';
 import { registerOnShard } from '../rebalance/register-table.js';
 import { runTransaction } from '../twopc/coordinator.js';
 import type { CoordinatorContext } from '../twopc/coordinator.js';
@@ -30,4 +31,26 @@ export async function registerTable(
   if (new Set(names).size > 1)
     throw new ShardRouterError('INVALID_ARGUMENT', `table ${table} resolves to different tables on different shards: ${names.join(', ')}`);
   return { table: names[0]!, kind, shardKey };
+}
+
+/** registerShardedTable's options, checked before anything is written. */
+export function checkShardedTableOptions(options: ShardedTableOptions): void {
+  if (options === null || typeof options !== 'object' || !['undefined', 'boolean'].includes(typeof options.bucketIndex))
+    throw new ShardRouterError('INVALID_ARGUMENT', 'options.bucketIndex must be a boolean');
+}
+
+/**
+ * Builds a registered sharded table's bucket index on every member shard, after its
+ * registration committed (CREATE INDEX CONCURRENTLY cannot run inside the registration's 2PC).
+ */
+export function buildBucketIndexes(
+  context: { readonly config: ResolvedConfig; readonly topology: Topology },
+  table: RegisteredTable,
+): Promise<void> {
+  const { config, topology } = context;
+  const pools = topology
+    .members()
+    .sort()
+    .map((shardId) => topology.pool(shardId));
+  return createBucketIndexes(pools, config.catalogSchema, table.table, table.shardKey!, topology.bucketCount);
 }

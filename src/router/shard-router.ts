@@ -1,7 +1,7 @@
 import { failedStream } from '../broadcast/broadcaster.js';
 import type { Broadcaster } from '../broadcast/broadcaster.js';
 import type { BroadcastOptions, BroadcastResult, BroadcastStreamOptions } from '../broadcast/types.js';
-import type { RegisteredTable, TableKind } from '../catalog/registries.js';
+import type { RegisteredTable, ShardedTableOptions, TableKind } from '../catalog/registries.js';
 import type { ResolvedConfig, ShardRouterConfig } from '../config.js';
 import { ShardRouterError, closedError } from '../errors.js';
 import type { RouterMetrics } from '../observe/metrics-store.js';
@@ -39,7 +39,7 @@ import { CATALOG_EXTENSIONS, composeRouter } from './compose.js';
 import type { RouterParts } from './compose.js';
 import { clusterAccess, collectorContext, lockContext, outboxContext, sagaContext } from './contexts.js';
 import { MapWatcher } from './map-watcher.js';
-import { registerTable } from './registration.js';
+import { buildBucketIndexes, checkShardedTableOptions, registerTable } from './registration.js';
 import { SingleShardStatements } from './statements.js';
 import type { ExecuteResult } from './statements.js';
 import { runRoutedTransaction } from './transactions.js';
@@ -474,16 +474,21 @@ export class ShardRouter {
    * Declares a sharded table and the column holding its shard key, on every shard in one
    * two-phase commit. The table must exist on every shard. Registered tables are what the
    * rebalancer moves and verify checks; their writes are fenced against stale routers.
-   * Registering the same table again is a no-op.
+   * Registering the same table again is a no-op (apart from creating a requested bucket index).
+   * `bucketIndex: true` also builds the table's bucket index on every shard (CREATE INDEX
+   * CONCURRENTLY, after the registration commits), so a move reads only its buckets' rows.
    *
    * @example
-   * await router.registerShardedTable('orders', 'user_id');
+   * await router.registerShardedTable('orders', 'user_id', { bucketIndex: true });
    * @throws ShardRouterError INVALID_ARGUMENT (no such table or column, registered differently)
    */
-  async registerShardedTable(table: string, shardKeyColumn: string): Promise<RegisteredTable> {
+  async registerShardedTable(table: string, shardKeyColumn: string, options: ShardedTableOptions = {}): Promise<RegisteredTable> {
     if (typeof shardKeyColumn !== 'string' || shardKeyColumn === '')
       throw new ShardRouterError('INVALID_ARGUMENT', 'shardKeyColumn must be a column name');
-    return this.#register(table, 'sharded', shardKeyColumn);
+    checkShardedTableOptions(options);
+    const registered = await this.#register(table, 'sharded', shardKeyColumn);
+    if (options.bucketIndex) await buildBucketIndexes({ config: this.#config, topology: this.#topology }, registered);
+    return registered;
   }
 
   /**
