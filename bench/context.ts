@@ -33,7 +33,7 @@ export class BenchRun {
         const router = await ShardRouter.connect({
           shards: this.#shards.slice(0, count).map((s) => ({ id: s.id, connectionString: s.connectionString })),
           // One cluster per shard count: a catalog names its shards, so 2 shards and 4 shards are two clusters.
-          catalogSchema: `${this.#schemaPrefix}_catalog_${count}`,
+          catalogSchema: ctx.catalogSchema(count),
           pool: { max: options.poolMax ?? 10 },
           recovery: { intervalMillis: 0, atConnect: false },
           applicationName: `pg-shard-router bench ${name}`,
@@ -42,6 +42,7 @@ export class BenchRun {
         routers.push(router);
         return router;
       },
+      catalogSchema: (count) => `${this.#schemaPrefix}_catalog_${count}`,
       admin: (index, sql, params) => this.admin(index, sql, params),
       log,
     };

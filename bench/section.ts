@@ -31,6 +31,8 @@ export interface SectionContext {
    * transaction left behind is the benchmark's to find.
    */
   router(count: number, options?: { readonly poolMax?: number; readonly tracerProvider?: TracerProviderLike }): Promise<ShardRouter>;
+  /** The catalog schema of `router(count)`'s cluster, for a child process that connects its own router to it. */
+  catalogSchema(count: number): string;
   /** One statement on shard `index` over an admin connection (setup and guard queries, not timed). */
   admin<R extends Record<string, unknown> = Record<string, unknown>>(index: number, sql: string, params?: readonly unknown[]): Promise<R[]>;
   /** A progress line (indented under the section's header). */

@@ -3,6 +3,7 @@ import { broadcastSection } from './broadcast.js';
 import { coordinatorSection } from './coordinator.js';
 import { executeSection } from './execute.js';
 import { hashSection } from './hash.js';
+import { hashMixedSection } from './hash-mixed.js';
 import { locksSection } from './locks.js';
 import { idempotencySection } from './idempotency.js';
 import { naiveSection } from './naive.js';
@@ -18,6 +19,7 @@ import { transactionsSection } from './transactions.js';
 /** Every section, in run order: micro first, then end-to-end from the cheapest to the heaviest. */
 export const SECTIONS: readonly Section<unknown>[] = [
   hashSection,
+  hashMixedSection,
   executeSection,
   querySection,
   naiveSection,

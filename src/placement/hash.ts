@@ -18,29 +18,53 @@ const utf8Encoder = new TextEncoder();
  * `murmurhash.v3(key)` (which encodes with TextEncoder, so lone surrogates hash as U+FFFD).
  * ASCII keys, the common case, are hashed straight from their UTF-16 code units without
  * encoding; `Math.imul` replaces the 16-bit split multiplications of the reference code.
+ *
+ * The mixing steps are written out here rather than called: in a process that has also hashed
+ * non-ASCII, numeric or invalid keys, V8 spends its inlining budget on those (now warm) cold
+ * paths, and the hot loop's helpers were left as real calls (0.3-0.5x of a plain MurmurHash3).
+ * With nothing to inline on the ASCII path, its speed no longer depends on what else was hashed.
  */
 function murmur3OfString(key: string): number {
   const length = key.length;
   const blockEnd = length & ~3;
   let h = 0;
   let i = 0;
+  // Every code unit ORed together: one test at the end instead of one branch per block.
+  let seen = 0;
   for (; i < blockEnd; i += 4) {
     const c0 = key.charCodeAt(i);
     const c1 = key.charCodeAt(i + 1);
     const c2 = key.charCodeAt(i + 2);
     const c3 = key.charCodeAt(i + 3);
-    if ((c0 | c1 | c2 | c3) > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
-    h = mixBlock(h, c0 | (c1 << 8) | (c2 << 16) | (c3 << 24));
+    seen |= c0 | c1 | c2 | c3;
+    let k = Math.imul(c0 | (c1 << 8) | (c2 << 16) | (c3 << 24), C1);
+    k = (k << 15) | (k >>> 17);
+    h ^= Math.imul(k, C2);
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
   }
   const rest = length & 3;
   if (rest !== 0) {
     const c0 = key.charCodeAt(i);
     const c1 = rest > 1 ? key.charCodeAt(i + 1) : 0;
     const c2 = rest > 2 ? key.charCodeAt(i + 2) : 0;
-    if ((c0 | c1 | c2) > 0x7f) return murmur3OfBytes(utf8BytesOf(key));
-    h ^= mixTail(c0 | (c1 << 8) | (c2 << 16));
+    seen |= c0 | c1 | c2;
+    let k = Math.imul(c0 | (c1 << 8) | (c2 << 16), C1);
+    k = (k << 15) | (k >>> 17);
+    h ^= Math.imul(k, C2);
   }
-  return finalize(h, length);
+  if (seen > 0x7f) return murmur3OfNonAscii(key);
+  h ^= length;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+/** The cold path, kept out of murmur3OfString's body. */
+function murmur3OfNonAscii(key: string): number {
+  return murmur3OfBytes(utf8BytesOf(key));
 }
 
 function mixBlock(h: number, k: number): number {
@@ -149,6 +173,11 @@ export function hashKey(key: ShardKey): number {
 export function signedHashKey(key: ShardKey): number {
   // Strings skip keyText's switch: this is the hot path.
   if (typeof key === 'string' && key.length > 0) return murmur3OfString(key);
+  return signedHashOfOtherKey(key);
+}
+
+/** Numbers, bigints and invalid keys: out of signedHashKey's body, like murmur3OfNonAscii. */
+function signedHashOfOtherKey(key: ShardKey): number {
   return murmur3OfString(keyText(key));
 }
 

@@ -9,6 +9,7 @@ import { awaitRetired, cancel } from './cancel.js';
 import type { CancelTarget } from './cancel.js';
 import { ShardCursor } from './cursor.js';
 import { dedicated, listenOn, openClient, startupOptions } from './dedicated.js';
+import { HandOffQueue } from './hand-off.js';
 import { isConnectionLevel, translateError, unavailableError } from './pg-errors.js';
 import { PooledSession } from './pooled-session.js';
 import { RAW_TEXT } from './raw-text.js';
@@ -73,6 +74,8 @@ export class ShardPool {
    * at close.
    */
   readonly #parked: pg.Client[] = [];
+  /** Callers waiting while every connection is lent out: a released one is handed straight over. */
+  readonly #handOff: HandOffQueue<pg.Client>;
   readonly #sweeper: NodeJS.Timeout;
   #closing: Promise<void> | undefined;
   readonly #connectionString: string;
@@ -100,6 +103,7 @@ export class ShardPool {
     this.#connectionString = shard.connectionString;
     this.#applicationName = applicationName;
     this.#ssl = shard.ssl;
+    this.#handOff = new HandOffQueue(config.acquireTimeoutMillis, () => this.#timeoutError());
     this.#pool = genericPool.createPool<pg.Client>(
       {
         create: () => this.#create(settings),
@@ -430,6 +434,20 @@ export class ShardPool {
    * timed out stays in generic-pool's queue; the connection it eventually gets goes straight back.
    */
   #borrow(): Promise<pg.Client> {
+    // Every connection of a full pool is lent out (parked ones count as lent): generic-pool could only queue us.
+    if (this.#pool.borrowed >= this.#config.max && !this.#closing) return this.#handOff.wait();
+    return this.#borrowFromPool();
+  }
+
+  async #borrowFromPoolHealthy(): Promise<pg.Client> {
+    for (;;) {
+      const client = await this.#borrowFromPool();
+      if (!this.#broken.has(client)) return client;
+      void this.#pool.destroy(client).catch(() => undefined);
+    }
+  }
+
+  #borrowFromPool(): Promise<pg.Client> {
     const request = this.#pool.acquire();
     // The queue is FIFO: if nothing is left waiting, this request was served within acquire()
     // (and cannot fail: acquire rejects only while draining, which callers check first).
@@ -462,11 +480,14 @@ export class ShardPool {
     if (this.#broken.has(client) || isConnectionLevel(error) || client.getTransactionStatus() !== 'I') {
       this.#broken.add(client);
       void this.#pool.destroy(client).catch(() => undefined);
-    } else if (this.#pool.pending === 0 && !this.#closing) {
-      this.#parked.push(client);
-    } else {
+      // Its slot is free now: the oldest hand-off waiter asks generic-pool, which opens a new one.
+      const waiter = this.#handOff.take();
+      if (waiter) this.#borrowFromPoolHealthy().then(waiter.resolve, waiter.reject);
+    } else if (this.#pool.pending > 0 || this.#closing) {
       // Someone waits in generic-pool's queue (or we are closing): hand it over there.
       void this.#pool.release(client);
+    } else if (!this.#handOff.give(client)) {
+      this.#parked.push(client);
     }
   }
 
@@ -485,7 +506,7 @@ export class ShardPool {
       size: this.#pool.size,
       available: this.#pool.available + this.#parked.length,
       borrowed: this.#pool.borrowed - this.#parked.length,
-      pending: this.#pool.pending,
+      pending: this.#pool.pending + this.#handOff.length,
       min: this.#config.min,
       max: this.#config.max,
     };
@@ -504,6 +525,7 @@ export class ShardPool {
   }
 
   #failWaiting(error: ShardRouterError): void {
+    this.#handOff.failAll(error);
     const waiting = (this.#pool as unknown as { _waitingClientsQueue?: WaitingQueue })._waitingClientsQueue;
     if (!waiting) return;
     for (let request = waiting.dequeue(); request; request = waiting.dequeue()) request.reject(error);
