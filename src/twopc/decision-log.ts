@@ -120,6 +120,40 @@ export async function settleDecision(
   throw new UnsettledError(`no decision row for ${gid}, and too late to record one`);
 }
 
+/**
+ * settleDecision for many gids of one decision shard at once (recovery after a crash that left
+ * thousands): one transaction inserts 'abort' for every gid without a decision, then a new
+ * statement reads them all. Each row behaves exactly as in settleDecision (the insert of a gid
+ * waits for a live coordinator's uncommitted 'commit' row); gids go in sorted order, so two
+ * recoverers settling overlapping batches wait for each other instead of deadlocking. One gid
+ * stuck behind a frozen coordinator fails the whole batch (LOCK_TIMEOUT): nothing is decided,
+ * and the caller retries the batch one gid at a time.
+ */
+export async function settleDecisions(
+  session: ShardSession,
+  schema: string,
+  gids: readonly Gid[],
+  lockTimeoutMillis: number,
+): Promise<Map<string, Outcome>> {
+  const sorted = [...gids].sort();
+  await session.query(`BEGIN; SET LOCAL lock_timeout = ${Math.max(1, Math.trunc(lockTimeoutMillis))}`);
+  try {
+    await session.query(
+      `INSERT INTO ${table(schema)} (gid, outcome) SELECT g, 'abort' FROM unnest($1::text[]) WITH ORDINALITY AS u(g, n) ORDER BY n ON CONFLICT (gid) DO NOTHING`,
+      [sorted],
+    );
+    await session.query('COMMIT');
+  } catch (error) {
+    await session.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+  const { rows } = await session.query<{ gid: string; outcome: Outcome }>(
+    `SELECT gid, outcome FROM ${table(schema)} WHERE gid = ANY($1::text[])`,
+    [sorted],
+  );
+  return new Map(rows.map((row) => [row.gid, row.outcome]));
+}
+
 /** Commit rows past their keep_until: collectable if no shard still has their gid prepared. */
 export async function commitRowCandidates(session: ShardSession, schema: string): Promise<string[]> {
   const { rows } = await session.query<{ gid: string }>(

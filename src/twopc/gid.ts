@@ -11,7 +11,10 @@ import { ShardRouterError } from '../errors.js';
  */
 export type Gid = string & { readonly __brand: 'Gid' };
 
-const GID_PATTERN = /^psr:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:([A-Za-z0-9_-]{1,63}):[0-9a-z]{1,13}-[0-9a-f]{16}$/;
+const GID_BODY = 'psr:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:([A-Za-z0-9_-]{1,63}):[0-9a-z]{1,13}-[0-9a-f]{16}';
+const GID_PATTERN = new RegExp(`^${GID_BODY}$`);
+/** A participant's prepared name: the gid, then `:<participant shard id>` (names prepared before participant suffixes existed are the bare gid). */
+const PREPARED_NAME_PATTERN = new RegExp(`^(${GID_BODY})(?::([A-Za-z0-9_-]{1,63}))?$`);
 const CLUSTER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** The prefix of every gid of a cluster: recovery matches it exactly (never with LIKE). */
@@ -35,6 +38,47 @@ export function asGid(text: string): Gid {
 export function decisionShardOf(gid: string, clusterId: string): string | null {
   if (!gid.startsWith(gidPrefix(clusterId))) return null;
   return GID_PATTERN.exec(gid)?.[1] ?? null;
+}
+
+/**
+ * The name participant `participantShardId` PREPAREs the transaction under: `<gid>:<participant>`.
+ * Two shards may be two databases of one PostgreSQL server, and prepared-transaction names are
+ * unique per server, not per database, so each participant needs its own. At most 132 + 1 + 63
+ * = 196 bytes (PostgreSQL allows 199). Recovery maps it back to the gid (`parsePreparedName`).
+ */
+export type PreparedName = string & { readonly __brand: 'PreparedName' };
+
+export function preparedName(gid: Gid, participantShardId: string): PreparedName {
+  return asPreparedName(`${asGid(gid)}:${participantShardId}`);
+}
+
+/** A prepared name read back from a server, split into its gid and participant (undefined for a bare gid). */
+export interface ParsedPreparedName {
+  readonly name: PreparedName;
+  readonly gid: Gid;
+  readonly decisionShardId: string;
+  readonly participantShardId: string | undefined;
+}
+
+/** Parses a prepared name of this cluster; null when it is not one of ours (or not well-formed). */
+export function parsePreparedName(text: string, clusterId: string): ParsedPreparedName | null {
+  if (!text.startsWith(gidPrefix(clusterId))) return null;
+  const match = PREPARED_NAME_PATTERN.exec(text);
+  if (!match) return null;
+  return { name: text as PreparedName, gid: match[1] as Gid, decisionShardId: match[2]!, participantShardId: match[3] };
+}
+
+function asPreparedName(text: string): PreparedName {
+  if (!PREPARED_NAME_PATTERN.test(text)) throw new ShardRouterError('INVALID_ARGUMENT', 'not a pg-shard-router prepared transaction name');
+  return text as PreparedName;
+}
+
+/**
+ * A prepared name as a SQL string literal (PREPARE TRANSACTION and COMMIT/ROLLBACK PREPARED take
+ * no parameters); the pattern check (no quotes, no backslashes) is what makes this safe.
+ */
+export function preparedLiteral(name: PreparedName): string {
+  return `'${asPreparedName(name)}'`;
 }
 
 /**

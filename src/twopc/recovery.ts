@@ -1,8 +1,8 @@
 import type { ShardSession } from '../pool/session.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
-import { collectDecisions, commitRowCandidates, settleDecision } from './decision-log.js';
+import { collectDecisions, commitRowCandidates, settleDecision, settleDecisions } from './decision-log.js';
 import type { Outcome } from './decision-log.js';
-import { asGid, decisionShardOf, gidLiteral, gidPrefix } from './gid.js';
+import { gidPrefix, parsePreparedName, preparedLiteral } from './gid.js';
 import type { Gid } from './gid.js';
 
 /**
@@ -69,9 +69,14 @@ export interface RecoveryReport {
 
 /** How long settling may wait behind a live coordinator's uncommitted decision row. */
 const SETTLE_LOCK_TIMEOUT_MS = 5_000;
+/** Gids settled per decision-shard transaction (one INSERT and one SELECT for the whole batch). */
+const SETTLE_BATCH = 500;
+/** Connections per shard sending COMMIT/ROLLBACK PREPARED (each is its own statement and WAL flush). */
+const FINISH_CONNECTIONS = 4;
 
 interface PreparedRow {
-  readonly gid: string;
+  /** The prepared transaction's name on the server: `<gid>:<participant>`, or a bare gid. */
+  readonly name: string;
   readonly ageMillis: number;
 }
 
@@ -85,8 +90,9 @@ export async function recover(context: RecoveryContext, options: RecoveryOptions
   const candidates = await readCommitRowCandidates(context);
   const listings = await listEveryShard(context);
   const pass = new SettlePass(context, options);
+  await pass.decideAll(listings);
   await Promise.all(context.shardIds.map((shardId) => pass.settleShard(shardId, listings.get(shardId)!)));
-  const decisionsCollected = await collectFinishedDecisions(context, candidates, listings);
+  const decisionsCollected = await collectFinishedDecisions(context, candidates, listings, pass.finished);
   const { committed, rolledBack, inDoubt, shards } = pass;
   return { startedAt, durationMillis: Date.now() - startedAt.getTime(), committed, rolledBack, inDoubt, shards, decisionsCollected };
 }
@@ -129,11 +135,13 @@ class SettlePass {
   readonly rolledBack: SettledTransaction[] = [];
   readonly inDoubt: InDoubtTransaction[] = [];
   readonly shards: Record<string, ShardRecoveryReport> = {};
+  /** Prepared names this pass finished (or found already finished). */
+  readonly finished = new Set<string>();
   readonly #context: RecoveryContext;
   readonly #options: RecoveryOptions;
   readonly #known: Set<string>;
-  /** One settleDecision per gid per pass, shared by the shards that have it prepared. */
-  readonly #decisions = new Map<string, Promise<Outcome>>();
+  /** One decision per gid per pass, shared by the shards that have it prepared: the outcome, or why it could not be read. */
+  readonly #decisions = new Map<string, Outcome | Error>();
 
   constructor(context: RecoveryContext, options: RecoveryOptions) {
     this.#context = context;
@@ -141,51 +149,102 @@ class SettlePass {
     this.#known = new Set(context.shardIds);
   }
 
+  /** Settles the decision of every listed gid old enough, in batches per decision shard. */
+  async decideAll(listings: ReadonlyMap<string, Listing>): Promise<void> {
+    const byDecider = new Map<string, Set<Gid>>();
+    for (const listing of listings.values()) {
+      if (listing instanceof Error) continue;
+      for (const row of listing) {
+        const parsed = parsePreparedName(row.name, this.#context.clusterId);
+        if (!parsed || row.ageMillis < this.#options.graceMillis || !this.#known.has(parsed.decisionShardId)) continue;
+        const gids = byDecider.get(parsed.decisionShardId) ?? new Set<Gid>();
+        byDecider.set(parsed.decisionShardId, gids.add(parsed.gid));
+      }
+    }
+    await Promise.all([...byDecider].map(([deciderId, gids]) => this.#decideOn(deciderId, [...gids])));
+  }
+
+  async #decideOn(deciderId: string, gids: readonly Gid[]): Promise<void> {
+    const schema = this.#context.catalogSchema;
+    for (let at = 0; at < gids.length; at += SETTLE_BATCH) {
+      const batch = gids.slice(at, at + SETTLE_BATCH);
+      try {
+        const outcomes = await withSession(this.#context, deciderId, (session) =>
+          settleDecisions(session, schema, batch, SETTLE_LOCK_TIMEOUT_MS),
+        );
+        for (const gid of batch) this.#decisions.set(gid, outcomes.get(gid) ?? new Error('no decision row after settling'));
+      } catch (error) {
+        // D refused (a gid behind a frozen coordinator's lock): one at a time, so the rest settle.
+        // D unreachable: the whole batch waits for the next pass.
+        if (sqlStateOf(error) === undefined) {
+          for (const gid of batch) this.#decisions.set(gid, asError(error));
+          continue;
+        }
+        for (const gid of batch) {
+          this.#decisions.set(
+            gid,
+            await withSession(this.#context, deciderId, (session) => settleDecision(session, schema, gid, SETTLE_LOCK_TIMEOUT_MS)).catch(
+              asError,
+            ),
+          );
+        }
+      }
+    }
+  }
+
+  /** Finishes the shard's listed prepared transactions over a few connections. */
   async settleShard(shardId: string, listing: Listing): Promise<void> {
     if (listing instanceof Error) {
       this.shards[shardId] = { prepared: 0, committed: 0, rolledBack: 0, inDoubt: 0, tooYoung: 0, error: describe(listing) };
       return;
     }
     const counts: ShardCounts = { prepared: listing.length, committed: 0, rolledBack: 0, inDoubt: 0, tooYoung: 0 };
-    for (const row of listing) {
-      if (row.ageMillis < this.#options.graceMillis) {
-        counts.tooYoung++;
-        continue;
+    const due = listing.filter((row) => row.ageMillis >= this.#options.graceMillis);
+    counts.tooYoung = listing.length - due.length;
+    let cursor = 0;
+    const worker = async (): Promise<void> => {
+      let session: ShardSession | undefined;
+      try {
+        for (let row = due[cursor++]; row; row = due[cursor++]) {
+          if (session?.broken) {
+            session.release();
+            session = undefined;
+          }
+          session = await this.#settle(shardId, row.name, counts, session);
+        }
+      } finally {
+        session?.release();
       }
-      await this.#settle(shardId, row.gid, counts);
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(FINISH_CONNECTIONS, due.length) }, worker));
     this.shards[shardId] = counts;
   }
 
-  /** Settles one prepared transaction on one shard: its decision from D, then COMMIT or ROLLBACK PREPARED. */
-  async #settle(shardId: string, rawGid: string, counts: ShardCounts): Promise<void> {
+  /**
+   * Finishes one prepared transaction on one shard with its gid's decision: COMMIT or ROLLBACK
+   * PREPARED on `session` (acquired if absent). Returns the session to use for the next one.
+   */
+  async #settle(shardId: string, name: string, counts: ShardCounts, session: ShardSession | undefined): Promise<ShardSession | undefined> {
+    const parsed = parsePreparedName(name, this.#context.clusterId);
     const doubt = (reason: string) => {
       counts.inDoubt++;
-      this.inDoubt.push({ gid: rawGid, shardId, reason });
+      this.inDoubt.push({ gid: parsed?.gid ?? name, shardId, reason });
+      return session;
     };
-    let gid: Gid;
-    try {
-      gid = asGid(rawGid);
-    } catch {
-      return doubt("has this cluster's prefix but is not a well-formed pg-shard-router gid; left alone");
-    }
-    const deciderId = decisionShardOf(gid, this.#context.clusterId)!;
+    if (!parsed) return doubt("has this cluster's prefix but is not a well-formed pg-shard-router gid; left alone");
+    const { gid, decisionShardId: deciderId } = parsed;
     if (!this.#known.has(deciderId)) return doubt(`its decision shard ${deciderId} is not among the shards given to this router`);
-    let outcome: Outcome;
+    const outcome = this.#decisions.get(gid) ?? new Error('not settled in this pass');
+    if (outcome instanceof Error) return doubt(`its decision shard ${deciderId} could not be asked: ${describe(outcome)}`);
     try {
-      outcome = await this.#decide(gid, deciderId);
-    } catch (error) {
-      return doubt(`its decision shard ${deciderId} could not be asked: ${describe(error)}`);
-    }
-    try {
-      await withSession(this.#context, shardId, (session) =>
-        session.query(`${outcome === 'commit' ? 'COMMIT' : 'ROLLBACK'} PREPARED ${gidLiteral(gid)}`),
-      );
+      session ??= await this.#context.acquire(shardId);
+      await session.query(`${outcome === 'commit' ? 'COMMIT' : 'ROLLBACK'} PREPARED ${preparedLiteral(parsed.name)}`);
     } catch (error) {
       // 42704: gone meanwhile; it was finished by its coordinator or another recovery,
       // necessarily with the same decision, which is final.
       if (sqlStateOf(error) !== '42704') return doubt(`decided ${outcome}, but finishing it failed: ${describe(error)}`);
     }
+    this.finished.add(name);
     if (outcome === 'commit') {
       counts.committed++;
       this.committed.push({ gid, shardId, outcome });
@@ -193,40 +252,35 @@ class SettlePass {
       counts.rolledBack++;
       this.rolledBack.push({ gid, shardId, outcome });
     }
-  }
-
-  #decide(gid: Gid, deciderId: string): Promise<Outcome> {
-    let decision = this.#decisions.get(gid);
-    if (!decision) {
-      decision = withSession(this.#context, deciderId, (session) =>
-        settleDecision(session, this.#context.catalogSchema, gid, SETTLE_LOCK_TIMEOUT_MS),
-      );
-      decision.catch(() => undefined);
-      this.#decisions.set(gid, decision);
-    }
-    return decision;
+    return session;
   }
 }
 
 /**
  * Garbage collection, only after a complete listing: a commit row goes once no shard has its
- * gid prepared (any age); abort rows go after their retention (decision-log.ts).
+ * gid prepared (any age) other than where this pass just finished it; abort rows go after
+ * their retention (decision-log.ts).
  */
 async function collectFinishedDecisions(
   context: RecoveryContext,
   candidates: Map<string, string[]>,
   listings: Map<string, Listing>,
+  finished: ReadonlySet<string>,
 ): Promise<number> {
   let decisionsCollected = 0;
   const everyShardListed = [...listings.values()].every((listing) => !(listing instanceof Error));
   if (!everyShardListed) return decisionsCollected;
-  const stillPrepared = new Set(
-    [...listings.values()].flatMap((listing) => (listing instanceof Error ? [] : listing.map((row) => row.gid))),
-  );
+  const stillPrepared = new Set<string>();
+  for (const listing of listings.values()) {
+    if (listing instanceof Error) continue;
+    for (const row of listing) {
+      if (!finished.has(row.name)) stillPrepared.add(parsePreparedName(row.name, context.clusterId)?.gid ?? row.name);
+    }
+  }
   await Promise.all(
     [...candidates].map(async ([shardId, gids]) => {
-      const finished = gids.filter((gid) => !stillPrepared.has(gid));
-      const removed = await withSession(context, shardId, (session) => collectDecisions(session, context.catalogSchema, finished)).catch(
+      const done = gids.filter((gid) => !stillPrepared.has(gid));
+      const removed = await withSession(context, shardId, (session) => collectDecisions(session, context.catalogSchema, done)).catch(
         () => 0,
       );
       decisionsCollected += removed;
@@ -237,14 +291,14 @@ async function collectFinishedDecisions(
 
 /** This cluster's prepared transactions in the shard's current database (exact prefix match, never LIKE). */
 export async function listPrepared(session: ShardSession, prefix: string): Promise<PreparedRow[]> {
-  const { rows } = await session.query<{ gid: string; age_ms: string }>(
-    `SELECT gid, floor(extract(epoch FROM now() - prepared) * 1000)::bigint::text AS age_ms
+  const { rows } = await session.query<{ name: string; age_ms: string }>(
+    `SELECT gid AS name, floor(extract(epoch FROM now() - prepared) * 1000)::bigint::text AS age_ms
        FROM pg_prepared_xacts
       WHERE database = current_database() AND starts_with(gid, $1)
       ORDER BY prepared`,
     [prefix],
   );
-  return rows.map((row) => ({ gid: row.gid, ageMillis: Number(row.age_ms) }));
+  return rows.map((row) => ({ name: row.name, ageMillis: Number(row.age_ms) }));
 }
 
 async function withSession<T>(context: RecoveryContext, shardId: string, work: (session: ShardSession) => Promise<T>): Promise<T> {
@@ -259,6 +313,10 @@ async function withSession<T>(context: RecoveryContext, shardId: string, work: (
 function sqlStateOf(error: unknown): string | undefined {
   const cause = error instanceof ShardRouterError ? error.cause : error;
   return isDatabaseError(cause) ? cause.code : undefined;
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }
 
 function describe(error: unknown): string {

@@ -10,7 +10,7 @@ import {
   settleDecision,
 } from './decision-log.js';
 import type { Outcome } from './decision-log.js';
-import { gidLiteral, newGid } from './gid.js';
+import { newGid, preparedLiteral, preparedName } from './gid.js';
 import type { Gid } from './gid.js';
 import { type Participant, aborted, cleanup } from './participant.js';
 import { testHooks } from './test-hooks.js';
@@ -97,8 +97,11 @@ export class TwoPhaseCommit {
     }
     let command: string;
     try {
-      command = (await this.#step('PREPARE TRANSACTION', voter.shardId, () => voter.send(`PREPARE TRANSACTION ${gidLiteral(gid)}`)))
-        .command;
+      command = (
+        await this.#step('PREPARE TRANSACTION', voter.shardId, () =>
+          voter.send(`PREPARE TRANSACTION ${preparedLiteral(preparedName(gid, voter.shardId))}`),
+        )
+      ).command;
     } catch (error) {
       voter.firstError ??= error;
       // A server error means the PREPARE did not happen; a lost connection leaves it unknown.
@@ -208,7 +211,7 @@ export class TwoPhaseCommit {
    * leaves it to recovery, which will reach the same decision from D.
    */
   async #finishPrepared(voter: Participant, verb: 'COMMIT' | 'ROLLBACK', index: number): Promise<boolean> {
-    const sql = `${verb} PREPARED ${gidLiteral(this.#gid)}`;
+    const sql = `${verb} PREPARED ${preparedLiteral(preparedName(this.#gid, voter.shardId))}`;
     const of = this.#voters.length;
     for (let attempt = 1; attempt <= 2; attempt++) {
       let fresh: ShardSession | undefined;

@@ -51,17 +51,26 @@ export function wordsOf(stdout: string): string[][] {
     .map((line) => line.trim().split(' '));
 }
 
-/** Every prepared transaction whose gid starts with `prefix`, per server index, read directly from each server. */
-export async function preparedOn(urls: readonly string[], prefix: string): Promise<{ server: number; gid: string }[]> {
+/**
+ * Every prepared transaction whose name starts with `prefix`, per server index, read directly from
+ * each server: `name` as PREPAREd (`<gid>:<participant shard>`), `gid` the transaction's id.
+ */
+export async function preparedOn(urls: readonly string[], prefix: string): Promise<{ server: number; gid: string; name: string }[]> {
   const lists = await Promise.all(
     urls.map((url, server) =>
       withServer(url, async (client) => {
         const { rows } = await client.query<{ gid: string }>('SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)', [prefix]);
-        return rows.map((row) => ({ server, gid: row.gid }));
+        return rows.map((row) => ({ server, gid: gidOfPreparedName(row.gid), name: row.gid }));
       }),
     ),
   );
   return lists.flat();
+}
+
+/** `psr:<cluster>:<D>:<unique>:<participant>` -> `psr:<cluster>:<D>:<unique>` (a bare gid stays as it is). */
+export function gidOfPreparedName(name: string): string {
+  const parts = name.split(':');
+  return parts.length === 5 ? parts.slice(0, 4).join(':') : name;
 }
 
 /**
@@ -106,8 +115,8 @@ export async function recoverUntilSettled(router: ShardRouter, urls: readonly st
 
 /** Rolls back every prepared transaction whose gid starts with one of `prefixes` (clean-up after a failed test, so DROP SCHEMA does not wait on their locks). */
 export async function rollBackPrepared(urls: readonly string[], prefixes: readonly string[]): Promise<void> {
-  for (const { server, gid } of (await Promise.all(prefixes.map((prefix) => preparedOn(urls, prefix)))).flat()) {
-    await withServer(urls[server]!, (client) => client.query(`ROLLBACK PREPARED '${gid}'`)).catch(() => undefined);
+  for (const { server, name } of (await Promise.all(prefixes.map((prefix) => preparedOn(urls, prefix)))).flat()) {
+    await withServer(urls[server]!, (client) => client.query(`ROLLBACK PREPARED '${name}'`)).catch(() => undefined);
   }
 }
 
