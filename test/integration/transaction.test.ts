@@ -362,7 +362,9 @@ describe('router.transaction: participant failures', () => {
     expect(left).toHaveLength(1);
     // The participant's half is prepared, not visible yet; recovery commits it from the decision.
     const report = await router.recover({ graceMillis: 0 });
-    expect(report.committed.map((settled) => settled.gid)).toEqual(left);
+    // Prepared under `<gid>:<participant>`; the report names the transaction's gid.
+    expect(left).toEqual([`${report.committed[0]?.gid}:s3`]);
+    expect(report.committed).toHaveLength(1);
     expect(report.shards.s3).toMatchObject({ committed: 1, inDoubt: 0 });
     expect(await balances(keys)).toEqual([60, 140]);
     expect(await preparedEverywhere()).toEqual([]);
