@@ -137,18 +137,21 @@ export async function checkBacklog(options: BacklogOptions, entries: readonly Ba
         for (const entry of entries) {
           if (entry.voter === shard && present.has(entry.gid) !== (entry.outcome === 'commit')) wrongOutcomes++;
         }
-        preparedLeft += (
+        const prepared = (
           await client.query<{ n: number }>(
             'SELECT count(*)::int AS n FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, $1)',
             [`psr:${options.clusterId}:`],
           )
         ).rows[0]!.n;
-        commitRowsLeft += (
+        const commitRows = (
           await client.query<{ n: number }>(
             `SELECT count(*)::int AS n FROM ${options.catalog}.twopc_decisions WHERE outcome = 'commit' AND gid = ANY($1::text[])`,
             [gids],
           )
         ).rows[0]!.n;
+        // Added after the awaits: `x += await y` would read x before waiting and lose the other shard's count.
+        preparedLeft += prepared;
+        commitRowsLeft += commitRows;
       } finally {
         await client.end();
       }

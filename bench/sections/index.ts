@@ -11,6 +11,7 @@ import { observeSection } from './observe.js';
 import { outboxSection } from './outbox.js';
 import { querySection } from './query.js';
 import { rebalanceSection } from './rebalance.js';
+import { recoverySection } from './recovery.js';
 import { sagasSection } from './sagas.js';
 import { scalingSection } from './scaling.js';
 import { streamSection } from './stream.js';
@@ -25,6 +26,7 @@ export const SECTIONS: readonly Section<unknown>[] = [
   naiveSection,
   observeSection,
   transactionsSection,
+  recoverySection,
   idempotencySection,
   sagasSection,
   broadcastSection,
