@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShardRouter } from '../../src/index.js';
+import { FAULT_POINTS } from '../../src/twopc/test-hooks.js';
+import type { FaultPoint } from '../../src/twopc/test-hooks.js';
 import { shardUrls, uniqueName, withServer } from '../support/cluster.js';
+import { sweep } from '../support/sweep.js';
 import { keyOn } from '../support/keys.js';
 import type { Holds, KillRule, PlannedTransfer } from './crash-child.js';
 import { gidOfPreparedName, recoverUntilSettled, rollBackPrepared, runToEnd, waitForBackendsGone, wordsOf } from './support.js';
@@ -47,7 +50,11 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await rollBackPrepared(urls, [`psr:`]).catch(() => undefined);
+  // Only a failed case leaves anything prepared (its locks would hold up DROP DATABASE).
+  await rollBackPrepared(
+    urls,
+    clusterIds.map((id) => `psr:${id}:`),
+  ).catch(() => undefined);
   for (const [server, names] of [
     [servers[0]!, [`${database}_a`, `${database}_b`]],
     [servers[1]!, [`${database}_a`]],
@@ -58,11 +65,15 @@ afterAll(async () => {
   }
 });
 
-function connect(): Promise<ShardRouter> {
-  return ShardRouter.connect({
+const clusterIds: string[] = [];
+
+async function connect(): Promise<ShardRouter> {
+  const router = await ShardRouter.connect({
     shards: urls.map((connectionString, i) => ({ id: `s${i}`, connectionString })),
     recovery: { intervalMillis: 0, atConnect: false },
   });
+  clusterIds.push(router.clusterId);
+  return router;
 }
 
 /** This cluster's prepared transactions in each shard's own database: [shard index, prepared name]. */
@@ -208,6 +219,40 @@ describe('two shards that are two databases of one server', () => {
       for (const { id } of transfers) {
         if (lines.some((words) => words[0] === 'ack' && words[1] === id)) expect(outcomes.get(id), id).toBe('all');
       }
+    } finally {
+      await router.close();
+    }
+  });
+});
+
+/** Before the decision nothing may commit; from D's commit on, everything must. */
+const COMMITTED_FROM: readonly FaultPoint[] = ['after-decision', 'before-commit-prepared', 'after-commit-prepared'];
+// The mix above covers after-prepare, before-decision, after-decision and before-commit-prepared.
+const KILL_POINTS = sweep<readonly FaultPoint[]>(FAULT_POINTS, ['before-prepare', 'after-commit-prepared']);
+
+describe.each(KILL_POINTS)('both voters on one server, D on another: a coordinator SIGKILLed at %s', (point) => {
+  it('ends all-or-nothing after recovery, as the step implies', async () => {
+    const router = await connect();
+    try {
+      const accounts = await openAccounts(router, ['s2', 's0', 's1'], `one-${point}`);
+      const transfer: PlannedTransfer = {
+        id: `one-${point}`,
+        legs: accounts.map((account, i) => ({ account, delta: i === 0 ? -20 : 10 })),
+      };
+      const application = `chaos-twodb-${point}-${database}`;
+      const child = await runToEnd('test/chaos/crash-child.ts', {
+        CHAOS_SHARD_URLS: urls.join(','),
+        CHAOS_CATALOG: 'shard_router',
+        CHAOS_DATA: data,
+        CHAOS_APPLICATION: application,
+        CHAOS_TRANSFERS: JSON.stringify([transfer]),
+        CHAOS_KILL: JSON.stringify({ point, index: 1, nth: 1 } satisfies KillRule),
+      });
+      expect(child.signal, `${child.stdout}\n${child.stderr}`).toBe('SIGKILL');
+      await waitForBackendsGone(servers, application);
+      await withRecoverer((recoverer) => recoverUntilSettled(recoverer, servers));
+      expect(await preparedByShard(router.clusterId)).toEqual([]);
+      expect(await legsOf(router, transfer)).toBe(COMMITTED_FROM.includes(point) ? 'all' : 'none');
     } finally {
       await router.close();
     }
