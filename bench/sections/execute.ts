@@ -118,7 +118,7 @@ function executeOutcome(
     setup: `${EXECUTE_SQL} on shard ${shardId}: router.execute vs pg.Pool.query, both pool max ${poolMax}, ${concurrency} in flight, ${rounds} interleaved rounds of ${queriesPerRound} queries`,
     figures: [
       {
-        label: 'router.execute point query',
+        label: `router.execute point query, ${concurrency} in flight`,
         value: routerSeries.median,
         unit: 'queries/s',
         baseline: { label: 'raw pg.Pool', value: rawSeries.median },
@@ -127,7 +127,7 @@ function executeOutcome(
         target: atLeast('ratio', ratio, EXECUTE_RATIO_TARGET, 'x'),
       },
       {
-        label: 'client CPU per query',
+        label: `client CPU per query, ${concurrency} in flight`,
         value: cpu.router.median,
         unit: 'µs',
         baseline: { label: 'raw pg.Pool', value: cpu.raw.median },
@@ -142,11 +142,11 @@ function executeOutcome(
     ],
     guard: [
       check(
-        'every answer is the key sent',
+        `${concurrency} in flight: every answer is the key sent`,
         wrong === 0,
         `${(checked - wrong).toLocaleString('en-US')}/${checked.toLocaleString('en-US')} answers right (warm-up included)`,
       ),
-      check("router answered from the key's shard", offShard === 0, `${offShard} answers from another shard`),
+      check(`${concurrency} in flight: router answered from the key's shard`, offShard === 0, `${offShard} answers from another shard`),
     ],
     details: {
       shardId,
@@ -163,39 +163,60 @@ function executeOutcome(
   };
 }
 
-export const executeSection: Section<ExecuteDetails> = {
+/** Callers in flight per case, all against pools of POOL_MAX connections: at, above and far above the pool's size. */
+const CONCURRENCIES = [8, 16, 64] as const;
+const POOL_MAX = 10;
+
+export const executeSection: Section<ExecuteDetails[]> = {
   name: 'execute',
-  title: 'router.execute point query vs a raw pg.Pool on the same shard, same pool size and concurrency',
+  title: 'router.execute point query vs a raw pg.Pool on the same shard, same pool size (10), 8, 16 and 64 callers in flight',
   async run(ctx) {
-    const concurrency = 8;
-    const plan: ExecutePlan = { concurrency, poolMax: concurrency, rounds: size(ctx, 25, 5), warmupRounds: 2 };
     const queriesPerRound = size(ctx, 10_000, 2_000);
-    const router = await ctx.router(Math.min(4, ctx.shards.length), { poolMax: plan.poolMax });
+    const router = await ctx.router(Math.min(4, ctx.shards.length), { poolMax: POOL_MAX });
     const shard = ctx.shards[0]!;
     const keys = keysOnShard(router, shard.id, queriesPerRound);
-    const pool = new pg.Pool({ connectionString: shard.connectionString, max: plan.poolMax });
+    const pool = new pg.Pool({ connectionString: shard.connectionString, max: POOL_MAX });
     // An idle client's socket error must not crash the benchmark; a failing query still throws.
     pool.on('error', () => undefined);
     try {
-      const measured = await measureRounds(ctx, plan, router, pool, shard.id, keys);
-      return executeOutcome(plan, shard.id, keys.length, measured);
+      const outcomes: SectionOutcome<ExecuteDetails>[] = [];
+      for (const concurrency of CONCURRENCIES) {
+        const plan: ExecutePlan = { concurrency, poolMax: POOL_MAX, rounds: size(ctx, 15, 5), warmupRounds: 2 };
+        outcomes.push(executeOutcome(plan, shard.id, keys.length, await measureRounds(ctx, plan, router, pool, shard.id, keys)));
+      }
+      return {
+        setup: outcomes.map((outcome) => outcome.setup).join('; '),
+        figures: outcomes.flatMap((outcome) => outcome.figures),
+        guard: outcomes.flatMap((outcome) => outcome.guard),
+        details: outcomes.map((outcome) => outcome.details),
+      };
     } finally {
       await pool.end();
     }
   },
   format(outcome) {
-    const d = outcome.details;
     const q = (v: number) => Math.round(v).toString();
-    const row = (name: string, s: Series, cpu: Series) => [name, q(s.median), q(s.min), q(s.max), cpu.median.toFixed(2)];
+    const rows = outcome.details.flatMap((d) => [
+      [
+        `router.execute, ${d.concurrency} in flight`,
+        q(d.queriesPerSecond.router.median),
+        q(d.queriesPerSecond.router.min),
+        q(d.queriesPerSecond.router.max),
+        d.cpuMicrosPerQuery.router.median.toFixed(2),
+        d.ratio.toFixed(3),
+      ],
+      [
+        `pg.Pool.query, ${d.concurrency} in flight`,
+        q(d.queriesPerSecond.raw.median),
+        q(d.queriesPerSecond.raw.min),
+        q(d.queriesPerSecond.raw.max),
+        d.cpuMicrosPerQuery.raw.median.toFixed(2),
+        '',
+      ],
+    ]);
     return (
-      formatTable(
-        ['variant', 'median q/s', 'min', 'max', 'CPU µs/query'],
-        [
-          row('router.execute(key, sql, [key])', d.queriesPerSecond.router, d.cpuMicrosPerQuery.router),
-          row('pg.Pool.query(sql, [key])', d.queriesPerSecond.raw, d.cpuMicrosPerQuery.raw),
-        ],
-      ) +
-      `\nratio router/raw ${d.ratio.toFixed(3)} (median of paired rounds; ratio of medians ${d.ratioOfMedians.toFixed(3)}); target >= ${EXECUTE_RATIO_TARGET}`
+      formatTable(['variant', 'median q/s', 'min', 'max', 'CPU µs/query', 'ratio'], rows) +
+      `\nratio router/raw: median of paired rounds; target >= ${EXECUTE_RATIO_TARGET} in every case`
     );
   },
 };
