@@ -9,61 +9,12 @@ interface Head<T> {
   source: number;
 }
 
-class HeadHeap<T> {
-  readonly #items: Head<T>[] = [];
-  readonly #compare: (a: T, b: T) => number;
-
-  constructor(compare: (a: T, b: T) => number) {
-    this.#compare = compare;
-  }
-
-  get size(): number {
-    return this.#items.length;
-  }
-
-  #less(a: Head<T>, b: Head<T>): boolean {
-    const order = this.#compare(a.value, b.value);
-    return order < 0 || (order === 0 && a.source < b.source);
-  }
-
-  push(head: Head<T>): void {
-    const items = this.#items;
-    items.push(head);
-    let i = items.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!this.#less(items[i]!, items[parent]!)) break;
-      [items[i], items[parent]] = [items[parent]!, items[i]!];
-      i = parent;
-    }
-  }
-
-  /** Removes and returns the smallest head. */
-  pop(): Head<T> | undefined {
-    const items = this.#items;
-    const top = items[0];
-    const last = items.pop();
-    if (items.length > 0 && last !== undefined) {
-      items[0] = last;
-      let i = 0;
-      for (;;) {
-        const left = 2 * i + 1;
-        const right = left + 1;
-        let smallest = i;
-        if (left < items.length && this.#less(items[left]!, items[smallest]!)) smallest = left;
-        if (right < items.length && this.#less(items[right]!, items[smallest]!)) smallest = right;
-        if (smallest === i) break;
-        [items[i], items[smallest]] = [items[smallest]!, items[i]!];
-        i = smallest;
-      }
-    }
-    return top;
-  }
-}
-
 /** Merges sorted arrays; stops after `limit` items when given. */
 export function mergeSorted<T>(sources: readonly (readonly T[])[], compare: (a: T, b: T) => number, limit = Infinity): T[] {
-  const heap = new HeadHeap<T>(compare);
+  const heap = new MinHeap<Head<T>>((a, b) => {
+    const order = compare(a.value, b.value);
+    return order < 0 || (order === 0 && a.source < b.source);
+  });
   const positions = sources.map(() => 0);
   sources.forEach((source, i) => {
     if (source.length > 0) heap.push({ value: source[0]!, source: i });
@@ -94,7 +45,7 @@ export interface BatchSource<T> {
 export async function* mergeSortedBatches<T>(sources: readonly BatchSource<T>[], compare: (a: T, b: T) => number): AsyncGenerator<T[]> {
   const buffers: (readonly T[])[] = await Promise.all(sources.map((source) => source.next()));
   const positions = sources.map(() => 0);
-  const heap = new IndexHeap((a, b) => {
+  const heap = new MinHeap<number>((a, b) => {
     const order = compare(buffers[a]![positions[a]!]!, buffers[b]![positions[b]!]!);
     return order < 0 || (order === 0 && a < b);
   });
@@ -161,12 +112,12 @@ export async function* arrivalOrder<T>(sources: readonly BatchSource<T>[]): Asyn
   }
 }
 
-/** A binary min-heap of source indices, ordered by `less` (which looks at each source's head). */
-class IndexHeap {
-  readonly #items: number[] = [];
-  readonly #less: (a: number, b: number) => boolean;
+/** A binary min-heap ordered by `less`; `less` must break ties (by source index) for a stable merge. */
+class MinHeap<T> {
+  readonly #items: T[] = [];
+  readonly #less: (a: T, b: T) => boolean;
 
-  constructor(less: (a: number, b: number) => boolean) {
+  constructor(less: (a: T, b: T) => boolean) {
     this.#less = less;
   }
 
@@ -174,20 +125,20 @@ class IndexHeap {
     return this.#items.length;
   }
 
-  get top(): number {
+  get top(): T {
     return this.#items[0]!;
   }
 
   /** The second smallest: the smaller child of the top, if any. */
-  get runnerUp(): number | undefined {
+  get runnerUp(): T | undefined {
     const items = this.#items;
     if (items.length < 3) return items[1];
     return this.#less(items[2]!, items[1]!) ? items[2] : items[1];
   }
 
-  push(index: number): void {
+  push(item: T): void {
     const items = this.#items;
-    items.push(index);
+    items.push(item);
     let i = items.length - 1;
     while (i > 0) {
       const parent = (i - 1) >> 1;
@@ -197,14 +148,21 @@ class IndexHeap {
     }
   }
 
+  /** Removes and returns the smallest item. */
+  pop(): T | undefined {
+    const top = this.#items[0];
+    this.removeTop();
+    return top;
+  }
+
   removeTop(): void {
-    const last = this.#items.pop()!;
-    if (this.#items.length === 0) return;
+    const last = this.#items.pop();
+    if (this.#items.length === 0 || last === undefined) return;
     this.#items[0] = last;
     this.siftTop();
   }
 
-  /** Restores the heap after the top's head changed. */
+  /** Restores the heap after the top item's key changed (or was replaced). */
   siftTop(): void {
     const items = this.#items;
     let i = 0;
