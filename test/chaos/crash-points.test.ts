@@ -6,7 +6,16 @@ import type { FaultPoint } from '../../src/twopc/test-hooks.js';
 import { dropSchemas, shardConfigs, shardUrls, TEST_SHARDS, uniqueName, withServer } from '../support/cluster.js';
 import { keyOn } from '../support/keys.js';
 import type { Holds, KillRule, PlannedTransfer } from './crash-child.js';
-import { limiter, preparedOn, recoverUntilSettled, rollBackPrepared, runToEnd, waitForBackendsGone, wordsOf } from './support.js';
+import {
+  createTransferTables,
+  limiter,
+  preparedOn,
+  recoverUntilSettled,
+  rollBackPrepared,
+  runToEnd,
+  waitForBackendsGone,
+  wordsOf,
+} from './support.js';
 
 /**
  * A coordinator process SIGKILLed at each step of the two-phase commit, against the real shared
@@ -27,13 +36,7 @@ let urls: string[];
 
 beforeAll(async () => {
   urls = shardUrls().slice(0, TEST_SHARDS);
-  for (const url of urls) {
-    await withServer(url, async (client) => {
-      await client.query(`CREATE SCHEMA ${data}`);
-      await client.query(`CREATE TABLE ${data}.accounts (id text PRIMARY KEY, balance bigint NOT NULL)`);
-      await client.query(`CREATE TABLE ${data}.legs (transfer_id text NOT NULL, account text NOT NULL, delta bigint NOT NULL)`);
-    });
-  }
+  await createTransferTables(urls, data);
 });
 
 afterAll(async () => {

@@ -6,7 +6,15 @@ import { shardUrls, uniqueName, withServer } from '../support/cluster.js';
 import { sweep } from '../support/sweep.js';
 import { keyOn } from '../support/keys.js';
 import type { Holds, KillRule, PlannedTransfer } from './crash-child.js';
-import { gidOfPreparedName, recoverUntilSettled, rollBackPrepared, runToEnd, waitForBackendsGone, wordsOf } from './support.js';
+import {
+  createTransferTables,
+  gidOfPreparedName,
+  recoverUntilSettled,
+  rollBackPrepared,
+  runToEnd,
+  waitForBackendsGone,
+  wordsOf,
+} from './support.js';
 
 /**
  * Two shards that are two databases of ONE PostgreSQL server (s0 and s1 on server 0; s2 on
@@ -40,13 +48,7 @@ beforeAll(async () => {
     await client.query(`CREATE DATABASE ${database}_b`);
   });
   await withServer(servers[1]!, (client) => client.query(`CREATE DATABASE ${database}_a`));
-  for (const url of urls) {
-    await withServer(url, async (client) => {
-      await client.query(`CREATE SCHEMA ${data}`);
-      await client.query(`CREATE TABLE ${data}.accounts (id text PRIMARY KEY, balance bigint NOT NULL)`);
-      await client.query(`CREATE TABLE ${data}.legs (transfer_id text NOT NULL, account text NOT NULL, delta bigint NOT NULL)`);
-    });
-  }
+  await createTransferTables(urls, data);
 });
 
 afterAll(async () => {

@@ -135,3 +135,14 @@ export function limiter(limit: number): <T>(task: () => Promise<T>) => Promise<T
     }
   };
 }
+
+/** The transfer tables the 2PC crash tests write (accounts and one leg row per account touched), on every URL. */
+export async function createTransferTables(urls: readonly string[], schema: string): Promise<void> {
+  for (const url of urls) {
+    await withServer(url, async (client) => {
+      await client.query(`CREATE SCHEMA ${schema}`);
+      await client.query(`CREATE TABLE ${schema}.accounts (id text PRIMARY KEY, balance bigint NOT NULL)`);
+      await client.query(`CREATE TABLE ${schema}.legs (transfer_id text NOT NULL, account text NOT NULL, delta bigint NOT NULL)`);
+    });
+  }
+}
