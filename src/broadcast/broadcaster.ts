@@ -1,5 +1,5 @@
 import { parseRows } from '../pool/raw-text.js';
-import type { FieldDef, QueryResultRow } from '../pool/session.js';
+import type { FieldDef, QueryResultRow, RawQueryResult } from '../pool/session.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import { QueryError, ShardRouterError, statementCancelledError } from '../errors.js';
 import { NO_BROADCAST_OBSERVER, NO_STREAM_OBSERVER } from '../observe/hooks.js';
@@ -29,6 +29,12 @@ import type { BroadcastCapabilities, ServerCaster } from './server-probe.js';
 import type { BroadcastResult, BroadcastStreamOptions, ScopedBroadcastOptions } from './types.js';
 
 export type { BroadcastRouting } from './routing.js';
+
+/** Where a read's shard queries run: the map it routes by, and how one shard's query is sent. */
+interface ShardReads {
+  routing(): BroadcastRouting;
+  read(shardId: string, sql: string, values: readonly unknown[], signal: AbortSignal): Promise<RawQueryResult>;
+}
 
 /** How many distinct SQL texts keep their plan. */
 const PLAN_CACHE_SIZE = 1_000;
@@ -317,7 +323,42 @@ export class Broadcaster {
     signal: AbortSignal | undefined,
     buckets?: readonly number[],
   ): Promise<BroadcastResult<R>> {
-    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial, observer, signal, buckets));
+    const reads = this.#poolReads(buckets);
+    return this.#context.retryingStaleMap(() => this.#readOnce<R>(plan, params, timeoutMillis, partial, observer, signal, reads));
+  }
+
+  /** Shard queries on the pools, over the map of each attempt (narrowed to `buckets`' owners). */
+  #poolReads(buckets: readonly number[] | undefined): ShardReads {
+    return {
+      routing: () => narrowedTo(this.#context.routing(), buckets),
+      read: (shardId, sql, values, signal) => this.#context.pool(shardId).queryRaw(sql, values, signal),
+    };
+  }
+
+  /**
+   * tx.query's SELECT over several participants: the merge plan's shard query runs on the
+   * transaction's own sessions (its snapshot and its uncommitted writes), guarded by the
+   * transaction's map, and merges exactly as broadcast does. A plan that needs the coordinator
+   * step, or a retry (an ambiguous GROUP BY alias), is refused: a failed statement would abort
+   * the transaction.
+   */
+  async readAmong<R extends QueryResultRow>(
+    sql: string,
+    params: readonly unknown[],
+    routing: BroadcastRouting,
+    read: (shardId: string, sql: string, values: readonly unknown[]) => Promise<RawQueryResult>,
+  ): Promise<BroadcastResult<R>> {
+    const plan = await this.#checkedPlan(this.plan(sql));
+    if (plan.kind !== 'select' || plan.ifColumnMissing) {
+      throw new ShardRouterError(
+        'UNSUPPORTED',
+        plan.kind === 'select'
+          ? 'inside a transaction, a SELECT over several shards cannot GROUP BY a name that is both a column and another output alias: rename the alias'
+          : `inside a transaction, a SELECT over several shards must be one the broadcast merge answers (this one needs ${plan.kind === 'coordinator' ? 'the coordinator step' : `a ${plan.kind} plan`}): run it with router.query outside the transaction`,
+      );
+    }
+    // The transaction's own deadline bounds its statements (statement_timeout on its sessions).
+    return this.#readOnce<R>(plan, params, MAX_TIMEOUT_MS, false, NO_BROADCAST_OBSERVER, undefined, { routing: () => routing, read });
   }
 
   async #readOnce<R extends QueryResultRow>(
@@ -327,9 +368,9 @@ export class Broadcaster {
     partial: boolean,
     observer: BroadcastObserver,
     signal: AbortSignal | undefined,
-    buckets?: readonly number[],
+    reads: ShardReads,
   ): Promise<BroadcastResult<R>> {
-    const routing = narrowedTo(this.#context.routing(), buckets);
+    const routing = reads.routing();
     const shardIds = plan.kind === 'single' ? routing.shardIds.slice(0, 1) : routing.shardIds;
     const sql = plan.kind === 'single' ? plan.sql : plan.shardSql;
     const values = plan.kind === 'single' ? params : guardedParams(plan, params, routing);
@@ -339,7 +380,7 @@ export class Broadcaster {
     try {
       scattered = await scatter(
         shardIds,
-        (shardId) => observer.shard(shardId, sql, () => this.#context.pool(shardId).queryRaw(sql, values, scope.signal)),
+        (shardId) => observer.shard(shardId, sql, () => reads.read(shardId, sql, values, scope.signal)),
         scope.controller,
         partial,
       );
@@ -351,7 +392,7 @@ export class Broadcaster {
     if (plan.kind === 'select') {
       const widened = float4Averages(plan, answered[0]!.fields);
       if (widened.size > 0)
-        return this.#readOnce<R>(this.#widenedAverages(plan, widened), params, timeoutMillis, partial, observer, signal, buckets);
+        return this.#readOnce<R>(this.#widenedAverages(plan, widened), params, timeoutMillis, partial, observer, signal, reads);
     }
     if (plan.kind === 'single') {
       const only = answered[0]!;

@@ -40,7 +40,8 @@ export function guardedParams(plan: SelectPlan, params: readonly unknown[], rout
   return [...params, routing.mapVersion];
 }
 
-const covered = new WeakMap<readonly string[], boolean>();
+/** Per map (its owners array): the members last checked against it, and the answer. */
+const covered = new WeakMap<readonly string[], { readonly members: string; readonly ok: boolean }>();
 
 /**
  * The shards a broadcast reads must together own every bucket of the map it routes by (or, for
@@ -48,11 +49,18 @@ const covered = new WeakMap<readonly string[], boolean>();
  * it fails (retryable) rather than answer wrong.
  */
 export function requireCoverage(routing: BroadcastRouting): void {
-  let ok = routing.buckets === undefined ? covered.get(routing.owners) : ownsBuckets(routing, routing.buckets);
-  if (ok === undefined) {
-    const members = new Set(routing.shardIds);
-    ok = routing.owners.every((owner) => members.has(owner));
-    covered.set(routing.owners, ok);
+  let ok: boolean;
+  if (routing.buckets !== undefined) ok = ownsBuckets(routing, routing.buckets);
+  else {
+    // Cached per map and member list: the members can change while the map does not.
+    const members = routing.shardIds.join('\u0000');
+    const cached = covered.get(routing.owners);
+    if (cached?.members === members) ok = cached.ok;
+    else {
+      const read = new Set(routing.shardIds);
+      ok = routing.owners.every((owner) => read.has(owner));
+      covered.set(routing.owners, { members, ok });
+    }
   }
   if (!ok) {
     throw new ShardRouterError(

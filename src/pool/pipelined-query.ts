@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { QueryResult } from 'pg';
+import { RAW_TEXT } from './raw-text.js';
 
 /** The parts of pg's Connection that a submittable drives (the same ones pg-cursor uses). */
 interface ProtocolConnection {
@@ -17,6 +18,8 @@ const PgQuery = pg.Query as unknown as new (config: {
   text: string;
   values: unknown[];
   queryMode: 'extended';
+  rowMode?: 'array';
+  types?: typeof RAW_TEXT;
   callback: (error: Error | null, results: QueryResult | QueryResult[]) => void;
 }) => PgQueryInstance;
 
@@ -38,11 +41,13 @@ export class PipelinedQuery extends PgQuery {
     text: string,
     values: unknown[],
     callback: (error: Error | null, results: QueryResult[]) => void,
+    raw = false,
   ) {
     super({
       text,
       values,
       queryMode: 'extended',
+      ...(raw ? { rowMode: 'array' as const, types: RAW_TEXT } : {}),
       callback: (error, results) => callback(error, Array.isArray(results) ? results : [results]),
     });
     this.#preamble = preamble;

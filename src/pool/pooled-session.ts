@@ -3,8 +3,9 @@ import type { QueryResult, QueryResultRow } from 'pg';
 import { ShardRouterError } from '../errors.js';
 import { isConnectionLevel } from './pg-errors.js';
 import { PipelinedQuery } from './pipelined-query.js';
+import { RAW_TEXT } from './raw-text.js';
 import type { ShardPool } from './shard-pool.js';
-import type { ShardSession } from './session.js';
+import type { RawQueryResult, ShardSession } from './session.js';
 
 /** A connection borrowed from a ShardPool for several statements (ShardPool.acquire). */
 export class PooledSession implements ShardSession {
@@ -39,16 +40,36 @@ export class PooledSession implements ShardSession {
     }
   }
 
-  async queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[]): Promise<QueryResult[]> {
+  async queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[], raw = false): Promise<QueryResult[]> {
     this.#checkOpen();
     try {
       return await new Promise<QueryResult[]>((resolve, reject) => {
         // pg accepts any submittable; its types only describe QueryConfig.
-        const submittable = new PipelinedQuery(preamble, sql, (params ?? []) as unknown[], (error, results) =>
-          error ? reject(error) : resolve(results),
+        const submittable = new PipelinedQuery(
+          preamble,
+          sql,
+          (params ?? []) as unknown[],
+          (error, results) => (error ? reject(error) : resolve(results)),
+          raw,
         );
         this.#client.query(submittable as unknown as pg.QueryConfig);
       });
+    } catch (error) {
+      throw this.#failed(error);
+    }
+  }
+
+  async queryRaw(sql: string, params?: readonly unknown[]): Promise<RawQueryResult> {
+    this.#checkOpen();
+    try {
+      const result = await this.#client.query<(string | null)[]>({
+        text: sql,
+        values: (params ?? []) as unknown[],
+        rowMode: 'array',
+        types: RAW_TEXT,
+        queryMode: 'extended',
+      } as pg.QueryConfig);
+      return { fields: result.fields, rows: result.rows, rowCount: result.rowCount, command: result.command, shardId: this.shardId };
     } catch (error) {
       throw this.#failed(error);
     }

@@ -50,9 +50,15 @@ export interface ShardSession extends Queryable {
   query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
   /**
    * Runs parameterless `preamble` statements and then `sql` in one round trip; resolves to one
-   * result per statement. If one fails, the rest are skipped and the call rejects.
+   * result per statement. If one fails, the rest are skipped and the call rejects. `raw`: every
+   * result as queryRaw reads it (rows as arrays of text).
    */
-  queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[]): Promise<QueryResult[]>;
+  queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[], raw?: boolean): Promise<QueryResult[]>;
+  /**
+   * Runs one statement and returns every value as the server's text, rows as arrays (no type
+   * parsing): what an exact merge of several shards' rows reads (tx.query over several shards).
+   */
+  queryRaw(sql: string, params?: readonly unknown[]): Promise<RawQueryResult>;
   /** Returns the connection (or destroys it if it broke or was left inside a transaction). Idempotent. */
   release(): void;
   /**

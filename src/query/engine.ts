@@ -3,7 +3,8 @@ import { ShardRouterError, isStaleMap } from '../errors.js';
 import type { RegisteredTable } from '../catalog/registries.js';
 import type { QueryResultRow } from '../pool/session.js';
 import type { ShardQueryResult } from '../pool/shard-pool.js';
-import type { RoutedQueryResult, Transaction } from '../twopc/coordinator.js';
+import type { RawRead, RoutedQueryResult, Transaction } from '../twopc/coordinator.js';
+import type { BroadcastRouting } from '../broadcast/routing.js';
 import type { Analysis } from './analysis.js';
 import { analyze } from './analyze.js';
 import { insertPart } from './insert-split.js';
@@ -49,6 +50,13 @@ export interface QueryContext {
     params: readonly unknown[],
     options: ScopedBroadcastOptions,
   ): Promise<BroadcastResult<R> & { readonly shardIds?: readonly string[] }>;
+  /** A SELECT's shard query on several transaction participants (`read`), merged like broadcast (Broadcaster.readAmong). */
+  readAmong<R extends QueryResultRow>(
+    sql: string,
+    params: readonly unknown[],
+    routing: BroadcastRouting,
+    read: RawRead,
+  ): Promise<BroadcastResult<R>>;
   /** The bucket of a key (fixed for the cluster's life; its owner depends on the map). */
   bucketOf(key: string): number;
   explainBroadcast(sql: string): string;
@@ -238,16 +246,30 @@ export class QueryEngine {
 
   /**
    * tx.query: the same routing, within the transaction's participants (its map). A statement
-   * for another shard is KEY_NOT_IN_TRANSACTION; one that would need every shard too.
+   * for another shard is KEY_NOT_IN_TRANSACTION; one that would need every shard too. A SELECT
+   * whose keys fall on several participants is merged from reads on the transaction's sessions.
    */
   async inTransaction<R extends QueryResultRow>(
     tx: Transaction,
-    shardFor: (key: string) => string,
+    map: TransactionMap,
     sql: string,
     params: readonly unknown[],
+    readRaw: RawRead,
   ): Promise<QueryResult<R>> {
     const analysis = await this.#analysis(sql);
-    const route = routeOf(analysis, params, { shardFor, members: tx.shardIds }, this.#routeOptions({}));
-    return runInTransaction<R>(tx, analysis, route, params);
+    const route = routeOf(analysis, params, { shardFor: map.shardFor, members: tx.shardIds }, this.#routeOptions({}));
+    return runInTransaction<R>(tx, analysis, route, params, async (keys, shardIds) => {
+      const buckets = keys.map((key) => this.#context.bucketOf(key));
+      const routing = { mapVersion: map.version, shardIds, owners: map.owners, buckets };
+      const result = await this.#context.readAmong<R>(analysis.sql, params, routing, readRaw);
+      return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardIds };
+    });
   }
+}
+
+/** The map a transaction routes by: its version, each bucket's owner, and a key's owner. */
+export interface TransactionMap {
+  readonly version: number;
+  readonly owners: readonly string[];
+  shardFor(key: string): string;
 }

@@ -10,13 +10,15 @@ import type { QueryRoute } from './route.js';
 
 /**
  * Runs a route inside a transaction, among its participants: a shard it did not declare (or
- * every shard) is KEY_NOT_IN_TRANSACTION; a merged multi-shard SELECT is UNSUPPORTED.
+ * every shard) is KEY_NOT_IN_TRANSACTION. A SELECT whose pinned keys fall on several
+ * participants is read by `mergedRead` (the broadcast merge, on the transaction's sessions).
  */
 export async function runInTransaction<R extends QueryResultRow>(
   tx: Transaction,
   analysis: Analysis,
   route: QueryRoute,
   params: readonly unknown[],
+  mergedRead: (keys: readonly string[], shardIds: readonly string[]) => Promise<RoutedQueryResult<R>>,
 ): Promise<RoutedQueryResult<R>> {
   const members = tx.shardIds;
   const sql = analysis.sql;
@@ -44,10 +46,10 @@ export async function runInTransaction<R extends QueryResultRow>(
       return inInputOrder(route.parts, results, insert.rows.keys.length);
     }
     case 'broadcast':
-      throw new ShardRouterError(
-        'UNSUPPORTED',
-        `tx.query cannot merge a SELECT over several shards (${route.shardIds.join(', ')}) inside a transaction: query per key, or use router.query outside it`,
-      );
+      // No pinned key: every shard of a map that may move on during the transaction.
+      if (route.keys === undefined) throw refuse(['(every shard)']);
+      if (outside(route.shardIds).length > 0) throw refuse(outside(route.shardIds));
+      return mergedRead(route.keys, route.shardIds);
     default: {
       const never: never = route;
       throw new Error(`unknown route ${String(never)}`);

@@ -66,7 +66,7 @@ export function routedContext(
   base: CoordinatorContext,
   topology: Topology,
   observer?: TransactionObserver,
-): { context: CoordinatorContext; members: string[]; version: number } {
+): { context: CoordinatorContext; members: string[]; version: number; owners: readonly string[] } {
   const { map, owners, members } = topology.snapshot();
   const context: CoordinatorContext = {
     ...base,
@@ -74,7 +74,7 @@ export function routedContext(
     shardFor: (key) => owners[topology.bucketOf(key)]!,
     acquire: (shardId) => topology.pool(shardId).acquire(map.version),
   };
-  return { context, members, version: map.version };
+  return { context, members, version: map.version, owners };
 }
 
 /** Recovery looks at every shard the router has a pool for, removed ones included. */
@@ -253,6 +253,7 @@ export function queryContext(
       });
       return { ...result, shardIds: [...read].sort() };
     },
+    readAmong: (sql, params, routing, read) => broadcaster().readAmong(sql, params, routing, read),
     bucketOf: (key) => topology.bucketOf(key),
     explainBroadcast: (sql) => broadcaster().explain(sql),
     lookup: (schema, name) => topology.registeredTable(schema, name),

@@ -46,11 +46,12 @@ export async function runRoutedTransaction<T>(
       // carry that version: a bucket that moves meanwhile is refused by the old owner's fence
       // (STALE_BUCKET_MAP), and the attempt is re-run on the new map. A declared key is
       // therefore never refused because the map changed under the callback.
-      const routed = routedContext(coordinator, topology, probe).context;
+      const { context: routed, version, owners } = routedContext(coordinator, topology, probe);
       // tx.query routes by the same map as tx.execute.
-      const attempt = {
+      const map = { version, owners, shardFor: routed.shardFor };
+      const attempt: CoordinatorContext = {
         ...routed,
-        routeQuery: (tx: Transaction, sql: string, params: readonly unknown[]) => queries.inTransaction(tx, routed.shardFor, sql, params),
+        routeQuery: (tx, sql, params, readRaw) => queries.inTransaction(tx, map, sql, params, readRaw),
       };
       const declared = keys.map((key) => attempt.shardFor(key));
       // One fixed order (by shard id) for taking connections, in every router: no two

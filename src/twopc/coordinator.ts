@@ -1,4 +1,4 @@
-import type { QueryResultRow, Queryable, ShardSession } from '../pool/session.js';
+import type { QueryResultRow, Queryable, RawQueryResult, ShardSession } from '../pool/session.js';
 import type { ShardQueryResult } from '../pool/shard-pool.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
 import type { StatementRouting, TransactionObserver } from '../observe/hooks.js';
@@ -39,9 +39,16 @@ export interface CoordinatorContext {
   /** The bucket map version this attempt routes by, and a key's bucket: what a statement's span records. */
   readonly mapVersion?: number;
   bucketOf?(key: ShardKey): number;
-  /** tx.query's routing (router.query's rules within the participants); absent: tx.query is UNSUPPORTED. */
-  routeQuery?(tx: Transaction, sql: string, params: readonly unknown[]): Promise<RoutedQueryResult>;
+  /**
+   * tx.query's routing (router.query's rules within the participants); absent: tx.query is
+   * UNSUPPORTED. `readRaw` runs a read on a participant's session with raw text rows, for a
+   * SELECT merged over several participants.
+   */
+  routeQuery?(tx: Transaction, sql: string, params: readonly unknown[], readRaw: RawRead): Promise<RoutedQueryResult>;
 }
+
+/** A statement on one participant of the transaction, its rows as raw text (see ShardSession.queryRaw). */
+export type RawRead = (shardId: string, sql: string, params: readonly unknown[]) => Promise<RawQueryResult>;
 
 /** What tx.query (and router.query) return: pg's result shape and the shards that ran the statement. */
 export interface RoutedQueryResult<R extends QueryResultRow = QueryResultRow> {
@@ -145,7 +152,8 @@ class TransactionRun<T> {
     }
     if (params !== undefined && !Array.isArray(params))
       return Promise.reject(new ShardRouterError('INVALID_ARGUMENT', 'params must be an array'));
-    return this.#context.routeQuery(tx, sql, params ?? []) as Promise<RoutedQueryResult<R>>;
+    const readRaw: RawRead = (shardId, text, values) => this.#statement(undefined, shardId, text, values, true);
+    return this.#context.routeQuery(tx, sql, params ?? [], readRaw) as Promise<RoutedQueryResult<R>>;
   }
 
   async execute(work: (tx: Transaction) => Promise<T>): Promise<T> {
@@ -197,12 +205,40 @@ class TransactionRun<T> {
     this.#context.observer?.protocol(this.#touched().length > 1 && !this.#options.readOnly ? '2pc' : '1pc');
   }
 
+  #statement<R extends QueryResultRow>(
+    key: ShardKey | undefined,
+    namedShard: string | undefined,
+    sql: string,
+    params: readonly unknown[] | undefined,
+  ): Promise<ShardQueryResult<R>>;
+  #statement(key: undefined, namedShard: string, sql: string, params: readonly unknown[], raw: true): Promise<RawQueryResult>;
   async #statement<R extends QueryResultRow>(
     key: ShardKey | undefined,
     namedShard: string | undefined,
     sql: string,
     params: readonly unknown[] | undefined,
-  ): Promise<ShardQueryResult<R>> {
+    raw = false,
+  ): Promise<ShardQueryResult<R> | RawQueryResult> {
+    const participant = this.#participantFor(key, namedShard);
+    const shardId = participant.shardId;
+    if (typeof sql !== 'string' || sql.length === 0) throw new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string');
+    if (params !== undefined && !Array.isArray(params)) throw new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
+    const begin = () => beginStatements(this.#options, this.#deadline - Date.now(), this.#context.serverVersion(shardId));
+    const running = async (): Promise<ShardQueryResult<R> | RawQueryResult> => {
+      if (raw) return participant.runRaw(sql, params, begin);
+      const result = await participant.run<R>(sql, params, begin);
+      return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardId };
+    };
+    const observer = this.#context.observer;
+    try {
+      return await (observer ? observer.statement(shardId, sql, this.#routing(key), running) : running());
+    } catch (error) {
+      throw this.#isTimeout(error) ? this.#timeoutError(error) : error;
+    }
+  }
+
+  /** The participant a statement runs on: the owner of `key`, or the named shard; refused when the transaction is over or did not declare it. */
+  #participantFor(key: ShardKey | undefined, namedShard: string | undefined): Participant {
     if (this.#state !== 'open') {
       throw this.#state === 'timed-out'
         ? this.#timeoutError()
@@ -210,33 +246,19 @@ class TransactionRun<T> {
     }
     const shardId = namedShard ?? this.#context.shardFor(key!);
     const participant = this.#participants.get(shardId);
-    if (!participant && namedShard !== undefined) {
+    if (participant) return participant;
+    if (namedShard !== undefined) {
       throw new ShardRouterError(
         'INVALID_ARGUMENT',
         `shard "${String(namedShard)}" is not among the transaction's shards (${[...this.#participants.keys()].join(', ')})`,
       );
     }
-    if (!participant) {
-      throw new ShardRouterError(
-        'KEY_NOT_IN_TRANSACTION',
-        `the key belongs to shard ${shardId}, which is not among the transaction's shards (${[...this.#participants.keys()].join(', ')}); ` +
-          'declare every key the transaction touches',
-        { shardId },
-      );
-    }
-    if (typeof sql !== 'string' || sql.length === 0) throw new ShardRouterError('INVALID_ARGUMENT', 'sql must be a non-empty string');
-    if (params !== undefined && !Array.isArray(params)) throw new ShardRouterError('INVALID_ARGUMENT', 'params must be an array');
-    const running = () =>
-      participant.run<R>(sql, params, () =>
-        beginStatements(this.#options, this.#deadline - Date.now(), this.#context.serverVersion(shardId)),
-      );
-    const observer = this.#context.observer;
-    try {
-      const result = await (observer ? observer.statement(shardId, sql, this.#routing(key), running) : running());
-      return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardId };
-    } catch (error) {
-      throw this.#isTimeout(error) ? this.#timeoutError(error) : error;
-    }
+    throw new ShardRouterError(
+      'KEY_NOT_IN_TRANSACTION',
+      `the key belongs to shard ${shardId}, which is not among the transaction's shards (${[...this.#participants.keys()].join(', ')}); ` +
+        'declare every key the transaction touches',
+      { shardId },
+    );
   }
 
   #routing(key: ShardKey | undefined): StatementRouting {

@@ -1,4 +1,4 @@
-import type { QueryResult, QueryResultRow, ShardSession } from '../pool/session.js';
+import type { QueryResult, QueryResultRow, RawQueryResult, ShardSession } from '../pool/session.js';
 import { ShardRouterError } from '../errors.js';
 import type { Gid } from './gid.js';
 import { testHooks } from './test-hooks.js';
@@ -35,20 +35,56 @@ export class Participant {
    * lazy (a declared shard that is never used costs nothing, and work that touched one shard
    * commits in one phase) and rides in the same round trip as the first statement.
    */
-  async run<R extends QueryResultRow>(
+  run<R extends QueryResultRow>(
     sql: string,
     params: readonly unknown[] | undefined,
     begin: () => readonly string[],
   ): Promise<QueryResult<R>> {
+    return this.#inTransaction(
+      () => this.send<R>(sql, params),
+      (preamble) => this.session.queryPipelined(preamble, sql, params) as Promise<QueryResult<R>[]>,
+      begin,
+      sql,
+    );
+  }
+
+  /** {@link run}, every value as the server's text and rows as arrays (an exact merge's input). */
+  runRaw(sql: string, params: readonly unknown[] | undefined, begin: () => readonly string[]): Promise<RawQueryResult> {
+    const raw = (result: QueryResult): RawQueryResult => ({
+      fields: result.fields,
+      rows: result.rows as (string | null)[][],
+      rowCount: result.rowCount,
+      command: result.command,
+      shardId: this.shardId,
+    });
+    return this.#inTransaction(
+      () => {
+        testHooks.statement?.(this.shardId, sql);
+        return this.session.queryRaw(sql, params);
+      },
+      async (preamble) => (await this.session.queryPipelined(preamble, sql, params, true)).map(raw),
+      begin,
+      sql,
+    );
+  }
+
+  async #inTransaction<Q extends { readonly rows: readonly unknown[] }>(
+    next: () => Promise<Q>,
+    first: (preamble: readonly string[]) => Promise<Q[]>,
+    begin: () => readonly string[],
+    sql: string,
+  ): Promise<Q> {
     try {
-      if (this.#began) return await this.send<R>(sql, params);
+      if (this.#began) return await next();
       this.#began = true;
       const preamble = begin();
       testHooks.statement?.(this.shardId, preamble.join('; '));
       testHooks.statement?.(this.shardId, sql);
-      const results = await this.session.queryPipelined(preamble, sql, params);
-      this.startedAt = Number((results[1]?.rows[0] as { started?: string } | undefined)?.started);
-      return results[results.length - 1] as QueryResult<R>;
+      const results = await first(preamble);
+      // The preamble's SELECT ends with `started` (rows as objects, or as arrays when raw).
+      const row = results[1]?.rows[0] as { started?: string } | (string | null)[] | undefined;
+      this.startedAt = Number(Array.isArray(row) ? row[row.length - 1] : row?.started);
+      return results[results.length - 1]!;
     } catch (error) {
       this.firstError ??= error;
       throw error;

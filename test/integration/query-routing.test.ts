@@ -222,6 +222,92 @@ describe('tx.query', () => {
   });
 });
 
+describe('tx.query over several participants', () => {
+  it("merges a SELECT over the declared shards on the transaction's own sessions, uncommitted writes included", async () => {
+    const [x, y, w] = keysOn(router, ['s0', 's1', 's2'], 'txmerge');
+    const z = keyOn(router, 's3', 'txmerge');
+    await router.query(`INSERT INTO ${ACCOUNTS} (owner, balance) VALUES ($1, 5)`, [w]);
+    await router.transaction([x!, y!, w!], async (tx) => {
+      await tx.query(`INSERT INTO ${ACCOUNTS} (owner, balance) VALUES ($1, 10), ($2, 20)`, [x, y]);
+      await tx.query(`UPDATE ${ACCOUNTS} SET balance = balance + 1 WHERE owner = $1`, [w]);
+      // Read on the transaction's sessions: its own uncommitted rows, merged in order.
+      const ordered = await tx.query<{ owner: string; balance: number }>(
+        `SELECT owner, balance FROM ${ACCOUNTS} WHERE owner = ANY($1) ORDER BY balance DESC LIMIT 2`,
+        [[x, y, w]],
+      );
+      expect(ordered.rows).toEqual([
+        { owner: y, balance: 20 },
+        { owner: x, balance: 10 },
+      ]);
+      expect([...ordered.shardIds].sort()).toEqual(['s0', 's1', 's2']);
+      const totals = await tx.query(
+        `SELECT count(*) AS n, sum(balance) AS s, min(balance) AS low FROM ${ACCOUNTS} WHERE owner IN ($1, $2, $3)`,
+        [x, y, w],
+      );
+      expect(totals.rows).toEqual([{ n: '3', s: '36', low: 6 }]);
+      // Outside the transaction nothing of it is visible yet.
+      const outside = await router.query(`SELECT count(*)::int AS n FROM ${ACCOUNTS} WHERE owner = ANY($1)`, [[x, y]]);
+      expect(outside.rows).toEqual([{ n: 0 }]);
+      // Refused before anything is sent, so the transaction goes on.
+      const undeclared = await rejectionOf(tx.query(`SELECT owner FROM ${ACCOUNTS} WHERE owner = ANY($1)`, [[x, z]]));
+      expect(undeclared).toMatchObject({ code: 'KEY_NOT_IN_TRANSACTION' });
+      const unpinned = await rejectionOf(tx.query(`SELECT count(*) FROM ${ACCOUNTS}`));
+      expect(unpinned).toMatchObject({ code: 'KEY_NOT_IN_TRANSACTION' });
+      const coordinated = await rejectionOf(
+        tx.query(`SELECT owner, rank() OVER (ORDER BY balance) FROM ${ACCOUNTS} WHERE owner = ANY($1)`, [[x, y]]),
+      );
+      expect(coordinated).toMatchObject({ code: 'UNSUPPORTED', message: expect.stringMatching(/coordinator step/) });
+    });
+    const committed = await router.query<{ owner: string; balance: number }>(
+      `SELECT owner, balance FROM ${ACCOUNTS} WHERE owner = ANY($1)`,
+      [[x, y, w]],
+    );
+    expect(new Map(committed.rows.map((row) => [row.owner, row.balance]))).toEqual(
+      new Map([
+        [x, 10],
+        [y, 20],
+        [w, 6],
+      ]),
+    );
+  });
+});
+
+describe('reads while a bucket moves', () => {
+  it('a SELECT pinned to keys on several shards neither misses nor double counts rows while their buckets move', async () => {
+    const keys = Array.from({ length: 12 }, (_, i) => `pinned-read-${i}`);
+    await router.query(`INSERT INTO ${ACCOUNTS} (owner, balance) VALUES ${keys.map((_, i) => `($${i + 1}, ${i + 1})`).join(', ')}`, keys);
+    const expected = { n: keys.length, s: (keys.length * (keys.length + 1)) / 2 };
+    let stop = false;
+    const seen: unknown[] = [];
+    const readers = Array.from({ length: 2 }, async () => {
+      while (!stop) {
+        const { rows } = await router.query<{ n: number; s: number }>(
+          `SELECT count(*)::int AS n, sum(balance)::int AS s FROM ${ACCOUNTS} WHERE owner = ANY($1)`,
+          [keys],
+        );
+        seen.push(rows[0]);
+        const listed = await router.query<{ owner: string }>(`SELECT owner FROM ${ACCOUNTS} WHERE owner IN ($1, $2, $3) ORDER BY owner`, [
+          keys[0],
+          keys[5],
+          keys[9],
+        ]);
+        seen.push(listed.rows.length);
+      }
+    });
+    const rebalancer = router.rebalancer();
+    // Each move leaves the source's copy until its clean-up: a read must count the bucket once.
+    for (const key of keys.slice(0, 6)) {
+      const from = router.shardFor(key);
+      await rebalancer.moveBucket(router.bucketFor(key), router.shardIds.find((id) => id !== from)!);
+    }
+    stop = true;
+    await Promise.all(readers);
+    expect(seen.length).toBeGreaterThan(4);
+    expect(seen.filter((row) => typeof row === 'object')).toEqual(seen.filter((row) => typeof row === 'object').map(() => expected));
+    expect(seen.filter((row) => typeof row === 'number')).toEqual(seen.filter((row) => typeof row === 'number').map(() => 3));
+  }, 120_000);
+});
+
 describe('writes while a bucket moves', () => {
   it("a stale router's query writes are refused by the fence (nothing written), then go to the new owner", async () => {
     const stale = await ShardRouter.connect({

@@ -58,6 +58,16 @@ class Recorder {
           result,
         ] as QueryResult[];
       },
+      async queryRaw(sql: string) {
+        const result = (await this.query(sql)) as QueryResult;
+        return {
+          fields: result.fields,
+          rows: result.rows.map((row) => Object.values(row)),
+          rowCount: result.rowCount,
+          command: result.command,
+          shardId,
+        };
+      },
       async query(sql: string) {
         const verb = sql.startsWith('BEGIN')
           ? 'BEGIN'
