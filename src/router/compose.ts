@@ -81,7 +81,7 @@ export async function composeRouter(config: ShardRouterConfig): Promise<RouterPa
     });
     broadcaster = await Broadcaster.open(broadcastContext(resolved, topology, coordinator), [...pools.values()]);
     const opener = broadcaster;
-    queries = new QueryEngine(queryContext(resolved, topology, coordinator, () => opener));
+    queries = new QueryEngine(queryContext(resolved, topology, coordinator, () => opener, observer));
     // Last: its timers start at once, and nothing after it can fail.
     recovery = new BackgroundRecovery(recoveryContext(opened.clusterId, resolved, topology), resolved.recovery, observer);
     return { config: resolved, clusterId: opened.clusterId, topology, coordinator, recovery, broadcaster, observer, queries };

@@ -2,8 +2,8 @@ import type { Broadcaster, BroadcastRouterContext } from '../broadcast/broadcast
 import type { ScopedBroadcastOptions } from '../broadcast/types.js';
 import type { CollectorContext } from '../idempotency/collector.js';
 import type { ResolvedConfig } from '../config.js';
-import { NO_BROADCAST_OBSERVER } from '../observe/hooks.js';
-import type { MoveObserver, TransactionObserver } from '../observe/hooks.js';
+import type { BroadcastObserver, MoveObserver, TransactionObserver } from '../observe/hooks.js';
+import type { Observer } from '../observe/observer.js';
 import type { CatalogExtension } from '../catalog/catalog.js';
 import type { OutboxContext } from '../outbox/context.js';
 import { outboxChannel } from '../outbox/context.js';
@@ -22,6 +22,7 @@ import type { CoordinatorContext, Transaction } from '../twopc/coordinator.js';
 import { runTransaction } from '../twopc/coordinator.js';
 import type { RecoveryContext, RecoveryReport } from '../twopc/recovery.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
+import { observedSingle } from './statements.js';
 import type { Topology } from './topology.js';
 
 /**
@@ -215,12 +216,16 @@ export function lockContext(
   };
 }
 
-/** router.query's port: the map of the moment, one-shard statements fenced like execute, 2PC writes over chosen shards. */
+/**
+ * router.query's port: the map of the moment, one-shard statements fenced like execute, 2PC
+ * writes over chosen shards; each observed as the route it took (single, broadcast, transaction).
+ */
 export function queryContext(
   config: ResolvedConfig,
   topology: Topology,
   coordinator: CoordinatorContext,
   broadcaster: () => Broadcaster,
+  observer: Observer,
 ): QueryContext {
   return {
     routing: () => {
@@ -229,29 +234,37 @@ export function queryContext(
     },
     shardFor: (key) => topology.shardFor(key),
     mapVersion: () => topology.map.version,
-    runOn: (shardId, sql, params, version) => topology.pool(shardId).query(sql, params, version),
+    runOn: (shardId, sql, params, version) =>
+      observedSingle(observer, shardId, sql, version, () => topology.pool(shardId).query(sql, params, version)),
     retryingStaleMap: (attempt, first) => topology.retryingStaleMap(attempt, first),
     runWrite: (pick, work) => {
       const options = resolveTransactionOptions(undefined, config.transactions);
-      return topology.retryingStaleMap(() => {
-        const { context, members } = routedContext(coordinator, topology);
-        const picked = pick({ shardFor: (key) => context.shardFor(key), members });
-        const ordered = [...new Set(picked === 'all' ? members : picked)].sort();
-        if (ordered.length > 1) topology.requirePreparedTransactions(ordered);
-        return runTransaction(context, ordered, ordered[0]!, options, (tx) => work(tx, ordered));
-      });
+      const probe = observer.operation('transaction');
+      return probe.run(() =>
+        topology.retryingStaleMap(() => {
+          const { context, members } = routedContext(coordinator, topology, probe);
+          const picked = pick({ shardFor: (key) => context.shardFor(key), members });
+          const ordered = [...new Set(picked === 'all' ? members : picked)].sort();
+          if (ordered.length > 1) topology.requirePreparedTransactions(ordered);
+          return runTransaction(context, ordered, ordered[0]!, options, (tx) => work(tx, ordered));
+        }),
+      );
     },
-    broadcast: async <R extends QueryResultRow>(sql: string, params: readonly unknown[], options: ScopedBroadcastOptions) => {
+    broadcast: <R extends QueryResultRow>(sql: string, params: readonly unknown[], options: ScopedBroadcastOptions) => {
       // The shards that ran a shard query, as the result reports them (a narrowed read: the keys' owners).
       const read = new Set<string>();
-      const result = await broadcaster().run<R>(sql, params, options, {
-        ...NO_BROADCAST_OBSERVER,
-        shard: (shardId, _sql, work) => {
+      const probe = observer.operation('broadcast', sql);
+      const reporting: BroadcastObserver = {
+        protocol: (protocol) => probe.protocol(protocol),
+        gid: (gid) => probe.gid(gid),
+        step: (step, shardId, work) => probe.step(step, shardId, work),
+        statement: (shardId, text, routed, work) => probe.statement(shardId, text, routed, work),
+        shard: (shardId, text, work) => {
           read.add(shardId);
-          return work();
+          return probe.shard(shardId, text, work);
         },
-      });
-      return { ...result, shardIds: [...read].sort() };
+      };
+      return probe.run(async () => ({ ...(await broadcaster().run<R>(sql, params, options, reporting)), shardIds: [...read].sort() }));
     },
     readAmong: (sql, params, routing, read) => broadcaster().readAmong(sql, params, routing, read),
     bucketOf: (key) => topology.bucketOf(key),

@@ -160,6 +160,22 @@ export class SingleShardStatements {
 const NO_PARAMS: readonly unknown[] = Object.freeze([]);
 const NO_DETAIL = Object.freeze({});
 
+/** Runs one statement on one shard as a single-route statement of the router's metrics, under its own span (router.query's one-shard route). */
+export function observedSingle<R extends QueryResultRow>(
+  observer: Observer,
+  shardId: string,
+  sql: string,
+  mapVersion: number,
+  work: () => Promise<ExecuteResult<R>>,
+): Promise<ExecuteResult<R>> {
+  const started = performance.now();
+  const span = observer.tracing?.statement(shardId, sql, { mapVersion });
+  return work().then(
+    (result) => observed(observer, started, span, result),
+    (error: unknown) => observedFailure(observer, started, span, error),
+  );
+}
+
 /** Records a single-shard statement that succeeded (and ends its span). */
 function observed<T extends ExecuteResult>(observer: Observer, started: number, span: SpanLike | undefined, result: T): T {
   observer.single(true, (performance.now() - started) / 1000);

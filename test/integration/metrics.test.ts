@@ -77,6 +77,20 @@ describe('router.metrics()', () => {
     expect(after.errors.find((e) => e.route === 'transaction_1pc' && e.code === 'OTHER')?.count).toBe(1);
   });
 
+  it('counts router.query by the route it took: one shard, a merged read, a two-phase write', async () => {
+    await router.registerShardedTable(`${data}.items`, 'id');
+    const [a, b] = keysOn(router, ['s0', 's1'], 'query');
+    const before = router.metrics();
+    await router.query(`INSERT INTO ${data}.items (id, n) VALUES ($1, 1)`, [a]);
+    await router.query(`SELECT n FROM ${data}.items WHERE id = $1`, [a]);
+    await router.query(`SELECT n FROM ${data}.items WHERE id = ANY($1)`, [[a, b]]);
+    await router.query(`UPDATE ${data}.items SET n = n + 1 WHERE id = ANY($1)`, [[a, b]]);
+    const after = router.metrics();
+    expect(count(after, 'single', 'ok') - count(before, 'single', 'ok')).toBe(2);
+    expect(count(after, 'broadcast', 'ok') - count(before, 'broadcast', 'ok')).toBe(1);
+    expect(count(after, 'transaction_2pc', 'ok') - count(before, 'transaction_2pc', 'ok')).toBe(1);
+  });
+
   it('has every pool with its counters and acquire waits, the map version, and everything up', async () => {
     const metrics = router.metrics();
     expect(Object.keys(metrics.pools).sort()).toEqual([...router.shardIds].sort());
