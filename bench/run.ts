@@ -131,7 +131,10 @@ async function main(argv: readonly string[]): Promise<number> {
       ok: failures.length === 0,
     };
     const file = writeResults(results, args.resultsDir ?? RESULTS_DIR);
-    console.log(`results: ${path.relative(process.cwd(), file)} (and latest.json beside it)`);
+    const full = !args.quick && args.only === null;
+    console.log(
+      `results: ${path.relative(process.cwd(), file)}${full ? ' (and latest.json beside it)' : ' (a quick or partial run: latest.json is left alone)'}`,
+    );
     if (failures.length > 0) {
       console.error(`\n${failures.length} correctness failure(s):\n${failures.map((f) => `  ${f}`).join('\n')}`);
       return 1;
