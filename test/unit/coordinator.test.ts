@@ -23,6 +23,12 @@ function lost(shardId: string): ShardRouterError {
 
 class Recorder {
   readonly trace: string[] = [];
+  /**
+   * Round trips on the critical path, on a logical clock: a message leaves at the time its
+   * sender had reached and is answered one unit later, so messages sent in parallel share a
+   * unit and each message that waited for an answer adds one.
+   */
+  clock = 0;
   #sessions = 0;
   constructor(readonly script: Script = () => undefined) {}
 
@@ -42,6 +48,7 @@ class Recorder {
     let broken = false;
     const trace = this.trace;
     const script = this.script;
+    const recorder = this;
     return {
       shardId,
       get broken() {
@@ -75,7 +82,9 @@ class Recorder {
             ? 'INSERT decision; COMMIT'
             : sql.replace(/'psr:[^']+'/, '<gid>').replace(/ INTO "shard_router".twopc_decisions.*/s, ' decision');
         trace.push(`${shardId}#${id} ${verb}`);
+        const sentAt = recorder.clock;
         await new Promise((resolve) => setImmediate(resolve));
+        recorder.clock = Math.max(recorder.clock, sentAt + 1);
         const reply = script(shardId, sql, id);
         if (reply instanceof Error) {
           if (reply instanceof ShardRouterError && reply.code === 'CONNECTION_LOST') broken = true;
@@ -170,6 +179,20 @@ describe('two-phase commit protocol order (recording fake)', () => {
     // Neither COMMIT PREPARED nor ROLLBACK PREPARED: the participant stays prepared for recovery.
     expect(recorder.trace.some((line) => line.includes('PREPARED <gid>') && !line.includes('PREPARE TRANSACTION'))).toBe(false);
     expect(recorder.trace).toContain('unfinished psr:');
+  });
+
+  it('round trips on the critical path: statements + 3 for two-phase commit (PREPARE, decision, COMMIT PREPARED), + 1 for one shard', async () => {
+    // docs/twopc.md "Round trips and WAL flushes": the 2-shard transfer of the benchmark.
+    const twoShards = new Recorder();
+    await transfer(twoShards, ['s0:a', 's1:b']);
+    expect(twoShards.clock).toBe(5);
+    // Voters vote and finish in parallel: a third shard adds only its own statement.
+    const threeShards = new Recorder();
+    await transfer(threeShards, ['s0:a', 's1:b', 's2:c']);
+    expect(threeShards.clock).toBe(6);
+    const oneShard = new Recorder();
+    await transfer(oneShard, ['s3:a', 's3:b']);
+    expect(oneShard.clock).toBe(3);
   });
 
   it('a one-shard transaction is BEGIN, statements, COMMIT on one connection', async () => {
