@@ -262,6 +262,8 @@ describe.concurrent('a coordinator SIGKILLed at one step of a 3-shard transactio
         await router.close();
       }
     },
+    // Each case starts a child process (tsx) while the others run: slow on a loaded 2-core machine.
+    180_000,
   );
 });
 
