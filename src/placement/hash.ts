@@ -13,18 +13,23 @@ const C2 = 0x1b873593;
 let utf8Scratch = new Uint8Array(256);
 const utf8Encoder = new TextEncoder();
 
+/** What murmur3OfAscii returns for a key with a non-ASCII code unit: not an int32, so never a hash. */
+const NOT_ASCII = 2 ** 32;
+
 /**
- * MurmurHash3 x86 32-bit, seed 0, of the UTF-8 bytes of `key`: bit-identical to
- * `murmurhash.v3(key)` (which encodes with TextEncoder, so lone surrogates hash as U+FFFD).
- * ASCII keys, the common case, are hashed straight from their UTF-16 code units without
- * encoding; `Math.imul` replaces the 16-bit split multiplications of the reference code.
+ * MurmurHash3 x86 32-bit, seed 0, of an ASCII `key` (as a signed int32), straight from its
+ * UTF-16 code units without encoding; NOT_ASCII when a code unit is above 0x7f (its UTF-8
+ * bytes differ: signedHashOfOtherKey hashes those). Bit-identical to `murmurhash.v3(key)`;
+ * `Math.imul` replaces the 16-bit split multiplications of the reference code.
  *
- * The mixing steps are written out here rather than called: in a process that has also hashed
- * non-ASCII, numeric or invalid keys, V8 spends its inlining budget on those (now warm) cold
- * paths, and the hot loop's helpers were left as real calls (0.3-0.5x of a plain MurmurHash3).
- * With nothing to inline on the ASCII path, its speed no longer depends on what else was hashed.
+ * Kept under V8's inlining limit (460 bytes of bytecode; the constants are literals, the tail
+ * is a loop) and free of calls but `finalize`, so that in any process, whatever else it hashed,
+ * it is inlined into signedHashKey and from there into the router's routing and the caller's
+ * loop. A version that called the UTF-8 path from here carried that path in its optimized code
+ * once non-ASCII keys had been seen, and V8 then stopped inlining it: ~0.6x of a plain
+ * MurmurHash3 after mixed keys.
  */
-function murmur3OfString(key: string): number {
+function murmur3OfAscii(key: string): number {
   const length = key.length;
   const blockEnd = length & ~3;
   let h = 0;
@@ -37,70 +42,21 @@ function murmur3OfString(key: string): number {
     const c2 = key.charCodeAt(i + 2);
     const c3 = key.charCodeAt(i + 3);
     seen |= c0 | c1 | c2 | c3;
-    let k = Math.imul(c0 | (c1 << 8) | (c2 << 16) | (c3 << 24), C1);
-    k = (k << 15) | (k >>> 17);
-    h ^= Math.imul(k, C2);
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    let k = Math.imul(c0 | (c1 << 8) | (c2 << 16) | (c3 << 24), 0xcc9e2d51);
+    k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
+    h ^= k;
+    h = (Math.imul((h << 13) | (h >>> 19), 5) + 0xe6546b64) | 0;
   }
-  const rest = length & 3;
-  if (rest !== 0) {
-    const c0 = key.charCodeAt(i);
-    const c1 = rest > 1 ? key.charCodeAt(i + 1) : 0;
-    const c2 = rest > 2 ? key.charCodeAt(i + 2) : 0;
-    seen |= c0 | c1 | c2;
-    let k = Math.imul(c0 | (c1 << 8) | (c2 << 16), C1);
-    k = (k << 15) | (k >>> 17);
-    h ^= Math.imul(k, C2);
+  let k = 0;
+  for (let shift = 0; i < length; i++, shift += 8) {
+    const c = key.charCodeAt(i);
+    seen |= c;
+    k |= c << shift;
   }
-  if (seen > 0x7f) return murmur3OfNonAscii(key);
-  h ^= length;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return h ^ (h >>> 16);
-}
-
-/** The cold path, kept out of murmur3OfString's body. */
-function murmur3OfNonAscii(key: string): number {
-  return murmur3OfBytes(utf8BytesOf(key));
-}
-
-function mixBlock(h: number, k: number): number {
-  h ^= mixTail(k);
-  h = (h << 13) | (h >>> 19);
-  return (Math.imul(h, 5) + 0xe6546b64) | 0;
-}
-
-function mixTail(k: number): number {
-  k = Math.imul(k, C1);
-  k = (k << 15) | (k >>> 17);
-  return Math.imul(k, C2);
-}
-
-/** Encodes into the shared scratch buffer; the returned view is valid until the next call. */
-function utf8BytesOf(key: string): Uint8Array {
-  // A UTF-16 code unit never becomes more than 3 UTF-8 bytes.
-  if (utf8Scratch.length < key.length * 3) utf8Scratch = new Uint8Array(key.length * 3);
-  const { written } = utf8Encoder.encodeInto(key, utf8Scratch);
-  return utf8Scratch.subarray(0, written);
-}
-
-function murmur3OfBytes(bytes: Uint8Array): number {
-  const length = bytes.length;
-  const blockEnd = length & ~3;
-  let h = 0;
-  let i = 0;
-  for (; i < blockEnd; i += 4) {
-    h = mixBlock(h, bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24));
-  }
-  const rest = length & 3;
-  if (rest !== 0) {
-    const b1 = rest > 1 ? bytes[i + 1]! : 0;
-    const b2 = rest > 2 ? bytes[i + 2]! : 0;
-    h ^= mixTail(bytes[i]! | (b1 << 8) | (b2 << 16));
-  }
+  if (seen > 0x7f) return NOT_ASCII;
+  // A tail of zero mixes to zero: no test for "is there a tail".
+  k = Math.imul(k, 0xcc9e2d51);
+  h ^= Math.imul((k << 15) | (k >>> 17), 0x1b873593);
   return finalize(h, length);
 }
 
@@ -172,13 +128,52 @@ export function hashKey(key: ShardKey): number {
  */
 export function signedHashKey(key: ShardKey): number {
   // Strings skip keyText's switch: this is the hot path.
-  if (typeof key === 'string' && key.length > 0) return murmur3OfString(key);
+  if (typeof key === 'string' && key.length > 0) {
+    const hash = murmur3OfAscii(key);
+    if (hash !== NOT_ASCII) return hash;
+  }
   return signedHashOfOtherKey(key);
 }
 
-/** Numbers, bigints and invalid keys: out of signedHashKey's body, like murmur3OfNonAscii. */
+/**
+ * Every other key: numbers and bigints (their text is ASCII), non-ASCII strings (their UTF-8
+ * bytes) and invalid keys (INVALID_KEY). One function, written out, on purpose: its bytecode is
+ * larger than V8 inlines (460 bytes), so however often it runs, it never becomes part of the
+ * optimized code of signedHashKey, which then stays small enough to be inlined into the
+ * router's routing and the caller's loop (a function whose optimized code carries a large
+ * inlined cold path is not inlined any more: routing fell to ~0.6x of a plain MurmurHash3).
+ */
 function signedHashOfOtherKey(key: ShardKey): number {
-  return murmur3OfString(keyText(key));
+  const text = keyText(key);
+  const ascii = murmur3OfAscii(text);
+  if (ascii !== NOT_ASCII) return ascii;
+  // A UTF-16 code unit never becomes more than 3 UTF-8 bytes.
+  if (utf8Scratch.length < text.length * 3) utf8Scratch = new Uint8Array(text.length * 3);
+  const bytes = utf8Scratch;
+  const length = utf8Encoder.encodeInto(text, bytes).written;
+  const blockEnd = length & ~3;
+  let h = 0;
+  let i = 0;
+  for (; i < blockEnd; i += 4) {
+    let k = Math.imul(bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24), C1);
+    k = Math.imul((k << 15) | (k >>> 17), C2);
+    h ^= k;
+    h = (Math.imul((h << 13) | (h >>> 19), 5) + 0xe6546b64) | 0;
+  }
+  const rest = length & 3;
+  if (rest !== 0) {
+    const b1 = rest > 1 ? bytes[i + 1]! : 0;
+    const b2 = rest > 2 ? bytes[i + 2]! : 0;
+    let k = Math.imul(bytes[i]! | (b1 << 8) | (b2 << 16), C1);
+    k = Math.imul((k << 15) | (k >>> 17), C2);
+    h ^= k;
+  }
+  h ^= length;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
 }
 
 /**

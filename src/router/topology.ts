@@ -346,7 +346,8 @@ export class Topology {
     this.#map = map;
     this.#members = undefined;
     this.#poolByBucket = map.owners.map((owner) => this.#pools.get(owner)!);
-    this.#shardIdByBucket = map.owners;
+    // A plain (not frozen) array: the hot path reads it once per key.
+    this.#shardIdByBucket = [...map.owners];
     for (const pool of this.#pools.values()) pool.routingVersion = map.version;
   }
 

@@ -40,6 +40,20 @@ describe('hashKey', () => {
     expectSameAsOracle(keys);
   });
 
+  it('equals the oracle with NUL and one non-ASCII code unit at every position of keys of length 1 to 12', () => {
+    // The ASCII path packs the tail into one word and skips nothing for a zero tail; the first
+    // non-ASCII code unit anywhere (block or tail) must send the key to the UTF-8 path.
+    const keys: string[] = [];
+    for (let length = 1; length <= 12; length++) {
+      for (let at = 0; at < length; at++) {
+        for (const odd of ['\u0000', '\u007f', '\u0080', '\u00ff', '\u0100', '\u20ac', '\ud83d']) {
+          keys.push(`${'k'.repeat(at)}${odd}${'x'.repeat(length - at - 1)}`);
+        }
+      }
+    }
+    expectSameAsOracle(keys);
+  });
+
   it('equals the oracle for 20k numbers and 20k bigints, negative and huge', () => {
     const numbers = Array.from({ length: 20_000 }, (_, i) => (i % 2 === 0 ? int(1e9) : -int(Number.MAX_SAFE_INTEGER)));
     numbers.push(0, -1, Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER);
