@@ -39,6 +39,7 @@ export type {
 } from './rebalance/rebalancer.js';
 export { Saga } from './saga/sagas.js';
 export type { SagaResumeReport, SagaSummary } from './saga/sagas.js';
+export type { SagaStateCount } from './saga/counts.js';
 export type { SagaOptions, SagaStepContext, SagaStepDefinition, StepResults } from './saga/definition.js';
 export type { SagaState, StepState, StepLog, SagaRecord } from './saga/log.js';
 export { SagaError } from './saga/outcome.js';

@@ -43,7 +43,7 @@ export const OUTBOX_GAUGE_NAMES: readonly string[] = GAUGES.map((gauge) => gauge
 
 /** prom-client collector objects (what its registry renders) for the outbox gauges. */
 export function outboxCollectors(prefix: string, source: OutboxStatusSource) {
-  const status = sharedStatus(source);
+  const status = sharedRead(() => source.status());
   return GAUGES.map((gauge) => {
     const name = prefix + gauge.name;
     const get = async () => {
@@ -54,12 +54,15 @@ export function outboxCollectors(prefix: string, source: OutboxStatusSource) {
   });
 }
 
-/** One status query per scrape: the registry asks every collector in the same tick. */
-function sharedStatus(source: OutboxStatusSource): () => Promise<OutboxStatus | undefined> {
-  let pending: Promise<OutboxStatus | undefined> | undefined;
+/**
+ * One read per scrape: the registry asks every collector in the same tick. A failed read (a
+ * shard down) gives undefined: the gauges it feeds are left out of that scrape.
+ */
+export function sharedRead<T>(read: () => Promise<T>): () => Promise<T | undefined> {
+  let pending: Promise<T | undefined> | undefined;
   return () => {
     if (!pending) {
-      pending = source.status().catch(() => undefined);
+      pending = read().catch(() => undefined);
       setImmediate(() => {
         pending = undefined;
       });

@@ -4,6 +4,8 @@ import { ShardRouterError } from '../errors.js';
 import type { HistogramSnapshot, RouterMetrics } from '../observe/metrics-store.js';
 import { OUTBOX_GAUGE_NAMES, outboxCollectors } from './prometheus-outbox.js';
 import type { OutboxStatusSource } from './prometheus-outbox.js';
+import { SAGA_GAUGE_NAME, sagaCollector } from './prometheus-sagas.js';
+import type { SagaCountsSource } from './prometheus-sagas.js';
 
 /**
  * prom-client exposition of `router.metrics()`. Every metric is read from the router's own
@@ -18,6 +20,8 @@ export interface MetricsSource {
   metrics(): RouterMetrics;
   /** `router.outbox`, read when `outbox: true`. */
   readonly outbox?: OutboxStatusSource;
+  /** `router.sagas`, read when `sagas: true`. */
+  readonly sagas?: SagaCountsSource;
 }
 
 export interface RegisterMetricsOptions {
@@ -31,6 +35,11 @@ export interface RegisterMetricsOptions {
    * opt-in. Default false.
    */
   readonly outbox?: boolean;
+  /**
+   * Also the sagas running, compensating and parked per shard, read with
+   * `router.sagas.counts()` at every scrape (a query per shard), hence opt-in. Default false.
+   */
+  readonly sagas?: boolean;
 }
 
 /** What registerMetrics registered, and how to take it back out (e.g. before closing the router). */
@@ -78,18 +87,22 @@ export function registerMetrics(router: MetricsSource, options: RegisterMetricsO
   if (typeof router?.metrics !== 'function') throw new ShardRouterError('INVALID_ARGUMENT', 'router must have a metrics() method');
   if (options.outbox === true && typeof router.outbox?.status !== 'function')
     throw new ShardRouterError('INVALID_ARGUMENT', 'outbox: true needs a router (its outbox.status())');
+  if (options.sagas === true && typeof router.sagas?.counts !== 'function')
+    throw new ShardRouterError('INVALID_ARGUMENT', 'sagas: true needs a router (its sagas.counts())');
   const snapshot = sharedSnapshot(router);
   const families = [...FAMILIES, ...extraFamilies(snapshot())];
   const outbox = options.outbox === true ? outboxCollectors(prefix, router.outbox!) : [];
+  const sagas = options.sagas === true ? [sagaCollector(prefix, router.sagas!)] : [];
   const names = [
     ...families.map((family) => prefix + family.name),
     ...(outbox.length > 0 ? OUTBOX_GAUGE_NAMES.map((n) => prefix + n) : []),
+    ...(sagas.length > 0 ? [prefix + SAGA_GAUGE_NAME] : []),
   ];
   const taken = names.find((name) => registry.getSingleMetric(name) !== undefined);
   if (taken)
     throw new ShardRouterError('INVALID_ARGUMENT', `a metric named ${taken} is already registered (another router? use another prefix)`);
   for (const family of families) registry.registerMetric(collector(prefix + family.name, family, snapshot) as never);
-  for (const gauge of outbox) registry.registerMetric(gauge as never);
+  for (const gauge of [...outbox, ...sagas]) registry.registerMetric(gauge as never);
   return {
     names,
     unregister: () => {

@@ -320,5 +320,16 @@ export function sagaContext(config: ResolvedConfig, topology: Topology, router: 
     shardIds: () => topology.members(),
     ownerOf: (key) => topology.shardFor(key),
     executeOn: (shardId, sql, params) => router.executeOn(shardId, sql, params),
+    readOwned: <R extends QueryResultRow>(sql: (guard: string) => string, keyColumn: string, params: readonly unknown[]) =>
+      topology.retryingStaleMap(() => {
+        const { map, members } = topology.snapshot();
+        const guard = movesGuardCondition(config.catalogSchema, keyColumn, topology.bucketCount, params.length + 1);
+        return Promise.all(
+          members.map(async (shardId) => {
+            const { rows } = await topology.pool(shardId).query<R>(sql(guard), [...params, map.version], map.version);
+            return { shardId, rows };
+          }),
+        );
+      }),
   };
 }

@@ -165,9 +165,9 @@ export class ShardRouter {
   /**
    * Sagas for operators: `list`, `get`, `retry` (run a parked saga on here, from where it
    * stopped), `requeue` (hand a parked saga back to the routers that define it) and `resolve`
-   * (declare a parked saga handled).
+   * (declare a parked saga handled); `counts` (running, compensating and parked per shard).
    */
-  get sagas(): Pick<SagaEngine, 'list' | 'get' | 'retry' | 'requeue' | 'resolve'> {
+  get sagas(): Pick<SagaEngine, 'list' | 'get' | 'retry' | 'requeue' | 'resolve' | 'counts'> {
     if (this.#closing) throw closedError();
     return this.#sagas;
   }

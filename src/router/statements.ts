@@ -45,17 +45,19 @@ export class SingleShardStatements {
     const { topology, observer, config } = this.#context;
     if (options !== undefined || config.statementTimeoutMillis !== undefined) return this.#executeBounded<R>(key, sql, params, options);
     // Not `async`: one promise layer fewer on the hot path; errors still arrive as rejections.
+    let bucket: number;
     let pool: ShardPool;
     let version: number;
     try {
-      pool = topology.poolFor(key);
+      bucket = topology.bucketOf(key);
+      pool = topology.poolOfBucket(bucket);
       // Read in the same tick as the pool: the connection carries the version it was routed by.
       version = topology.map.version;
     } catch (error) {
       return Promise.reject(error);
     }
     const started = performance.now();
-    const span = observer.tracing?.statement(pool.shardId, sql, { bucket: topology.bucketOf(key), mapVersion: version });
+    const span = observer.tracing?.keyed(pool.shardId, sql, bucket, version);
     // One promise layer, as before: success and failure are both handled by this `then`.
     return run<R>(pool, sql, params, version).then(
       (result) => observed(observer, started, span, result),
@@ -82,11 +84,10 @@ export class SingleShardStatements {
     const { topology, observer, config } = this.#context;
     const stop = executeStop(checkedExecuteOptions(options), config);
     const started = performance.now();
-    // Behind `?.`: with no tracing the key is not hashed again and no detail object is built.
-    const span = observer.tracing?.statement(topology.shardFor(key), sql, {
-      bucket: topology.bucketOf(key),
-      mapVersion: topology.map.version,
-    });
+    // Behind `?.`: with no tracing the key is not hashed again.
+    const tracing = observer.tracing;
+    const bucket = tracing ? topology.bucketOf(key) : 0;
+    const span = tracing?.keyed(topology.poolOfBucket(bucket).shardId, sql, bucket, topology.map.version);
     // Pool and version in one tick: the connection carries the version it was routed by.
     const attempt = () =>
       stop

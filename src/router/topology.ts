@@ -127,6 +127,11 @@ export class Topology {
     return this.#poolByBucket[this.bucketOf(key)]!;
   }
 
+  /** The owner's pool of a bucket (from bucketOf), for a caller that needs the bucket too. */
+  poolOfBucket(bucket: number): ShardPool {
+    return this.#poolByBucket[bucket]!;
+  }
+
   shardFor(key: ShardKey): string {
     return this.#shardIdByBucket[this.bucketOf(key)]!;
   }

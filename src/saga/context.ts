@@ -30,6 +30,16 @@ export interface SagaContext {
   /** The shard that owns `key` by the current map. */
   ownerOf(key: ShardKey): string;
   executeOn<R extends QueryResultRow>(shardId: string, sql: string, params: readonly unknown[]): Promise<ShardQueryResult<R>>;
+  /**
+   * `sql` on every member shard at one map version, its rows limited by `guard` (a condition on
+   * `keyColumn`) to the buckets the shard owns, so a moved bucket's old copy is not counted;
+   * read again after a stale map.
+   */
+  readOwned<R extends QueryResultRow>(
+    sql: (guard: string) => string,
+    keyColumn: string,
+    params: readonly unknown[],
+  ): Promise<{ readonly shardId: string; readonly rows: R[] }[]>;
 }
 
 /** @internal Test-only: runs around every log write of a runner (a chaos test SIGKILLs itself here). */

@@ -84,6 +84,8 @@ function logDdl(schema: string): string[] {
        PRIMARY KEY (${KEY_COLUMN}, saga_id))`,
     `CREATE INDEX IF NOT EXISTS saga_log_active ON ${table} (lease_expires_at) WHERE state IN ('running', 'compensating')`,
     `CREATE INDEX IF NOT EXISTS saga_log_id ON ${table} (saga_id)`,
+    // Parked sagas are few and wait for an operator: their count (sagas.counts()) reads only them.
+    `CREATE INDEX IF NOT EXISTS saga_log_parked ON ${table} (updated_at) WHERE state = 'parked'`,
   ];
 }
 
@@ -222,4 +224,22 @@ export function listSql(schema: string): string {
   return `SELECT ${COLUMNS} FROM ${sagaLogTable(schema)}
            WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR name = $2)
            ORDER BY updated_at DESC LIMIT $3`;
+}
+
+/**
+ * The states `sagas.counts()` reports: the ones that still need work or a person. The terminal
+ * states are history that stays in the log, so counting them would read all of it.
+ */
+export const COUNTED_STATES = ['running', 'compensating', 'parked'] as const satisfies readonly SagaState[];
+export type CountedState = (typeof COUNTED_STATES)[number];
+
+/**
+ * Sagas per counted state on one shard, limited by `guard` to the buckets it owns: reads only
+ * the active and the parked rows, through their partial indexes.
+ */
+export function countsSql(schema: string, guard: string): string {
+  const table = sagaLogTable(schema);
+  return `SELECT state, count(*)::int AS n FROM ${table} WHERE state IN ('running', 'compensating') AND ${guard} GROUP BY state
+          UNION ALL
+          SELECT 'parked', count(*)::int FROM ${table} WHERE state = 'parked' AND ${guard}`;
 }

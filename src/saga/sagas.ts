@@ -3,6 +3,8 @@ import { ShardRouterError } from '../errors.js';
 import type { ShardKey } from '../placement/hash.js';
 import type { SagaContext } from './context.js';
 import { sagaTestHooks } from './context.js';
+import { sagaCounts } from './counts.js';
+import type { SagaStateCount } from './counts.js';
 import { checkDefinition, checkSagaId } from './definition.js';
 import type { SagaDefinition, SagaOptions, SagaStepDefinition } from './definition.js';
 import {
@@ -260,6 +262,11 @@ export class SagaEngine {
     if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new ShardRouterError('INVALID_ARGUMENT', 'limit must be 1 to 10000');
     const rows = await this.#everyShard(listSql(this.#context.catalogSchema), [filter.state ?? null, filter.name ?? null, limit]);
     return rows.map(summaryOf).sort((a, b) => b.updatedAt.getTime() - a.updatedAt.getTime());
+  }
+
+  /** Sagas running, compensating and parked, per shard: one query per shard (saga/counts.ts). */
+  counts(): Promise<SagaStateCount[]> {
+    return sagaCounts(this.#context);
   }
 
   /** The saga with this id, read on its key's owner. */

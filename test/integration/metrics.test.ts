@@ -209,6 +209,76 @@ describe('registerMetrics (prom-client)', () => {
     expect(() => registerMetrics(notARouter, { registry, outbox: true })).toThrow(/outbox/);
   });
 
+  it('sagas: true adds sagas running, compensating and parked per shard, counted in the saga log at scrape time', async () => {
+    const [runningKey, compensatingKey, parkedKey] = keysOn(router, ['s1', 's2', 's2'], 'sga');
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const fail = () => Promise.reject(new Error('this step fails'));
+    const steps = (run: () => Promise<unknown>, compensate: () => Promise<void>) => [
+      { name: 'first', run: async () => 1, compensate },
+      { name: 'second', run },
+    ];
+    const running = router.defineSaga(
+      uniqueName('sg_run'),
+      steps(
+        () => held,
+        async () => undefined,
+      ),
+    );
+    const compensating = router.defineSaga(
+      uniqueName('sg_comp'),
+      steps(fail, () => held),
+    );
+    const parking = router.defineSaga(uniqueName('sg_park'), steps(fail, fail), {
+      maxCompensationAttempts: 1,
+      compensationBackoffMillis: 0,
+    });
+    const parked = await rejectionOf(parking.run(parkedKey!, {}));
+    expect((parked as ShardRouterError).code).toBe('SAGA_PARKED');
+    const inFlight = [running.run(runningKey!, {}), rejectionOf(compensating.run(compensatingKey!, {}))];
+    const registry = new Registry();
+    const registered = registerMetrics(router, { registry, sagas: true });
+    try {
+      expect(registered.names).toContain('pg_shard_router_sagas');
+      const sample = (shard: string, state: string) => `pg_shard_router_sagas{shard="${shard}",state="${state}"}`;
+      await eventually('both sagas waiting in their step', async () => {
+        const text = await registry.metrics();
+        return text.includes(`${sample('s1', 'running')} 1`) && text.includes(`${sample('s2', 'compensating')} 1`);
+      });
+      const text = await registry.metrics();
+      expect(text).toContain('# TYPE pg_shard_router_sagas gauge');
+      expect(text).toContain(`${sample('s2', 'parked')} 1`);
+      for (const [shard, state] of [
+        ['s1', 'compensating'],
+        ['s1', 'parked'],
+        ['s2', 'running'],
+        ['s3', 'running'],
+      ])
+        expect(text).toContain(`${sample(shard!, state!)} 0`);
+      expect(text).not.toMatch(/state="(completed|compensated|resolved)"/);
+      // The same numbers without prom-client.
+      const counts = await router.sagas.counts();
+      expect(counts).toHaveLength(router.shardIds.length * 3);
+      expect(counts).toContainEqual({ shardId: 's2', state: 'parked', count: 1 });
+      release();
+      await Promise.all(inFlight);
+      await eventually(
+        'nothing running or compensating',
+        async () => !/state="(running|compensating)"} [1-9]/.test(await registry.metrics()),
+      );
+    } finally {
+      release();
+      registered.unregister();
+    }
+    // Without the option there is no saga gauge (no query per scrape).
+    const plain = registerMetrics(router, { registry });
+    expect(await registry.metrics()).not.toContain('_sagas');
+    plain.unregister();
+    expect(() => registerMetrics({ metrics: () => router.metrics() }, { registry, sagas: true })).toThrow(/sagas/);
+  });
+
   it('takes a prefix, refuses a bad one and a second registration under the same names', () => {
     const registry = new Registry();
     const registered = registerMetrics(router, { registry, prefix: 'app_db_' });

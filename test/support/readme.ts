@@ -22,11 +22,18 @@ export function readmeExample(name: string): string {
 
 /**
  * Runs a README example as written, with PG_SHARD_URLS set to `urls`; resolves to its stdout.
- * The only edit: the package's import paths resolve to this checkout's source.
+ * The only edit: the package's import paths resolve to this checkout's source, and the example's
+ * own files (`localImports`: a path as written -> a path from the repository root) to theirs.
  */
-export async function runReadmeExample(name: string, urls: readonly string[]): Promise<string> {
+export async function runReadmeExample(
+  name: string,
+  urls: readonly string[],
+  localImports: Readonly<Record<string, string>> = {},
+): Promise<string> {
   let source = readmeExample(name);
   for (const [entry, file] of ENTRY_POINTS) source = source.replaceAll(`from '${entry}'`, `from '${file}'`);
+  // The example runs from .tmp/, one folder below the root.
+  for (const [written, file] of Object.entries(localImports)) source = source.replaceAll(`from '${written}'`, `from '../${file}'`);
   mkdirSync(path.join(root, '.tmp'), { recursive: true });
   const file = path.join(root, '.tmp', `${uniqueName('readme')}.ts`);
   writeFileSync(file, source);
