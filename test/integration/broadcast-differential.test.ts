@@ -735,6 +735,11 @@ const CORPUS: CorpusQuery[] = [
   ),
   q(`SELECT DISTINCT ON (r.label) r.label, t.id, t.vc FROM ${T} t JOIN ${R} r ON r.g = t.g ORDER BY r.label, t.id DESC`, true),
   q(
+    `SELECT a.g, count(DISTINCT b.k) AS dk FROM ${T} a JOIN ${T} b ON a.id = b.id AND b.k > $1 WHERE a.id > $2 GROUP BY a.g ORDER BY a.g NULLS FIRST`,
+    true,
+    [2, 100],
+  ),
+  q(
     `SELECT r.label, percentile_cont(0.5) WITHIN GROUP (ORDER BY a.k) AS med, count(DISTINCT b.g) AS groups FROM ${T} a JOIN ${T} b ON b.id = a.id JOIN ${R} r ON r.g = a.g GROUP BY r.label HAVING count(*) > 1 ORDER BY r.label`,
     true,
   ),

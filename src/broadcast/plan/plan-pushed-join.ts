@@ -15,7 +15,8 @@ import { ShardRouterError } from '../../errors.js';
  * JOIN_ALIAS, and runs the rest (GROUP BY, DISTINCT aggregates, windows, HAVING, ORDER BY, ...).
  *
  * Taken only where the rewrite is plainly exact, else the per-table pull-up runs as before:
- * - the top-level SELECT (no set operation, no WITH, no subquery anywhere in it, no locking);
+ * - the top-level SELECT (no set operation, no WITH, no subquery anywhere in it, no locking,
+ *   no parameter in its FROM);
  * - its FROM has two or more tables and join-pushdown accepts it;
  * - every column reference outside WHERE is `table.column` of a FROM table or an unqualified
  *   name that is no table's alias and no output column's alias (an output name in ORDER BY is
@@ -85,6 +86,8 @@ export function pushedJoin(select: AstBody, catalog: PlannerCatalog, tempTable: 
 function qualifiesAtTop(select: AstBody): boolean {
   if ((select.op !== undefined && select.op !== 'SETOP_NONE') || select.withClause !== undefined) return false;
   if (nodeList(select.lockingClause).length > 0 || nodeList(select.fromClause).length === 0) return false;
+  // A parameter in JOIN ... ON: the coordinator reads the join's column types without the values.
+  if (paramsOf(select.fromClause).length > 0) return false;
   let plain = true;
   walk({ SelectStmt: select }, (kind, body) => {
     if (kind === 'SubLink' || kind === 'RangeSubselect' || kind === 'RangeFunction' || (kind === 'SelectStmt' && body !== select))
