@@ -6,8 +6,10 @@ import { quoteIdent } from '../sql.js';
 import { partialLayout, splitRows } from './coordinator-partial.js';
 import type { PartialLayout } from './coordinator-partial.js';
 import { paramsOf, renumberParams } from './plan/plan-coordinator.js';
-import type { CoordinatorInput, CoordinatorPlan } from './plan/plan.js';
+import type { CoordinatorInput, CoordinatorJoin, CoordinatorPlan } from './plan/plan.js';
+import { JOIN_ALIAS } from './plan/plan-pushed-join.js';
 import { deparse } from './plan/sql-parser.js';
+import { keyCheckQuery } from './join-keys.js';
 import { requireCoverage } from './routing.js';
 import type { BroadcastRouting } from './routing.js';
 import { scatter } from './scatter.js';
@@ -69,8 +71,15 @@ export async function fillCoordinator(plan: CoordinatorPlan, params: readonly un
   const session = await run.pool(coordinatorShard(run)).acquire(run.routing.mapVersion);
   const onAbort = () => void session.cancel?.().catch(() => undefined);
   run.controller.signal.addEventListener('abort', onAbort, { once: true });
+  let released = false;
   try {
     const shapes = await shapesOf(plan, session, run.shapes);
+    if (shapes.length < plan.inputs.length && plan.joinFallback) {
+      // The pushed-down join's keys do not hash equal values alike: each table pulled up instead.
+      session.release();
+      released = true;
+      return await fillCoordinator(plan.joinFallback, params, run);
+    }
     const layout = partialLayout(plan, shapes[0] ?? []);
     const columns = layout ? [[...layout.columns]] : plan.inputs.map((input, i) => readColumns(input, shapes[i]!));
     const pulled = await pullInputs(plan, columns, params, run, layout);
@@ -82,6 +91,7 @@ export async function fillCoordinator(plan: CoordinatorPlan, params: readonly un
     const outer = layout ?? plan;
     return { session, failures: pulled.failures, outerSql: outer.outerSql, outerCursorSql: outer.outerCursorSql };
   } catch (error) {
+    if (released) throw error;
     await finishCoordinator(session);
     throw run.controller.signal.aborted ? run.controller.signal.reason : error;
   } finally {
@@ -123,7 +133,10 @@ function shapesOf(plan: CoordinatorPlan, session: ShardSession, cache: Coordinat
   if (!shapes) {
     shapes = (async () => {
       const found: Column[][] = [];
-      for (const input of plan.inputs) found.push(await tableColumns(session, input));
+      for (const input of plan.inputs) {
+        if (input.join && !(await joinKeysExact(session, input.join))) return [];
+        found.push(await (input.join ? joinColumns(session, input.join) : tableColumns(session, input)));
+      }
       return found;
     })();
     cache.set(plan, shapes);
@@ -133,7 +146,7 @@ function shapesOf(plan: CoordinatorPlan, session: ShardSession, cache: Coordinat
 }
 
 /** The table's columns on the coordinator (every shard has the same schema), with types and own collations. */
-async function tableColumns(session: ShardSession, input: CoordinatorInput): Promise<Column[]> {
+async function tableColumns(session: ShardSession, input: Pick<CoordinatorInput, 'schema' | 'table'>): Promise<Column[]> {
   const name = input.schema === undefined ? quoteIdent(input.table) : `${quoteIdent(input.schema)}.${quoteIdent(input.table)}`;
   const { rows } = await session.query<Column>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
@@ -146,6 +159,40 @@ async function tableColumns(session: ShardSession, input: CoordinatorInput): Pro
     [name],
   );
   return rows;
+}
+
+/**
+ * A pushed-down join's columns as PostgreSQL types them (a USING column's common type, each
+ * column's collation): a table created from the join WITH NO DATA in a transaction rolled back.
+ */
+async function joinColumns(session: ShardSession, join: CoordinatorJoin): Promise<Column[]> {
+  const shapeTable = '__psr_shape';
+  const select = { targetList: joinTargets(join), fromClause: join.from, op: 'SETOP_NONE' };
+  const create = deparse({
+    CreateTableAsStmt: {
+      query: { SelectStmt: select },
+      into: { rel: { relname: shapeTable, inh: true, relpersistence: 't' }, onCommit: 'ONCOMMIT_DROP', skipData: true },
+      objtype: 'OBJECT_TABLE',
+    },
+  });
+  await session.query('BEGIN');
+  try {
+    await session.query(create);
+    return await tableColumns(session, { schema: 'pg_temp', table: shapeTable });
+  } finally {
+    await session.query('ROLLBACK');
+  }
+}
+
+async function joinKeysExact(session: ShardSession, join: CoordinatorJoin): Promise<boolean> {
+  const query = keyCheckQuery(join.keys);
+  if (!query) return true;
+  const { rows } = await session.query<{ exact: boolean | null }>(query.sql, query.params);
+  return rows[0]?.exact === true;
+}
+
+function joinTargets(join: CoordinatorJoin): Record<string, unknown>[] {
+  return join.targets.map((target) => ({ ResTarget: { name: target.name, val: structuredClone(target.value) } }));
 }
 
 /** The columns of the table the query may read, in table order. */
@@ -223,20 +270,31 @@ function innerQuery(
   const filters = input.filters
     .filter((filter) => layout !== undefined || filter.unqualified.every((name) => names.has(name)))
     .map((filter) => filter.node);
-  const used = paramsOf(filters);
+  const used = paramsOf([filters, input.join?.where]);
   const numbering = new Map(used.map((number, i) => [number, i + 1]));
   const conditions = filters.map((node) => renumberParams(node, (number) => numbering.get(number)!));
   const values = used.map((number) => params[number - 1]);
+  let relation: Record<string, unknown> = { RangeVar: input.relation };
   if (input.guard) {
     conditions.push(renumberParams(input.guard, () => used.length + 1));
     values.push(mapVersion);
+  }
+  if (input.join) {
+    const join = input.join;
+    const own = join.where === undefined ? [] : [renumberParams(join.where, (number) => numbering.get(number)!)];
+    const guards = join.guards.map((guard) => renumberParams(guard, () => used.length + 1));
+    if (guards.length > 0) values.push(mapVersion);
+    const inner: Record<string, unknown> = { targetList: joinTargets(join), fromClause: join.from, op: 'SETOP_NONE' };
+    const all = [...own, ...guards];
+    if (all.length > 0) inner.whereClause = all.length === 1 ? all[0] : { BoolExpr: { boolop: 'AND_EXPR', args: all } };
+    relation = { RangeSubselect: { subquery: { SelectStmt: inner }, alias: { aliasname: JOIN_ALIAS } } };
   }
   const select: Record<string, unknown> = {
     targetList: layout
       ? layout.targets
       : columns.map((column) => ({ ResTarget: { val: { ColumnRef: { fields: [{ String: { sval: column.name } }] } } } })),
     ...(layout && layout.groupBy.length > 0 ? { groupClause: layout.groupBy } : {}),
-    fromClause: [{ RangeVar: input.relation }],
+    fromClause: [relation],
     limitCount: { A_Const: { ival: { ival: limit } } },
     limitOption: 'LIMIT_OPTION_COUNT',
     op: 'SETOP_NONE',

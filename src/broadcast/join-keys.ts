@@ -22,13 +22,26 @@ const KEY_CLASS_SQL = `
     JOIN pg_type t ON t.oid = a.atttypid
     LEFT JOIN pg_collation c ON c.oid = a.attcollation`;
 
+/** A shard key column of a pushed-down join. */
+export interface JoinKey {
+  readonly schema: string | undefined;
+  readonly table: string;
+  readonly column: string;
+}
+
 /** Whether the plan's equated shard keys hash equal values alike (true for a plan without a pushed-down join). */
 export async function joinKeysAgree(plan: SelectPlan, pool: ShardPool): Promise<boolean> {
-  const keys = plan.pushedJoin?.keys ?? [];
-  if (keys.length === 0) return true;
+  const query = keyCheckQuery(plan.pushedJoin?.keys ?? []);
+  if (!query) return true;
+  const { rows } = await pool.queryRaw(query.sql, query.params);
+  return rows[0]?.[0] === 't';
+}
+
+/** The query whose one column `exact` says whether the keys hash equal values alike; undefined for no keys. */
+export function keyCheckQuery(keys: readonly JoinKey[]): { sql: string; params: unknown[] } | undefined {
+  if (keys.length === 0) return undefined;
   const relations = keys.map((key) =>
     key.schema === undefined ? quoteIdent(key.table) : `${quoteIdent(key.schema)}.${quoteIdent(key.table)}`,
   );
-  const { rows } = await pool.queryRaw(KEY_CLASS_SQL, [relations, keys.map((key) => key.column)]);
-  return rows[0]?.[0] === 't';
+  return { sql: KEY_CLASS_SQL, params: [relations, keys.map((key) => key.column)] };
 }

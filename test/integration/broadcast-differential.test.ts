@@ -717,6 +717,32 @@ const CORPUS: CorpusQuery[] = [
   q(`SELECT id FROM ${T} ORDER BY k NULLS FIRST, id FETCH FIRST 5 ROWS WITH TIES`, true),
   q(`SELECT id, k FROM ${T} ORDER BY k USING >, id LIMIT 5`, true),
   q(`SELECT now() - now() AS zero, count(*) AS c FROM ${T} WHERE ts < now()`, true),
+  // co-located (self, on id) and reference joins inside a coordinator step: pushed down whole to each shard
+  q(`SELECT a.g, count(DISTINCT b.k) AS dk FROM ${T} a JOIN ${T} b ON a.id = b.id GROUP BY a.g ORDER BY a.g NULLS FIRST`, true),
+  q(
+    `SELECT g, count(DISTINCT k) AS dk, round(avg(weight), 2) AS w FROM ${T} JOIN ${R} USING (g) WHERE k > $1 GROUP BY g ORDER BY dk DESC, g`,
+    true,
+    [1],
+  ),
+  q(
+    `SELECT t.g, string_agg(DISTINCT r.label, ',' ORDER BY r.label) AS labels, max(t.k) - min(t.k) AS spread FROM ${T} t LEFT JOIN ${R} r ON r.g = t.g GROUP BY t.g ORDER BY t.g NULLS FIRST`,
+    true,
+  ),
+  q(
+    `SELECT a.id, b.k, rank() OVER (PARTITION BY a.g ORDER BY b.k NULLS FIRST, a.id) AS rk FROM ${T} a JOIN ${T} b USING (id) WHERE a.id % 97 = $1 ORDER BY a.id`,
+    true,
+    [3],
+  ),
+  q(`SELECT DISTINCT ON (r.label) r.label, t.id, t.vc FROM ${T} t JOIN ${R} r ON r.g = t.g ORDER BY r.label, t.id DESC`, true),
+  q(
+    `SELECT a.g, count(DISTINCT b.k) AS dk FROM ${T} a JOIN ${T} b ON a.id = b.id AND b.k > $1 WHERE a.id > $2 GROUP BY a.g ORDER BY a.g NULLS FIRST`,
+    true,
+    [2, 100],
+  ),
+  q(
+    `SELECT r.label, percentile_cont(0.5) WITHIN GROUP (ORDER BY a.k) AS med, count(DISTINCT b.g) AS groups FROM ${T} a JOIN ${T} b ON b.id = a.id JOIN ${R} r ON r.g = a.g GROUP BY r.label HAVING count(*) > 1 ORDER BY r.label`,
+    true,
+  ),
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { QueryResultRow } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ShardRouter } from '../../src/index.js';
+import { ShardRouter } from '../../src/index.js';
 import { connectFreshRouter, dropSchemas, shardConfigs, uniqueName } from '../support/cluster.js';
 import { seededRandom } from '../support/random.js';
 
@@ -203,6 +203,49 @@ describe('broadcast join push-down', () => {
     expect(explained).toMatch(/co-located on u\.user_id = o\.user_id/);
     expect(explained).toMatch(/bucket_of\(u\.user_id::text/);
     expect(explained).toMatch(/bucket_of\(o\.user_id::text/);
+  });
+
+  it('a co-located join inside a coordinator step runs whole on each shard, guarded per table, and pulls fewer rows than its tables', async () => {
+    const template =
+      'SELECT u.country, count(DISTINCT o.qty) AS kinds, count(*) AS n FROM {U} u JOIN {O} o ON o.user_id = u.user_id ' +
+      'WHERE o.amount > $1 GROUP BY u.country ORDER BY u.country NULLS FIRST';
+    const explained = router.explain(sqlFor(template, false));
+    expect(explained).toMatch(/Coordinator step/);
+    expect(explained).toMatch(/Pushed-down join of \S+_users, \S+_orders/);
+    expect(explained).toMatch(
+      /Shard query: SELECT u\.country AS country, o\.qty AS qty FROM \S+ (AS )?u JOIN \S+ (AS )?o ON o\.user_id = u\.user_id WHERE o\.amount > \$1/,
+    );
+    expect(explained).toMatch(/Moves guard .*bucket_of\(u\.user_id::text/);
+    expect(explained).toMatch(/Moves guard .*bucket_of\(o\.user_id::text/);
+    expect(explained).not.toMatch(/Pulled up: \S+_users/);
+    await expectSame(template, ['10']);
+    const streamed: QueryResultRow[] = [];
+    for await (const row of router.broadcastStream(sqlFor(template, false), ['10'])) streamed.push(row);
+    expect(streamed).toEqual((await client.query(sqlFor(template, true), ['10'])).rows);
+    // Under a limit below either table's row count, only the pushed join fits (it sends its distinct groups).
+    const limit = 200;
+    const { rows: counts } = await client.query<{ users: string }>(`SELECT count(*) AS users FROM ${sqlFor('{U}', true)}`);
+    expect(Number(counts[0]!.users)).toBeGreaterThan(limit);
+    const limited = await ShardRouter.connect({
+      shards: shardConfigs(),
+      catalogSchema: catalog,
+      broadcast: { maxIntermediateRows: limit },
+    });
+    try {
+      const pushed = await limited.broadcast(sqlFor(template, false), ['10']);
+      expect(pushed.rows).toEqual((await client.query(sqlFor(template, true), ['10'])).rows);
+      const pulled = 'SELECT u.country, count(DISTINCT o.qty) AS kinds FROM {U} u JOIN {O} o ON o.id = u.user_id GROUP BY u.country';
+      expect(limited.explain(sqlFor(pulled, false))).toMatch(/Pulled up: \S+_users/);
+      await expect(limited.broadcast(sqlFor(pulled, false))).rejects.toMatchObject({ code: 'RESULT_TOO_LARGE' });
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it('a pushed join in a coordinator step on keys that hash equal values apart pulls each table instead, exactly', async () => {
+    const template = 'SELECT a.id, count(DISTINCT b.wk) AS matches FROM {N} a JOIN {N} b ON a.wk = b.wk GROUP BY a.id ORDER BY a.id';
+    expect(router.explain(sqlFor(template, false))).toMatch(/Pushed-down join/);
+    await expectSame(template);
   });
 
   it('a join of reference tables only reads one shard', () => {

@@ -32,6 +32,12 @@ const JOIN_READS = [
   'SELECT count(*), sum(a.x) FROM items a LEFT JOIN items b ON b.id = a.id AND b.grp = a.grp',
 ];
 
+/** The same joins inside a coordinator step (DISTINCT aggregate, expressions over aggregates): pushed down to each shard, guarded per table. */
+const COORDINATED_JOIN_READS = [
+  'SELECT count(DISTINCT a.n) AS count, sum(b.x) + 0 AS sum FROM items a JOIN items b ON a.id = b.id',
+  'SELECT count(*) + 0 AS count, sum(b.x) + 0 AS sum FROM items a FULL JOIN items b ON a.id = b.id',
+];
+
 /** Extra rows in the bucket held mid-move, so a double count is large. */
 const HELD_EXTRA = 30;
 
@@ -193,6 +199,10 @@ describe('A. broadcast reads during a move', () => {
       // counts a stale copy on either side).
       for (const sql of JOIN_READS) {
         expect.soft(router.explain(sql), sql).toMatch(/Join pushed down/);
+        expect.soft((await router.broadcast<{ count: string; sum: string }>(sql)).rows, sql).toEqual([modelTotals()]);
+      }
+      for (const sql of COORDINATED_JOIN_READS) {
+        expect.soft(router.explain(sql), sql).toMatch(/Pushed-down join/);
         expect.soft((await router.broadcast<{ count: string; sum: string }>(sql)).rows, sql).toEqual([modelTotals()]);
       }
       const distinct = await router.broadcast<{ ids: string }>('SELECT count(DISTINCT id) - count(*) AS ids FROM items');

@@ -116,6 +116,34 @@ describe('comparatorFor', () => {
     expect(int8('-9223372036854775808', '9223372036854775807')).toBeLessThan(0);
   });
 
+  it('orders integer text like the numbers it spells, signs and lengths mixed, and rejects what is no integer', () => {
+    const values = [
+      '0',
+      '-0',
+      '007',
+      '-9223372036854775808',
+      '9223372036854775807',
+      '-1',
+      '1',
+      '-10',
+      '10',
+      '99',
+      '-99',
+      '100',
+      '123456789012',
+    ];
+    for (const oid of [OID.int2, OID.int4, OID.int8, OID.oid]) {
+      const compare = comparatorFor(oid, 'codepoint')!;
+      for (const a of values) {
+        for (const b of values) {
+          const expected = BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0;
+          expect(Math.sign(compare(a, b)), `${a} vs ${b}`).toBe(expected);
+        }
+      }
+      for (const bad of ['', '-', '1.5', ' 1', '1e3', '+1', 'x']) expect(() => compare(bad, '1'), bad).toThrow(SyntaxError);
+    }
+  });
+
   it('orders numeric with NaN greatest and 1.0 = 1.00', () => {
     expect(sorted(OID.numeric, ['NaN', 'Infinity', '1.00', '-Infinity', '-5', '0'])).toEqual([
       '-Infinity',

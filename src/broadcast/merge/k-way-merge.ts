@@ -55,15 +55,18 @@ export async function* mergeSortedBatches<T>(sources: readonly BatchSource<T>[],
   let out: T[] = [];
   while (heap.size > 0) {
     const top = heap.top;
-    const runner = heap.runnerUp;
+    const runnerSlot = heap.runnerUpSlot();
+    const runner = runnerSlot < 0 ? undefined : heap.at(runnerSlot);
     const buffer = buffers[top]!;
     let position = positions[top]!;
     out.push(buffer[position++]!);
     const bound = runner === undefined ? undefined : buffers[runner]![positions[runner]!]!;
+    let passedRunner = false;
     while (position < buffer.length) {
       if (bound !== undefined) {
         const order = compare(buffer[position]!, bound);
-        if (order > 0 || (order === 0 && top > runner!)) break;
+        passedRunner = order > 0 || (order === 0 && top > runner!);
+        if (passedRunner) break;
       }
       out.push(buffer[position++]!);
     }
@@ -80,8 +83,12 @@ export async function* mergeSortedBatches<T>(sources: readonly BatchSource<T>[],
         heap.removeTop();
         continue;
       }
+      heap.siftTop();
+      continue;
     }
-    heap.siftTop();
+    // The top's next row comes after the runner-up's head (just compared): the runner-up rises.
+    if (passedRunner) heap.sinkTopBelow(runnerSlot);
+    else heap.siftTop();
   }
   if (out.length > 0) yield out;
 }
@@ -129,11 +136,24 @@ class MinHeap<T> {
     return this.#items[0]!;
   }
 
-  /** The second smallest: the smaller child of the top, if any. */
-  get runnerUp(): T | undefined {
+  at(slot: number): T {
+    return this.#items[slot]!;
+  }
+
+  /** Where the second smallest is (the smaller child of the top), or -1 when the top is alone. */
+  runnerUpSlot(): number {
     const items = this.#items;
-    if (items.length < 3) return items[1];
-    return this.#less(items[2]!, items[1]!) ? items[2] : items[1];
+    if (items.length < 3) return items.length - 2 < 0 ? -1 : 1;
+    return this.#less(items[2]!, items[1]!) ? 2 : 1;
+  }
+
+  /**
+   * Restores the heap when the top is known to come after the item in `slot` (the runner-up):
+   * the two swap without comparing them again, and the old top sinks on from there.
+   */
+  sinkTopBelow(slot: number): void {
+    this.#swap(0, slot);
+    this.#siftDown(slot);
   }
 
   push(item: T): void {
@@ -143,7 +163,7 @@ class MinHeap<T> {
     while (i > 0) {
       const parent = (i - 1) >> 1;
       if (!this.#less(items[i]!, items[parent]!)) break;
-      [items[i], items[parent]] = [items[parent]!, items[i]!];
+      this.#swap(i, parent);
       i = parent;
     }
   }
@@ -164,8 +184,12 @@ class MinHeap<T> {
 
   /** Restores the heap after the top item's key changed (or was replaced). */
   siftTop(): void {
+    this.#siftDown(0);
+  }
+
+  #siftDown(from: number): void {
     const items = this.#items;
-    let i = 0;
+    let i = from;
     for (;;) {
       const left = 2 * i + 1;
       const right = left + 1;
@@ -173,8 +197,15 @@ class MinHeap<T> {
       if (left < items.length && this.#less(items[left]!, items[smallest]!)) smallest = left;
       if (right < items.length && this.#less(items[right]!, items[smallest]!)) smallest = right;
       if (smallest === i) return;
-      [items[i], items[smallest]] = [items[smallest]!, items[i]!];
+      this.#swap(i, smallest);
       i = smallest;
     }
+  }
+
+  #swap(i: number, j: number): void {
+    const items = this.#items;
+    const item = items[i]!;
+    items[i] = items[j]!;
+    items[j] = item;
   }
 }

@@ -1,5 +1,6 @@
 import { hasAggregate } from './aggregates.js';
 import { partialSpec } from './plan-partial.js';
+import { JOIN_ALIAS, pushedJoin } from './plan-pushed-join.js';
 import { asKind, names, nodeBody, nodeKind, nodeList, walk } from './ast.js';
 import type { AstBody, AstNode } from './ast.js';
 import type { CoordinatorFilter, CoordinatorInput, CoordinatorPlan, PlannerCatalog } from './plan.js';
@@ -155,6 +156,13 @@ function perRow(select: AstBody, catalog: PlannerCatalog): boolean {
 export function planCoordinator(sql: string, select: AstBody, catalog: PlannerCatalog): CoordinatorPlan {
   if (select.intoClause !== undefined)
     throw unsupported('SELECT INTO', 'it creates a table; use CREATE TABLE ... AS through broadcast instead');
+  const joined = pushedJoinPlan(sql, select, catalog);
+  if (joined) return { ...joined, joinFallback: planTables(sql, parseStatement(sql).body, catalog) };
+  return planTables(sql, select, catalog);
+}
+
+/** Each sharded table pulled up on its own (its needed columns, its own filters). */
+function planTables(sql: string, select: AstBody, catalog: PlannerCatalog): CoordinatorPlan {
   const found = findTables({ SelectStmt: select }, cteNames(select), catalog);
   const everything = referencedNames(select);
   const inputs = found.map((table, i): CoordinatorInput => {
@@ -193,6 +201,33 @@ export function planCoordinator(sql: string, select: AstBody, catalog: PlannerCa
     ...(spec ? { partial: { spec, outer: structuredClone(select) } } : {}),
     outerSql: deparse({ SelectStmt: select }),
     // CURSOR_OPT_NO_SCROLL (0x4) | CURSOR_OPT_FAST_PLAN (0x100): what PostgreSQL's parser gives `NO SCROLL CURSOR`.
+    outerCursorSql: deparse({ DeclareCursorStmt: { portalname: OUTER_CURSOR, options: 260, query: { SelectStmt: select } } }),
+  };
+}
+
+/** The coordinator plan over one pushed-down join (plan-pushed-join.ts), or undefined when the statement does not qualify. */
+function pushedJoinPlan(sql: string, select: AstBody, catalog: PlannerCatalog): CoordinatorPlan | undefined {
+  const tempTable = `${TEMP_PREFIX}1`;
+  const join = pushedJoin(select, catalog, tempTable);
+  if (!join) return undefined;
+  const input: CoordinatorInput = {
+    join,
+    schema: undefined,
+    table: JOIN_ALIAS,
+    tempTable,
+    relation: {},
+    names: undefined,
+    filters: [],
+    guard: undefined,
+  };
+  const spec = partialSpec(select, JOIN_ALIAS, catalog);
+  return {
+    kind: 'coordinator',
+    sql,
+    inputs: [input],
+    grouped: nodeList(select.groupClause).length > 0,
+    ...(spec ? { partial: { spec, outer: structuredClone(select) } } : {}),
+    outerSql: deparse({ SelectStmt: select }),
     outerCursorSql: deparse({ DeclareCursorStmt: { portalname: OUTER_CURSOR, options: 260, query: { SelectStmt: select } } }),
   };
 }

@@ -182,7 +182,25 @@ export interface PartialSpec {
 }
 
 /** One occurrence of a sharded table in a coordinator plan: what every shard sends of it. */
+/** A join each shard runs whole (plan-pushed-join.ts): its rows fill one temporary table. */
+export interface CoordinatorJoin {
+  /** The statement's FROM items (the join), as written. */
+  readonly from: readonly Record<string, unknown>[];
+  /** The statement's whole WHERE, run on the shards. */
+  readonly where: Record<string, unknown> | undefined;
+  /** The columns the outer query reads: `name` is the temporary table's column, `value` the join's ColumnRef. */
+  readonly targets: readonly { readonly name: string; readonly value: Record<string, unknown> }[];
+  /** The moves guard of each sharded table of the join (on its qualified key), the map version as $1. */
+  readonly guards: readonly Record<string, unknown>[];
+  /** The sharded tables joined (for explain). */
+  readonly tables: readonly string[];
+  /** Their shard key columns: pushing down is exact only if these hash equal values alike (join-keys.ts). */
+  readonly keys: readonly { readonly schema: string | undefined; readonly table: string; readonly column: string }[];
+}
+
 export interface CoordinatorInput {
+  /** Set when the input is a pushed-down join rather than one table (then relation, names, filters and guard are unused). */
+  readonly join?: CoordinatorJoin;
   readonly schema: string | undefined;
   readonly table: string;
   /** The temporary table (in pg_temp, on the coordinator) that holds the shards' rows. */
@@ -216,6 +234,8 @@ export interface CoordinatorPlan extends PlanBase {
   readonly grouped: boolean;
   /** `DECLARE ... NO SCROLL CURSOR FOR` the outer query (broadcastStream). */
   readonly outerCursorSql: string;
+  /** With a pushed-down join: the per-table pull-up, run instead when the join's keys do not hash equal values alike. */
+  readonly joinFallback?: CoordinatorPlan;
 }
 
 export type BroadcastPlan = SelectPlan | SingleShardPlan | WritePlan | CoordinatorPlan;
@@ -275,6 +295,10 @@ function formatSelect(plan: SelectPlan): string {
 function formatCoordinator(plan: CoordinatorPlan): string {
   const lines = ['Coordinator step: every shard sends the rows the query reads; one shard runs the query over them'];
   for (const input of plan.inputs) {
+    if (input.join) {
+      lines.push(...formatJoinInput(input, input.join));
+      continue;
+    }
     const table = input.schema === undefined ? input.table : `${input.schema}.${input.table}`;
     const columns = input.names === undefined ? 'every column' : `the columns among ${input.names.join(', ') || '(none)'}`;
     lines.push(`  Pulled up: ${table} -> pg_temp.${input.tempTable}: ${columns}`);
@@ -290,6 +314,16 @@ function formatCoordinator(plan: CoordinatorPlan): string {
   }
   lines.push(`  Outer query (on the coordinator shard, in a transaction rolled back at the end): ${plan.outerSql}`);
   return lines.join('\n');
+}
+
+function formatJoinInput(input: CoordinatorInput, join: CoordinatorJoin): string[] {
+  const lines = [
+    `  Pushed-down join of ${join.tables.join(', ')} (each shard joins its own rows) -> pg_temp.${input.tempTable}: ${join.targets.map((target) => target.name).join(', ') || '(no columns)'}`,
+    `    Shard query: ${deparse({ SelectStmt: { targetList: join.targets.map((target) => ({ ResTarget: { name: target.name, val: target.value } })), fromClause: join.from, ...(join.where ? { whereClause: join.where } : {}), op: 'SETOP_NONE' } })}`,
+  ];
+  lines.push("    (each table pulled up on its own instead if the shard keys' types print equal values differently)");
+  for (const guard of join.guards) lines.push(`    Moves guard (rows of the buckets the shard owns): ${deparse(guard)}`);
+  return lines;
 }
 
 function describeRole(role: ColumnRole): string {

@@ -35,10 +35,9 @@ export function comparatorFor(oid: number, textOrder: TextOrder): TextComparator
     case OID.int2:
     case OID.int4:
     case OID.oid:
-      return (a, b) => compareNumbers(parseInteger(a, oid), parseInteger(b, oid));
     case OID.int8:
-      // Beyond 2^53 a Number would merge neighbours; BigInt is exact.
-      return (a, b) => compareBigInts(parseInt8(a), parseInt8(b));
+      // On the text itself: no Number or BigInt per comparison (the hot path of an ordered merge).
+      return (a, b) => compareIntegerText(a, b, oid);
     case OID.numeric:
       return (a, b) => compareNumeric(parseNumeric(a), parseNumeric(b));
     case OID.float4:
@@ -70,6 +69,48 @@ export function comparatorFor(oid: number, textOrder: TextOrder): TextComparator
     default:
       return undefined;
   }
+}
+
+/**
+ * Orders two integers in int2/int4/int8/oid output form (`-?[0-9]+`, no leading zeros, no '-0')
+ * by their text: the sign, then the number of digits, then the digits. No Number or BigInt per
+ * comparison (the hot path of an ordered merge), exact at any size. Any other text takes the
+ * parsing path, which orders what it accepts numerically and throws on the rest.
+ */
+export function compareIntegerText(a: string, b: string, oid: number): number {
+  const negativeA = a.charCodeAt(0) === 45;
+  const negativeB = b.charCodeAt(0) === 45;
+  const startA = negativeA ? 1 : 0;
+  const startB = negativeB ? 1 : 0;
+  if (!isCanonicalDigits(a, startA) || !isCanonicalDigits(b, startB))
+    return compareBigInts(parseWholeNumber(a, oid), parseWholeNumber(b, oid));
+  if (negativeA !== negativeB) return negativeA ? -1 : 1;
+  const sign = negativeA ? -1 : 1;
+  const lengthA = a.length - startA;
+  const lengthB = b.length - startB;
+  if (lengthA !== lengthB) return lengthA < lengthB ? -sign : sign;
+  for (let i = 0; i < lengthA; i++) {
+    const x = a.charCodeAt(startA + i);
+    const y = b.charCodeAt(startB + i);
+    if (x !== y) return x < y ? -sign : sign;
+  }
+  return 0;
+}
+
+/** Whether `text` from `start` on is ASCII digits without a leading zero ('0' alone, unsigned, is fine). */
+function isCanonicalDigits(text: string, start: number): boolean {
+  const length = text.length;
+  if (length <= start) return false;
+  if (text.charCodeAt(start) === 48) return length === 1;
+  for (let i = start; i < length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 48 || code > 57) return false;
+  }
+  return true;
+}
+
+function parseWholeNumber(text: string, oid: number): bigint {
+  return oid === OID.int8 ? parseInt8(text) : BigInt(parseInteger(text, oid));
 }
 
 function compareNumbers(a: number, b: number): number {
