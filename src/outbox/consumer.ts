@@ -34,6 +34,8 @@ interface KeyRun {
    * after it, so a consumer that could not renew in time never runs behind one that took over.
    */
   leaseEndsAt: number;
+  /** When its claim was sent (this process's monotonic clock). */
+  readonly claimedAt: number;
   done: Promise<void>;
 }
 
@@ -51,6 +53,10 @@ export class OutboxConsumer {
   #handling = 0;
   #reserved = 0;
   readonly #claiming = new Set<string>();
+  /** Claims in flight (stop waits for them, so the runs they begin are waited for too). */
+  readonly #claims = new Set<Promise<void>>();
+  /** When each shard's last NOTIFY arrived. */
+  readonly #notifiedAt = new Map<string, number>();
   #wakeScheduled = false;
   #stopRequested = false;
   #stopping: Promise<void> | undefined;
@@ -126,7 +132,10 @@ export class OutboxConsumer {
     try {
       const listener = await this.#context.pool(shardId).listen(
         this.#context.channel,
-        () => this.#wake(shardId),
+        () => {
+          this.#notifiedAt.set(shardId, performance.now());
+          this.#wake(shardId);
+        },
         () => this.#listeners.delete(shardId),
       );
       if (this.#stopRequested) await listener.close();
@@ -165,7 +174,11 @@ export class OutboxConsumer {
     if (free <= 0 || shardIds.length === 0) return;
     const wanted = Math.min(Math.max(1, Math.floor(free / shardIds.length)), this.#options.batchSize);
     // At most one shard per free slot.
-    for (const shardId of shardIds.slice(0, free)) void this.#claimAndBegin(shardId, wanted);
+    for (const shardId of shardIds.slice(0, free)) {
+      const claim = this.#claimAndBegin(shardId, wanted);
+      this.#claims.add(claim);
+      void claim.finally(() => this.#claims.delete(claim));
+    }
   }
 
   async #claimAndBegin(shardId: string, wanted: number): Promise<void> {
@@ -216,6 +229,7 @@ export class OutboxConsumer {
   #begin(shardId: string, claimed: ClaimedKey, claimedAt: number): void {
     const run: KeyRun = {
       leaseEndsAt: claimedAt + this.#options.leaseMillis,
+      claimedAt,
       shardId,
       claimed,
       controller: new AbortController(),
@@ -278,15 +292,23 @@ export class OutboxConsumer {
 
   /**
    * The run's slot is free once its handlers are done: other keys are claimed while its
-   * outcome is written. Its shard is claimed again after the write gave the lease back (events
-   * of the key published meanwhile were skipped by claims while it was held).
+   * outcome is written. Its shard is claimed again after the write gave the lease back if the
+   * key may have events left: the run did not finish its events, its claim may have left some
+   * behind (a full `batchSize`), or a NOTIFY came after its claim was sent (an event published
+   * meanwhile was skipped by claims while the key was held). Otherwise every event of the key
+   * committed before the claim was in it, and a later one's NOTIFY is still to come (or the poll).
    */
   async #finish(run: KeyRun, error: string | null): Promise<void> {
     this.#handling--;
     this.#wake(undefined);
     if (!run.settled) await this.#settle(run, error);
     this.#running.delete(run.claimed.key);
-    this.#wake(run.shardId);
+    const events = run.claimed.events;
+    const maybeMore =
+      run.acked < events[events.length - 1]!.seq ||
+      events.length >= this.#options.batchSize ||
+      (this.#notifiedAt.get(run.shardId) ?? Number.NEGATIVE_INFINITY) >= run.claimedAt;
+    if (maybeMore) this.#wake(run.shardId);
   }
 
   /** Gives a run's lease back with its outcome: progress, or the failed event's backoff or parking. */
@@ -385,6 +407,7 @@ export class OutboxConsumer {
     this.#stopRequested = true;
     clearInterval(this.#pollTimer);
     await this.ready.catch(() => undefined);
+    await Promise.all(this.#claims);
     const runs = [...this.#running.values()];
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<void>((resolve) => {
