@@ -86,14 +86,16 @@ async function measurePublish(ctx: SectionContext, router: ShardRouter): Promise
   return { tps: results, wrong };
 }
 
-/** One outbox round: a fresh group consumes every event; resolves to events per second. */
+/**
+ * One outbox round: a fresh group consumes every event; resolves to events per second. The
+ * consumer runs in its default mode: progress recorded once per key's run (docs/outbox.md O4).
+ */
 async function outboxRound(router: ShardRouter, topic: string, events: number, round: number): Promise<number> {
   let handled = 0;
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((resolve) => {
     resolveDone = resolve;
   });
-  const start = nowNs();
   const consumer = router.consume({
     group: `relay-${round}-${Date.now()}`,
     topics: [topic],
@@ -104,6 +106,11 @@ async function outboxRound(router: ShardRouter, topic: string, events: number, r
       if (++handled === events) resolveDone();
     },
   });
+  // From the group on record (its creation is a 2PC over every shard, once per group, not relay
+  // work; the bare queue's table is created before its rounds too): the first claim is then
+  // already on its way, which the clock misses by one turn of the event loop.
+  await consumer.ready;
+  const start = nowNs();
   await done;
   const seconds = secondsSince(start);
   await consumer.stop();
@@ -205,7 +212,7 @@ export const outboxSection: Section<OutboxDetails> = {
     const p50 = percentile(latency, 50);
     const p99 = percentile(latency, 99);
     return {
-      setup: `${router.shardIds.length} shards, pool max 20; transfers: 16 in flight; relay: one group, concurrency 256, batchSize 100, 4 events per key; bare queue: 4 loops of 100-row DELETE ... SKIP LOCKED on one table`,
+      setup: `${router.shardIds.length} shards, pool max 20; transfers: 16 in flight; relay: one group (timed from the group on record), concurrency 256, batchSize 100, 4 events per key, default acknowledgement (one write per key's run, O4); bare queue: 4 loops of 100-row DELETE ... SKIP LOCKED on one table`,
       figures: [
         {
           label: 'transfer + publish, 1PC',

@@ -34,6 +34,8 @@ interface KeyRun {
    * after it, so a consumer that could not renew in time never runs behind one that took over.
    */
   leaseEndsAt: number;
+  /** When its claim was sent (this process's monotonic clock). */
+  readonly claimedAt: number;
   done: Promise<void>;
 }
 
@@ -47,7 +49,14 @@ export class OutboxConsumer {
   readonly #running = new Map<string, KeyRun>();
   readonly #dirty = new Set<string>();
   readonly #listeners = new Map<string, Listener | 'opening'>();
-  #pumping = false;
+  /** Runs whose handlers are still going (what `concurrency` bounds), and slots promised to claims in flight. */
+  #handling = 0;
+  #reserved = 0;
+  readonly #claiming = new Set<string>();
+  /** Claims in flight (stop waits for them, so the runs they begin are waited for too). */
+  readonly #claims = new Set<Promise<void>>();
+  /** When each shard's last NOTIFY arrived. */
+  readonly #notifiedAt = new Map<string, number>();
   #wakeScheduled = false;
   #stopRequested = false;
   #stopping: Promise<void> | undefined;
@@ -115,7 +124,7 @@ export class OutboxConsumer {
           .catch((error: unknown) => this.#report(error));
       }
     }
-    void this.#pump();
+    this.#pump();
   }
 
   async #listen(shardId: string): Promise<void> {
@@ -123,7 +132,10 @@ export class OutboxConsumer {
     try {
       const listener = await this.#context.pool(shardId).listen(
         this.#context.channel,
-        () => this.#wake(shardId),
+        () => {
+          this.#notifiedAt.set(shardId, performance.now());
+          this.#wake(shardId);
+        },
         () => this.#listeners.delete(shardId),
       );
       if (this.#stopRequested) await listener.close();
@@ -135,54 +147,58 @@ export class OutboxConsumer {
   }
 
   /**
-   * Marks a shard for a claim and pumps on the next turn of the event loop, so the keys that
-   * one settlement batch freed are claimed together, not one small claim each.
+   * Marks a shard (if given) for a claim and pumps on the next turn of the event loop, so the
+   * slots and keys that one batch freed are claimed together, not one small claim each.
    */
-  #wake(shardId: string): void {
+  #wake(shardId: string | undefined): void {
     if (this.#stopRequested) return;
-    this.#dirty.add(shardId);
+    if (shardId !== undefined) this.#dirty.add(shardId);
     if (this.#wakeScheduled) return;
     this.#wakeScheduled = true;
     setImmediate(() => {
       this.#wakeScheduled = false;
-      void this.#pump();
+      this.#pump();
     });
   }
 
   /**
-   * Claims on every shard marked dirty at once (the free slots shared among them) while there
-   * are free slots; one pump at a time.
+   * Starts a claim on every shard marked dirty that has none in flight, the free slots shared
+   * among them and reserved until the claim returns, so the claims together never exceed
+   * `concurrency`. Each shard's claim begins its keys as soon as it returns (a slow shard does
+   * not hold back the others); a shard marked while its claim is in flight is claimed again after.
    */
-  async #pump(): Promise<void> {
-    if (this.#pumping) return;
-    this.#pumping = true;
-    try {
-      for (;;) {
-        const free = this.#options.concurrency - this.#running.size;
-        // At most one shard per free slot, so the claims together never exceed `concurrency`.
-        const shardIds = [...this.#dirty].slice(0, Math.max(0, free));
-        if (this.#stopRequested || free <= 0 || shardIds.length === 0) return;
-        for (const shardId of shardIds) this.#dirty.delete(shardId);
-        const share = Math.max(1, Math.floor(free / shardIds.length));
-        const wanted = Math.min(share, this.#options.batchSize);
-        await Promise.all(shardIds.map((shardId) => this.#claimAndBegin(shardId, wanted)));
-      }
-    } finally {
-      this.#pumping = false;
+  #pump(): void {
+    if (this.#stopRequested) return;
+    const shardIds = [...this.#dirty].filter((shardId) => !this.#claiming.has(shardId));
+    const free = this.#options.concurrency - this.#handling - this.#reserved;
+    if (free <= 0 || shardIds.length === 0) return;
+    const wanted = Math.min(Math.max(1, Math.floor(free / shardIds.length)), this.#options.batchSize);
+    // At most one shard per free slot.
+    for (const shardId of shardIds.slice(0, free)) {
+      const claim = this.#claimAndBegin(shardId, wanted);
+      this.#claims.add(claim);
+      void claim.finally(() => this.#claims.delete(claim));
     }
   }
 
   async #claimAndBegin(shardId: string, wanted: number): Promise<void> {
+    this.#dirty.delete(shardId);
+    this.#claiming.add(shardId);
+    this.#reserved += wanted;
     let claimed: ClaimedKey[] = [];
     const claimedAt = performance.now();
     try {
       claimed = await this.#context.retryingStaleMap(() => this.#claim(shardId, wanted));
     } catch (error) {
       this.#report(error);
+    } finally {
+      this.#reserved -= wanted;
+      this.#claiming.delete(shardId);
     }
     // A full claim may have left more behind: look again.
     if (claimed.length === wanted) this.#dirty.add(shardId);
     for (const key of claimed) this.#begin(shardId, key, claimedAt);
+    this.#pump();
   }
 
   /** One claim statement on a shard; keys started too often without finishing are parked there instead. */
@@ -213,6 +229,7 @@ export class OutboxConsumer {
   #begin(shardId: string, claimed: ClaimedKey, claimedAt: number): void {
     const run: KeyRun = {
       leaseEndsAt: claimedAt + this.#options.leaseMillis,
+      claimedAt,
       shardId,
       claimed,
       controller: new AbortController(),
@@ -222,22 +239,27 @@ export class OutboxConsumer {
       done: Promise.resolve(),
     };
     this.#running.set(claimed.key, run);
+    this.#handling++;
     run.done = this.#handle(run).then((error) => this.#finish(run, error));
   }
 
   /**
-   * Runs the key's events in order; stops at the first failure, a lost lease or a stop. Each
-   * success before another event of the key is recorded first (the lease kept and extended), so
-   * a crash redelivers only the event that was in flight, never ones already acknowledged.
+   * Runs the key's events in order, each after the previous one's handler resolved; stops at the
+   * first failure, a lost lease or a stop. The progress is recorded once, when the run gives the
+   * lease back (O4): a crash before that redelivers this run's events. A run that follows a
+   * delivery that did not finish (claimed with attempt > 1) records each success before the
+   * next event instead, so a crash repeats only the event in flight, and a poison event is the
+   * one whose attempts are counted.
    */
   async #handle(run: KeyRun): Promise<string | null> {
     const { handler } = this.#options;
     const events = run.claimed.events;
+    const careful = run.claimed.attempt > 1;
     for (const [index, event] of events.entries()) {
       if (run.controller.signal.aborted || this.#stopRequested) return null;
       // A margin of a tenth of the lease for the time the handler takes to get going.
       if (performance.now() > run.leaseEndsAt - this.#options.leaseMillis / 10) return null;
-      if (index > 0) {
+      if (index > 0 && careful) {
         const sentAt = performance.now();
         if (!(await this.#write(outcome(run.claimed, run.acked, 0, null, null, null, false)))) {
           run.settled = true; // Taken over: nothing of ours to give back.
@@ -268,10 +290,25 @@ export class OutboxConsumer {
     return null;
   }
 
+  /**
+   * The run's slot is free once its handlers are done: other keys are claimed while its
+   * outcome is written. Its shard is claimed again after the write gave the lease back if the
+   * key may have events left: the run did not finish its events, its claim may have left some
+   * behind (a full `batchSize`), or a NOTIFY came after its claim was sent (an event published
+   * meanwhile was skipped by claims while the key was held). Otherwise every event of the key
+   * committed before the claim was in it, and a later one's NOTIFY is still to come (or the poll).
+   */
   async #finish(run: KeyRun, error: string | null): Promise<void> {
+    this.#handling--;
+    this.#wake(undefined);
     if (!run.settled) await this.#settle(run, error);
     this.#running.delete(run.claimed.key);
-    this.#wake(run.shardId);
+    const events = run.claimed.events;
+    const maybeMore =
+      run.acked < events[events.length - 1]!.seq ||
+      events.length >= this.#options.batchSize ||
+      (this.#notifiedAt.get(run.shardId) ?? Number.NEGATIVE_INFINITY) >= run.claimedAt;
+    if (maybeMore) this.#wake(run.shardId);
   }
 
   /** Gives a run's lease back with its outcome: progress, or the failed event's backoff or parking. */
@@ -370,6 +407,7 @@ export class OutboxConsumer {
     this.#stopRequested = true;
     clearInterval(this.#pollTimer);
     await this.ready.catch(() => undefined);
+    await Promise.all(this.#claims);
     const runs = [...this.#running.values()];
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<void>((resolve) => {
