@@ -33,8 +33,8 @@ import { preparedOn, rollBackPrepared, runToEnd, spawnTypeScript, waitForBackend
  * own started here.
  */
 
-// Fewer buckets in npm test: fewer moves per rebalance, the same steps (PSR_FULL_SWEEP=1: 64).
-const BUCKETS = sweep(64, 32);
+// Fewer buckets in npm test: fewer moves per rebalance, the same steps and kill points (PSR_FULL_SWEEP=1: 64).
+const BUCKETS = sweep(64, 16);
 const ORIGINALS = 3;
 const APP_KEYS = 60;
 const APP_CODES = 8;
