@@ -1,5 +1,4 @@
 import { ShardRouterError } from '../errors.js';
-import { movesGuardCondition } from '../rebalance/schema.js';
 import { q } from '../sql.js';
 import type { OutboxContext } from './context.js';
 import { checkOptionKeys } from './json.js';
@@ -140,20 +139,11 @@ export class OutboxAdmin {
   }
 
   /** Runs a read on every member with the moves guard (as broadcast reads do), so moved rows count once. */
-  async #onEveryShard(
+  #onEveryShard(
     sql: (guard: string) => string,
     params: readonly unknown[],
   ): Promise<{ shardId: string; rows: Record<string, unknown>[] }[]> {
-    return this.#context.retryingStaleMap(async () => {
-      const { version, members } = this.#context.routing();
-      const guard = movesGuardCondition(this.#context.catalogSchema, 'key', this.#context.bucketCount, params.length + 1);
-      return Promise.all(
-        members.map(async (shardId) => {
-          const { rows } = await this.#context.pool(shardId).query(sql(guard), [...params, version], version);
-          return { shardId, rows };
-        }),
-      );
-    });
+    return this.#context.readOwned(sql, 'key', params);
   }
 
   /** Clears the parking of one event: progress stays (retry) or moves past it (skip). Written on the key's owner, fenced. */

@@ -1,3 +1,4 @@
+import type { QueryResultRow } from '../pool/session.js';
 import type { ShardPool } from '../pool/shard-pool.js';
 import type { Transaction as CoreTransaction } from '../twopc/coordinator.js';
 
@@ -21,6 +22,15 @@ export interface OutboxContext {
   pool(shardId: string): ShardPool;
   /** Runs `attempt` again, on a refreshed map, while a shard's fence refuses it (STALE_BUCKET_MAP). */
   retryingStaleMap<T>(attempt: () => Promise<T>): Promise<T>;
+  /**
+   * A read on every member, `sql(guard)` limited by the guard (on `keyColumn`) to the buckets
+   * the shard owns, so a moved bucket's old copy counts once; read again after a stale map.
+   */
+  readOwned<R extends QueryResultRow>(
+    sql: (guard: string) => string,
+    keyColumn: string,
+    params: readonly unknown[],
+  ): Promise<{ readonly shardId: string; readonly rows: R[] }[]>;
   /** One two-phase commit over every member (for the reference table of groups). */
   writeEverywhere(work: (tx: CoreTransaction, shardIds: readonly string[]) => Promise<void>): Promise<void>;
 }

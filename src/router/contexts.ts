@@ -148,6 +148,7 @@ export function outboxContext(
     },
     pool: (shardId) => topology.pool(shardId),
     retryingStaleMap: (attempt) => topology.retryingStaleMap(attempt),
+    readOwned: (sql, keyColumn, params) => readOwned(config, topology, sql, keyColumn, params),
     writeEverywhere: (work) => {
       const options = resolveTransactionOptions(undefined, config.transactions);
       return topology.retryingStaleMap(() => {
@@ -320,16 +321,30 @@ export function sagaContext(config: ResolvedConfig, topology: Topology, router: 
     shardIds: () => topology.members(),
     ownerOf: (key) => topology.shardFor(key),
     executeOn: (shardId, sql, params) => router.executeOn(shardId, sql, params),
-    readOwned: <R extends QueryResultRow>(sql: (guard: string) => string, keyColumn: string, params: readonly unknown[]) =>
-      topology.retryingStaleMap(() => {
-        const { map, members } = topology.snapshot();
-        const guard = movesGuardCondition(config.catalogSchema, keyColumn, topology.bucketCount, params.length + 1);
-        return Promise.all(
-          members.map(async (shardId) => {
-            const { rows } = await topology.pool(shardId).query<R>(sql(guard), [...params, map.version], map.version);
-            return { shardId, rows };
-          }),
-        );
-      }),
+    readOwned: (sql, keyColumn, params) => readOwned(config, topology, sql, keyColumn, params),
   };
+}
+
+/**
+ * A read on every member, each guarded (on `keyColumn`) to the buckets it owns in the map it was
+ * routed by, so a moved bucket's old copy counts once; read again after a stale map. The outbox's
+ * and the saga log's status reads.
+ */
+function readOwned<R extends QueryResultRow>(
+  config: ResolvedConfig,
+  topology: Topology,
+  sql: (guard: string) => string,
+  keyColumn: string,
+  params: readonly unknown[],
+): Promise<{ shardId: string; rows: R[] }[]> {
+  return topology.retryingStaleMap(() => {
+    const { map, members } = topology.snapshot();
+    const guard = movesGuardCondition(config.catalogSchema, keyColumn, topology.bucketCount, params.length + 1);
+    return Promise.all(
+      members.map(async (shardId) => {
+        const { rows } = await topology.pool(shardId).query<R>(sql(guard), [...params, map.version], map.version);
+        return { shardId, rows };
+      }),
+    );
+  });
 }
