@@ -131,12 +131,10 @@ export class QueryEngine {
       return this.#context
         .runOn<R>(route.shardId, analysis.sql, params, routing.version)
         .then(single, (error: unknown) =>
-          isStaleMap(error)
-            ? this.#context.retryingStaleMap(() => this.#runElsewhere<R>(analysis, params, options), error)
-            : Promise.reject(error),
+          isStaleMap(error) ? this.#rerouted<R>(analysis, params, options, error) : Promise.reject(error),
         );
     }
-    return this.#context.retryingStaleMap(() => this.#runElsewhere<R>(analysis, params, options));
+    return this.#rerouted<R>(analysis, params, options);
   }
 
   #runOnOwner<R extends QueryResultRow>(
@@ -150,9 +148,26 @@ export class QueryEngine {
     const shardId = context.shardFor(key);
     return context
       .runOn<R>(shardId, analysis.sql, params, context.mapVersion())
-      .then(single, (error: unknown) =>
-        isStaleMap(error) ? context.retryingStaleMap(() => this.#runElsewhere<R>(analysis, params, options), error) : Promise.reject(error),
-      );
+      .then(single, (error: unknown) => (isStaleMap(error) ? this.#rerouted<R>(analysis, params, options, error) : Promise.reject(error)));
+  }
+
+  /**
+   * #runElsewhere, routed again on a refreshed map while a fence refuses it. The broadcast and
+   * 2PC routes retry a refusal on their own: a refusal that comes out of them has spent its
+   * budget and is final here (retrying it again would multiply the budgets: a stale router's
+   * refused write took ~10 s and 36 attempts before it failed).
+   */
+  #rerouted<R extends QueryResultRow>(
+    analysis: Analysis,
+    params: readonly unknown[],
+    options: QueryOptions,
+    first?: unknown,
+  ): Promise<QueryResult<R>> {
+    return this.#context
+      .retryingStaleMap(() => this.#runElsewhere<R>(analysis, params, options), first)
+      .catch((error: unknown) => {
+        throw error instanceof RetriesSpent ? error.refusal : error;
+      });
   }
 
   /** A route that may span shards; every attempt routes again on the map of the moment. */
@@ -169,7 +184,7 @@ export class QueryEngine {
       case 'broadcast': {
         // Pinned keys: only their buckets' owners are read (in the map each broadcast attempt routes by).
         const buckets = route.keys?.map((key) => this.#context.bucketOf(key));
-        const result = await this.#context.broadcast<R>(analysis.sql, params, buckets ? { buckets } : {});
+        const result = await this.#context.broadcast<R>(analysis.sql, params, buckets ? { buckets } : {}).catch(spent);
         return {
           rows: result.rows,
           rowCount: result.rowCount,
@@ -179,9 +194,9 @@ export class QueryEngine {
         };
       }
       case 'write':
-        return this.#writeOn<R>(analysis, params, options);
+        return this.#writeOn<R>(analysis, params, options).catch(spent);
       case 'insert':
-        return this.#insert<R>(analysis as Extract<Analysis, { kind: 'insert' }>, params);
+        return this.#insert<R>(analysis as Extract<Analysis, { kind: 'insert' }>, params).catch(spent);
       default: {
         const never: never = route;
         throw new Error(`unknown route ${String(never)}`);
@@ -265,6 +280,15 @@ export class QueryEngine {
       return { rows: result.rows, rowCount: result.rowCount, fields: result.fields, command: result.command, shardIds };
     });
   }
+}
+
+/** A fence's refusal that a self-retrying route already retried: not retried again by #rerouted. */
+class RetriesSpent {
+  constructor(readonly refusal: unknown) {}
+}
+
+function spent(error: unknown): never {
+  throw isStaleMap(error) ? new RetriesSpent(error) : error;
 }
 
 /** The map a transaction routes by: its version, each bucket's owner, and a key's owner. */
