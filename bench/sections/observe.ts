@@ -1,3 +1,4 @@
+import { ProxyTracerProvider, SpanKind } from '@opentelemetry/api';
 import type { Context, SpanOptions } from '@opentelemetry/api';
 import { BasicTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
 import { Registry } from 'prom-client';
@@ -20,16 +21,29 @@ import { EXECUTE_SQL, keysOnShard } from './execute.js';
  * processor (registered, no exporter): its default sampler (parent-based, always on) records
  * every span, which then ends with nowhere to go. `sampled` is the same with a 10% ratio
  * sampler, as production tracing commonly runs: 9 in 10 spans are non-recording.
+ *
+ * Two extra figures split that cost between the router and the SDK. `api` is the same again
+ * with the OpenTelemetry API's own no-op tracer (a ProxyTracerProvider with no SDK behind it)
+ * passed as the tracer provider: the router builds its attributes, starts and ends a span per
+ * statement exactly as with an SDK, but the span is the API's non-recording one, so the figure
+ * is the router's own instrumentation code. The SDK floor is the SDK's `startSpan` + `end` with
+ * no attributes in a tight loop, CPU per span: what any instrumentation with that SDK pays per
+ * statement, before a single attribute.
  */
 
 export const OBSERVE_RATIO_TARGET = 0.97;
-const VARIANTS = ['plain', 'observed', 'sampled'] as const;
+const VARIANTS = ['plain', 'observed', 'sampled', 'api'] as const;
 type Variant = (typeof VARIANTS)[number];
 type Instrumented = Exclude<Variant, 'plain'>;
 const SAMPLED_RATIO = 0.1;
 
 /** A tracer provider that counts the spans its tracer started and how many of them record (a call, a branch and two increments per span). */
-function countingProvider(provider: BasicTracerProvider): TracerProviderLike & { started: number; recording: number } {
+function countingProvider(provider: {
+  getTracer(
+    name: string,
+    version?: string,
+  ): { startSpan(name: string, options?: SpanOptions, context?: Context): { isRecording(): boolean } };
+}): TracerProviderLike & { started: number; recording: number } {
   const counting = {
     started: 0,
     recording: 0,
@@ -58,7 +72,10 @@ export interface ObserveDetails {
   readonly cpuMicrosPerQuery: Readonly<Record<Variant, Series>>;
   readonly ratio: number;
   readonly sampledRatio: number;
+  readonly apiRatio: number;
   readonly cpuRatio: number;
+  /** The SDK's startSpan + end with no attributes, tight loop, CPU µs per span. */
+  readonly sdkFloorMicros: { readonly recorded: number; readonly sampledOut: number };
   readonly spansRecorded: Readonly<Record<Instrumented, number>>;
   readonly scrapes: number;
 }
@@ -81,7 +98,7 @@ async function measure(
 ): Promise<Measured> {
   let wrong = 0;
   let checked = 0;
-  const calls: Record<Variant, number> = { plain: 0, observed: 0, sampled: 0 };
+  const calls: Record<Variant, number> = { plain: 0, observed: 0, sampled: 0, api: 0 };
   let scrapes = 0;
   let lastScrapeOk = true;
   const op = (variant: Variant) => async (index: number) => {
@@ -108,7 +125,7 @@ async function measure(
     (r, q) => {
       const ratio = (v: Variant) => (q[v].opsPerSecond / q.plain.opsPerSecond).toFixed(3);
       ctx.log(
-        `round ${r}: plain ${Math.round(q.plain.opsPerSecond)}  observed ${Math.round(q.observed.opsPerSecond)} (${ratio('observed')})  sampled ${Math.round(q.sampled.opsPerSecond)} (${ratio('sampled')}) q/s`,
+        `round ${r}: plain ${Math.round(q.plain.opsPerSecond)}  observed ${Math.round(q.observed.opsPerSecond)} (${ratio('observed')})  sampled ${Math.round(q.sampled.opsPerSecond)} (${ratio('sampled')})  api ${Math.round(q.api.opsPerSecond)} (${ratio('api')}) q/s`,
       );
     },
   );
@@ -124,18 +141,21 @@ function outcome(
   measured: Measured,
   providers: Providers,
   metricsCount: Readonly<Record<Instrumented, number>>,
+  sdkFloorMicros: ObserveDetails['sdkFloorMicros'],
 ): SectionOutcome<ObserveDetails> {
   const { results, calls } = measured;
   const qps = (v: Variant) => results[v].map((r) => r.opsPerSecond);
   const cpu = (v: Variant) => results[v].map((r) => r.cpuMicrosPerOp);
   const ratio = summarize(pairedRatios(qps('observed'), qps('plain'))).median;
   const sampledRatio = summarize(pairedRatios(qps('sampled'), qps('plain'))).median;
+  const apiRatio = summarize(pairedRatios(qps('api'), qps('plain'))).median;
   const cpuRatio = summarize(pairedRatios(cpu('observed'), cpu('plain'))).median;
-  const series = { plain: summarize(qps('plain')), observed: summarize(qps('observed')), sampled: summarize(qps('sampled')) };
-  const cpuSeries = { plain: summarize(cpu('plain')), observed: summarize(cpu('observed')), sampled: summarize(cpu('sampled')) };
-  const { observed, sampled } = providers;
+  const series = Object.fromEntries(VARIANTS.map((v) => [v, summarize(qps(v))])) as Record<Variant, Series>;
+  const cpuSeries = Object.fromEntries(VARIANTS.map((v) => [v, summarize(cpu(v))])) as Record<Variant, Series>;
+  const { observed, sampled, api } = providers;
+  const plainCpu = cpuSeries.plain.median;
   return {
-    setup: `${EXECUTE_SQL} on shard ${shardId}: routers with prom-client metrics and an OpenTelemetry SDK provider with no span processor (every span recorded / ${SAMPLED_RATIO * 100}% sampled) vs one with nothing plugged in, ${plan.concurrency} in flight, ${plan.rounds} interleaved rounds of ${queriesPerRound} queries`,
+    setup: `${EXECUTE_SQL} on shard ${shardId}: routers with prom-client metrics and an OpenTelemetry SDK provider with no span processor (every span recorded / ${SAMPLED_RATIO * 100}% sampled; extra: the API's no-op tracer, no SDK) vs one with nothing plugged in, ${plan.concurrency} in flight, ${plan.rounds} interleaved rounds of ${queriesPerRound} queries`,
     figures: [
       {
         label: 'execute with metrics + tracing (every span recorded)',
@@ -163,6 +183,23 @@ function outcome(
         ratio: cpuRatio,
         note: 'lower is better',
       },
+      {
+        label: "extra: execute with metrics + tracing through the OpenTelemetry API, no SDK (the router's own instrumentation)",
+        value: series.api.median,
+        unit: 'queries/s',
+        baseline: { label: 'nothing plugged in', value: series.plain.median },
+        ratio: apiRatio,
+        note: `median of ${plan.rounds} paired rounds; the API's no-op tracer, so the SDK's span work is left out`,
+        target: atLeast('ratio', apiRatio, OBSERVE_RATIO_TARGET, 'x'),
+      },
+      {
+        label: 'extra: OpenTelemetry SDK startSpan + end alone, recorded (floor per span)',
+        value: sdkFloorMicros.recorded,
+        unit: 'µs',
+        baseline: { label: 'nothing plugged in, client CPU per query', value: plainCpu },
+        ratio: (plainCpu + sdkFloorMicros.recorded) / plainCpu,
+        note: `tight loop, no attributes, CPU per span (sampled out: ${sdkFloorMicros.sampledOut.toFixed(2)} µs); ratio: (plain CPU per query + it) / plain, the least CPU ratio an SDK span per execute can give`,
+      },
     ],
     guard: [
       check('every answer is the key sent', measured.wrong === 0, `${measured.checked - measured.wrong}/${measured.checked} right`),
@@ -178,8 +215,13 @@ function outcome(
       ),
       check(
         'metrics counted every instrumented execute',
-        metricsCount.observed === calls.observed && metricsCount.sampled === calls.sampled,
-        `${metricsCount.observed} + ${metricsCount.sampled} counted`,
+        metricsCount.observed === calls.observed && metricsCount.sampled === calls.sampled && metricsCount.api === calls.api,
+        `${metricsCount.observed} + ${metricsCount.sampled} + ${metricsCount.api} counted`,
+      ),
+      check(
+        'one non-recording span per execute through the API alone',
+        api.started === calls.api && api.recording === 0,
+        `${api.recording} recorded of ${api.started} spans, ${calls.api} calls`,
       ),
       check('every registry scrape shows the counters', measured.lastScrapeOk, `${measured.scrapes} scrapes`),
     ],
@@ -192,11 +234,30 @@ function outcome(
       cpuMicrosPerQuery: cpuSeries,
       ratio,
       sampledRatio,
+      apiRatio,
       cpuRatio,
-      spansRecorded: { observed: observed.recording, sampled: sampled.recording },
+      sdkFloorMicros,
+      spansRecorded: { observed: observed.recording, sampled: sampled.recording, api: api.recording },
       scrapes: measured.scrapes,
     },
   };
+}
+
+/**
+ * The SDK's own cost per span, before any attribute: `startSpan` + `end` in a tight loop (CPU
+ * µs per span, the median of 5 batches after 2 warm-up ones), straight on the SDK's tracer.
+ */
+function sdkFloor(provider: BasicTracerProvider): number {
+  const tracer = provider.getTracer('pg-shard-router bench floor');
+  const spans = 50_000;
+  const batches: number[] = [];
+  for (let batch = 0; batch < 7; batch++) {
+    const start = process.cpuUsage();
+    for (let i = 0; i < spans; i++) tracer.startSpan('floor', { kind: SpanKind.CLIENT }).end();
+    const used = process.cpuUsage(start);
+    if (batch >= 2) batches.push((used.user + used.system) / spans);
+  }
+  return summarize(batches).median;
 }
 
 function singleOk(router: ShardRouter): number {
@@ -210,26 +271,31 @@ export const observeSection: Section<ObserveDetails> = {
     const concurrency = 8;
     const plan = { concurrency, rounds: size(ctx, 25, 8), warmupRounds: 2 };
     const queriesPerRound = size(ctx, 10_000, 3_000);
+    const sdk = {
+      observed: new BasicTracerProvider(),
+      sampled: new BasicTracerProvider({ sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(SAMPLED_RATIO) }) }),
+    };
     const providers = {
-      observed: countingProvider(new BasicTracerProvider()),
-      sampled: countingProvider(
-        new BasicTracerProvider({ sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(SAMPLED_RATIO) }) }),
-      ),
+      observed: countingProvider(sdk.observed),
+      sampled: countingProvider(sdk.sampled),
+      // No delegate is ever set on it: its tracer is the API's no-op one.
+      api: countingProvider(new ProxyTracerProvider()),
     };
     const shardCount = Math.min(4, ctx.shards.length);
     const routers = {
       plain: await ctx.router(shardCount, { poolMax: concurrency }),
       observed: await ctx.router(shardCount, { poolMax: concurrency, tracerProvider: providers.observed }),
       sampled: await ctx.router(shardCount, { poolMax: concurrency, tracerProvider: providers.sampled }),
+      api: await ctx.router(shardCount, { poolMax: concurrency, tracerProvider: providers.api }),
     };
-    const registries = { observed: new Registry(), sampled: new Registry() };
-    registerMetrics(routers.observed, { registry: registries.observed });
-    registerMetrics(routers.sampled, { registry: registries.sampled });
+    const registries = { observed: new Registry(), sampled: new Registry(), api: new Registry() };
+    for (const variant of ['observed', 'sampled', 'api'] as const) registerMetrics(routers[variant], { registry: registries[variant] });
     const shardId = ctx.shards[0]!.id;
     const keys = keysOnShard(routers.plain, shardId, queriesPerRound);
     const measured = await measure(ctx, routers, registries, keys, plan);
-    const counted = { observed: singleOk(routers.observed), sampled: singleOk(routers.sampled) };
-    return outcome(shardId, plan, keys.length, measured, providers, counted);
+    const counted = { observed: singleOk(routers.observed), sampled: singleOk(routers.sampled), api: singleOk(routers.api) };
+    const floor = { recorded: sdkFloor(sdk.observed), sampledOut: sdkFloor(sdk.sampled) };
+    return outcome(shardId, plan, keys.length, measured, providers, counted, floor);
   },
   format(outcome) {
     const d = outcome.details;
@@ -242,9 +308,11 @@ export const observeSection: Section<ObserveDetails> = {
           row('nothing plugged in', d.queriesPerSecond.plain, d.cpuMicrosPerQuery.plain),
           row('prom-client + OTel SDK, every span recorded', d.queriesPerSecond.observed, d.cpuMicrosPerQuery.observed),
           row(`prom-client + OTel SDK, ${SAMPLED_RATIO * 100}% sampled`, d.queriesPerSecond.sampled, d.cpuMicrosPerQuery.sampled),
+          row('prom-client + OTel API, no SDK (extra)', d.queriesPerSecond.api, d.cpuMicrosPerQuery.api),
         ],
       ) +
-      `\nratio observed/plain ${d.ratio.toFixed(3)}, sampled/plain ${d.sampledRatio.toFixed(3)} (medians of paired rounds), CPU ratio ${d.cpuRatio.toFixed(3)}; target >= ${OBSERVE_RATIO_TARGET}; spans recorded ${d.spansRecorded.observed} / ${d.spansRecorded.sampled}, ${d.scrapes} scrapes`
+      `\nratio observed/plain ${d.ratio.toFixed(3)}, sampled/plain ${d.sampledRatio.toFixed(3)}, api/plain ${d.apiRatio.toFixed(3)} (medians of paired rounds), CPU ratio ${d.cpuRatio.toFixed(3)}; target >= ${OBSERVE_RATIO_TARGET}; spans recorded ${d.spansRecorded.observed} / ${d.spansRecorded.sampled} / ${d.spansRecorded.api}, ${d.scrapes} scrapes` +
+      `\nSDK floor (startSpan + end, no attributes, tight loop): ${d.sdkFloorMicros.recorded.toFixed(2)} µs recorded, ${d.sdkFloorMicros.sampledOut.toFixed(2)} µs sampled out, per span`
     );
   },
 };
