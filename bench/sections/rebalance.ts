@@ -13,7 +13,7 @@ import type { LoadedBucket, MovePlan, MoveRound } from './rebalance-moves.js';
  * two of them:
  *
  * 1. Copy rate: one bucket holding ~10 MB of rows (keys found with router.bucketFor) moved with
- *    rebalancer.moveBucket; MB/s = MoveReport.bytesCopied / copyMillis. First with nobody
+ *    rebalancer.moveBucket; MB/s = MoveReport.bytesCopied (COPY text) / copyMillis. First with nobody
  *    writing, then in every round under writers. After every move the same rows are copied back
  *    the barest way (one SELECT row_to_json by key list, one INSERT json_populate_recordset, no
  *    bucket hashing, batching or 2PC): the baseline that says how much of the rate is the
@@ -207,7 +207,7 @@ function idleFigures(idle: readonly MoveRound[]): Figure[] {
       baseline: { label: 'bare JSON copy, same rows', value: median(idle.map((r) => r.bare.mbPerSecond)) },
       ratio: median(idle.map((r) => r.copyMBPerSecond / r.bare.mbPerSecond)),
       note:
-        `median of ${idle.length} move(s) of ${(median(idle.map((r) => r.bytesCopied)) / MB).toFixed(1)} MB (row JSON), ${Math.round(median(idle.map((r) => r.copyRowsPerSecond))).toLocaleString('en-US')} rows/s; ` +
+        `median of ${idle.length} move(s) of ${(median(idle.map((r) => r.bytesCopied)) / MB).toFixed(1)} MB (COPY text), ${Math.round(median(idle.map((r) => r.copyRowsPerSecond))).toLocaleString('en-US')} rows/s; ` +
         `the copy reads the bucket through its bucket index (registered with bucketIndex: true)`,
       target: atLeast('value', idleCopy.median, COPY_RATE_TARGET_MB_PER_SECOND, 'MB/s'),
     },
@@ -231,7 +231,7 @@ function copyRatioFigures(rounds: readonly MoveRound[]): Figure[] {
       label: 'bucket copy rate vs a bare COPY pipe, worst move',
       value: worst.copyMBPerSecond,
       unit: 'MB/s',
-      // The same bytes (the move's row JSON) over the bare COPY's time, so both rates compare.
+      // The same bytes (the move's COPY text) over the bare COPY's time, so both rates compare.
       baseline: { label: 'bare COPY TO STDOUT | COPY FROM STDIN, same rows', value: worst.copyMBPerSecond / worst.copyRatio },
       ratio: worst.copyRatio,
       note: `bare COPY ms / move copyMillis per move: ${rounds.map((r) => `${Math.round(r.bareCopy.millis)}/${r.copyMillis}`).join(', ')}`,
@@ -294,7 +294,7 @@ function setupText(router: ShardRouter, plan: MovePlan, data: LoadedBucket, fenc
     `router over ${router.shardIds.join(', ')} (pool max ${plan.poolMax}), ${router.bucketCount} buckets. ${table} (id text PK, v bigint, payload text ${MIN_PAYLOAD}-${MAX_PAYLOAD} B): ` +
     `bucket ${keys.bucket} loaded with ${keys.initial.length.toLocaleString('en-US')} rows (${(keys.initialPayloadBytes / MB).toFixed(1)} MB payload) and moved ${totalMoves} times back and forth with moveBucket: ` +
     `${plan.idleMoves} time(s) with no writers, then ${plan.loadRounds} time(s) while ${movingWriters} writers send single-row UPDATE (4 of 5) / INSERT (1 of 5) to the bucket's keys and ${otherWriters} send UPDATEs to other buckets of the source ` +
-    `through router.execute; each of those rounds first runs the same writers ${quietMillis} ms with no move (baseline). Copy MB/s = bytesCopied (row JSON, MB = 2^20 B) / copyMillis (copy start to cutover lock); ` +
+    `through router.execute; each of those rounds first runs the same writers ${quietMillis} ms with no move (baseline). Copy MB/s = bytesCopied (the snapshot's COPY text, MB = 2^20 B) / copyMillis (copy start to cutover lock); ` +
     `after each move the same rows are copied back with one SELECT row_to_json by key and one INSERT json_populate_recordset (baseline). ` +
     `Fence: ${fence.concurrency} in flight, ${fence.rounds} interleaved rounds of ${fence.insertsPerRound} single-row INSERTs (${fence.payloadBytes} B payload) through router.execute into a registered vs an identical unregistered table; ` +
     `then ${fence.alternating.statements} INSERTs alternating between the two in one closed loop; and ${fence.serverSide.rounds} interleaved rounds of ${fence.serverSide.insertsPerRound} INSERTs in a DO loop on one router connection, with a COMMIT after each (synchronous_commit off) and in one transaction`

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { SslConfig } from '../config.js';
+import { CopyOutStream } from './copy-stream.js';
 import { pgSslOption } from './tls.js';
 import type { DedicatedConnection, Listener, QueryResultRow } from './session.js';
 
@@ -50,6 +51,7 @@ export function dedicated(client: pg.Client): DedicatedConnection {
   return {
     query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => client.query<R>(sql, params as unknown[] | undefined),
     end: () => client.end().catch(() => undefined),
+    copyOut: (sql) => new CopyOutStream(client, sql),
     onLost: (listener) => {
       let called = false;
       const lost = (cause?: unknown) => {

@@ -1,11 +1,12 @@
 import type pg from 'pg';
 import type { QueryResult, QueryResultRow } from 'pg';
 import { ShardRouterError } from '../errors.js';
+import { CopySourceError, copyIn } from './copy-stream.js';
 import { isConnectionLevel } from './pg-errors.js';
 import { PipelinedQuery } from './pipelined-query.js';
 import { RAW_TEXT } from './raw-text.js';
 import type { ShardPool } from './shard-pool.js';
-import type { RawQueryResult, ShardSession } from './session.js';
+import type { CopyOut, RawQueryResult, ShardSession } from './session.js';
 
 /** A connection borrowed from a ShardPool for several statements (ShardPool.acquire). */
 export class PooledSession implements ShardSession {
@@ -71,6 +72,17 @@ export class PooledSession implements ShardSession {
       } as pg.QueryConfig);
       return { fields: result.fields, rows: result.rows, rowCount: result.rowCount, command: result.command, shardId: this.shardId };
     } catch (error) {
+      throw this.#failed(error);
+    }
+  }
+
+  async copyIn(sql: string, from: CopyOut): Promise<number> {
+    this.#checkOpen();
+    try {
+      return await copyIn(this.#client, sql, from);
+    } catch (error) {
+      // The source's failure is its own: this connection is fine (its COPY was failed cleanly).
+      if (error instanceof CopySourceError) throw error.cause;
       throw this.#failed(error);
     }
   }

@@ -66,6 +66,13 @@ export interface ShardSession extends Queryable {
    * is then destroyed on release (a late cancel can never hit a later statement).
    */
   cancel?(): Promise<void>;
+  /**
+   * Runs `sql`, a `COPY ... FROM STDIN`, fed with the bytes of `from` as they arrive (a COPY
+   * pipe from another server); resolves with the rows the server reports. If `from` fails,
+   * the COPY is failed and the call rejects with `from`'s error, untranslated; if this
+   * connection fails, `from` is aborted. Optional: recording fakes may leave it out.
+   */
+  copyIn?(sql: string, from: CopyOut): Promise<number>;
 }
 
 /**
@@ -83,6 +90,24 @@ export interface DedicatedConnection extends Queryable {
    * Returns the function that removes the listener.
    */
   onLost(listener: (cause: unknown) => void): () => void;
+  /**
+   * Starts `sql`, a `COPY ... TO STDOUT`, and returns its reader; nothing else may run on the
+   * connection until it is read to the end or aborted (an abort closes the connection).
+   */
+  copyOut(sql: string): CopyOut;
+}
+
+/**
+ * A `COPY ... TO STDOUT` under way (DedicatedConnection.copyOut): its CopyData bytes, a batch
+ * at a time, as the server sent them. The server is held back while batches wait unread.
+ */
+export interface CopyOut {
+  /** The next batch of bytes, or null once the COPY completed. Rejects with the server's error if it failed. */
+  read(): Promise<Buffer | null>;
+  /** Stops a COPY still running by closing its connection (a COPY TO STDOUT cannot be stopped otherwise); later reads return null. */
+  abort(): void;
+  /** The rows the server reported, once the COPY completed. */
+  readonly rows: number;
 }
 
 /** A LISTEN on one channel, over a dedicated connection. */

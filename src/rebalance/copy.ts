@@ -1,17 +1,20 @@
-import type { DedicatedConnection, Queryable } from '../pool/session.js';
+import type { CopyOut, DedicatedConnection, Queryable } from '../pool/session.js';
 import { ShardRouterError } from '../errors.js';
-import type { Transaction } from '../twopc/coordinator.js';
+import type { EngineTransaction } from '../twopc/coordinator.js';
 import { describeTable } from '../catalog/registries.js';
 import type { TableShape } from '../catalog/registries.js';
 import { q, quoteIdent } from '../sql.js';
 import type { RebalanceContext } from './context.js';
 import { LOCK_TOKENS_KEY, lockTokensShape } from './lock-space.js';
+import { rebalanceHooks } from './test-hooks.js';
 
 /**
  * The rows of a move: the snapshot copy, the catch-up rounds from the change log and the
  * sequence advance, all written into the target inside the switch transaction (I1, I2 in
- * move.ts). Rows travel as JSON: row_to_json on the source, json_populate_recordset on the
- * target, so every column type round-trips through its own text form.
+ * move.ts). Every column type round-trips through its own text form: the snapshot as COPY text
+ * (a pipe from the source's COPY TO STDOUT into the target's COPY FROM STDIN), the catch-up's
+ * few keys as JSON (row_to_json on the source, json_populate_recordset on the target), since
+ * their key values must travel as parameters, which COPY cannot take.
  */
 
 /** A sharded table as the copy sees it on the source. */
@@ -25,7 +28,7 @@ export interface TableCopy {
 export interface CopyJob {
   /** The rebalancer's connection to the source: reads the change log and the committed rows. */
   readonly source: DedicatedConnection;
-  readonly tx: Transaction;
+  readonly tx: EngineTransaction;
   readonly target: string;
   readonly schema: string;
   readonly moveId: string;
@@ -48,14 +51,30 @@ export async function tablesToCopy(context: RebalanceContext, source: Queryable)
   return tables;
 }
 
-/** SQL condition: the row's bucket is one of the array parameter $1. */
-export function inBuckets(schema: string, table: TableCopy, bucketCount: number): string {
-  return `${q(schema)}.bucket_of(${quoteIdent(table.keyColumn)}::text, ${bucketCount}) = ANY ($1::int[])`;
+/** SQL condition: the row's bucket is one of `buckets`, an SQL int[] (by default the parameter $1). */
+export function inBuckets(schema: string, table: TableCopy, bucketCount: number, buckets = '$1::int[]'): string {
+  return `${q(schema)}.bucket_of(${quoteIdent(table.keyColumn)}::text, ${bucketCount}) = ANY (${buckets})`;
 }
 
-/** The snapshot copy's query: the rows of the buckets in $1, as JSON (through the bucket index where there is one). */
-export function bucketRowsSql(schema: string, table: TableCopy, bucketCount: number): string {
-  return `SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${inBuckets(schema, table, bucketCount)}`;
+/**
+ * The buckets as an SQL int[] literal, for COPY, which takes no parameters: only numbers
+ * checked to be bucket numbers of the map (integers 0..bucketCount-1) are written into it.
+ */
+export function bucketListLiteral(buckets: readonly number[], bucketCount: number): string {
+  if (!Number.isSafeInteger(bucketCount) || bucketCount < 1)
+    throw new ShardRouterError('INVALID_ARGUMENT', `bad bucket count ${bucketCount}`);
+  for (const bucket of buckets) {
+    if (!Number.isSafeInteger(bucket) || bucket < 0 || bucket >= bucketCount)
+      throw new ShardRouterError('INVALID_ARGUMENT', `bad bucket ${String(bucket)} (the map has ${bucketCount})`);
+  }
+  return `'{${buckets.join(',')}}'::int[]`;
+}
+
+/** The snapshot copy's rows: those of `buckets`, in COPY FROM's column order (through the bucket index where there is one). */
+export function bucketRowsSql(schema: string, table: TableCopy, bucketCount: number, buckets: readonly number[]): string {
+  const columns = table.shape.insertColumns.map(quoteIdent).join(', ');
+  const where = inBuckets(schema, table, bucketCount, bucketListLiteral(buckets, bucketCount));
+  return `SELECT ${columns} FROM ${table.shape.name} t WHERE ${where}`;
 }
 
 /** The clean-up's statement: deletes the rows of the buckets in $1 (on the source, after the switch). */
@@ -63,9 +82,29 @@ export function deleteBucketRowsSql(schema: string, table: TableCopy, bucketCoun
   return `DELETE FROM ${table.shape.name} WHERE ${inBuckets(schema, table, bucketCount)}`;
 }
 
+/** The target's side of the pipe: COPY FROM STDIN into this table's columns (identity ones included: COPY overrides). */
+export function copyInSql(shape: TableShape): string {
+  return `COPY ${shape.name} (${shape.insertColumns.map(quoteIdent).join(', ')}) FROM STDIN`;
+}
+
 /**
- * The snapshot copy of the moving buckets. The change log is emptied first: a change committed
- * before the snapshot is in it, one committed after is logged (the trigger predates both).
+ * The session settings that make the source's COPY text unambiguous to any target: ISO dates
+ * (year first, read alike whatever the target's DateStyle), ISO 8601 intervals, every float
+ * digit (servers before 12 round by default), hex bytea. SET LOCAL: they end with the snapshot.
+ */
+const TEXT_FORMS = [
+  ['DateStyle', 'ISO'],
+  ['IntervalStyle', 'iso_8601'],
+  ['extra_float_digits', '3'],
+  ['bytea_output', 'hex'],
+] as const;
+
+/**
+ * The snapshot copy of the moving buckets: each table's rows piped with `COPY (SELECT ...) TO
+ * STDOUT` on one REPEATABLE READ snapshot of the source straight into `COPY ... FROM STDIN` in
+ * the target's switch transaction, the bytes forwarded as they arrive (held back while the
+ * target is slower). The change log is emptied first: a change committed before the snapshot is
+ * in it, one committed after is logged (the trigger predates both).
  */
 export async function copySnapshot(
   job: CopyJob,
@@ -76,44 +115,39 @@ export async function copySnapshot(
 ): Promise<void> {
   await job.source.query(`DELETE FROM ${q(job.schema)}.move_changes WHERE move_id = $1`, [job.moveId]);
   await snapshot.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  await snapshot.query(`SELECT ${TEXT_FORMS.map(([name, value]) => `set_config('${name}', '${value}', true)`).join(', ')}`);
   for (const table of job.tables) {
-    await copyRows(snapshot, job, table, bucketRowsSql(job.schema, table, bucketCount), [buckets], onBatch);
+    const out = snapshot.copyOut(`COPY (${bucketRowsSql(job.schema, table, bucketCount, buckets)}) TO STDOUT`);
+    try {
+      const rows = await job.tx.copyInOn(
+        job.target,
+        copyInSql(table.shape),
+        counted(out, job.moveId, (bytes) => onBatch(0, bytes)),
+      );
+      onBatch(rows, 0);
+    } finally {
+      out.abort(); // only if the target failed first: the source then stops too
+    }
   }
   await snapshot.query('COMMIT');
 }
 
-/** Copies the rows of `select` (JSON, on the snapshot connection's snapshot) into the target, in batches. */
-async function copyRows(
-  snapshot: DedicatedConnection,
-  job: CopyJob,
-  table: TableCopy,
-  select: string,
-  params: unknown[],
-  onBatch: (rows: number, bytes: number) => void,
-): Promise<void> {
-  const cursor = quoteIdent(`psr_copy_${table.shape.oid}`);
-  await snapshot.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR ${select}`, params);
-  const fetch = () => {
-    const batch = snapshot.query<{ j: string }>(`FETCH ${job.batchRows} FROM ${cursor}`);
-    batch.catch(() => undefined); // awaited below; this only keeps a failure during an INSERT from being unhandled
-    return batch;
+/** `out`, reporting the bytes of each batch read (and running the test hook there). */
+function counted(out: CopyOut, moveId: string, onBytes: (bytes: number) => void): CopyOut {
+  return {
+    read: async () => {
+      const batch = await out.read();
+      if (batch !== null) {
+        onBytes(batch.length);
+        await rebalanceHooks.copyBatch?.(moveId);
+      }
+      return batch;
+    },
+    abort: () => out.abort(),
+    get rows() {
+      return out.rows;
+    },
   };
-  try {
-    // The next batch is read on the source while this one is inserted on the target.
-    let next = fetch();
-    for (;;) {
-      const { rows } = await next;
-      if (rows.length === 0) break;
-      const more = rows.length === job.batchRows;
-      if (more) next = fetch();
-      const json = `[${rows.map((row) => row.j).join(',')}]`;
-      await job.tx.executeOn(job.target, insertJsonSql(table.shape), [json]);
-      onBatch(rows.length, json.length);
-      if (!more) break;
-    }
-  } finally {
-    await snapshot.query(`CLOSE ${cursor}`).catch(() => undefined);
-  }
 }
 
 /** INSERT of the rows of a JSON array (parameter $1) into a table of this shape. */

@@ -25,4 +25,8 @@ export const MOVE_STEPS = [
 
 export type MoveStep = (typeof MOVE_STEPS)[number];
 
-export const rebalanceHooks: { step: ((step: MoveStep, moveId: string) => void | Promise<void>) | undefined } = { step: undefined };
+/** `copyBatch` runs (awaited) after each batch of the snapshot copy's COPY stream is read from the source: a test kills a backend there, mid-stream. */
+export const rebalanceHooks: {
+  step: ((step: MoveStep, moveId: string) => void | Promise<void>) | undefined;
+  copyBatch?: ((moveId: string) => void | Promise<void>) | undefined;
+} = { step: undefined };

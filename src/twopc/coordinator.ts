@@ -1,4 +1,4 @@
-import type { QueryResultRow, Queryable, RawQueryResult, ShardSession } from '../pool/session.js';
+import type { CopyOut, QueryResultRow, Queryable, RawQueryResult, ShardSession } from '../pool/session.js';
 import type { ShardQueryResult } from '../pool/shard-pool.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
 import type { StatementRouting, TransactionObserver } from '../observe/hooks.js';
@@ -98,6 +98,17 @@ export interface Transaction {
   query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<RoutedQueryResult<R>>;
 }
 
+/** @internal The handle runTransaction gives its callback: a Transaction, plus the COPY pipe the rebalancer's copy uses. */
+export interface EngineTransaction extends Transaction {
+  /**
+   * Runs `sql`, a `COPY ... FROM STDIN`, on participant `shardId` inside the transaction, fed
+   * with the bytes of `from` (a COPY TO STDOUT on another connection) as they arrive. Resolves
+   * with the rows copied. `sql` is the caller's own text, as in executeOn.
+   * @throws the errors of {@link Transaction.executeOn}; `from`'s own error when the source failed
+   */
+  copyInOn(shardId: string, sql: string, from: CopyOut): Promise<number>;
+}
+
 /**
  * Runs `work` as one transaction over the shards in `shardIds` (sorted: every transaction takes
  * its connections in the same order, so two of them cannot deadlock on the pools).
@@ -107,7 +118,7 @@ export async function runTransaction<T>(
   shardIds: readonly string[],
   decisionShardId: string,
   options: ResolvedTransactionOptions,
-  work: (tx: Transaction) => Promise<T>,
+  work: (tx: EngineTransaction) => Promise<T>,
 ): Promise<T> {
   const deadline = Date.now() + options.timeoutMillis;
   const sessions: ShardSession[] = [];
@@ -156,13 +167,14 @@ class TransactionRun<T> {
     return this.#context.routeQuery(tx, sql, params ?? [], readRaw) as Promise<RoutedQueryResult<R>>;
   }
 
-  async execute(work: (tx: Transaction) => Promise<T>): Promise<T> {
-    const tx: Transaction = Object.freeze({
+  async execute(work: (tx: EngineTransaction) => Promise<T>): Promise<T> {
+    const tx: EngineTransaction = Object.freeze({
       query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => this.#routedQuery<R>(tx, sql, params),
       execute: <R extends QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]) =>
         this.#statement<R>(key, undefined, sql, params),
       executeOn: <R extends QueryResultRow>(shardId: string, sql: string, params?: readonly unknown[]) =>
         this.#statement<R>(undefined, shardId, sql, params),
+      copyInOn: (shardId: string, sql: string, from: CopyOut) => this.#copyIn(shardId, sql, from),
       shardIds: Object.freeze([...this.#participants.keys()]),
       on: (shardId: string): Queryable => ({
         query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => this.#statement<R>(undefined, shardId, sql, params),
@@ -232,6 +244,19 @@ class TransactionRun<T> {
     const observer = this.#context.observer;
     try {
       return await (observer ? observer.statement(shardId, sql, this.#routing(key), running) : running());
+    } catch (error) {
+      throw this.#isTimeout(error) ? this.#timeoutError(error) : error;
+    }
+  }
+
+  /** A COPY FROM STDIN on a named participant, fed by `from` (Transaction.copyInOn). */
+  async #copyIn(shardId: string, sql: string, from: CopyOut): Promise<number> {
+    const participant = this.#participantFor(undefined, shardId);
+    const begin = () => beginStatements(this.#options, this.#deadline - Date.now(), this.#context.serverVersion(shardId));
+    const running = async () => ({ command: 'COPY', rows: await participant.copyIn(sql, from, begin) });
+    const observer = this.#context.observer;
+    try {
+      return (await (observer ? observer.statement(shardId, sql, this.#routing(undefined), running) : running())).rows;
     } catch (error) {
       throw this.#isTimeout(error) ? this.#timeoutError(error) : error;
     }

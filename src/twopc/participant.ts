@@ -1,4 +1,4 @@
-import type { QueryResult, QueryResultRow, RawQueryResult, ShardSession } from '../pool/session.js';
+import type { CopyOut, QueryResult, QueryResultRow, RawQueryResult, ShardSession } from '../pool/session.js';
 import { ShardRouterError } from '../errors.js';
 import type { Gid } from './gid.js';
 import { testHooks } from './test-hooks.js';
@@ -66,6 +66,23 @@ export class Participant {
       begin,
       sql,
     );
+  }
+
+  /**
+   * {@link run} for a `COPY ... FROM STDIN` fed by `from` (ShardSession.copyIn); the
+   * transaction is opened first (one round trip) if this is the shard's first statement.
+   */
+  async copyIn(sql: string, from: CopyOut, begin: () => readonly string[]): Promise<number> {
+    const session = this.session;
+    if (!session.copyIn) throw new ShardRouterError('UNSUPPORTED', `shard ${this.shardId}: this session cannot run COPY FROM STDIN`);
+    if (!this.#began) await this.run('SELECT 1', undefined, begin);
+    testHooks.statement?.(this.shardId, sql);
+    try {
+      return await session.copyIn(sql, from);
+    } catch (error) {
+      this.firstError ??= error;
+      throw error;
+    }
   }
 
   async #inTransaction<Q extends { readonly rows: readonly unknown[] }>(
