@@ -3,6 +3,7 @@ import type { QueryResult, QueryResultRow } from 'pg';
 import { ShardRouterError } from '../errors.js';
 import { isConnectionLevel } from './pg-errors.js';
 import { PipelinedQuery } from './pipelined-query.js';
+import type { PipelinedStatement } from './pipelined-query.js';
 import { RAW_TEXT } from './raw-text.js';
 import type { ShardPool } from './shard-pool.js';
 import type { RawQueryResult, ShardSession } from './session.js';
@@ -40,7 +41,12 @@ export class PooledSession implements ShardSession {
     }
   }
 
-  async queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[], raw = false): Promise<QueryResult[]> {
+  async queryPipelined(
+    preamble: readonly PipelinedStatement[],
+    sql: string,
+    params?: readonly unknown[],
+    raw = false,
+  ): Promise<QueryResult[]> {
     this.#checkOpen();
     try {
       return await new Promise<QueryResult[]>((resolve, reject) => {

@@ -65,17 +65,25 @@ export function decisionTableDdl(schema: string): string {
 }
 
 /**
- * The commit point, one round trip on D: the 'commit' row and COMMIT in one simple-protocol
- * message, so D's writes and the decision become durable in one local commit. If the insert
- * fails (an 'abort' row is there: unique violation; the lifetime CHECK) PostgreSQL skips the
- * COMMIT and D's transaction stays failed, to be rolled back. The gid is validated (gidLiteral);
- * the numbers are ours. `keepMillis` keeps the row at least that long (see settleDecision).
+ * The commit point, one round trip on D: the 'commit' row and COMMIT in one message (joined
+ * into one simple-protocol query, or behind D's deferred writes in one pipeline with one Sync),
+ * so D's writes and the decision become durable in one local commit. If the insert (or a
+ * deferred write before it) fails (an 'abort' row is there: unique violation; the lifetime
+ * CHECK) PostgreSQL skips the COMMIT and D's transaction stays failed, to be rolled back. The
+ * gid is validated (gidLiteral); the numbers are ours. `keepMillis` keeps the row at least that
+ * long (see settleDecision).
  */
-export function commitDecisionSql(schema: string, gid: Gid, keepMillis: number): string {
-  return (
+export function commitDecisionStatements(schema: string, gid: Gid, keepMillis: number): [string, 'COMMIT'] {
+  return [
     `INSERT INTO ${table(schema)} (gid, outcome, created_at, keep_until) ` +
-    `VALUES (${gidLiteral(gid)}, 'commit', clock_timestamp(), clock_timestamp() + interval '${Math.trunc(keepMillis)} milliseconds'); COMMIT`
-  );
+      `VALUES (${gidLiteral(gid)}, 'commit', clock_timestamp(), clock_timestamp() + interval '${Math.trunc(keepMillis)} milliseconds')`,
+    'COMMIT',
+  ];
+}
+
+/** {@link commitDecisionStatements} as one simple-protocol message. */
+export function commitDecisionSql(schema: string, gid: Gid, keepMillis: number): string {
+  return commitDecisionStatements(schema, gid, keepMillis).join('; ');
 }
 
 /** The decision could not be settled: too late for a coordinator to decide, and no row to read. */
