@@ -36,6 +36,9 @@ export const ABORT_ROW_RETENTION_MS = 24 * 3_600_000;
 /** The decision table's primary key (PostgreSQL's default name): where recovery's 'abort' row and a coordinator's 'commit' row meet. */
 export const DECISION_KEY_CONSTRAINT = 'twopc_decisions_pkey';
 
+/** The lifetime guard's CHECK on a commit row (decisionTableDdl): a refusal under this name means the transaction outlived its bound. */
+export const DECISION_LIFETIME_CONSTRAINT = 'commit_within_lifetime';
+
 function table(schema: string): string {
   return `${q(schema)}.twopc_decisions`;
 }
@@ -61,7 +64,7 @@ export function decisionTableDdl(schema: string): string {
     outcome text NOT NULL CHECK (outcome IN ('commit', 'abort')),
     created_at timestamptz NOT NULL DEFAULT now(),
     keep_until timestamptz,
-    CONSTRAINT commit_within_lifetime CHECK (outcome = 'abort' OR created_at < now() + interval '${MAX_DECIDER_LIFETIME_MS} milliseconds'))`;
+    CONSTRAINT ${DECISION_LIFETIME_CONSTRAINT} CHECK (outcome = 'abort' OR created_at < now() + interval '${MAX_DECIDER_LIFETIME_MS} milliseconds'))`;
 }
 
 /**

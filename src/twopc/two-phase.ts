@@ -5,6 +5,7 @@ import type { CoordinatorContext } from './coordinator.js';
 import {
   COORDINATOR_SETTLE_WINDOW_MS,
   DECISION_KEY_CONSTRAINT,
+  DECISION_LIFETIME_CONSTRAINT,
   UnsettledError,
   commitDecisionStatements,
   settleDecision,
@@ -176,7 +177,10 @@ export class TwoPhaseCommit {
         constraintOf(refusal) === DECISION_KEY_CONSTRAINT,
       );
     }
-    if (refusal !== undefined && sqlStateOf(refusal) === '23514') return this.#timeoutError(refusal);
+    // The lifetime guard, by name: a deferred write in the same message (tx.publish) may fail a CHECK of its own.
+    if (refusal !== undefined && sqlStateOf(refusal) === '23514' && constraintOf(refusal) === DECISION_LIFETIME_CONSTRAINT) {
+      return this.#timeoutError(refusal);
+    }
     return aborted(decider.shardId, this.#gid, decider.firstError, 'the decision shard could not commit');
   }
 
