@@ -144,7 +144,11 @@ function transfer(recorder: Recorder, keys: string[], publishOn: string[] = []) 
 
 /** A server error as pg reports it, wrapped as the pool does. */
 function refused(shardId: string): ShardRouterError {
-  const cause = Object.assign(new Error('new row violates check constraint'), { code: '23514', severity: 'ERROR', constraint: 'payload_small' });
+  const cause = Object.assign(new Error('new row violates check constraint'), {
+    code: '23514',
+    severity: 'ERROR',
+    constraint: 'payload_small',
+  });
   return new ShardRouterError('QUERY_FAILED', `shard ${shardId}: ${cause.message}`, { shardId, cause });
 }
 
