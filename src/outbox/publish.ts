@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { ShardRouterError } from '../errors.js';
 import type { ShardKey } from '../placement/hash.js';
 import { q } from '../sql.js';
-import type { Transaction as CoreTransaction } from '../twopc/coordinator.js';
+import type { Transaction as CoreTransaction, DeferredWrites } from '../twopc/coordinator.js';
 import { checkJson, checkOptionKeys, isPlainObject } from './json.js';
 
 /** JSON as the outbox stores it (jsonb). */
@@ -13,12 +13,16 @@ export interface PublishOptions {
   readonly headers?: { readonly [name: string]: JsonValue };
 }
 
-/** What tx.publish returns once the event row is written (it exists only if the transaction commits). */
+/**
+ * What tx.publish returns: the event's identity, known before its row is written (the write is
+ * deferred to the shard's next message, docs/outbox.md "Deferred publish"; it exists if and only
+ * if the transaction commits). The event's position in its key's stream (`seq`) is assigned when
+ * the row is written, under the key's row lock, and is delivered with the event
+ * (`OutboxEvent.seq`); identify events by `id`.
+ */
 export interface PublishedEvent {
   /** Unique across the cluster and stable forever (moves keep it): consumers use it as their idempotency key. */
   readonly id: string;
-  /** The event's position in its key's stream (1, 2, ...): publish order = commit order per key. */
-  readonly seq: number;
   readonly shardId: string;
 }
 
@@ -35,10 +39,12 @@ export interface Transaction extends CoreTransaction {
   /**
    * Writes an event on `key`'s shard inside this transaction: it exists if and only if the
    * transaction commits. Events of one key are delivered to each consumer group in publish
-   * order (docs/outbox.md).
+   * order (docs/outbox.md). The write costs no round trip of its own: it is sent with the
+   * shard's next statement in this transaction, or with its commit step. If the server refuses
+   * it, that statement (or the commit: TRANSACTION_ABORTED with the refusal as cause) fails and
+   * the whole transaction rolls back.
    * @throws ShardRouterError INVALID_ARGUMENT (topic not 1-200 printable characters, payload or
-   * headers not JSON; nothing written) and the errors of {@link CoreTransaction.execute}
-   * (KEY_NOT_IN_TRANSACTION, ...)
+   * headers not JSON; nothing written), KEY_NOT_IN_TRANSACTION, TRANSACTION_CLOSED
    */
   publish(key: ShardKey, topic: string, payload: JsonValue, options?: PublishOptions): Promise<PublishedEvent>;
 }
@@ -53,7 +59,7 @@ export function checkTopic(topic: unknown, what = 'topic'): asserts topic is str
   }
 }
 
-/** The publish statement: the key's next sequence number (row-locked until commit) and the event, one round trip. */
+/** The publish statement: the key's next sequence number (row-locked until commit) and the event, one statement. */
 export function publishSql(schema: string): string {
   const s = q(schema);
   return `WITH next AS (
@@ -61,16 +67,16 @@ export function publishSql(schema: string): string {
        ON CONFLICT (key) DO UPDATE SET last_seq = k.last_seq + 1
        RETURNING last_seq)
      INSERT INTO ${s}.outbox_events (key, seq, id, topic, payload, headers, published_at)
-     SELECT $1, last_seq, $2, $3, $4::jsonb, $5::jsonb, clock_timestamp() FROM next
-     RETURNING seq::text AS seq`;
+     SELECT $1, last_seq, $2, $3, $4::jsonb, $5::jsonb, clock_timestamp() FROM next`;
 }
 
 /**
- * The router's transaction handle: the engine's, plus publish. `published` collects the shards
- * that got an event, for the wake-up NOTIFY after the commit (a NOTIFY cannot be prepared, so
- * it is not sent inside the transaction).
+ * The router's transaction handle: the engine's, plus publish, whose statement the engine sends
+ * with the shard's next message (`deferred`). `published` collects the shards that got an
+ * event, for the wake-up NOTIFY after the commit (a NOTIFY cannot be prepared, so it is not
+ * sent inside the transaction).
  */
-export function withPublish(tx: CoreTransaction, schema: string, published: Set<string>): Transaction {
+export function withPublish(tx: CoreTransaction, deferred: DeferredWrites, schema: string, published: Set<string>): Transaction {
   const sql = publishSql(schema);
   return Object.freeze({
     execute: tx.execute,
@@ -85,15 +91,9 @@ export function withPublish(tx: CoreTransaction, schema: string, published: Set<
       if (!isPlainObject(headers)) throw new ShardRouterError('INVALID_ARGUMENT', 'headers must be a JSON object');
       checkJson(headers, 'headers');
       const id = randomUUID();
-      const result = await tx.execute<{ seq: string }>(key, sql, [
-        String(key),
-        id,
-        topic,
-        JSON.stringify(payload),
-        JSON.stringify(headers),
-      ]);
-      published.add(result.shardId);
-      return { id, seq: Number(result.rows[0]!.seq), shardId: result.shardId };
+      const shardId = await deferred.defer(key, sql, [String(key), id, topic, JSON.stringify(payload), JSON.stringify(headers)]);
+      published.add(shardId);
+      return { id, shardId };
     },
   });
 }

@@ -4,6 +4,7 @@ import { ShardRouterError } from '../errors.js';
 import { CopySourceError, copyIn } from './copy-stream.js';
 import { isConnectionLevel } from './pg-errors.js';
 import { PipelinedQuery } from './pipelined-query.js';
+import type { PipelinedStatement } from './pipelined-query.js';
 import { RAW_TEXT } from './raw-text.js';
 import type { ShardPool } from './shard-pool.js';
 import type { CopyOut, RawQueryResult, ShardSession } from './session.js';
@@ -41,7 +42,12 @@ export class PooledSession implements ShardSession {
     }
   }
 
-  async queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[], raw = false): Promise<QueryResult[]> {
+  async queryPipelined(
+    preamble: readonly PipelinedStatement[],
+    sql: string,
+    params?: readonly unknown[],
+    raw = false,
+  ): Promise<QueryResult[]> {
     this.#checkOpen();
     try {
       return await new Promise<QueryResult[]>((resolve, reject) => {

@@ -1,11 +1,12 @@
 import type { FieldDef, QueryResult, QueryResultRow } from 'pg';
+import type { PipelinedStatement } from './pipelined-query.js';
 
 /**
  * The seam: every layer above pool/ talks to PostgreSQL through these interfaces and never
  * touches the driver (test/unit/layers.test.ts checks it). Unit tests substitute recording fakes.
  * The driver's result types are re-exported here so that nothing above imports `pg`.
  */
-export type { FieldDef, QueryResult, QueryResultRow };
+export type { FieldDef, PipelinedStatement, QueryResult, QueryResultRow };
 
 /** What a statement returned, as far as callers that only read rows need. */
 export interface QueryRows<R> {
@@ -49,11 +50,11 @@ export interface ShardSession extends Queryable {
   readonly backendPid: number | undefined;
   query<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
   /**
-   * Runs parameterless `preamble` statements and then `sql` in one round trip; resolves to one
-   * result per statement. If one fails, the rest are skipped and the call rejects. `raw`: every
-   * result as queryRaw reads it (rows as arrays of text).
+   * Runs `preamble` statements (parameterless text, or text with values) and then `sql` in one
+   * round trip; resolves to one result per statement. If one fails, the rest are skipped and the
+   * call rejects. `raw`: every result as queryRaw reads it (rows as arrays of text).
    */
-  queryPipelined(preamble: readonly string[], sql: string, params?: readonly unknown[], raw?: boolean): Promise<QueryResult[]>;
+  queryPipelined(preamble: readonly PipelinedStatement[], sql: string, params?: readonly unknown[], raw?: boolean): Promise<QueryResult[]>;
   /**
    * Runs one statement and returns every value as the server's text, rows as arrays (no type
    * parsing): what an exact merge of several shards' rows reads (tx.query over several shards).

@@ -60,7 +60,9 @@ export async function runRoutedTransaction<T>(
       // The first key's shard decides a two-phase commit: idempotency records rely on it.
       if (shardIds.length > 1 && !resolved.readOnly) topology.requirePreparedTransactions(shardIds);
       published.clear();
-      return runTransaction(attempt, shardIds, declared[0]!, resolved, (tx) => work(withPublish(tx, config.catalogSchema, published)));
+      return runTransaction(attempt, shardIds, declared[0]!, resolved, (tx, deferred) =>
+        work(withPublish(tx, deferred, config.catalogSchema, published)),
+      );
     }),
   );
   if (published.size > 0) context.notifier.notify(published);

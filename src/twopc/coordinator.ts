@@ -110,6 +110,17 @@ export interface EngineTransaction extends Transaction {
 }
 
 /**
+ * @internal What the router's own wrappers of the handle get besides it (tx.publish): a write
+ * that needs no answer, queued on its key's participant and sent in the same round trip as that
+ * participant's next statement or, at the latest, its commit step (COMMIT, PREPARE TRANSACTION,
+ * the decision). Its failure fails that statement or step, so the transaction rolls back
+ * (docs/outbox.md, "Deferred publish"). Resolves to the participant's shard id.
+ */
+export interface DeferredWrites {
+  defer(key: ShardKey, sql: string, params: readonly unknown[]): Promise<string>;
+}
+
+/**
  * Runs `work` as one transaction over the shards in `shardIds` (sorted: every transaction takes
  * its connections in the same order, so two of them cannot deadlock on the pools).
  */
@@ -118,7 +129,7 @@ export async function runTransaction<T>(
   shardIds: readonly string[],
   decisionShardId: string,
   options: ResolvedTransactionOptions,
-  work: (tx: EngineTransaction) => Promise<T>,
+  work: (tx: EngineTransaction, deferred: DeferredWrites) => Promise<T>,
 ): Promise<T> {
   const deadline = Date.now() + options.timeoutMillis;
   const sessions: ShardSession[] = [];
@@ -167,7 +178,7 @@ class TransactionRun<T> {
     return this.#context.routeQuery(tx, sql, params ?? [], readRaw) as Promise<RoutedQueryResult<R>>;
   }
 
-  async execute(work: (tx: EngineTransaction) => Promise<T>): Promise<T> {
+  async execute(work: (tx: EngineTransaction, deferred: DeferredWrites) => Promise<T>): Promise<T> {
     const tx: EngineTransaction = Object.freeze({
       query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => this.#routedQuery<R>(tx, sql, params),
       execute: <R extends QueryResultRow>(key: ShardKey, sql: string, params?: readonly unknown[]) =>
@@ -180,6 +191,7 @@ class TransactionRun<T> {
         query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => this.#statement<R>(undefined, shardId, sql, params),
       }),
     });
+    const deferred: DeferredWrites = { defer: (key, sql, params) => this.#defer(key, sql, params) };
     let timer: NodeJS.Timeout | undefined;
     let value: T;
     try {
@@ -194,7 +206,7 @@ class TransactionRun<T> {
       });
       // Started inside a promise chain so a callback that throws synchronously is handled the
       // same way; after a timeout it keeps running on its own, so its rejection is swallowed.
-      const working = Promise.resolve().then(() => work(tx));
+      const working = Promise.resolve().then(() => work(tx, deferred));
       working.catch(() => undefined);
       value = await Promise.race([working, expired]);
     } catch (error) {
@@ -262,6 +274,15 @@ class TransactionRun<T> {
     }
   }
 
+  /** DeferredWrites.defer; read-only transactions run it at once, so the server refuses it there as it would any write. */
+  async #defer(key: ShardKey, sql: string, params: readonly unknown[]): Promise<string> {
+    if (this.#options.readOnly) return (await this.#statement(key, undefined, sql, params)).shardId;
+    const participant = this.#participantFor(key, undefined);
+    const shardId = participant.shardId;
+    participant.defer(sql, params, () => beginStatements(this.#options, this.#deadline - Date.now(), this.#context.serverVersion(shardId)));
+    return shardId;
+  }
+
   /** The participant a statement runs on: the owner of `key`, or the named shard; refused when the transaction is over or did not declare it. */
   #participantFor(key: ShardKey | undefined, namedShard: string | undefined): Participant {
     if (this.#state !== 'open') {
@@ -310,13 +331,15 @@ class TransactionRun<T> {
     );
   }
 
+  /** The participants with something to commit (a statement ran, or a write is deferred). */
   #touched(): Participant[] {
-    return [...this.#participants.values()].filter((participant) => participant.began);
+    return [...this.#participants.values()].filter((participant) => participant.touched);
   }
 
-  /** After a failure before any commit step: ROLLBACK wherever a transaction was opened. */
+  /** After a failure before any commit step: ROLLBACK wherever a transaction was opened (deferred writes are never sent). */
   async #rollbackOpen(): Promise<void> {
-    await Promise.all(this.#touched().map((participant) => cleanup(participant.send('ROLLBACK'))));
+    const opened = [...this.#participants.values()].filter((participant) => participant.began);
+    await Promise.all(opened.map((participant) => cleanup(participant.send('ROLLBACK'))));
   }
 
   async #commit(): Promise<void> {
@@ -331,8 +354,9 @@ class TransactionRun<T> {
   async #commitOnePhase(participant: Participant): Promise<void> {
     if (participant.session.broken) throw aborted(participant.shardId, undefined, participant.firstError);
     let command: string;
+    const withDeferred = participant.hasDeferred;
     try {
-      command = (await participant.send('COMMIT')).command;
+      command = (await participant.commitStep(['COMMIT'])).command;
     } catch (error) {
       if (error instanceof ShardRouterError && error.code === 'CONNECTION_LOST') {
         throw new ShardRouterError(
@@ -341,8 +365,12 @@ class TransactionRun<T> {
           { shardId: participant.shardId, cause: error },
         );
       }
-      throw error; // PostgreSQL refused the commit (e.g. a deferred constraint): rolled back.
+      // A deferred write failed (COMMIT skipped, rolled back by commitStep), or PostgreSQL
+      // refused the COMMIT itself (e.g. a deferred constraint): rolled back either way.
+      if (withDeferred) throw aborted(participant.shardId, undefined, error);
+      throw error;
     }
+    // Belt and braces: COMMIT in a failed transaction answers ROLLBACK, never an error.
     if (command !== 'COMMIT') throw aborted(participant.shardId, undefined, participant.firstError);
   }
 

@@ -36,6 +36,9 @@ export const ABORT_ROW_RETENTION_MS = 24 * 3_600_000;
 /** The decision table's primary key (PostgreSQL's default name): where recovery's 'abort' row and a coordinator's 'commit' row meet. */
 export const DECISION_KEY_CONSTRAINT = 'twopc_decisions_pkey';
 
+/** The lifetime guard's CHECK on a commit row (decisionTableDdl): a refusal under this name means the transaction outlived its bound. */
+export const DECISION_LIFETIME_CONSTRAINT = 'commit_within_lifetime';
+
 function table(schema: string): string {
   return `${q(schema)}.twopc_decisions`;
 }
@@ -61,21 +64,29 @@ export function decisionTableDdl(schema: string): string {
     outcome text NOT NULL CHECK (outcome IN ('commit', 'abort')),
     created_at timestamptz NOT NULL DEFAULT now(),
     keep_until timestamptz,
-    CONSTRAINT commit_within_lifetime CHECK (outcome = 'abort' OR created_at < now() + interval '${MAX_DECIDER_LIFETIME_MS} milliseconds'))`;
+    CONSTRAINT ${DECISION_LIFETIME_CONSTRAINT} CHECK (outcome = 'abort' OR created_at < now() + interval '${MAX_DECIDER_LIFETIME_MS} milliseconds'))`;
 }
 
 /**
- * The commit point, one round trip on D: the 'commit' row and COMMIT in one simple-protocol
- * message, so D's writes and the decision become durable in one local commit. If the insert
- * fails (an 'abort' row is there: unique violation; the lifetime CHECK) PostgreSQL skips the
- * COMMIT and D's transaction stays failed, to be rolled back. The gid is validated (gidLiteral);
- * the numbers are ours. `keepMillis` keeps the row at least that long (see settleDecision).
+ * The commit point, one round trip on D: the 'commit' row and COMMIT in one message (joined
+ * into one simple-protocol query, or behind D's deferred writes in one pipeline with one Sync),
+ * so D's writes and the decision become durable in one local commit. If the insert (or a
+ * deferred write before it) fails (an 'abort' row is there: unique violation; the lifetime
+ * CHECK) PostgreSQL skips the COMMIT and D's transaction stays failed, to be rolled back. The
+ * gid is validated (gidLiteral); the numbers are ours. `keepMillis` keeps the row at least that
+ * long (see settleDecision).
  */
-export function commitDecisionSql(schema: string, gid: Gid, keepMillis: number): string {
-  return (
+export function commitDecisionStatements(schema: string, gid: Gid, keepMillis: number): [string, 'COMMIT'] {
+  return [
     `INSERT INTO ${table(schema)} (gid, outcome, created_at, keep_until) ` +
-    `VALUES (${gidLiteral(gid)}, 'commit', clock_timestamp(), clock_timestamp() + interval '${Math.trunc(keepMillis)} milliseconds'); COMMIT`
-  );
+      `VALUES (${gidLiteral(gid)}, 'commit', clock_timestamp(), clock_timestamp() + interval '${Math.trunc(keepMillis)} milliseconds')`,
+    'COMMIT',
+  ];
+}
+
+/** {@link commitDecisionStatements} as one simple-protocol message. */
+export function commitDecisionSql(schema: string, gid: Gid, keepMillis: number): string {
+  return commitDecisionStatements(schema, gid, keepMillis).join('; ');
 }
 
 /** The decision could not be settled: too late for a coordinator to decide, and no row to read. */

@@ -1,4 +1,4 @@
-import type { CopyOut, QueryResult, QueryResultRow, RawQueryResult, ShardSession } from '../pool/session.js';
+import type { CopyOut, PipelinedStatement, QueryResult, QueryResultRow, RawQueryResult, ShardSession } from '../pool/session.js';
 import { ShardRouterError } from '../errors.js';
 import type { Gid } from './gid.js';
 import { testHooks } from './test-hooks.js';
@@ -11,6 +11,14 @@ export class Participant {
   readonly shardId: string;
   readonly session: ShardSession;
   #began = false;
+  /**
+   * Writes queued to ride with this shard's next message (tx.publish, docs/outbox.md "Deferred
+   * publish"): sent in the same pipeline, before the next statement or the commit step, so a
+   * later statement sees them and a failure of one fails that message.
+   */
+  #deferred: { readonly text: string; readonly values: readonly unknown[] }[] = [];
+  /** How to open the transaction when a deferred write comes before any statement here. */
+  #begin: (() => readonly string[]) | undefined;
   /** The first error a statement got here: the reason a later PREPARE votes no. */
   firstError: unknown;
   /** When this shard's transaction began, on its own clock (epoch seconds); NaN until known. */
@@ -21,8 +29,49 @@ export class Participant {
     this.session = session;
   }
 
+  /** BEGIN was sent here (a ROLLBACK may be needed). */
   get began(): boolean {
     return this.#began;
+  }
+
+  /** Something to commit here: a transaction opened, or writes deferred to the commit step. */
+  get touched(): boolean {
+    return this.#began || this.#deferred.length > 0;
+  }
+
+  /** Writes wait for the next message here. */
+  get hasDeferred(): boolean {
+    return this.#deferred.length > 0;
+  }
+
+  /** Queues a parameterized write for this shard's next message (see #deferred). */
+  defer(sql: string, params: readonly unknown[], begin: () => readonly string[]): void {
+    if (!this.#began) this.#begin ??= begin;
+    this.#deferred.push({ text: sql, values: params });
+  }
+
+  /**
+   * A commit step (`['COMMIT']`, `['PREPARE TRANSACTION ...']`, the decision's insert and
+   * COMMIT): one simple-protocol message as before when nothing is deferred, else one pipeline
+   * behind the deferred writes (and BEGIN, if those were all this shard got), with one Sync,
+   * so a failed write skips the step. A statement error leaves the transaction aborted, so it
+   * is rolled back here before the error is rethrown. Resolves to the last step's result.
+   */
+  async commitStep(steps: readonly string[]): Promise<QueryResult> {
+    if (this.#deferred.length === 0) {
+      const answer = (await this.send(steps.join('; '))) as QueryResult | QueryResult[];
+      return Array.isArray(answer) ? answer.at(-1)! : answer;
+    }
+    try {
+      const results = await this.#flushWith(steps.slice(0, -1), steps.at(-1)!, (preamble) =>
+        this.session.queryPipelined(preamble, steps.at(-1)!, []),
+      );
+      return results.at(-1)!;
+    } catch (error) {
+      this.firstError ??= error;
+      if (!this.session.broken) await cleanup(this.send('ROLLBACK'));
+      throw error;
+    }
   }
 
   send<R extends QueryResultRow = QueryResultRow>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
@@ -87,25 +136,42 @@ export class Participant {
 
   async #inTransaction<Q extends { readonly rows: readonly unknown[] }>(
     next: () => Promise<Q>,
-    first: (preamble: readonly string[]) => Promise<Q[]>,
+    first: (preamble: readonly PipelinedStatement[]) => Promise<Q[]>,
     begin: () => readonly string[],
     sql: string,
   ): Promise<Q> {
     try {
-      if (this.#began) return await next();
-      this.#began = true;
-      const preamble = begin();
-      testHooks.statement?.(this.shardId, preamble.join('; '));
-      testHooks.statement?.(this.shardId, sql);
-      const results = await first(preamble);
-      // The preamble's SELECT ends with `started` (rows as objects, or as arrays when raw).
-      const row = results[1]?.rows[0] as { started?: string } | (string | null)[] | undefined;
-      this.startedAt = Number(Array.isArray(row) ? row[row.length - 1] : row?.started);
-      return results[results.length - 1]!;
+      if (this.#began && this.#deferred.length === 0) return await next();
+      this.#begin ??= begin;
+      return (await this.#flushWith([], sql, first)).at(-1)!;
     } catch (error) {
       this.firstError ??= error;
       throw error;
     }
+  }
+
+  /**
+   * One pipeline: BEGIN (the first time), the deferred writes, `before`, then the statement
+   * `first` appends (`last`, for the test hook). Resolves to one result per statement.
+   */
+  async #flushWith<Q extends { readonly rows: readonly unknown[] }>(
+    before: readonly string[],
+    last: string,
+    first: (preamble: readonly PipelinedStatement[]) => Promise<Q[]>,
+  ): Promise<Q[]> {
+    const opening = this.#began ? [] : this.#begin!();
+    const deferred = this.#deferred;
+    this.#began = true;
+    this.#deferred = [];
+    if (opening.length > 0) testHooks.statement?.(this.shardId, opening.join('; '));
+    for (const statement of [...deferred.map((write) => write.text), ...before, last]) testHooks.statement?.(this.shardId, statement);
+    const results = await first([...opening, ...deferred, ...before]);
+    // The preamble's SELECT ends with `started` (rows as objects, or as arrays when raw).
+    if (opening.length > 0) {
+      const row = results[1]?.rows[0] as { started?: string } | (string | null)[] | undefined;
+      this.startedAt = Number(Array.isArray(row) ? row[row.length - 1] : row?.started);
+    }
+    return results;
   }
 }
 

@@ -1,12 +1,13 @@
-import type { QueryResult, ShardSession } from '../pool/session.js';
+import type { ShardSession } from '../pool/session.js';
 import { ShardRouterError, isDatabaseError } from '../errors.js';
 import type { TxnStep } from '../observe/hooks.js';
 import type { CoordinatorContext } from './coordinator.js';
 import {
   COORDINATOR_SETTLE_WINDOW_MS,
   DECISION_KEY_CONSTRAINT,
+  DECISION_LIFETIME_CONSTRAINT,
   UnsettledError,
-  commitDecisionSql,
+  commitDecisionStatements,
   settleDecision,
 } from './decision-log.js';
 import type { Outcome } from './decision-log.js';
@@ -99,7 +100,7 @@ export class TwoPhaseCommit {
     try {
       command = (
         await this.#step('PREPARE TRANSACTION', voter.shardId, () =>
-          voter.send(`PREPARE TRANSACTION ${preparedLiteral(preparedName(gid, voter.shardId))}`),
+          voter.commitStep([`PREPARE TRANSACTION ${preparedLiteral(preparedName(gid, voter.shardId))}`]),
         )
       ).command;
     } catch (error) {
@@ -107,7 +108,8 @@ export class TwoPhaseCommit {
       // A server error means the PREPARE did not happen; a lost connection leaves it unknown.
       return error instanceof ShardRouterError && error.code === 'CONNECTION_LOST' ? 'unknown' : 'no';
     }
-    // A transaction that had already failed answers PREPARE with ROLLBACK: a no vote.
+    // A transaction that had already failed answers PREPARE with ROLLBACK: a no vote. (A
+    // deferred write that fails in PREPARE's pipeline is an error above: PREPARE is skipped.)
     if (command !== 'PREPARE') return 'no';
     this.#preparedCount++;
     try {
@@ -129,12 +131,9 @@ export class TwoPhaseCommit {
     try {
       if (testHooks.fault) await this.#fault('before-decision', decider, 1, 1);
       commitSent = true;
-      const decisionSql = commitDecisionSql(this.#context.catalogSchema, this.#gid, this.#keepMillis);
-      const answer = (await this.#step('COMMIT', decider.shardId, () => decider.send(decisionSql))) as unknown as
-        | QueryResult[]
-        | QueryResult;
-      const last = Array.isArray(answer) ? answer.at(-1) : answer;
-      const outcome: Outcome = last?.command === 'COMMIT' ? 'commit' : 'abort';
+      const decision = commitDecisionStatements(this.#context.catalogSchema, this.#gid, this.#keepMillis);
+      const last = await this.#step('COMMIT', decider.shardId, () => decider.commitStep(decision));
+      const outcome: Outcome = last.command === 'COMMIT' ? 'commit' : 'abort';
       if (outcome === 'commit' && testHooks.fault) await this.#fault('after-decision', decider, 1, 1);
       return { outcome };
     } catch (error) {
@@ -178,7 +177,10 @@ export class TwoPhaseCommit {
         constraintOf(refusal) === DECISION_KEY_CONSTRAINT,
       );
     }
-    if (refusal !== undefined && sqlStateOf(refusal) === '23514') return this.#timeoutError(refusal);
+    // The lifetime guard, by name: a deferred write in the same message (tx.publish) may fail a CHECK of its own.
+    if (refusal !== undefined && sqlStateOf(refusal) === '23514' && constraintOf(refusal) === DECISION_LIFETIME_CONSTRAINT) {
+      return this.#timeoutError(refusal);
+    }
     return aborted(decider.shardId, this.#gid, decider.firstError, 'the decision shard could not commit');
   }
 

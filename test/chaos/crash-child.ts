@@ -5,7 +5,7 @@ import { requiredEnv } from './child-env.js';
 import type { FaultPoint } from '../../src/twopc/test-hooks.js';
 
 /**
- * Child of crash-points.test.ts: runs cross-shard transfers with a fault hook that SIGKILLs this
+ * Child of crash-points.test.ts: runs cross-shard transfers (each leg also publishes an outbox event) with a fault hook that SIGKILLs this
  * very process at a chosen protocol step, so the parent can check what recovery makes of the
  * state a real crash leaves on real servers.
  *
@@ -93,6 +93,9 @@ async function run(transfer: PlannedTransfer): Promise<void> {
             delta,
           ]);
         }
+        // One event per leg, published last: each rides with its shard's commit step (PREPARE
+        // on a voter, the decision on D), so every kill point also checks the events (O1).
+        for (const { account } of transfer.legs) await tx.publish(account, 'crash', { transfer: transfer.id, account });
       }),
     );
     say(`ack ${transfer.id}`);

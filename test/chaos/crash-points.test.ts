@@ -146,12 +146,30 @@ function settledIn(reports: readonly RecoveryReport[], gid: string): { committed
   };
 }
 
+/** The outbox events the transfers published (one per leg, deferred to the commit step): transfer id and account, by shard. */
+async function eventsOf(router: ShardRouter, catalog: string): Promise<{ shardId: string; transfer: string; account: string }[]> {
+  const events: { shardId: string; transfer: string; account: string }[] = [];
+  for (const shardId of router.shardIds) {
+    const { rows } = await router.executeOn<{ transfer: string; account: string }>(
+      shardId,
+      `SELECT payload->>'transfer' AS transfer, payload->>'account' AS account FROM "${catalog}".outbox_events WHERE topic = 'crash'`,
+    );
+    events.push(...rows.map((row) => ({ shardId, ...row })));
+  }
+  return events;
+}
+
 /**
- * Balances and legs agree: all-or-nothing per transfer (a leg on every one of its shards, or on
- * none), each balance = initial + its legs, money neither created nor destroyed.
+ * Balances, legs and events agree: all-or-nothing per transfer (a leg and an event on every one
+ * of its shards, or none), each balance = initial + its legs, money neither created nor destroyed.
  */
-async function expectConsistent(router: ShardRouter, transfers: readonly PlannedTransfer[]): Promise<Map<string, 'all' | 'none'>> {
+async function expectConsistent(
+  router: ShardRouter,
+  catalog: string,
+  transfers: readonly PlannedTransfer[],
+): Promise<Map<string, 'all' | 'none'>> {
   const legs = await legsOf(transfers.map((transfer) => transfer.id));
+  const events = await eventsOf(router, catalog);
   const outcomes = new Map<string, 'all' | 'none'>();
   const accounts = transfers.flatMap((transfer) => transfer.legs.map((leg) => leg.account));
   const balances = await balancesOf(router, accounts);
@@ -171,6 +189,13 @@ async function expectConsistent(router: ShardRouter, transfers: readonly Planned
       ).toEqual(expected.sort((a, b) => a.server - b.server));
       outcomes.set(transfer.id, 'all');
     }
+    const published = events.filter((event) => event.transfer === transfer.id);
+    const expectedEvents =
+      outcomes.get(transfer.id) === 'all'
+        ? transfer.legs.map((leg) => ({ shardId: router.shardFor(leg.account), transfer: transfer.id, account: leg.account }))
+        : [];
+    const byAccount = (a: { account: string }, b: { account: string }) => a.account.localeCompare(b.account);
+    expect(published.sort(byAccount), `events of ${transfer.id}`).toEqual(expectedEvents.sort(byAccount));
     for (const { account } of transfer.legs) {
       const moved = found.filter((leg) => leg.account === account).reduce((sum, leg) => sum + leg.delta, 0);
       expect(balances.get(account), `balance of ${account}`).toBe(INITIAL_BALANCE + moved);
@@ -256,7 +281,7 @@ describe.concurrent('a coordinator SIGKILLed at one step of a 3-shard transactio
         // Recovery consults (and, for an abort, writes) the decision only when something was prepared.
         expect(await decisionOf(router, catalog, gid)).toBe(outcome === 'all' ? 'commit' : left.length > 0 ? 'abort' : undefined);
 
-        const outcomes = await expectConsistent(router, [transfer]);
+        const outcomes = await expectConsistent(router, catalog, [transfer]);
         expect(outcomes.get(transfer.id)).toBe(outcome);
       } finally {
         await router.close();
@@ -306,7 +331,7 @@ describe('a coordinator SIGKILLed with several transactions in flight', () => {
 
       await withFreshRouter(catalog, (recoverer) => recoverUntilSettled(recoverer, urls));
       expect(await preparedOn(urls, `psr:${router.clusterId}:`)).toEqual([]);
-      const outcomes = await expectConsistent(router, transfers);
+      const outcomes = await expectConsistent(router, catalog, transfers);
 
       expect(outcomes.get(killed![1]!)).toBe('all');
       for (const [id, point] of Object.entries(HELD)) expect(outcomes.get(id), id).toBe(point === 'after-decision' ? 'all' : 'none');

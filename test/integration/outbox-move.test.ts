@@ -52,12 +52,15 @@ it('moves carry undelivered events, sequences and offsets: nothing lost, per-key
   });
   await consumer.ready;
   const committed = new Map<string, { key: string; seq: number }>();
+  const published = new Map<string, number>();
   let publishing = true;
   const publisher = (async () => {
     for (let round = 0; publishing || round < 4; round++) {
       for (const key of keys) {
         const event = await router.transaction([key], (tx) => tx.publish(key, 'moved', { round }));
-        committed.set(event.id, { key, seq: event.seq });
+        // A key's publishes commit one after another, so its nth commit must be its seq n (O2).
+        committed.set(event.id, { key, seq: (published.get(key) ?? 0) + 1 });
+        published.set(key, (published.get(key) ?? 0) + 1);
       }
     }
   })();

@@ -2,6 +2,8 @@ import type { QueryResult } from 'pg';
 import { describe, expect, it } from 'vitest';
 import type { ShardSession } from '../../src/pool/session.js';
 import { ShardRouterError } from '../../src/index.js';
+import { withPublish } from '../../src/outbox/publish.js';
+import type { PipelinedStatement } from '../../src/pool/session.js';
 import { runTransaction } from '../../src/twopc/coordinator.js';
 import type { CoordinatorContext } from '../../src/twopc/coordinator.js';
 import { resolveTransactionOptions } from '../../src/twopc/transaction-options.js';
@@ -55,15 +57,30 @@ class Recorder {
         return broken;
       },
       backendPid: id,
-      async queryPipelined(_preamble: readonly string[], sql: string) {
-        // One round trip: recorded as the transaction's BEGIN followed by its first statement.
-        trace.push(`${shardId}#${id} BEGIN`);
-        const result = (await this.query(sql)) as QueryResult;
-        return [
-          { command: 'BEGIN', rows: [] },
-          { command: 'SELECT', rows: [{ started: String(Date.now() / 1000) }] },
-          result,
-        ] as QueryResult[];
+      async queryPipelined(preamble: readonly PipelinedStatement[], sql: string) {
+        // One round trip: recorded as the transaction's BEGIN (if it opens one), the statements
+        // it carries, then the last one, which alone advances the clock. A statement the script
+        // fails skips the rest, as the server does up to the Sync.
+        const texts = preamble.map((statement) => (typeof statement === 'string' ? statement : statement.text));
+        const opening = texts[0]?.startsWith('BEGIN') === true;
+        const results: Partial<QueryResult>[] = opening
+          ? [
+              { command: 'BEGIN', rows: [] },
+              { command: 'SELECT', rows: [{ started: String(Date.now() / 1000) }] },
+            ]
+          : [];
+        if (opening) trace.push(`${shardId}#${id} BEGIN`);
+        for (const text of texts.slice(opening ? 2 : 0)) {
+          trace.push(`${shardId}#${id} ${label(text)}`);
+          const reply = script(shardId, text, id);
+          if (reply instanceof Error) {
+            await new Promise((resolve) => setImmediate(resolve));
+            recorder.clock++;
+            throw reply;
+          }
+          results.push({ command: text.split(' ')[0] ?? '', rows: [] });
+        }
+        return [...results, (await this.query(sql)) as QueryResult] as QueryResult[];
       },
       async queryRaw(sql: string) {
         const result = (await this.query(sql)) as QueryResult;
@@ -76,12 +93,7 @@ class Recorder {
         };
       },
       async query(sql: string) {
-        const verb = sql.startsWith('BEGIN')
-          ? 'BEGIN'
-          : sql.endsWith('; COMMIT')
-            ? 'INSERT decision; COMMIT'
-            : sql.replace(/'psr:[^']+'/, '<gid>').replace(/ INTO "shard_router".twopc_decisions.*/s, ' decision');
-        trace.push(`${shardId}#${id} ${verb}`);
+        trace.push(`${shardId}#${id} ${label(sql)}`);
         const sentAt = recorder.clock;
         await new Promise((resolve) => setImmediate(resolve));
         recorder.clock = Math.max(recorder.clock, sentAt + 1);
@@ -104,19 +116,40 @@ class Recorder {
   }
 }
 
+/** How a statement shows in the trace. */
+function label(sql: string): string {
+  if (sql.startsWith('BEGIN')) return 'BEGIN';
+  if (sql.endsWith('; COMMIT')) return 'INSERT decision; COMMIT';
+  if (sql.includes('.outbox_events')) return 'publish';
+  return sql.replace(/'psr:[^']+'/, '<gid>').replace(/ INTO "shard_router".twopc_decisions.*/s, ' decision');
+}
+
 const options = resolveTransactionOptions(undefined, { timeoutMillis: 30_000, lockTimeoutMillis: 5_000 });
 
-function transfer(recorder: Recorder, keys: string[]) {
+/** The benchmark's transfer: one statement per key; `publishOn` keys then publish one event each (tx.publish, deferred). */
+function transfer(recorder: Recorder, keys: string[], publishOn: string[] = []) {
   return runTransaction(
     recorder.context(),
-    [...new Set(keys.map((key) => key.split(':')[0]!))].sort(),
-    keys[0]!.split(':')[0]!,
+    [...new Set([...keys, ...publishOn].map((key) => key.split(':')[0]!))].sort(),
+    (keys[0] ?? publishOn[0])!.split(':')[0]!,
     options,
-    async (tx) => {
+    async (core, deferred) => {
+      const tx = withPublish(core, deferred, 'shard_router', new Set());
       for (const key of keys) await tx.execute(key, 'UPDATE t SET n = n + 1 WHERE k = $1', [key]);
+      for (const key of publishOn) await tx.publish(key, 'bench.transfer', { key });
       return 'ok';
     },
   );
+}
+
+/** A server error as pg reports it, wrapped as the pool does. */
+function refused(shardId: string): ShardRouterError {
+  const cause = Object.assign(new Error('new row violates check constraint'), {
+    code: '23514',
+    severity: 'ERROR',
+    constraint: 'payload_small',
+  });
+  return new ShardRouterError('QUERY_FAILED', `shard ${shardId}: ${cause.message}`, { shardId, cause });
 }
 
 describe('two-phase commit protocol order (recording fake)', () => {
@@ -205,5 +238,82 @@ describe('two-phase commit protocol order (recording fake)', () => {
       's3#1 COMMIT',
       's3#1 release',
     ]);
+  });
+});
+
+describe('deferred publish (tx.publish rides with the next message)', () => {
+  it('costs no round trip: a transfer that publishes takes as many as one that does not, 1PC and 2PC', async () => {
+    // The benchmark's shape: both statements, then one event on the first key (D in 2PC).
+    const twoShards = new Recorder();
+    await transfer(twoShards, ['s0:a', 's1:b'], ['s0:a']);
+    expect(twoShards.clock).toBe(5);
+    expect(twoShards.trace).toEqual(expect.arrayContaining(['s0#1 publish', 's0#1 INSERT decision', 's0#1 COMMIT']));
+    // On a voter, it rides with PREPARE.
+    const onVoter = new Recorder();
+    await transfer(onVoter, ['s0:a', 's1:b'], ['s1:b']);
+    expect(onVoter.clock).toBe(5);
+    const voter = onVoter.trace.filter((line) => line.startsWith('s1#2'));
+    expect(voter.slice(voter.indexOf('s1#2 publish'), voter.indexOf('s1#2 publish') + 2)).toEqual([
+      's1#2 publish',
+      's1#2 PREPARE TRANSACTION <gid>',
+    ]);
+    const oneShard = new Recorder();
+    await transfer(oneShard, ['s3:a', 's3:b'], ['s3:a']);
+    expect(oneShard.clock).toBe(3);
+    expect(oneShard.trace).toEqual([
+      's3#1 BEGIN',
+      's3#1 UPDATE t SET n = n + 1 WHERE k = $1',
+      's3#1 UPDATE t SET n = n + 1 WHERE k = $1',
+      's3#1 publish',
+      's3#1 COMMIT',
+      's3#1 release',
+    ]);
+    // A transaction that only publishes: BEGIN, the event and COMMIT in one round trip.
+    const publishOnly = new Recorder();
+    await transfer(publishOnly, [], ['s3:a']);
+    expect(publishOnly.clock).toBe(1);
+    expect(publishOnly.trace).toEqual(['s3#1 BEGIN', 's3#1 publish', 's3#1 COMMIT', 's3#1 release']);
+  });
+
+  it('is sent before the next statement on its shard, in the same round trip', async () => {
+    const recorder = new Recorder();
+    await runTransaction(recorder.context(), ['s3'], 's3', options, async (core, deferred) => {
+      const tx = withPublish(core, deferred, 'shard_router', new Set());
+      await tx.execute('s3:a', 'UPDATE t SET n = n + 1 WHERE k = $1', ['s3:a']);
+      await tx.publish('s3:a', 'x', {});
+      await tx.execute('s3:a', 'SELECT count(*) FROM outbox_events', []);
+    });
+    expect(recorder.trace).toEqual([
+      's3#1 BEGIN',
+      's3#1 UPDATE t SET n = n + 1 WHERE k = $1',
+      's3#1 publish',
+      's3#1 SELECT count(*) FROM outbox_events',
+      's3#1 COMMIT',
+      's3#1 release',
+    ]);
+    expect(recorder.clock).toBe(3);
+  });
+
+  it('a publish the server refuses at COMMIT: COMMIT skipped, ROLLBACK, TRANSACTION_ABORTED with the refusal as cause', async () => {
+    const recorder = new Recorder((shardId, sql) => (sql.includes('.outbox_events') ? refused(shardId) : undefined));
+    const error = await transfer(recorder, ['s3:a', 's3:b'], ['s3:a']).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'TRANSACTION_ABORTED', shardId: 's3' });
+    expect((error as ShardRouterError).cause).toMatchObject({ code: 'QUERY_FAILED' });
+    expect(recorder.trace.slice(-3)).toEqual(['s3#1 publish', 's3#1 ROLLBACK', 's3#1 release']);
+  });
+
+  it("a publish refused in PREPARE's or the decision's message is a no vote: nothing commits, prepared voters roll back", async () => {
+    for (const on of ['s1:b', 's0:a']) {
+      const recorder = new Recorder((shardId, sql) => (sql.includes('.outbox_events') ? refused(shardId) : undefined));
+      const error = await transfer(recorder, ['s0:a', 's1:b', 's2:c'], [on]).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'TRANSACTION_ABORTED', shardId: on.split(':')[0] });
+      const t = recorder.trace;
+      expect(t.some((line) => line.includes('COMMIT PREPARED') || line.endsWith(' COMMIT'))).toBe(false);
+      expect(t).toContain(`${on.split(':')[0]}#${on === 's0:a' ? 1 : 2} ROLLBACK`);
+      // Every PREPARE that happened is rolled back.
+      const prepared = t.filter((line) => line.includes('PREPARE TRANSACTION')).map((line) => line.split(' ')[0]);
+      const rolledBack = t.filter((line) => line.includes('ROLLBACK PREPARED')).map((line) => line.split(' ')[0]);
+      expect(rolledBack.sort()).toEqual(prepared.sort());
+    }
   });
 });
