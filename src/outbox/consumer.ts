@@ -55,6 +55,8 @@ export class OutboxConsumer {
   readonly #claiming = new Set<string>();
   /** Claims in flight (stop waits for them, so the runs they begin are waited for too). */
   readonly #claims = new Set<Promise<void>>();
+  /** Per shard, the last key its previous claim took: the next claim's scan starts after it (claims.ts). */
+  readonly #after = new Map<string, string>();
   /** When each shard's last NOTIFY arrived. */
   readonly #notifiedAt = new Map<string, number>();
   #wakeScheduled = false;
@@ -208,8 +210,11 @@ export class OutboxConsumer {
     const { catalogSchema: schema, bucketCount } = this.#context;
     const { group, batchSize, leaseMillis, maxAttempts } = this.#options;
     const session = stamped(this.#context, shardId, routing.version);
-    const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis };
-    const claimed = await claimKeys(session, params);
+    const after = this.#after.get(shardId) ?? '';
+    const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis, after };
+    const { keys: claimed, reached } = await claimKeys(session, params);
+    // Nothing leased: the keys found were taken by others meanwhile; look from the start next time.
+    this.#after.set(shardId, reached ?? '');
     const returned: KeyOutcome[] = [];
     const deliver: ClaimedKey[] = [];
     for (const key of claimed) {
