@@ -56,7 +56,7 @@ export class OutboxConsumer {
   readonly #claiming = new Set<string>();
   /** Claims in flight (stop waits for them, so the runs they begin are waited for too). */
   readonly #claims = new Set<Promise<void>>();
-  /** Per shard, the last key its previous claim took: the next claim's scan starts after it (claims.ts). */
+  /** Per shard, the last key its previous claim's scan reached: the next claim's scan starts after it (claims.ts). */
   readonly #after = new Map<string, string>();
   /** When each shard's last NOTIFY arrived. */
   readonly #notifiedAt = new Map<string, number>();
