@@ -52,22 +52,68 @@ interface ClaimParams {
   readonly keys: number;
   readonly eventsPerKey: number;
   readonly leaseMillis: number;
+  /** Where the scan for keys starts (just after this key, then round): the last key of this shard's previous claim. */
+  readonly after: string;
 }
 
 const CLAIMABLE = `(o.lease_until IS NULL OR o.lease_until < now()) AND o.parked_seq IS NULL AND (o.not_before IS NULL OR o.not_before <= now())`;
 
-/** Keys of this shard with an event the group has not acknowledged, that nobody holds. */
+/**
+ * Keys of this shard with an event the group has not acknowledged, that nobody holds, in key
+ * order from just after `after` ($6), wrapping around to the first key: a scan of `outbox_keys`
+ * that stops at `$2` keys, so a claim costs about the keys it takes, not every retained event.
+ * Per key, `last_seq` against the group's `acked_seq` skips a done key without reading its
+ * events (every event of a key has a seq at or below the `last_seq` committed with it, O2); the
+ * events are read only for a key that may have one pending. A scan that finds fewer than `$2`
+ * keys went round every key of the shard. The last key in that order is where the next claim
+ * on the shard starts (`reached`), so successive claims go round the keys instead of reading
+ * the same finished ones again.
+ */
 function candidatesSql(p: ClaimParams): string {
   const s = q(p.schema);
-  // The guard (as for broadcast reads) refuses a shard whose map is not the routed version and
-  // skips the rows of buckets this shard has handed over but not yet cleaned up.
-  return `SELECT DISTINCT e.key FROM
-       (SELECT key, seq, topic, published_at FROM ${s}.outbox_events WHERE ${movesGuardCondition(p.schema, 'key', p.bucketCount, 3)}) e
+  const group = (column: string) => `(SELECT g.${column} FROM ${s}.outbox_groups g WHERE g.group_name = $1)`;
+  // The offsets row and the events are read per key (LATERAL and EXISTS kept as subqueries by
+  // OFFSET 0), so the plan walks the key index in order and stops at $2 keys: a join of the
+  // whole tables would cost every key of the shard, whatever the limit. The guard (as for
+  // broadcast reads) refuses a shard whose map is not the routed version and skips the rows of
+  // buckets this shard has handed over but not yet cleaned up.
+  const from = (range: string, wrapped: boolean) => `(SELECT k.key, ${wrapped} AS wrapped FROM ${s}.outbox_keys k
+        LEFT JOIN LATERAL (SELECT * FROM ${s}.outbox_offsets o WHERE o.group_name = $1 AND o.key = k.key OFFSET 0) o ON true
+       WHERE ${range} AND ${movesGuardCondition(p.schema, 'key', p.bucketCount, 3, 'k')}
+         AND k.last_seq > coalesce(o.acked_seq, 0) AND (o.key IS NULL OR (${CLAIMABLE}))
+         AND EXISTS (SELECT 1 FROM ${s}.outbox_events e
+                      WHERE e.key = k.key AND e.seq > coalesce(o.acked_seq, 0)
+                        AND e.topic = ANY (CAST(${group('topics')} AS text[])) AND e.published_at >= ${group('starts_at')} OFFSET 0)
+       ORDER BY k.key LIMIT $2)`;
+  return `${from('k.key > $6', false)} UNION ALL ${from('k.key <= $6', true)} LIMIT $2`;
+}
+
+/** The claim statement's text, built once per catalog schema and bucket count (it is the same for every claim). */
+const claimSqlCache = new Map<string, string>();
+
+function claimSql(p: ClaimParams): string {
+  const cacheKey = `${p.schema}\u0000${p.bucketCount}`;
+  const cached = claimSqlCache.get(cacheKey);
+  if (cached !== undefined) return cached;
+  const s = q(p.schema);
+  const sql = `WITH candidates AS (${candidatesSql(p)}),
+     leased AS (
+       INSERT INTO ${s}.outbox_offsets AS o (group_name, key, attempt, lease_token, lease_until)
+       SELECT $1, key, 1, gen_random_uuid(), now() + $4 * interval '1 ms' FROM candidates ORDER BY key
+       ON CONFLICT (group_name, key) DO UPDATE
+          SET lease_token = excluded.lease_token, lease_until = excluded.lease_until, attempt = o.attempt + 1
+        WHERE ${CLAIMABLE}
+       RETURNING o.key, o.lease_token::text AS token, o.attempt, o.acked_seq)
+     SELECT (SELECT c.key FROM candidates c ORDER BY c.wrapped DESC, c.key DESC LIMIT 1) AS reached,
+            l.key, l.token, l.attempt, e.seq::text AS seq, e.id::text AS id, e.topic, e.payload, e.headers, e.published_at
+       FROM leased l
        JOIN ${s}.outbox_groups g ON g.group_name = $1
-       LEFT JOIN ${s}.outbox_offsets o ON o.group_name = $1 AND o.key = e.key
-      WHERE e.seq > coalesce(o.acked_seq, 0) AND e.topic = ANY (g.topics) AND e.published_at >= g.starts_at
-        AND (o.key IS NULL OR (${CLAIMABLE}))
-      LIMIT $2`;
+       LEFT JOIN LATERAL (SELECT * FROM ${s}.outbox_events x
+                           WHERE x.key = l.key AND x.seq > l.acked_seq AND x.topic = ANY (g.topics) AND x.published_at >= g.starts_at
+                           ORDER BY x.seq LIMIT $5) e ON true
+      ORDER BY l.key, e.seq`;
+  claimSqlCache.set(cacheKey, sql);
+  return sql;
 }
 
 /**
@@ -77,9 +123,9 @@ function candidatesSql(p: ClaimParams): string {
  * two consumers claiming the same key at once never both get it (the second waits for the first
  * and then finds the lease taken); keys are taken in sorted order, so two claims cannot deadlock.
  */
-export async function claimKeys(session: Queryable, p: ClaimParams): Promise<ClaimedKey[]> {
-  const s = q(p.schema);
+export async function claimKeys(session: Queryable, p: ClaimParams): Promise<{ keys: ClaimedKey[]; reached: string | null }> {
   const { rows } = await session.query<{
+    reached: string | null;
     key: string;
     token: string;
     attempt: number;
@@ -89,24 +135,7 @@ export async function claimKeys(session: Queryable, p: ClaimParams): Promise<Cla
     payload: unknown;
     headers: Record<string, unknown>;
     published_at: Date;
-  }>(
-    `WITH candidates AS (${candidatesSql(p)}),
-     leased AS (
-       INSERT INTO ${s}.outbox_offsets AS o (group_name, key, attempt, lease_token, lease_until)
-       SELECT $1, key, 1, gen_random_uuid(), now() + $4 * interval '1 ms' FROM candidates ORDER BY key
-       ON CONFLICT (group_name, key) DO UPDATE
-          SET lease_token = excluded.lease_token, lease_until = excluded.lease_until, attempt = o.attempt + 1
-        WHERE ${CLAIMABLE}
-       RETURNING o.key, o.lease_token::text AS token, o.attempt, o.acked_seq)
-     SELECT l.key, l.token, l.attempt, e.seq::text AS seq, e.id::text AS id, e.topic, e.payload, e.headers, e.published_at
-       FROM leased l
-       JOIN ${s}.outbox_groups g ON g.group_name = $1
-       LEFT JOIN LATERAL (SELECT * FROM ${s}.outbox_events x
-                           WHERE x.key = l.key AND x.seq > l.acked_seq AND x.topic = ANY (g.topics) AND x.published_at >= g.starts_at
-                           ORDER BY x.seq LIMIT $5) e ON true
-      ORDER BY l.key, e.seq`,
-    [p.group, p.keys, p.version, p.leaseMillis, p.eventsPerKey],
-  );
+  }>(claimSql(p), [p.group, p.keys, p.version, p.leaseMillis, p.eventsPerKey, p.after]);
   const claimed = new Map<string, { key: string; token: string; attempt: number; events: ClaimedEvent[] }>();
   for (const row of rows) {
     let entry = claimed.get(row.key);
@@ -125,7 +154,7 @@ export async function claimKeys(session: Queryable, p: ClaimParams): Promise<Cla
       publishedAt: row.published_at,
     });
   }
-  return [...claimed.values()];
+  return { keys: [...claimed.values()], reached: rows[0]?.reached ?? null };
 }
 
 /**

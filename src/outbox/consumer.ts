@@ -6,6 +6,7 @@ import { registerGroup } from './groups.js';
 import { collectIdleKeys } from './idle-keys.js';
 import type { ResolvedConsumeOptions } from './options.js';
 import { purgeShard } from './retention.js';
+import { SettlementWriter, groupBy, outcome, stamped } from './settlements.js';
 
 /**
  * One consumer of a group in this process (docs/outbox.md). It claims keys on every shard
@@ -55,6 +56,8 @@ export class OutboxConsumer {
   readonly #claiming = new Set<string>();
   /** Claims in flight (stop waits for them, so the runs they begin are waited for too). */
   readonly #claims = new Set<Promise<void>>();
+  /** Per shard, the last key its previous claim's scan reached: the next claim's scan starts after it (claims.ts). */
+  readonly #after = new Map<string, string>();
   /** When each shard's last NOTIFY arrived. */
   readonly #notifiedAt = new Map<string, number>();
   #wakeScheduled = false;
@@ -63,15 +66,14 @@ export class OutboxConsumer {
   #pollTimer: NodeJS.Timeout | undefined;
   #heartbeatTimer: NodeJS.Timeout | undefined;
   #lastPurge = 0;
-  /** Outcomes waiting for their write, per shard that owned the key when they were queued. */
-  readonly #queues = new Map<string, { outcome: KeyOutcome; done: (kept: boolean) => void }[]>();
-  readonly #flushing = new Map<string, Promise<void>>();
+  readonly #writer: SettlementWriter;
 
   constructor(context: OutboxContext, options: ResolvedConsumeOptions, onStopped: () => void) {
     this.#context = context;
     this.#options = options;
     this.#onStopped = onStopped;
     this.group = options.group;
+    this.#writer = new SettlementWriter(context, options.group, options.leaseMillis, (error) => this.#report(error));
     this.ready = this.#start();
   }
 
@@ -208,8 +210,11 @@ export class OutboxConsumer {
     const { catalogSchema: schema, bucketCount } = this.#context;
     const { group, batchSize, leaseMillis, maxAttempts } = this.#options;
     const session = stamped(this.#context, shardId, routing.version);
-    const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis };
-    const claimed = await claimKeys(session, params);
+    const after = this.#after.get(shardId) ?? '';
+    const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis, after };
+    const { keys: claimed, reached } = await claimKeys(session, params);
+    // Nothing leased: the keys found were taken by others meanwhile; look from the start next time.
+    this.#after.set(shardId, reached ?? '');
     const returned: KeyOutcome[] = [];
     const deliver: ClaimedKey[] = [];
     for (const key of claimed) {
@@ -261,7 +266,7 @@ export class OutboxConsumer {
       if (performance.now() > run.leaseEndsAt - this.#options.leaseMillis / 10) return null;
       if (index > 0 && careful) {
         const sentAt = performance.now();
-        if (!(await this.#write(outcome(run.claimed, run.acked, 0, null, null, null, false)))) {
+        if (!(await this.#writer.write(outcome(run.claimed, run.acked, 0, null, null, null, false)))) {
           run.settled = true; // Taken over: nothing of ours to give back.
           return null;
         }
@@ -318,58 +323,7 @@ export class OutboxConsumer {
     const { maxAttempts, retryBackoffMillis } = this.#options;
     const park = failedSeq !== null && run.started >= maxAttempts;
     const backoff = failedSeq !== null && !park ? Math.min(MAX_BACKOFF_MS, retryBackoffMillis * 2 ** Math.min(30, run.started - 1)) : null;
-    await this.#write(outcome(run.claimed, run.acked, run.started, park ? failedSeq : null, error, backoff, true));
-  }
-
-  /** Queues an outcome for the next batched write; resolves to whether this consumer still held the key's lease. */
-  #write(item: KeyOutcome): Promise<boolean> {
-    const shardId = this.#context.routing().ownerOf(item.key);
-    return new Promise<boolean>((done) => {
-      const queue = this.#queues.get(shardId);
-      if (queue) queue.push({ outcome: item, done });
-      else this.#queues.set(shardId, [{ outcome: item, done }]);
-      if (!this.#flushing.has(shardId)) this.#flushing.set(shardId, this.#flush(shardId));
-    });
-  }
-
-  /**
-   * Writes a shard's queued outcomes, one statement for everything queued meanwhile. Each shard
-   * has its own loop, so a slow shard does not hold back the keys of the others.
-   */
-  async #flush(shardId: string): Promise<void> {
-    try {
-      for (;;) {
-        // One turn of the event loop first: the handlers that the previous batch released queue
-        // their next outcomes in it, so they share this write instead of waiting for the next.
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        const batch = this.#queues.get(shardId)?.splice(0) ?? [];
-        if (batch.length === 0) return;
-        let changed = new Set<string>();
-        try {
-          // By owner again: a key whose bucket moved since it was queued is written where it is now.
-          changed = await this.#context.retryingStaleMap(() => this.#settleByOwner(batch.map((item) => item.outcome)));
-        } catch (error) {
-          // The leases then run out and the events are delivered again (at least once).
-          this.#report(error);
-        }
-        for (const item of batch) item.done(changed.has(item.outcome.key));
-      }
-    } finally {
-      this.#flushing.delete(shardId);
-    }
-  }
-
-  /** Writes outcomes to each key's owner by the current map (a key whose bucket moved has its offsets there). */
-  async #settleByOwner(outcomes: readonly KeyOutcome[]): Promise<Set<string>> {
-    const routing = this.#context.routing();
-    const byShard = groupBy(outcomes, (item) => routing.ownerOf(item.key));
-    const { catalogSchema } = this.#context;
-    const results = await Promise.all(
-      [...byShard].map(([shardId, items]) =>
-        settleKeys(stamped(this.#context, shardId, routing.version), catalogSchema, this.group, items, this.#options.leaseMillis),
-      ),
-    );
-    return new Set(results.flatMap((keys) => [...keys]));
+    await this.#writer.write(outcome(run.claimed, run.acked, run.started, park ? failedSeq : null, error, backoff, true));
   }
 
   async #heartbeat(): Promise<void> {
@@ -421,7 +375,7 @@ export class OutboxConsumer {
       if (!run.settled) late.push(this.#settle(run, null));
     }
     await Promise.all(late);
-    while (this.#flushing.size > 0) await Promise.all(this.#flushing.values());
+    await this.#writer.drained();
     clearInterval(this.#heartbeatTimer);
     await Promise.all([...this.#listeners.values()].map((listener) => (listener === 'opening' ? undefined : listener.close())));
     this.#listeners.clear();
@@ -436,35 +390,6 @@ export class OutboxConsumer {
       // A throwing onError must not stop the consumer.
     }
   }
-}
-
-function outcome(
-  key: ClaimedKey,
-  ackedSeq: number,
-  attempt: number,
-  parkedSeq: number | null,
-  error: string | null,
-  backoffMillis: number | null,
-  release: boolean,
-): KeyOutcome {
-  return { key: key.key, token: key.token, ackedSeq, attempt: Math.max(0, attempt), parkedSeq, error, backoffMillis, release };
-}
-
-function groupBy<T>(items: readonly T[], by: (item: T) => string): Map<string, T[]> {
-  const groups = new Map<string, T[]>();
-  for (const item of items) {
-    const name = by(item);
-    const list = groups.get(name);
-    if (list) list.push(item);
-    else groups.set(name, [item]);
-  }
-  return groups;
-}
-
-/** A shard's pool as a Queryable whose statements carry the routed map version. */
-function stamped(context: OutboxContext, shardId: string, version: number) {
-  const pool = context.pool(shardId);
-  return { query: <R extends Record<string, unknown>>(sql: string, params?: readonly unknown[]) => pool.query<R>(sql, params, version) };
 }
 
 function isClosed(error: unknown): boolean {
