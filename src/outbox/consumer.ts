@@ -8,6 +8,8 @@ import type { ResolvedConsumeOptions } from './options.js';
 import { purgeShard } from './retention.js';
 import { SettlementWriter, groupBy, outcome, stamped } from './settlements.js';
 
+/** A full claim of at least this many keys means a backlog: the next claim on the shard walks the keys (claims.ts). */
+const BACKLOG_KEYS = 16;
 /**
  * One consumer of a group in this process (docs/outbox.md). It claims keys on every shard
  * (a lease per key), runs each key's events one after the other in seq order, different keys in
@@ -58,6 +60,11 @@ export class OutboxConsumer {
   readonly #claims = new Set<Promise<void>>();
   /** Per shard, the last key its previous claim's scan reached: the next claim's scan starts after it (claims.ts). */
   readonly #after = new Map<string, string>();
+  /**
+   * Shards whose previous claim found all the keys it wanted, at least BACKLOG_KEYS of them: searched
+   * by the key walk until a claim comes back short (claims.ts CandidateSearch).
+   */
+  readonly #backlogged = new Set<string>();
   /** When each shard's last NOTIFY arrived. */
   readonly #notifiedAt = new Map<string, number>();
   #wakeScheduled = false;
@@ -211,10 +218,23 @@ export class OutboxConsumer {
     const { group, batchSize, leaseMillis, maxAttempts } = this.#options;
     const session = stamped(this.#context, shardId, routing.version);
     const after = this.#after.get(shardId) ?? '';
-    const params = { schema, bucketCount, version: routing.version, group, keys: wanted, eventsPerKey: batchSize, leaseMillis, after };
+    const search = this.#backlogged.has(shardId) ? 'walk' : 'events';
+    const params = {
+      schema,
+      bucketCount,
+      version: routing.version,
+      group,
+      keys: wanted,
+      eventsPerKey: batchSize,
+      leaseMillis,
+      after,
+      search,
+    } as const;
     const { keys: claimed, reached } = await claimKeys(session, params);
+    if (claimed.length === wanted && wanted >= BACKLOG_KEYS) this.#backlogged.add(shardId);
+    else this.#backlogged.delete(shardId);
     // Nothing leased: the keys found were taken by others meanwhile; look from the start next time.
-    this.#after.set(shardId, reached ?? '');
+    if (search === 'walk') this.#after.set(shardId, reached ?? '');
     const returned: KeyOutcome[] = [];
     const deliver: ClaimedKey[] = [];
     for (const key of claimed) {
