@@ -101,7 +101,7 @@ function candidatesSql(p: ClaimParams): string {
   return `${from('k.key > $6', false)} UNION ALL ${from('k.key <= $6', true)} LIMIT $2`;
 }
 
-/** The 'events' search: keys with an event the group has not acknowledged, found from the events; `$6` unused. */
+/** The 'events' search: keys with an event the group has not acknowledged, found from the events (no `$6`: it starts nowhere). */
 function pendingEventsSql(p: ClaimParams): string {
   const s = q(p.schema);
   return `SELECT DISTINCT e.key, false AS wrapped FROM
@@ -109,7 +109,7 @@ function pendingEventsSql(p: ClaimParams): string {
        JOIN ${s}.outbox_groups g ON g.group_name = $1
        LEFT JOIN ${s}.outbox_offsets o ON o.group_name = $1 AND o.key = e.key
       WHERE e.seq > coalesce(o.acked_seq, 0) AND e.topic = ANY (g.topics) AND e.published_at >= g.starts_at
-        AND (o.key IS NULL OR (${CLAIMABLE})) AND $6::text IS NOT NULL
+        AND (o.key IS NULL OR (${CLAIMABLE}))
       LIMIT $2`;
 }
 
@@ -160,7 +160,7 @@ export async function claimKeys(session: Queryable, p: ClaimParams): Promise<{ k
     payload: unknown;
     headers: Record<string, unknown>;
     published_at: Date;
-  }>(claimSql(p), [p.group, p.keys, p.version, p.leaseMillis, p.eventsPerKey, p.after]);
+  }>(claimSql(p), [p.group, p.keys, p.version, p.leaseMillis, p.eventsPerKey, ...(p.search === 'walk' ? [p.after] : [])]);
   const claimed = new Map<string, { key: string; token: string; attempt: number; events: ClaimedEvent[] }>();
   for (const row of rows) {
     let entry = claimed.get(row.key);
