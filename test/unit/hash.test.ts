@@ -41,7 +41,7 @@ describe('hashKey', () => {
   });
 
   it('equals the oracle with NUL and one non-ASCII code unit at every position of keys of length 1 to 12', () => {
-    // The ASCII path packs the tail into one word and skips nothing for a zero tail; the first
+    // The ASCII path ORs every code unit of the blocks and the tail into one test at the end; the first
     // non-ASCII code unit anywhere (block or tail) must send the key to the UTF-8 path.
     const keys: string[] = [];
     for (let length = 1; length <= 12; length++) {
