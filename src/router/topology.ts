@@ -265,11 +265,12 @@ export class Topology {
 
   /**
    * Runs `attempt`; while it fails because a shard's fence refused a stale map, refreshes the
-   * map and runs it again (a fenced write did nothing). `first` is a failure already seen.
+   * map and runs it again (a fenced write did nothing). `first` is a failure already seen: it
+   * counts as the first attempt, so the caller's statement runs at most STALE_MAP_ATTEMPTS times.
    */
   async retryingStaleMap<T>(attempt: () => Promise<T>, first?: unknown): Promise<T> {
     let failure = first;
-    for (let round = 0; round < STALE_MAP_ATTEMPTS; round++) {
+    for (let round = first === undefined ? 0 : 1; round < STALE_MAP_ATTEMPTS; round++) {
       if (failure !== undefined) {
         if (!isStaleMap(failure)) throw failure;
         this.#observer.staleMapRetry(round, this.#map.version, failure);
