@@ -93,10 +93,11 @@ export async function createScratchDatabases(): Promise<{ urls: string[]; drop()
   };
 }
 
-/** Runs a TypeScript file of this repository with tsx and returns its output. */
+/** Runs a TypeScript file of this repository (bundled: see compiledProgram) and returns its output. */
 export async function runTypeScript(file: string, env: Record<string, string>): Promise<{ stdout: string; stderr: string }> {
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
+  const { compiledProgram } = await import('./programs.js');
   const root = new URL('../..', import.meta.url).pathname;
-  return promisify(execFile)(`${root}node_modules/.bin/tsx`, [file], { cwd: root, env: { ...process.env, ...env } });
+  return promisify(execFile)(process.execPath, [compiledProgram(file)], { cwd: root, env: { ...process.env, ...env } });
 }
