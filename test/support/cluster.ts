@@ -80,7 +80,7 @@ export async function rejectionOf(promise: Promise<unknown> | (() => unknown)): 
 export async function createScratchDatabases(): Promise<{ urls: string[]; drop(): Promise<void> }> {
   const database = uniqueName('scratch');
   const servers = shardUrls().slice(0, TEST_SHARDS);
-  for (const url of servers) await withServer(url, (client) => client.query(`CREATE DATABASE ${database}`));
+  await Promise.all(servers.map((url) => withServer(url, (client) => client.query(`CREATE DATABASE ${database}`))));
   return {
     urls: servers.map((url) => {
       const scratch = new URL(url);
@@ -88,7 +88,9 @@ export async function createScratchDatabases(): Promise<{ urls: string[]; drop()
       return scratch.toString();
     }),
     drop: async () => {
-      for (const url of servers) await withServer(url, (client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
+      await Promise.all(
+        servers.map((url) => withServer(url, (client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`))),
+      );
     },
   };
 }
