@@ -1,10 +1,11 @@
-import { rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { buildSync } from 'esbuild';
 
 const root = path.resolve(import.meta.dirname, '../..');
+const tmp = path.join(root, '.tmp');
 /** One folder per test process: parallel workers never write the same file. */
-const outDir = path.join(root, '.tmp', `programs-${process.pid}`);
+const outDir = path.join(tmp, `programs-${process.pid}`);
 const built = new Map<string, string>();
 
 /**
@@ -22,6 +23,7 @@ export function compiledProgram(file: string): string {
   const entry = path.resolve(root, file);
   let out = built.get(entry);
   if (out === undefined) {
+    if (built.size === 0) removeStaleFolders();
     out = path.join(outDir, `${built.size}-${path.basename(entry, '.ts')}.mjs`);
     buildSync({
       entryPoints: [entry],
@@ -36,6 +38,24 @@ export function compiledProgram(file: string): string {
     built.set(entry, out);
   }
   return out;
+}
+
+/** Folders of test processes that are gone (vitest ends its workers with a signal: no 'exit' event). */
+function removeStaleFolders(): void {
+  if (!existsSync(tmp)) return;
+  for (const name of readdirSync(tmp).filter((entry) => /^programs-\d+$/.test(entry))) {
+    const pid = Number(name.slice('programs-'.length));
+    if (pid !== process.pid && !isAlive(pid)) rmSync(path.join(tmp, name), { recursive: true, force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 process.on('exit', () => rmSync(outDir, { recursive: true, force: true }));
