@@ -38,7 +38,9 @@ const router = await ShardRouter.connect({
   recovery: { intervalMillis: 0, atConnect: false },
   idempotency: { gcIntervalMillis: 0 },
   transactions: { lockTimeoutMillis: 2_000 },
-  sagas: { leaseMillis: 5_000, resumeIntervalMillis: 0, compensationBackoffMillis: 50 },
+  // The resumers wait out the dead runner's lease, once per case: short, but several renewals
+  // (every third of it) long, so a live runner merely slowed by the loaded machine keeps it.
+  sagas: { leaseMillis: 2_500, resumeIntervalMillis: 0, compensationBackoffMillis: 50 },
 });
 
 interface Input {

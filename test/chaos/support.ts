@@ -3,18 +3,20 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { RecoveryReport, ShardRouter } from '../../src/index.js';
 import { withServer } from '../support/cluster.js';
+import { compiledProgram } from '../support/programs.js';
 
 /** Helpers shared by the chaos tests (parent side only: child programs must not import vitest). */
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
 /**
- * Starts a TypeScript program of this repository, stdout and stderr piped. Node itself with tsx's
- * loader, not the tsx command: that one runs the program in a grandchild, so a SIGKILL would
- * reach only the wrapper and the program's own SIGKILL would look like exit code 137.
+ * Starts a TypeScript program of this repository, stdout and stderr piped. Node itself on the
+ * program's bundle (see compiledProgram), not the tsx command: that one runs the program in a
+ * grandchild, so a SIGKILL would reach only the wrapper and the program's own SIGKILL would look
+ * like exit code 137.
  */
 export function spawnTypeScript(file: string, env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', file], {
+  return spawn(process.execPath, [compiledProgram(file)], {
     cwd: root,
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],

@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { runCli as runCliInProcess } from '../../src/cli/run.js';
+import { compiledProgram } from './programs.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
-const tsx = path.join(root, 'node_modules', '.bin', 'tsx');
 
 export interface CliRun {
   readonly code: number;
@@ -28,16 +28,21 @@ export async function runCli(args: readonly string[], env: Record<string, string
   return { code, stdout, stderr };
 }
 
-/** Runs `pg-shard-router <args>` from source as a child process; resolves with the exit code instead of rejecting on non-zero. */
+/** Runs `pg-shard-router <args>` from source (bundled: see compiledProgram) as a child process; resolves with the exit code instead of rejecting on non-zero. */
 export function runCliProcess(args: readonly string[], env: Record<string, string> = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const childEnv = { ...process.env, PG_SHARD_URLS: '', ...env };
-    execFile(tsx, ['src/cli/main.ts', ...args], { cwd: root, env: childEnv, timeout: 60_000 }, (error, stdout, stderr) => {
-      if (error && typeof error.code !== 'number') {
-        reject(error);
-        return;
-      }
-      resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [compiledProgram('src/cli/main.ts'), ...args],
+      { cwd: root, env: childEnv, timeout: 60_000 },
+      (error, stdout, stderr) => {
+        if (error && typeof error.code !== 'number') {
+          reject(error);
+          return;
+        }
+        resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr });
+      },
+    );
   });
 }

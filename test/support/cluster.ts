@@ -80,7 +80,7 @@ export async function rejectionOf(promise: Promise<unknown> | (() => unknown)): 
 export async function createScratchDatabases(): Promise<{ urls: string[]; drop(): Promise<void> }> {
   const database = uniqueName('scratch');
   const servers = shardUrls().slice(0, TEST_SHARDS);
-  for (const url of servers) await withServer(url, (client) => client.query(`CREATE DATABASE ${database}`));
+  await Promise.all(servers.map((url) => withServer(url, (client) => client.query(`CREATE DATABASE ${database}`))));
   return {
     urls: servers.map((url) => {
       const scratch = new URL(url);
@@ -88,15 +88,18 @@ export async function createScratchDatabases(): Promise<{ urls: string[]; drop()
       return scratch.toString();
     }),
     drop: async () => {
-      for (const url of servers) await withServer(url, (client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`));
+      await Promise.all(
+        servers.map((url) => withServer(url, (client) => client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`))),
+      );
     },
   };
 }
 
-/** Runs a TypeScript file of this repository with tsx and returns its output. */
+/** Runs a TypeScript file of this repository (bundled: see compiledProgram) and returns its output. */
 export async function runTypeScript(file: string, env: Record<string, string>): Promise<{ stdout: string; stderr: string }> {
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
+  const { compiledProgram } = await import('./programs.js');
   const root = new URL('../..', import.meta.url).pathname;
-  return promisify(execFile)(`${root}node_modules/.bin/tsx`, [file], { cwd: root, env: { ...process.env, ...env } });
+  return promisify(execFile)(process.execPath, [compiledProgram(file)], { cwd: root, env: { ...process.env, ...env } });
 }
