@@ -23,6 +23,8 @@ const router = await ShardRouter.connect({
   catalogSchema: requiredEnv('OUTBOX_CATALOG'),
   applicationName: 'outbox-chaos-consumer',
   recovery: { intervalMillis: 0, atConnect: false },
+  // Generous, like the other chaos children: a loaded machine is not what this test is about.
+  pool: { connectTimeoutMillis: 60_000, acquireTimeoutMillis: 60_000 },
 });
 
 const consumer = router.consume({
