@@ -87,7 +87,7 @@ export class OutboxConsumer {
     this.ready = this.#start();
   }
 
-  /** Keys being handled right now. */
+  /** Keys this consumer holds right now: being handled, waiting for a handler slot, or being given back. */
   get activeKeys(): number {
     return this.#running.size;
   }
