@@ -52,9 +52,11 @@ export class OutboxConsumer {
   readonly #running = new Map<string, KeyRun>();
   readonly #dirty = new Set<string>();
   readonly #listeners = new Map<string, Listener | 'opening'>();
-  /** Runs whose handlers are still going (what `concurrency` bounds), and slots promised to claims in flight. */
+  /** Runs whose handlers are still going (what `concurrency` bounds), and keys promised to claims in flight. */
   #handling = 0;
   #reserved = 0;
+  /** Leased runs waiting for a handler slot, in claim order (at most about `concurrency` of them, see #pump). */
+  readonly #waiting: KeyRun[] = [];
   readonly #claiming = new Set<string>();
   /** Claims in flight (stop waits for them, so the runs they begin are waited for too). */
   readonly #claims = new Set<Promise<void>>();
@@ -72,7 +74,8 @@ export class OutboxConsumer {
   #stopping: Promise<void> | undefined;
   #pollTimer: NodeJS.Timeout | undefined;
   #heartbeatTimer: NodeJS.Timeout | undefined;
-  #lastPurge = 0;
+  /** When housekeeping last ran; the first pass comes one interval after the start (see #tick). */
+  #lastPurge = Date.now();
   readonly #writer: SettlementWriter;
 
   constructor(context: OutboxContext, options: ResolvedConsumeOptions, onStopped: () => void) {
@@ -84,7 +87,7 @@ export class OutboxConsumer {
     this.ready = this.#start();
   }
 
-  /** Keys being handled right now. */
+  /** Keys this consumer holds right now: being handled, waiting for a handler slot, or being given back. */
   get activeKeys(): number {
     return this.#running.size;
   }
@@ -124,6 +127,9 @@ export class OutboxConsumer {
       this.#dirty.add(shardId);
       if (!this.#listeners.has(shardId)) void this.#listen(shardId);
     }
+    // Retention and idle-key collection (O7, O8) every 1-10 s, the first pass one interval after the
+    // start, not at once: a consumer's first job is the backlog, and these passes read every
+    // retained event and key of the shard.
     const retention = this.#context.retentionMillis;
     if (Date.now() - this.#lastPurge >= Math.max(1_000, Math.min(retention, 10_000))) {
       this.#lastPurge = Date.now();
@@ -171,17 +177,21 @@ export class OutboxConsumer {
   }
 
   /**
-   * Starts a claim on every shard marked dirty that has none in flight, the free slots shared
-   * among them and reserved until the claim returns, so the claims together never exceed
-   * `concurrency`. Each shard's claim begins its keys as soon as it returns (a slow shard does
-   * not hold back the others); a shard marked while its claim is in flight is claimed again after.
+   * Starts a claim on every shard marked dirty that has none in flight while a handler slot is
+   * free, each for up to `batchSize` keys: the free slots plus `concurrency` more, shared among
+   * the shards and reserved until the claim returns. Keys beyond the free slots wait in the
+   * process, leased and renewed, for a slot (#begin), so the consumer holds at most
+   * 2 x `concurrency` keys; fewer, larger claims cost less per event than one small claim per
+   * slot. Each shard's claim begins its keys as soon as it returns (a slow shard does not hold
+   * back the others); a shard marked while its claim is in flight is claimed again after.
    */
   #pump(): void {
     if (this.#stopRequested) return;
     const shardIds = [...this.#dirty].filter((shardId) => !this.#claiming.has(shardId));
-    const free = this.#options.concurrency - this.#handling - this.#reserved;
+    const { concurrency, batchSize } = this.#options;
+    const free = concurrency - this.#handling - this.#waiting.length - this.#reserved;
     if (free <= 0 || shardIds.length === 0) return;
-    const wanted = Math.min(Math.max(1, Math.floor(free / shardIds.length)), this.#options.batchSize);
+    const wanted = Math.min(Math.max(1, Math.floor((free + concurrency) / shardIds.length)), batchSize);
     // At most one shard per free slot.
     for (const shardId of shardIds.slice(0, free)) {
       const claim = this.#claimAndBegin(shardId, wanted);
@@ -251,6 +261,7 @@ export class OutboxConsumer {
     return deliver;
   }
 
+  /** Takes a leased key into the process: it starts at once if a handler slot is free, else waits for one (#finish). */
   #begin(shardId: string, claimed: ClaimedKey, claimedAt: number): void {
     const run: KeyRun = {
       leaseEndsAt: claimedAt + this.#options.leaseMillis,
@@ -264,6 +275,15 @@ export class OutboxConsumer {
       done: Promise.resolve(),
     };
     this.#running.set(claimed.key, run);
+    if (this.#handling < this.#options.concurrency) this.#launch(run);
+    else this.#waiting.push(run);
+  }
+
+  /**
+   * Starts a run's handlers. A run that waited was renewed by the heartbeat like a running one;
+   * if its lease ran out or was lost meanwhile, #handle stops before the first event.
+   */
+  #launch(run: KeyRun): void {
     this.#handling++;
     run.done = this.#handle(run).then((error) => this.#finish(run, error));
   }
@@ -325,6 +345,8 @@ export class OutboxConsumer {
    */
   async #finish(run: KeyRun, error: string | null): Promise<void> {
     this.#handling--;
+    const next = this.#waiting.shift();
+    if (next) this.#launch(next);
     this.#wake(undefined);
     if (!run.settled) await this.#settle(run, error);
     this.#running.delete(run.claimed.key);
@@ -382,6 +404,9 @@ export class OutboxConsumer {
     clearInterval(this.#pollTimer);
     await this.ready.catch(() => undefined);
     await Promise.all(this.#claims);
+    // Waiting runs start and stop before their first event (#handle sees the stop): each gives
+    // its lease back with nothing acknowledged and the claim's attempt taken back.
+    for (const run of this.#waiting.splice(0)) this.#launch(run);
     const runs = [...this.#running.values()];
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<void>((resolve) => {
