@@ -88,9 +88,11 @@ export function copyInSql(shape: TableShape): string {
 }
 
 /**
- * The session settings that make the source's COPY text unambiguous to any target: ISO dates
- * (year first, read alike whatever the target's DateStyle), ISO 8601 intervals, every float
- * digit (servers before 12 round by default), hex bytea. SET LOCAL: they end with the snapshot.
+ * The session settings that make the source's text unambiguous to any target, in the snapshot's
+ * COPY text and in the catch-up's JSON alike: ISO dates (year first, read alike whatever the
+ * target's DateStyle), ISO 8601 intervals, every float digit (servers before 12 round by
+ * default), hex bytea. SET LOCAL on the snapshot; for the session on the catch-up's connection
+ * (the move's own, closed with it).
  */
 const TEXT_FORMS = [
   ['DateStyle', 'ISO'],
@@ -99,12 +101,19 @@ const TEXT_FORMS = [
   ['bytea_output', 'hex'],
 ] as const;
 
+/** set_config calls for TEXT_FORMS, for the transaction (SET LOCAL) or the session. */
+function textForms(scope: 'transaction' | 'session'): string {
+  return TEXT_FORMS.map(([name, value]) => `set_config('${name}', '${value}', ${scope === 'transaction'})`).join(', ');
+}
+
 /**
  * The snapshot copy of the moving buckets: each table's rows piped with `COPY (SELECT ...) TO
  * STDOUT` on one REPEATABLE READ snapshot of the source straight into `COPY ... FROM STDIN` in
  * the target's switch transaction, the bytes forwarded as they arrive (held back while the
  * target is slower). The change log is emptied first: a change committed before the snapshot is
- * in it, one committed after is logged (the trigger predates both).
+ * in it, one committed after is logged (the trigger predates both). Tables that are empty in
+ * the snapshot are skipped: their copy would be empty (the library's tables often are, and each
+ * pipe costs a few round trips on both sides).
  */
 export async function copySnapshot(
   job: CopyJob,
@@ -113,18 +122,23 @@ export async function copySnapshot(
   bucketCount: number,
   onBatch: (rows: number, bytes: number) => void,
 ): Promise<void> {
+  // The catch-up reads rows as JSON on this connection: the same text forms, for its session.
+  await job.source.query(`SELECT ${textForms('session')}`);
   await job.source.query(`DELETE FROM ${q(job.schema)}.move_changes WHERE move_id = $1`, [job.moveId]);
   await snapshot.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-  await snapshot.query(`SELECT ${TEXT_FORMS.map(([name, value]) => `set_config('${name}', '${value}', true)`).join(', ')}`);
-  for (const table of job.tables) {
+  // The snapshot's first statement: it is taken here, so the emptiness test belongs to it.
+  const filled = job.tables.map((table) => `EXISTS (SELECT FROM ${table.shape.name})`).join(', ');
+  const { rows } = await snapshot.query<{ filled: boolean[] }>(`SELECT ${textForms('transaction')}, ARRAY[${filled}]::boolean[] AS filled`);
+  const nonEmpty = job.tables.filter((_, index) => rows[0]?.filled[index] !== false);
+  for (const table of nonEmpty) {
     const out = snapshot.copyOut(`COPY (${bucketRowsSql(job.schema, table, bucketCount, buckets)}) TO STDOUT`);
     try {
-      const rows = await job.tx.copyInOn(
+      const copied = await job.tx.copyInOn(
         job.target,
         copyInSql(table.shape),
         counted(out, job.moveId, (bytes) => onBatch(0, bytes)),
       );
-      onBatch(rows, 0);
+      onBatch(copied, 0);
     } finally {
       out.abort(); // only if the target failed first: the source then stops too
     }
@@ -171,34 +185,86 @@ export async function catchUpAll(job: CopyJob): Promise<void> {
 }
 
 /**
- * One catch-up round: takes (and deletes) the logged changes, then re-copies the current rows
- * of those keys from the source (committed state) over the target's. Taking the log entries
- * before reading the rows means a change committed after the read is logged anew. Returns how
+ * What a catch-up round's source statement returns: a changed key of table `t` (its index in
+ * job.tables) with the number of log entries taken, or a current row of table `t`.
+ */
+interface TakenChange {
+  readonly t: number | null;
+  readonly key: string | null;
+  readonly taken: number | null;
+  readonly j: string | null;
+}
+
+/**
+ * The source's side of a catch-up round in one statement: takes (deletes) the move's logged
+ * changes and returns their distinct keys, and, when it took at most $2 entries, the current
+ * rows of those keys too (as JSON), read in the same statement's snapshot. A change whose log
+ * entry is taken committed before that snapshot, so its row is read with its effect; one
+ * committed later keeps its entry for the next round. Only the rebalancer deletes log entries
+ * (never updated), so the DELETE waits on no writer. $3 names the tables, in job.tables order.
+ */
+function takeChangesSql(schema: string, tables: readonly TableCopy[]): string {
+  const rows = tables.map(
+    (table, index) =>
+      `SELECT ${index} AS t, NULL::text AS key, NULL::int AS taken, row_to_json(r)::text AS j FROM ${table.shape.name} r
+        WHERE (SELECT count(*) FROM taken) <= $2
+          AND ${quoteIdent(table.keyColumn)} = ANY (ARRAY(SELECT key FROM taken WHERE table_name = ($3::text[])[${index + 1}])::${table.keyType}[])`,
+  );
+  return `WITH taken AS (DELETE FROM ${q(schema)}.move_changes WHERE move_id = $1 RETURNING table_name, key)
+    SELECT array_position($3::text[], table_name) - 1 AS t, key, (SELECT count(*) FROM taken)::int AS taken, NULL::text AS j
+      FROM (SELECT DISTINCT table_name, key FROM taken) k
+    ${rows.map((row) => `UNION ALL ${row}`).join('\n    ')}`;
+}
+
+/**
+ * The target's side for one table, in one statement: deletes the rows of the keys in $1, then
+ * inserts the JSON rows in $2. The insert's one-time filter reads the DELETE to its end before
+ * the first row goes in (a data-modifying WITH runs when it is read), and rows this transaction
+ * deleted do not count against a unique index, so a key's new row replaces its old one.
+ */
+function replaceRowsSql(table: TableCopy): string {
+  const columns = table.shape.insertColumns.map(quoteIdent).join(', ');
+  const overriding = table.shape.hasAlwaysIdentity ? ' OVERRIDING SYSTEM VALUE' : '';
+  const name = table.shape.name;
+  return `WITH gone AS (DELETE FROM ${name} WHERE ${quoteIdent(table.keyColumn)} = ANY ($1::text[]::${table.keyType}[]) RETURNING 1)
+    INSERT INTO ${name} (${columns})${overriding}
+    SELECT ${columns} FROM json_populate_recordset(NULL::${name}, $2::json) WHERE (SELECT count(*) FROM gone) >= 0`;
+}
+
+/**
+ * One catch-up round: takes (and deletes) the logged changes, then replaces the target's rows
+ * of those keys with the source's current ones (committed state). Taking the log entries no
+ * later than reading the rows means a change committed after the read is logged anew. A round
+ * that took at most batchRows entries costs one statement on the source and one per changed
+ * table on the target; a larger one reads the rows in batches of batchRows keys. Returns how
  * many distinct keys it handled.
  */
 async function catchUp(job: CopyJob): Promise<number> {
-  const { source, tx, target } = job;
-  const { rows } = await source.query<{ table_name: string; key: string }>(
-    `DELETE FROM ${q(job.schema)}.move_changes WHERE move_id = $1 RETURNING table_name, key`,
-    [job.moveId],
-  );
-  if (rows.length === 0) return 0;
+  const { source, tx, target, tables } = job;
+  const names = tables.map((table) => table.shape.name);
+  const { rows } = await source.query<TakenChange>(takeChangesSql(job.schema, tables), [job.moveId, job.batchRows, names]);
+  // The statement read the rows when it took at most batchRows entries (then each table has at most that many keys).
+  const readWithLog = (rows[0]?.taken ?? 0) <= job.batchRows;
   let handled = 0;
-  for (const table of job.tables) {
-    const keys = [...new Set(rows.filter((row) => row.table_name === table.shape.name).map((row) => row.key))];
+  for (const [index, table] of tables.entries()) {
+    const keys = rows.filter((row) => row.t === index && row.key !== null).map((row) => row.key!);
+    if (keys.length === 0) continue;
+    const read = readWithLog ? rows.filter((row) => row.t === index && row.j !== null).map((row) => row.j!) : undefined;
     for (let offset = 0; offset < keys.length; offset += job.batchRows) {
       const batch = keys.slice(offset, offset + job.batchRows);
-      const match = `${quoteIdent(table.keyColumn)} = ANY ($1::text[]::${table.keyType}[])`;
-      await tx.executeOn(target, `DELETE FROM ${table.shape.name} WHERE ${match}`, [batch]);
-      const current = await source.query<{ j: string }>(`SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${match}`, [
-        batch,
-      ]);
-      if (current.rows.length > 0)
-        await tx.executeOn(target, insertJsonSql(table.shape), [`[${current.rows.map((row) => row.j).join(',')}]`]);
+      const json = read ?? (await readRows(source, table, batch));
+      await tx.executeOn(target, replaceRowsSql(table), [batch, `[${json.join(',')}]`]);
     }
     handled += keys.length;
   }
   return handled;
+}
+
+/** The current rows of `keys` on the source, as JSON (rounds too large to read with the log). */
+async function readRows(source: Queryable, table: TableCopy, keys: readonly string[]): Promise<string[]> {
+  const match = `${quoteIdent(table.keyColumn)} = ANY ($1::text[]::${table.keyType}[])`;
+  const { rows } = await source.query<{ j: string }>(`SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${match}`, [keys]);
+  return rows.map((row) => row.j);
 }
 
 /**
