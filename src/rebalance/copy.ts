@@ -185,86 +185,34 @@ export async function catchUpAll(job: CopyJob): Promise<void> {
 }
 
 /**
- * What a catch-up round's source statement returns: a changed key of table `t` (its index in
- * job.tables) with the number of log entries taken, or a current row of table `t`.
- */
-interface TakenChange {
-  readonly t: number | null;
-  readonly key: string | null;
-  readonly taken: number | null;
-  readonly j: string | null;
-}
-
-/**
- * The source's side of a catch-up round in one statement: takes (deletes) the move's logged
- * changes and returns their distinct keys, and, when it took at most $2 entries, the current
- * rows of those keys too (as JSON), read in the same statement's snapshot. A change whose log
- * entry is taken committed before that snapshot, so its row is read with its effect; one
- * committed later keeps its entry for the next round. Only the rebalancer deletes log entries
- * (never updated), so the DELETE waits on no writer. $3 names the tables, in job.tables order.
- */
-function takeChangesSql(schema: string, tables: readonly TableCopy[]): string {
-  const rows = tables.map(
-    (table, index) =>
-      `SELECT ${index} AS t, NULL::text AS key, NULL::int AS taken, row_to_json(r)::text AS j FROM ${table.shape.name} r
-        WHERE (SELECT count(*) FROM taken) <= $2
-          AND ${quoteIdent(table.keyColumn)} = ANY (ARRAY(SELECT key FROM taken WHERE table_name = ($3::text[])[${index + 1}])::${table.keyType}[])`,
-  );
-  return `WITH taken AS (DELETE FROM ${q(schema)}.move_changes WHERE move_id = $1 RETURNING table_name, key)
-    SELECT array_position($3::text[], table_name) - 1 AS t, key, (SELECT count(*) FROM taken)::int AS taken, NULL::text AS j
-      FROM (SELECT DISTINCT table_name, key FROM taken) k
-    ${rows.map((row) => `UNION ALL ${row}`).join('\n    ')}`;
-}
-
-/**
- * The target's side for one table, in one statement: deletes the rows of the keys in $1, then
- * inserts the JSON rows in $2. The insert's one-time filter reads the DELETE to its end before
- * the first row goes in (a data-modifying WITH runs when it is read), and rows this transaction
- * deleted do not count against a unique index, so a key's new row replaces its old one.
- */
-function replaceRowsSql(table: TableCopy): string {
-  const columns = table.shape.insertColumns.map(quoteIdent).join(', ');
-  const overriding = table.shape.hasAlwaysIdentity ? ' OVERRIDING SYSTEM VALUE' : '';
-  const name = table.shape.name;
-  return `WITH gone AS (DELETE FROM ${name} WHERE ${quoteIdent(table.keyColumn)} = ANY ($1::text[]::${table.keyType}[]) RETURNING 1)
-    INSERT INTO ${name} (${columns})${overriding}
-    SELECT ${columns} FROM json_populate_recordset(NULL::${name}, $2::json) WHERE (SELECT count(*) FROM gone) >= 0`;
-}
-
-/**
- * One catch-up round: takes (and deletes) the logged changes, then replaces the target's rows
- * of those keys with the source's current ones (committed state). Taking the log entries no
- * later than reading the rows means a change committed after the read is logged anew. A round
- * that took at most batchRows entries costs one statement on the source and one per changed
- * table on the target; a larger one reads the rows in batches of batchRows keys. Returns how
+ * One catch-up round: takes (and deletes) the logged changes, then re-copies the current rows
+ * of those keys from the source (committed state) over the target's. Taking the log entries
+ * before reading the rows means a change committed after the read is logged anew. Returns how
  * many distinct keys it handled.
  */
 async function catchUp(job: CopyJob): Promise<number> {
-  const { source, tx, target, tables } = job;
-  const names = tables.map((table) => table.shape.name);
-  const { rows } = await source.query<TakenChange>(takeChangesSql(job.schema, tables), [job.moveId, job.batchRows, names]);
-  // The statement read the rows when it took at most batchRows entries (then each table has at most that many keys).
-  const readWithLog = (rows[0]?.taken ?? 0) <= job.batchRows;
+  const { source, tx, target } = job;
+  const { rows } = await source.query<{ table_name: string; key: string }>(
+    `DELETE FROM ${q(job.schema)}.move_changes WHERE move_id = $1 RETURNING table_name, key`,
+    [job.moveId],
+  );
+  if (rows.length === 0) return 0;
   let handled = 0;
-  for (const [index, table] of tables.entries()) {
-    const keys = rows.filter((row) => row.t === index && row.key !== null).map((row) => row.key!);
-    if (keys.length === 0) continue;
-    const read = readWithLog ? rows.filter((row) => row.t === index && row.j !== null).map((row) => row.j!) : undefined;
+  for (const table of job.tables) {
+    const keys = [...new Set(rows.filter((row) => row.table_name === table.shape.name).map((row) => row.key))];
     for (let offset = 0; offset < keys.length; offset += job.batchRows) {
       const batch = keys.slice(offset, offset + job.batchRows);
-      const json = read ?? (await readRows(source, table, batch));
-      await tx.executeOn(target, replaceRowsSql(table), [batch, `[${json.join(',')}]`]);
+      const match = `${quoteIdent(table.keyColumn)} = ANY ($1::text[]::${table.keyType}[])`;
+      await tx.executeOn(target, `DELETE FROM ${table.shape.name} WHERE ${match}`, [batch]);
+      const current = await source.query<{ j: string }>(`SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${match}`, [
+        batch,
+      ]);
+      if (current.rows.length > 0)
+        await tx.executeOn(target, insertJsonSql(table.shape), [`[${current.rows.map((row) => row.j).join(',')}]`]);
     }
     handled += keys.length;
   }
   return handled;
-}
-
-/** The current rows of `keys` on the source, as JSON (rounds too large to read with the log). */
-async function readRows(source: Queryable, table: TableCopy, keys: readonly string[]): Promise<string[]> {
-  const match = `${quoteIdent(table.keyColumn)} = ANY ($1::text[]::${table.keyType}[])`;
-  const { rows } = await source.query<{ j: string }>(`SELECT row_to_json(t)::text AS j FROM ${table.shape.name} t WHERE ${match}`, [keys]);
-  return rows.map((row) => row.j);
 }
 
 /**
