@@ -8,8 +8,8 @@ import { createScratchDatabases, rejectionOf, uniqueName, withServer } from '../
  * was, whatever the two servers' DateStyle, IntervalStyle, extra_float_digits and bytea_output;
  * and a pipe whose source or target backend is terminated mid-stream leaves nothing on the
  * target, the map unchanged and the move open, for a resume to copy again or undo. Changes
- * made while the pipe runs reach the target through the catch-up, both in one statement per
- * side (a small log) and in batches (a log larger than a batch).
+ * made while the pipe runs reach the target through the catch-up (JSON, read under the same
+ * text forms), with a log larger than a catch-up batch and a small one.
  *
  * Two shards on two servers (a two-phase commit needs a server per shard).
  */
@@ -135,14 +135,14 @@ describe('the COPY pipe of a move', () => {
   it('carries the changes made during the copy: a log larger than a batch, then a small one', async () => {
     const fresh = keysIn(bucket, 'new-', 4);
     const odd = keysIn(bucket, 'odd-', 40);
-    // More log entries than the catch-up's batch (2000): the rows are read in batches after the log is taken.
+    // More log entries than the catch-up's batch of keys (2000).
     const large = [
       `UPDATE ${table} SET note = note || 'x' WHERE id LIKE 'big-%'`,
       `UPDATE ${table} SET note = note || 'y', f = f * 2 WHERE id LIKE 'big-%' OR id LIKE 'odd-%'`,
       `DELETE FROM ${table} WHERE id = ANY ('{${odd.slice(0, 3).join(',')}}')`,
       `INSERT INTO ${table} (id, f, iv, tags, note) VALUES ('${fresh[0]}', 1.5, '-1 day', '{x,NULL}', E'new\\trow'), ('${fresh[1]}', NULL, NULL, NULL, NULL)`,
     ];
-    // A few: the log and the rows are read in one statement, the target replaces them in one.
+    // A few.
     const small = [
       `UPDATE ${table} SET at = at + interval '1 hour', tags = tags || 'z'::text WHERE id = ANY ('{${odd.slice(3, 8).join(',')}}')`,
       `DELETE FROM ${table} WHERE id = '${fresh[0]}'`,
