@@ -4,7 +4,7 @@ import type pg from 'pg';
  * COPY over pg's own protocol handling, for the bench's bare-copy baseline (pg-copy-streams is
  * not a dependency): a submittable query object, as pg-copy-streams does it. `copyPipe` streams
  * `COPY (...) TO STDOUT` on one server into `COPY ... FROM STDIN` on another, each CopyData
- * chunk forwarded as it arrives. Resolves with the bytes piped.
+ * chunk forwarded as it arrives. Resolves with the bytes piped and the rows the target took.
  */
 
 interface CopyConnection {
@@ -15,7 +15,11 @@ interface CopyConnection {
 }
 
 /** A simple-protocol statement whose messages go to the given handlers; settles at ReadyForQuery or on error. */
-function submit(client: pg.Client, sql: string, handlers: { copyData?(chunk: Buffer): void; copyIn?(connection: CopyConnection): void }) {
+function submit(
+  client: pg.Client,
+  sql: string,
+  handlers: { copyData?(chunk: Buffer): void; copyIn?(connection: CopyConnection): void; done?(tag: string): void },
+) {
   return new Promise<void>((resolve, reject) => {
     const query = {
       submit: (connection: CopyConnection) => connection.query(sql),
@@ -24,7 +28,7 @@ function submit(client: pg.Client, sql: string, handlers: { copyData?(chunk: Buf
         handlers.copyIn ? handlers.copyIn(connection) : connection.sendCopyFail('unexpected COPY FROM'),
       handleRowDescription: () => undefined,
       handleDataRow: () => undefined,
-      handleCommandComplete: () => undefined,
+      handleCommandComplete: (message: { text?: string }) => handlers.done?.(message.text ?? ''),
       handleEmptyQuery: () => undefined,
       handleReadyForQuery: () => resolve(),
       handleError: (error: Error) => reject(error),
@@ -33,13 +37,22 @@ function submit(client: pg.Client, sql: string, handlers: { copyData?(chunk: Buf
   });
 }
 
-export async function copyPipe(from: pg.Client, copyOutSql: string, to: pg.Client, copyInSql: string): Promise<number> {
+export async function copyPipe(
+  from: pg.Client,
+  copyOutSql: string,
+  to: pg.Client,
+  copyInSql: string,
+): Promise<{ bytes: number; rows: number }> {
   let target: CopyConnection | undefined;
   const pending: Buffer[] = [];
   let outDone = false;
   let outFailed = false;
   let bytes = 0;
+  let rows = 0;
   const copyIn = submit(to, copyInSql, {
+    done(tag) {
+      rows = Number(/^COPY (\d+)$/.exec(tag)?.[1] ?? 0);
+    },
     copyIn(connection) {
       target = connection;
       if (outFailed) return connection.sendCopyFail('the source COPY failed');
@@ -64,5 +77,5 @@ export async function copyPipe(from: pg.Client, copyOutSql: string, to: pg.Clien
   outDone = true;
   target?.endCopyFrom();
   await copyIn;
-  return bytes;
+  return { bytes, rows };
 }

@@ -31,22 +31,32 @@ export interface MoveRound {
   readonly from: string;
   readonly to: string;
   readonly rowsCopied: number;
+  /** The snapshot's COPY text (MoveReport.bytesCopied). */
   readonly bytesCopied: number;
-  /** MoveReport.copyMillis: copy start to the cutover lock (snapshot copy and catch-up rounds). */
+  /** MoveReport.copyMillis: copy start to the cutover lock (snapshot copy, catch-up rounds, cutover lock wait). */
   readonly copyMillis: number;
   /** MoveReport.pauseMillis: cutover lock taken to the switch committed. */
   readonly pauseMillis: number;
   /** moveBucket's wall time, call to return (start, copy, cutover, switch, drain, clean-up). */
   readonly moveMillis: number;
-  /** From the first 'copying' progress report to the first 'catching-up' one: the snapshot copy. */
+  /** The copy alone: from the first 'copying' progress report to 'copied' (the snapshot piped into the target). */
   readonly snapshotCopyMillis: number;
+  /** 'catching-up' to 'caught-up': the catch-up rounds while the writers go on. */
+  readonly catchUpMillis: number;
+  /** 'caught-up' to 'paused': closing the lock gates and waiting for the move row's lock. */
+  readonly cutoverWaitMillis: number;
+  /** The copy's rate: bytesCopied / snapshotCopyMillis. */
   readonly copyMBPerSecond: number;
   readonly copyRowsPerSecond: number;
-  /** The same rows copied back right after the move the barest way (see the top of this file). */
-  readonly bare: { readonly rows: number; readonly bytes: number; readonly millis: number; readonly mbPerSecond: number };
-  /** The same rows piped with COPY (...) TO STDOUT into COPY FROM STDIN (bytes: COPY text). */
-  readonly bareCopy: { readonly bytes: number; readonly millis: number; readonly mbPerSecond: number };
-  /** This move's copy speed over the bare COPY's, same rows: bareCopy.millis / copyMillis. */
+  /** bytesCopied / copyMillis: the copy with the catch-up and the cutover wait. */
+  readonly copyToCutoverMBPerSecond: number;
+  /**
+   * The same rows piped just before the move, the same way round and under the same writers
+   * (none for the first moves): the move's SELECT (through the bucket index) in COPY TO STDOUT
+   * into COPY FROM STDIN of a table like the moving one (same indexes, no triggers).
+   */
+  readonly bareCopy: { readonly rows: number; readonly bytes: number; readonly millis: number; readonly mbPerSecond: number };
+  /** The copy's rate over the bare pipe's: copyMBPerSecond / bareCopy.mbPerSecond. */
   readonly copyRatio: number;
   /** Writes to the moving bucket's keys: with no move running (baseline) and during the move. */
   readonly moving?: { readonly quiet: LatencySummary; readonly move: LatencySummary };
@@ -150,7 +160,7 @@ const PAYLOAD_SQL = (id: string, length: string) => `substr(repeat(md5(${id}), 3
  * phase the write started in.
  */
 class WriteLoad {
-  phase: 'warm' | 'quiet' | 'move' | 'done' = 'warm';
+  phase: 'warm' | 'bare' | 'quiet' | 'move' | 'done' = 'warm';
   #moveStart = 0n;
   readonly moving = { quiet: [] as number[], move: [] as number[] };
   readonly other = { quiet: [] as number[], move: [] as number[] };
@@ -282,64 +292,45 @@ async function countKeysOn(ctx: SectionContext, shardId: string, table: string, 
 }
 
 /**
- * The baseline copy: the rows of `keys` read from shard `from` with one SELECT row_to_json (by
- * key, through the primary key: no bucket hashing) and inserted on shard `to` into `bareTable`
- * (same columns, not registered) with one INSERT json_populate_recordset; then emptied again.
- */
-async function bareCopy(
-  ctx: SectionContext,
-  table: string,
-  bareTable: string,
-  keys: readonly string[],
-  from: number,
-  to: number,
-): Promise<MoveRound['bare']> {
-  const start = nowNs();
-  const rows = await ctx.admin<{ j: string }>(from, `SELECT row_to_json(t)::text AS j FROM ${table} t WHERE id = ANY ($1::text[])`, [keys]);
-  const json = `[${rows.map((row) => row.j).join(',')}]`;
-  await ctx.admin(
-    to,
-    `INSERT INTO ${bareTable} (id, v, payload) SELECT id, v, payload FROM json_populate_recordset(NULL::${bareTable}, $1::json)`,
-    [json],
-  );
-  const millis = secondsSince(start) * 1e3;
-  await ctx.admin(to, `TRUNCATE ${bareTable}`);
-  return { rows: rows.length, bytes: json.length, millis, mbPerSecond: json.length / MB / (millis / 1e3) };
-}
-
-/**
- * The COPY baseline: the same rows piped from shard `from` (COPY (SELECT ... by key list) TO
- * STDOUT, text format) into `bareTable` on `to` (COPY FROM STDIN), chunks forwarded as they
- * arrive, on connections opened beforehand; then emptied again. Keys are the bench's own
- * (`rb-<n>`), so the array literal needs no escaping beyond the double quotes.
+ * The baseline: the bucket's rows piped from shard `from` into `plan.bareTable` on `to` the
+ * barest way, with the move's own SELECT (the same rows, read through the bucket index) in
+ * `COPY (...) TO STDOUT` (text) into `COPY ... FROM STDIN` of a table like the moving one (same
+ * columns and indexes, no triggers), autocommit, each CopyData chunk forwarded as it arrives,
+ * on connections opened beforehand; then emptied again. What the move adds is the rebalancer's
+ * own work: the snapshot transaction, the target's 2PC transaction, batching, the other tables.
  */
 async function bareCopyPipe(
   ctx: SectionContext,
-  table: string,
-  bareTable: string,
-  keys: readonly string[],
+  plan: MovePlan,
+  bucket: BucketSql,
   from: number,
   to: number,
 ): Promise<MoveRound['bareCopy']> {
-  if (keys.some((key) => !/^rb-\d+$/.test(key))) throw new Error('unexpected key shape');
   const source = new pg.Client({ connectionString: ctx.shards[from]!.connectionString });
   const target = new pg.Client({ connectionString: ctx.shards[to]!.connectionString });
   await Promise.all([source.connect(), target.connect()]);
   try {
-    const list = `'{${keys.map((key) => `"${key}"`).join(',')}}'::text[]`;
+    const condition = `"${bucket.catalogSchema}".bucket_of(id::text, ${bucket.bucketCount}) = ANY ('{${bucket.bucket}}'::int[])`;
     const start = nowNs();
-    const bytes = await copyPipe(
+    const { bytes, rows } = await copyPipe(
       source,
-      `COPY (SELECT id, v, payload FROM ${table} WHERE id = ANY (${list})) TO STDOUT`,
+      `COPY (SELECT id, v, payload FROM ${plan.table} t WHERE ${condition}) TO STDOUT`,
       target,
-      `COPY ${bareTable} (id, v, payload) FROM STDIN`,
+      `COPY ${plan.bareTable} (id, v, payload) FROM STDIN`,
     );
     const millis = secondsSince(start) * 1e3;
-    await target.query(`TRUNCATE ${bareTable}`);
-    return { bytes, millis, mbPerSecond: bytes / MB / (millis / 1e3) };
+    await target.query(`TRUNCATE ${plan.bareTable}`);
+    return { rows, bytes, millis, mbPerSecond: bytes / MB / (millis / 1e3) };
   } finally {
     await Promise.all([source.end(), target.end()]);
   }
+}
+
+/** What the bare pipe's SELECT needs to name the bucket as the move does. */
+interface BucketSql {
+  readonly catalogSchema: string;
+  readonly bucketCount: number;
+  readonly bucket: number;
 }
 
 /** The moving bucket's rows and writers, loaded and ready for the first move. */
@@ -363,11 +354,10 @@ export async function loadBucket(ctx: SectionContext, router: ShardRouter, plan:
     `bucket ${keys.bucket} of ${router.bucketCount} (owner ${homeShard}): ${keys.initial.length.toLocaleString('en-US')} rows, ` +
       `${(keys.initialPayloadBytes / MB).toFixed(1)} MB of payload (keys found in ${keyGenerationSeconds.toFixed(1)} s)`,
   );
-  for (let i = 0; i < 2; i++) {
-    for (const name of [table, bareTable])
-      await ctx.admin(i, `CREATE TABLE ${name} (id text PRIMARY KEY, v bigint NOT NULL, payload text NOT NULL)`);
-  }
+  for (let i = 0; i < 2; i++) await ctx.admin(i, `CREATE TABLE ${table} (id text PRIMARY KEY, v bigint NOT NULL, payload text NOT NULL)`);
   await router.registerShardedTable(table, 'id', { bucketIndex: true });
+  // The bare pipe's target: the same columns and indexes (the bucket index too), not registered.
+  for (let i = 0; i < 2; i++) await ctx.admin(i, `CREATE TABLE ${bareTable} (LIKE ${table} INCLUDING ALL)`);
   await loadRows(ctx, table, homeShard, keys.initial, keys.initialLengths);
   for (const [shardId, others] of keys.otherByShard)
     await loadRows(
@@ -377,7 +367,8 @@ export async function loadBucket(ctx: SectionContext, router: ShardRouter, plan:
       others,
       others.map((_, i) => payloadLength(i)),
     );
-  for (let i = 0; i < 2; i++) await ctx.admin(i, `ANALYZE ${table}`);
+  // VACUUM too: the first read of freshly loaded rows would set their hint bits, and only the first bare pipe would pay.
+  for (let i = 0; i < 2; i++) await ctx.admin(i, `VACUUM ANALYZE ${table}`);
 
   // Moving-bucket writers own the first keys of the bucket (round robin) and their share of the spare keys.
   const updatedKeys = keys.initial.slice(0, movingWriters * 50);
@@ -447,7 +438,10 @@ interface MoveState {
   readonly failures: string[];
 }
 
-/** One move of the bucket to the other shard (under writers after the idle moves), then its bare copy back. */
+/**
+ * One move of the bucket to the other shard (under writers after the idle moves), right after
+ * its bare pipe: the same rows, the same way round, under the same writers.
+ */
 async function moveOnce(
   ctx: SectionContext,
   router: ShardRouter,
@@ -460,13 +454,19 @@ async function moveOnce(
   const underWrites = r >= plan.idleMoves;
   const from = router.shardFor(keys.initial[0]!);
   const to = router.shardIds.find((id) => id !== from)!;
+  const bucketSql = { catalogSchema: ctx.catalogSchema(2), bucketCount: router.bucketCount, bucket: keys.bucket };
   let writes: WriteLoad | undefined;
+  let bareCopy: MoveRound['bareCopy'];
   if (underWrites) {
     writes = new WriteLoad(router, plan.table, shares, keys.otherByShard.get(from)!, plan.otherWriters, data.model, state.failures);
     await sleep(plan.warmMillis);
+    writes.phase = 'bare';
+    bareCopy = await bareCopyPipe(ctx, plan, bucketSql, shardIndex(ctx, from), shardIndex(ctx, to));
     writes.phase = 'quiet';
     await sleep(plan.quietMillis);
     writes.startMove();
+  } else {
+    bareCopy = await bareCopyPipe(ctx, plan, bucketSql, shardIndex(ctx, from), shardIndex(ctx, to));
   }
   const moveStart = nowNs();
   stepAt.clear();
@@ -483,10 +483,9 @@ async function moveOnce(
       guard: check(`move ${r + 1} moved bucket ${keys.bucket} from ${from} to ${to}`, false, `report: ${JSON.stringify(report.moves)}`),
     };
   }
-  const snapshotCopyMillis = (stepAt.get('catching-up') ?? Number.NaN) - (stepAt.get('copying') ?? Number.NaN);
-  const keysNow = [...keys.initial, ...shares.flatMap((share) => share.spare.slice(0, share.nextSpare))];
-  const bare = await bareCopy(ctx, plan.table, plan.bareTable, keysNow, shardIndex(ctx, to), shardIndex(ctx, from));
-  const bareCopyRound = await bareCopyPipe(ctx, plan.table, plan.bareTable, keysNow, shardIndex(ctx, to), shardIndex(ctx, from));
+  const between = (first: string, next: string) => (stepAt.get(next) ?? Number.NaN) - (stepAt.get(first) ?? Number.NaN);
+  const snapshotCopyMillis = between('copying', 'copied');
+  const copyMBPerSecond = move.bytesCopied / MB / (snapshotCopyMillis / 1e3);
   const result: MoveRound = {
     round: r + 1,
     underWrites,
@@ -498,11 +497,13 @@ async function moveOnce(
     pauseMillis: move.pauseMillis,
     moveMillis,
     snapshotCopyMillis,
-    copyMBPerSecond: move.bytesCopied / MB / (move.copyMillis / 1e3),
-    copyRowsPerSecond: move.rowsCopied / (move.copyMillis / 1e3),
-    bare,
-    bareCopy: bareCopyRound,
-    copyRatio: bareCopyRound.millis / move.copyMillis,
+    catchUpMillis: between('catching-up', 'caught-up'),
+    cutoverWaitMillis: between('caught-up', 'paused'),
+    copyMBPerSecond,
+    copyRowsPerSecond: move.rowsCopied / (snapshotCopyMillis / 1e3),
+    copyToCutoverMBPerSecond: move.bytesCopied / MB / (move.copyMillis / 1e3),
+    bareCopy,
+    copyRatio: copyMBPerSecond / bareCopy.mbPerSecond,
     ...(writes === undefined ? {} : writeLatencies(writes)),
   };
   logMove(ctx, result);
@@ -518,11 +519,13 @@ function writeLatencies(writes: WriteLoad): Pick<MoveRound, 'moving' | 'other' |
 }
 
 function logMove(ctx: SectionContext, result: MoveRound): void {
-  const { from, to, bare } = result;
+  const { from, to, bareCopy } = result;
+  const ms = (v: number) => Math.round(v).toString();
   ctx.log(
     `move ${result.round} ${from} -> ${to}${result.underWrites ? '' : ' (no writers)'}: ${result.rowsCopied.toLocaleString('en-US')} rows, ${(result.bytesCopied / MB).toFixed(1)} MB ` +
-      `copied in ${result.copyMillis} ms (snapshot ${Math.round(result.snapshotCopyMillis)}) = ${result.copyMBPerSecond.toFixed(1)} MB/s (bare JSON copy ${bare.mbPerSecond.toFixed(1)}, bare COPY ${result.bareCopy.mbPerSecond.toFixed(1)} MB/s of COPY text in ${Math.round(result.bareCopy.millis)} ms: ratio ${result.copyRatio.toFixed(2)}), ` +
-      `pause ${result.pauseMillis} ms, move ${Math.round(result.moveMillis)} ms` +
+      `copied in ${ms(result.snapshotCopyMillis)} ms = ${result.copyMBPerSecond.toFixed(1)} MB/s (bare COPY just before ${bareCopy.mbPerSecond.toFixed(1)} MB/s in ${ms(bareCopy.millis)} ms: ratio ${result.copyRatio.toFixed(2)}); ` +
+      `then catch-up ${ms(result.catchUpMillis)} ms, cutover wait ${ms(result.cutoverWaitMillis)} ms (copy to cutover ${result.copyMillis} ms = ${result.copyToCutoverMBPerSecond.toFixed(1)} MB/s), ` +
+      `pause ${result.pauseMillis} ms, move ${ms(result.moveMillis)} ms` +
       (result.moving === undefined
         ? ''
         : `; moving-bucket writes p50/p99/max ${result.moving.move.p50.toFixed(1)}/${result.moving.move.p99.toFixed(1)}/${result.moving.move.max.toFixed(1)} ms ` +
@@ -570,9 +573,9 @@ async function movesGuard(
       `${model.size - wrongValues}/${model.size} keys right`,
     ),
     check(
-      'every bare copy copied the whole bucket',
-      rounds.every((r) => r.bare.rows >= keys.initial.length),
-      `rows per bare copy: ${rounds.map((r) => r.bare.rows).join(', ')}`,
+      'every bare pipe copied the whole bucket',
+      rounds.every((r) => r.bareCopy.rows >= keys.initial.length),
+      `rows per bare pipe: ${rounds.map((r) => r.bareCopy.rows).join(', ')}`,
     ),
     check(
       'every move copied the whole bucket',

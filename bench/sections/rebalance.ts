@@ -13,11 +13,15 @@ import type { LoadedBucket, MovePlan, MoveRound } from './rebalance-moves.js';
  * two of them:
  *
  * 1. Copy rate: one bucket holding ~10 MB of rows (keys found with router.bucketFor) moved with
- *    rebalancer.moveBucket; MB/s = MoveReport.bytesCopied (COPY text) / copyMillis. First with nobody
- *    writing, then in every round under writers. After every move the same rows are copied back
- *    the barest way (one SELECT row_to_json by key list, one INSERT json_populate_recordset, no
- *    bucket hashing, batching or 2PC): the baseline that says how much of the rate is the
- *    machine's and how much the rebalancer's.
+ *    rebalancer.moveBucket; MB/s = MoveReport.bytesCopied (COPY text) / the copy's time (the
+ *    'copying' to 'copied' progress reports: the snapshot piped into the target). First with
+ *    nobody writing, then in every round under writers. Just before every move the same rows
+ *    are piped the same way round the barest way (the move's SELECT in COPY TO STDOUT into COPY
+ *    FROM STDIN of a table like the moving one, autocommit), under the same writers: the
+ *    baseline that says how much of the rate is the machine's and how much the rebalancer's.
+ *    What follows the copy before the cutover (the catch-up rounds, the wait for the move row's
+ *    lock) is reported as its own figure, and with the copy as the copy-to-cutover rate
+ *    (bytesCopied / MoveReport.copyMillis).
  * 2. Write pause: while the bucket moves, writers keep sending single-row UPDATEs and INSERTs
  *    to keys of the moving bucket (and UPDATEs to other buckets of the source shard) through
  *    the router; every write's latency is recorded. Each round first runs the same writers for
@@ -121,10 +125,12 @@ export const rebalanceSection: Section<RebalanceDetails> = {
         'rows',
         'MB',
         'copy ms',
-        'snapshot ms',
         'MB/s',
-        'rows/s',
         'bare MB/s',
+        'ratio',
+        'catch-up ms',
+        'cutover wait ms',
+        'to cutover MB/s',
         'pause ms',
         'move ms',
         'moving p50',
@@ -139,11 +145,13 @@ export const rebalanceSection: Section<RebalanceDetails> = {
         r.underWrites ? `${d.movingWriters}+${d.otherWriters}` : '0',
         String(r.rowsCopied),
         f1(r.bytesCopied / MB),
-        String(r.copyMillis),
         String(Math.round(r.snapshotCopyMillis)),
         f1(r.copyMBPerSecond),
-        String(Math.round(r.copyRowsPerSecond)),
-        f1(r.bare.mbPerSecond),
+        f1(r.bareCopy.mbPerSecond),
+        r.copyRatio.toFixed(2),
+        String(Math.round(r.catchUpMillis)),
+        String(Math.round(r.cutoverWaitMillis)),
+        f1(r.copyToCutoverMBPerSecond),
         String(r.pauseMillis),
         String(Math.round(r.moveMillis)),
         f1(r.moving?.move.p50),
@@ -165,7 +173,7 @@ export const rebalanceSection: Section<RebalanceDetails> = {
       ],
     );
     return (
-      `${moves}\n(write latencies in ms; "no move": the same writers just before the move; bare: the same rows copied back with one SELECT and one INSERT)\n` +
+      `${moves}\n(write latencies in ms; "no move": the same writers just before the move; bare: the same rows piped with COPY just before the move, same writers; to cutover: bytes over copy + catch-up + cutover wait)\n` +
       `copy target >= ${COPY_RATE_TARGET_MB_PER_SECOND} MB/s; moving-bucket write p99 target <= ${MOVING_WRITE_P99_TARGET_MILLIS} ms (worst ${d.worst.movingP99.toFixed(1)} ms)\n\n` +
       `${fenceTable}\nratio registered/unregistered ${fence.ratio.toFixed(3)} (median of paired rounds; ratio of medians ${fence.ratioOfMedians.toFixed(3)}); target >= ${FENCE_RATIO_TARGET}\n` +
       `alternating statements (${fence.alternating.statements}, one closed loop): mean ${fence.alternating.meanMillis.fenced.toFixed(3)} ms registered vs ${fence.alternating.meanMillis.plain.toFixed(3)} ms unregistered ` +
@@ -195,26 +203,23 @@ function worstMoves(loaded: readonly MoveRound[]): RebalanceDetails['worst'] {
   };
 }
 
-/** Copy rate with no writers (against the bare copy). */
-function idleFigures(idle: readonly MoveRound[]): Figure[] {
-  if (idle.length === 0) return [];
-  const idleCopy = summarize(idle.map((r) => r.copyMBPerSecond));
-  return [
-    {
-      label: 'bucket copy rate, no writers',
-      value: idleCopy.median,
-      unit: 'MB/s',
-      baseline: { label: 'bare JSON copy, same rows', value: median(idle.map((r) => r.bare.mbPerSecond)) },
-      ratio: median(idle.map((r) => r.copyMBPerSecond / r.bare.mbPerSecond)),
-      note:
-        `median of ${idle.length} move(s) of ${(median(idle.map((r) => r.bytesCopied)) / MB).toFixed(1)} MB (COPY text), ${Math.round(median(idle.map((r) => r.copyRowsPerSecond))).toLocaleString('en-US')} rows/s; ` +
-        `the copy reads the bucket through its bucket index (registered with bucketIndex: true)`,
-      target: atLeast('value', idleCopy.median, COPY_RATE_TARGET_MB_PER_SECOND, 'MB/s'),
-    },
-  ];
+/** Median copy rate of `rounds` against their bare pipes (each move's own, same conditions). */
+function copyRateFigure(label: string, rounds: readonly MoveRound[], conditions: string): Figure {
+  const copy = summarize(rounds.map((r) => r.copyMBPerSecond));
+  return {
+    label,
+    value: copy.median,
+    unit: 'MB/s',
+    baseline: { label: `bare COPY pipe, same rows, ${conditions}`, value: median(rounds.map((r) => r.bareCopy.mbPerSecond)) },
+    ratio: median(rounds.map((r) => r.copyRatio)),
+    note:
+      `median of ${rounds.length} move(s) of ${(median(rounds.map((r) => r.bytesCopied)) / MB).toFixed(1)} MB (COPY text; min ${copy.min.toFixed(1)}), ${Math.round(median(rounds.map((r) => r.copyRowsPerSecond))).toLocaleString('en-US')} rows/s; ` +
+      `the copy alone (snapshot piped into the target), read through the bucket index; catch-up and cutover wait are a figure of their own`,
+    target: atLeast('value', copy.median, COPY_RATE_TARGET_MB_PER_SECOND, 'MB/s'),
+  };
 }
 
-/** Every move's copy time against a bare COPY pipe of the same rows right after it (the worst move counts). */
+/** Every move's copy against the bare COPY pipe of the same rows just before it, same writers (the worst move counts). */
 function copyRatioFigures(rounds: readonly MoveRound[]): Figure[] {
   if (rounds.length === 0) return [];
   const worst = rounds.reduce((a, r) => (r.copyRatio < a.copyRatio ? r : a));
@@ -231,11 +236,34 @@ function copyRatioFigures(rounds: readonly MoveRound[]): Figure[] {
       label: 'bucket copy rate vs a bare COPY pipe, worst move',
       value: worst.copyMBPerSecond,
       unit: 'MB/s',
-      // The same bytes (the move's COPY text) over the bare COPY's time, so both rates compare.
-      baseline: { label: 'bare COPY TO STDOUT | COPY FROM STDIN, same rows', value: worst.copyMBPerSecond / worst.copyRatio },
+      baseline: { label: 'bare COPY TO STDOUT | COPY FROM STDIN, same rows, same writers', value: worst.bareCopy.mbPerSecond },
       ratio: worst.copyRatio,
-      note: `bare COPY ms / move copyMillis per move: ${rounds.map((r) => `${Math.round(r.bareCopy.millis)}/${r.copyMillis}`).join(', ')}`,
+      note: `bare pipe ms / move's copy ms per move: ${rounds.map((r) => `${Math.round(r.bareCopy.millis)}/${Math.round(r.snapshotCopyMillis)}`).join(', ')}`,
       target: atLeast('ratio', worst.copyRatio, COPY_RATIO_TARGET, 'x'),
+    },
+  ];
+}
+
+/** What the copy's time leaves out: catch-up rounds and the cutover's wait, per move, and the rate with them. */
+function afterCopyFigures(rounds: readonly MoveRound[]): Figure[] {
+  if (rounds.length === 0) return [];
+  const after = (r: MoveRound) => r.catchUpMillis + r.cutoverWaitMillis;
+  const worst = rounds.reduce((a, r) => (after(r) > after(a) ? r : a));
+  const slowest = rounds.reduce((a, r) => (r.copyToCutoverMBPerSecond < a.copyToCutoverMBPerSecond ? r : a));
+  return [
+    {
+      label: 'catch-up + cutover wait after the copy, worst move',
+      value: after(worst),
+      unit: 'ms',
+      note: `catch-up/cutover wait ms per move: ${rounds.map((r) => `${Math.round(r.catchUpMillis)}/${Math.round(r.cutoverWaitMillis)}`).join(', ')} (writers go on meanwhile; the pause starts after)`,
+    },
+    {
+      label: 'bucket copy rate to the cutover, slowest move',
+      value: slowest.copyToCutoverMBPerSecond,
+      unit: 'MB/s',
+      baseline: { label: 'bare COPY pipe, same rows, same writers', value: slowest.bareCopy.mbPerSecond },
+      ratio: slowest.copyToCutoverMBPerSecond / slowest.bareCopy.mbPerSecond,
+      note: `bytesCopied / MoveReport.copyMillis (copy, catch-up, cutover wait) per move: ${rounds.map((r) => r.copyToCutoverMBPerSecond.toFixed(1)).join(', ')} MB/s`,
     },
   ];
 }
@@ -243,15 +271,8 @@ function copyRatioFigures(rounds: readonly MoveRound[]): Figure[] {
 /** Copy rate and write latencies under writers. */
 function loadedFigures(plan: MovePlan, loaded: readonly MoveRound[], worst: RebalanceDetails['worst']): Figure[] {
   if (loaded.length === 0) return [];
-  const loadedCopy = summarize(loaded.map((r) => r.copyMBPerSecond));
   return [
-    {
-      label: 'bucket copy rate, under writes',
-      value: loadedCopy.median,
-      unit: 'MB/s',
-      note: `median of ${loaded.length} moves (min ${loadedCopy.min.toFixed(1)}); ${Math.round(median(loaded.map((r) => r.copyRowsPerSecond))).toLocaleString('en-US')} rows/s; copyMillis includes the catch-up of the writers' changes`,
-      target: atLeast('value', loadedCopy.median, COPY_RATE_TARGET_MB_PER_SECOND, 'MB/s'),
-    },
+    copyRateFigure('bucket copy rate, under writes', loaded, 'same writers'),
     {
       label: 'moving-bucket write p99 during a move',
       value: worst.movingP99,
@@ -283,7 +304,12 @@ function loadedFigures(plan: MovePlan, loaded: readonly MoveRound[], worst: Reba
 function moveFigures(plan: MovePlan, rounds: readonly MoveRound[], worst: RebalanceDetails['worst']): Figure[] {
   const idle = rounds.filter((r) => !r.underWrites);
   const loaded = rounds.filter((r) => r.underWrites && r.moving !== undefined);
-  return [...idleFigures(idle), ...loadedFigures(plan, loaded, worst), ...copyRatioFigures(rounds)];
+  return [
+    ...(idle.length === 0 ? [] : [copyRateFigure('bucket copy rate, no writers', idle, 'no writers')]),
+    ...loadedFigures(plan, loaded, worst),
+    ...copyRatioFigures(rounds),
+    ...afterCopyFigures(rounds),
+  ];
 }
 
 function setupText(router: ShardRouter, plan: MovePlan, data: LoadedBucket, fence: FenceDetails): string {
@@ -294,8 +320,8 @@ function setupText(router: ShardRouter, plan: MovePlan, data: LoadedBucket, fenc
     `router over ${router.shardIds.join(', ')} (pool max ${plan.poolMax}), ${router.bucketCount} buckets. ${table} (id text PK, v bigint, payload text ${MIN_PAYLOAD}-${MAX_PAYLOAD} B): ` +
     `bucket ${keys.bucket} loaded with ${keys.initial.length.toLocaleString('en-US')} rows (${(keys.initialPayloadBytes / MB).toFixed(1)} MB payload) and moved ${totalMoves} times back and forth with moveBucket: ` +
     `${plan.idleMoves} time(s) with no writers, then ${plan.loadRounds} time(s) while ${movingWriters} writers send single-row UPDATE (4 of 5) / INSERT (1 of 5) to the bucket's keys and ${otherWriters} send UPDATEs to other buckets of the source ` +
-    `through router.execute; each of those rounds first runs the same writers ${quietMillis} ms with no move (baseline). Copy MB/s = bytesCopied (the snapshot's COPY text, MB = 2^20 B) / copyMillis (copy start to cutover lock); ` +
-    `after each move the same rows are copied back with one SELECT row_to_json by key and one INSERT json_populate_recordset (baseline). ` +
+    `through router.execute; each of those rounds first runs the same writers ${quietMillis} ms with no move (baseline). Copy MB/s = bytesCopied (the snapshot's COPY text, MB = 2^20 B) / the copy's time ('copying' to 'copied'); ` +
+    `just before each move the same rows are piped the same way round with the move's SELECT in COPY TO STDOUT into COPY FROM STDIN of a table like the moving one, autocommit, under the same writers (baseline); catch-up and cutover wait follow the copy and are reported apart. ` +
     `Fence: ${fence.concurrency} in flight, ${fence.rounds} interleaved rounds of ${fence.insertsPerRound} single-row INSERTs (${fence.payloadBytes} B payload) through router.execute into a registered vs an identical unregistered table; ` +
     `then ${fence.alternating.statements} INSERTs alternating between the two in one closed loop; and ${fence.serverSide.rounds} interleaved rounds of ${fence.serverSide.insertsPerRound} INSERTs in a DO loop on one router connection, with a COMMIT after each (synchronous_commit off) and in one transaction`
   );

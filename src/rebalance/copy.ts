@@ -88,9 +88,11 @@ export function copyInSql(shape: TableShape): string {
 }
 
 /**
- * The session settings that make the source's COPY text unambiguous to any target: ISO dates
- * (year first, read alike whatever the target's DateStyle), ISO 8601 intervals, every float
- * digit (servers before 12 round by default), hex bytea. SET LOCAL: they end with the snapshot.
+ * The session settings that make the source's text unambiguous to any target, in the snapshot's
+ * COPY text and in the catch-up's JSON alike: ISO dates (year first, read alike whatever the
+ * target's DateStyle), ISO 8601 intervals, every float digit (servers before 12 round by
+ * default), hex bytea. SET LOCAL on the snapshot; for the session on the catch-up's connection
+ * (the move's own, closed with it).
  */
 const TEXT_FORMS = [
   ['DateStyle', 'ISO'],
@@ -99,12 +101,19 @@ const TEXT_FORMS = [
   ['bytea_output', 'hex'],
 ] as const;
 
+/** set_config calls for TEXT_FORMS, for the transaction (SET LOCAL) or the session. */
+function textForms(scope: 'transaction' | 'session'): string {
+  return TEXT_FORMS.map(([name, value]) => `set_config('${name}', '${value}', ${scope === 'transaction'})`).join(', ');
+}
+
 /**
  * The snapshot copy of the moving buckets: each table's rows piped with `COPY (SELECT ...) TO
  * STDOUT` on one REPEATABLE READ snapshot of the source straight into `COPY ... FROM STDIN` in
  * the target's switch transaction, the bytes forwarded as they arrive (held back while the
  * target is slower). The change log is emptied first: a change committed before the snapshot is
- * in it, one committed after is logged (the trigger predates both).
+ * in it, one committed after is logged (the trigger predates both). Tables that are empty in
+ * the snapshot are skipped: their copy would be empty (the library's tables often are, and each
+ * pipe costs a few round trips on both sides).
  */
 export async function copySnapshot(
   job: CopyJob,
@@ -113,18 +122,23 @@ export async function copySnapshot(
   bucketCount: number,
   onBatch: (rows: number, bytes: number) => void,
 ): Promise<void> {
+  // The catch-up reads rows as JSON on this connection: the same text forms, for its session.
+  await job.source.query(`SELECT ${textForms('session')}`);
   await job.source.query(`DELETE FROM ${q(job.schema)}.move_changes WHERE move_id = $1`, [job.moveId]);
   await snapshot.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-  await snapshot.query(`SELECT ${TEXT_FORMS.map(([name, value]) => `set_config('${name}', '${value}', true)`).join(', ')}`);
-  for (const table of job.tables) {
+  // The snapshot's first statement: it is taken here, so the emptiness test belongs to it.
+  const filled = job.tables.map((table) => `EXISTS (SELECT FROM ${table.shape.name})`).join(', ');
+  const { rows } = await snapshot.query<{ filled: boolean[] }>(`SELECT ${textForms('transaction')}, ARRAY[${filled}]::boolean[] AS filled`);
+  const nonEmpty = job.tables.filter((_, index) => rows[0]?.filled[index] !== false);
+  for (const table of nonEmpty) {
     const out = snapshot.copyOut(`COPY (${bucketRowsSql(job.schema, table, bucketCount, buckets)}) TO STDOUT`);
     try {
-      const rows = await job.tx.copyInOn(
+      const copied = await job.tx.copyInOn(
         job.target,
         copyInSql(table.shape),
         counted(out, job.moveId, (bytes) => onBatch(0, bytes)),
       );
-      onBatch(rows, 0);
+      onBatch(copied, 0);
     } finally {
       out.abort(); // only if the target failed first: the source then stops too
     }

@@ -7,7 +7,9 @@ import { createScratchDatabases, rejectionOf, uniqueName, withServer } from '../
  * The snapshot copy's COPY pipe (docs/rebalance.md, step 2): every column type arrives as it
  * was, whatever the two servers' DateStyle, IntervalStyle, extra_float_digits and bytea_output;
  * and a pipe whose source or target backend is terminated mid-stream leaves nothing on the
- * target, the map unchanged and the move open, for a resume to copy again or undo.
+ * target, the map unchanged and the move open, for a resume to copy again or undo. Changes
+ * made while the pipe runs reach the target through the catch-up (JSON, read under the same
+ * text forms), with a log larger than a catch-up batch and a small one.
  *
  * Two shards on two servers (a two-phase commit needs a server per shard).
  */
@@ -129,6 +131,44 @@ describe('the COPY pipe of a move', () => {
     expect((await rowsOn(home)).count).toBe(0);
     expect((await router.rebalancer().verify()).ok).toBe(true);
   }, 60_000);
+
+  it('carries the changes made during the copy: a log larger than a batch, then a small one', async () => {
+    const fresh = keysIn(bucket, 'new-', 4);
+    const odd = keysIn(bucket, 'odd-', 40);
+    // More log entries than the catch-up's batch of keys (2000).
+    const large = [
+      `UPDATE ${table} SET note = note || 'x' WHERE id LIKE 'big-%'`,
+      `UPDATE ${table} SET note = note || 'y', f = f * 2 WHERE id LIKE 'big-%' OR id LIKE 'odd-%'`,
+      `DELETE FROM ${table} WHERE id = ANY ('{${odd.slice(0, 3).join(',')}}')`,
+      `INSERT INTO ${table} (id, f, iv, tags, note) VALUES ('${fresh[0]}', 1.5, '-1 day', '{x,NULL}', E'new\\trow'), ('${fresh[1]}', NULL, NULL, NULL, NULL)`,
+    ];
+    // A few.
+    const small = [
+      `UPDATE ${table} SET at = at + interval '1 hour', tags = tags || 'z'::text WHERE id = ANY ('{${odd.slice(3, 8).join(',')}}')`,
+      `DELETE FROM ${table} WHERE id = '${fresh[0]}'`,
+      `INSERT INTO ${table} (id, b, j) VALUES ('${fresh[2]}', '\\x00ff', '{"a": [1, null]}')`,
+    ];
+    for (const changes of [large, small]) {
+      const home = ownerIndex();
+      const other = 1 - home;
+      let expected: Promise<{ count: number; digest: string }> | undefined;
+      rebalanceHooks.copyBatch = async () => {
+        expected ??= withServer(scratch.urls[home]!, async (client) => {
+          for (const change of changes) await client.query(change);
+        }).then(() => rowsOn(home));
+        await expected;
+      };
+      try {
+        await router.rebalancer().moveBucket(bucket, `s${other}`);
+      } finally {
+        rebalanceHooks.copyBatch = undefined;
+      }
+      expect(expected, 'the changes ran during the copy').toBeDefined();
+      expect(await rowsOn(other)).toEqual(await expected);
+      expect((await rowsOn(home)).count).toBe(0);
+    }
+    expect((await router.rebalancer().verify()).ok).toBe(true);
+  }, 120_000);
 
   for (const side of ['source', 'target'] as const) {
     it(`a ${side} backend terminated mid-stream leaves nothing on the target and the move open; ${side === 'source' ? 'resume copies again' : 'resume --undo abandons it'}`, async () => {
