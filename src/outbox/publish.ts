@@ -83,11 +83,11 @@ const statements = new Map<string, { readonly sql: string; readonly name: string
 
 /** publishSql and its statement name, built once per catalog schema (withPublish runs once per transaction). */
 function publishStatement(schema: string): { readonly sql: string; readonly name: string } {
-  let statement = statements.get(schema);
-  if (!statement) {
-    const sql = publishSql(schema);
-    statements.set(schema, (statement = { sql, name: publishStatementName(sql) }));
-  }
+  const known = statements.get(schema);
+  if (known) return known;
+  const sql = publishSql(schema);
+  const statement = { sql, name: publishStatementName(sql) };
+  statements.set(schema, statement);
   return statement;
 }
 

@@ -70,19 +70,19 @@ export class PipelinedQuery extends PgQuery {
     callback: (error: Error | null, results: QueryResult[]) => void,
     raw = false,
   ) {
-    // The callback runs after construction; `this` cannot be named before super().
-    let self: PipelinedQuery | undefined;
+    // The callback runs after construction, but `this` cannot be named before super().
+    let settle: (ok: boolean) => void = () => undefined;
     super({
       text,
       values,
       queryMode: 'extended',
       ...(raw ? { rowMode: 'array' as const, types: RAW_TEXT } : {}),
       callback: (error, results) => {
-        if (self) self.#settle(error === null);
+        settle(error === null);
         callback(error, Array.isArray(results) ? results : [results]);
       },
     });
-    self = this;
+    settle = (ok) => this.#settle(ok);
     // Converted here, before anything is sent: a value pg cannot convert throws from the constructor.
     this.#preamble = preamble.map((statement) =>
       typeof statement === 'string'
@@ -119,8 +119,8 @@ export class PipelinedQuery extends PgQuery {
       return;
     }
     if (parsed.length === 0) return;
-    let prepared = preparedByConnection.get(connection);
-    if (!prepared) preparedByConnection.set(connection, (prepared = new Set()));
+    const prepared = preparedByConnection.get(connection) ?? new Set<string>();
     for (const name of parsed) prepared.add(name);
+    preparedByConnection.set(connection, prepared);
   }
 }
