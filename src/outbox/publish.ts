@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { ShardRouterError } from '../errors.js';
 import type { ShardKey } from '../placement/hash.js';
 import { q } from '../sql.js';
@@ -71,13 +71,34 @@ export function publishSql(schema: string): string {
 }
 
 /**
+ * The name the publish statement is prepared under on each connection (parsed and planned once
+ * per connection, docs/outbox.md "Deferred publish"): derived from the text, so routers with
+ * different catalog schemas never share a name for different statements.
+ */
+export function publishStatementName(sql: string): string {
+  return `pg_shard_router_publish_${createHash('sha256').update(sql).digest('hex').slice(0, 16)}`;
+}
+
+const statements = new Map<string, { readonly sql: string; readonly name: string }>();
+
+/** publishSql and its statement name, built once per catalog schema (withPublish runs once per transaction). */
+function publishStatement(schema: string): { readonly sql: string; readonly name: string } {
+  const known = statements.get(schema);
+  if (known) return known;
+  const sql = publishSql(schema);
+  const statement = { sql, name: publishStatementName(sql) };
+  statements.set(schema, statement);
+  return statement;
+}
+
+/**
  * The router's transaction handle: the engine's, plus publish, whose statement the engine sends
  * with the shard's next message (`deferred`). `published` collects the shards that got an
  * event, for the wake-up NOTIFY after the commit (a NOTIFY cannot be prepared, so it is not
  * sent inside the transaction).
  */
 export function withPublish(tx: CoreTransaction, deferred: DeferredWrites, schema: string, published: Set<string>): Transaction {
-  const sql = publishSql(schema);
+  const { sql, name } = publishStatement(schema);
   return Object.freeze({
     execute: tx.execute,
     executeOn: tx.executeOn,
@@ -91,7 +112,7 @@ export function withPublish(tx: CoreTransaction, deferred: DeferredWrites, schem
       if (!isPlainObject(headers)) throw new ShardRouterError('INVALID_ARGUMENT', 'headers must be a JSON object');
       checkJson(headers, 'headers');
       const id = randomUUID();
-      const shardId = await deferred.defer(key, sql, [String(key), id, topic, JSON.stringify(payload), JSON.stringify(headers)]);
+      const shardId = await deferred.defer(key, sql, [String(key), id, topic, JSON.stringify(payload), JSON.stringify(headers)], name);
       published.add(shardId);
       return { id, shardId };
     },

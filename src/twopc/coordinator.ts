@@ -117,7 +117,8 @@ export interface EngineTransaction extends Transaction {
  * (docs/outbox.md, "Deferred publish"). Resolves to the participant's shard id.
  */
 export interface DeferredWrites {
-  defer(key: ShardKey, sql: string, params: readonly unknown[]): Promise<string>;
+  /** `name`: send it as a prepared statement of that name (parsed once per connection; the name must stand for this text only). */
+  defer(key: ShardKey, sql: string, params: readonly unknown[], name?: string): Promise<string>;
 }
 
 /**
@@ -191,7 +192,7 @@ class TransactionRun<T> {
         query: <R extends QueryResultRow>(sql: string, params?: readonly unknown[]) => this.#statement<R>(undefined, shardId, sql, params),
       }),
     });
-    const deferred: DeferredWrites = { defer: (key, sql, params) => this.#defer(key, sql, params) };
+    const deferred: DeferredWrites = { defer: (key, sql, params, name) => this.#defer(key, sql, params, name) };
     let timer: NodeJS.Timeout | undefined;
     let value: T;
     try {
@@ -275,11 +276,16 @@ class TransactionRun<T> {
   }
 
   /** DeferredWrites.defer; read-only transactions run it at once, so the server refuses it there as it would any write. */
-  async #defer(key: ShardKey, sql: string, params: readonly unknown[]): Promise<string> {
+  async #defer(key: ShardKey, sql: string, params: readonly unknown[], name: string | undefined): Promise<string> {
     if (this.#options.readOnly) return (await this.#statement(key, undefined, sql, params)).shardId;
     const participant = this.#participantFor(key, undefined);
     const shardId = participant.shardId;
-    participant.defer(sql, params, () => beginStatements(this.#options, this.#deadline - Date.now(), this.#context.serverVersion(shardId)));
+    participant.defer(
+      sql,
+      params,
+      () => beginStatements(this.#options, this.#deadline - Date.now(), this.#context.serverVersion(shardId)),
+      name,
+    );
     return shardId;
   }
 

@@ -16,7 +16,7 @@ export class Participant {
    * publish"): sent in the same pipeline, before the next statement or the commit step, so a
    * later statement sees them and a failure of one fails that message.
    */
-  #deferred: { readonly text: string; readonly values: readonly unknown[] }[] = [];
+  #deferred: { readonly text: string; readonly values: readonly unknown[]; readonly name?: string }[] = [];
   /** How to open the transaction when a deferred write comes before any statement here. */
   #begin: (() => readonly string[]) | undefined;
   /** The first error a statement got here: the reason a later PREPARE votes no. */
@@ -44,10 +44,13 @@ export class Participant {
     return this.#deferred.length > 0;
   }
 
-  /** Queues a parameterized write for this shard's next message (see #deferred). */
-  defer(sql: string, params: readonly unknown[], begin: () => readonly string[]): void {
+  /**
+   * Queues a parameterized write for this shard's next message (see #deferred); with `name`, it
+   * is sent as that connection's prepared statement of that name (PipelinedStatement).
+   */
+  defer(sql: string, params: readonly unknown[], begin: () => readonly string[], name?: string): void {
     if (!this.#began) this.#begin ??= begin;
-    this.#deferred.push({ text: sql, values: params });
+    this.#deferred.push(name === undefined ? { text: sql, values: params } : { text: sql, values: params, name });
   }
 
   /**

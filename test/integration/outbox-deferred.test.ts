@@ -132,4 +132,38 @@ describe('deferred publish against real shards', () => {
       { id: seen.ids[1], seq: 2 },
     ]);
   });
+
+  it('the publish statement is prepared once per connection; after a DEALLOCATE ALL on it, one publish fails and the next prepares it again', async () => {
+    const single = await connectFreshRouter({
+      catalogSchema: catalog,
+      pool: { max: 1 },
+      recovery: { intervalMillis: 0, atConnect: false },
+    });
+    try {
+      const [a] = keysOn(single, ['s1'], 'prepared');
+      const prepared = `SELECT count(*)::int AS n FROM pg_prepared_statements WHERE name LIKE 'pg_shard_router_publish_%'`;
+      await single.transaction([a!], (tx) => tx.publish(a!, 'deferred', { n: 1 }));
+      const seen = await single.transaction([a!], async (tx) => {
+        await tx.publish(a!, 'deferred', { n: 2 });
+        return (await tx.execute<{ n: number }>(a!, prepared)).rows[0]!.n;
+      });
+      expect(seen).toBe(1);
+      await single.executeOn('s1', 'DEALLOCATE ALL');
+      const error = await rejectionOf(single.transaction([a!], (tx) => tx.publish(a!, 'deferred', { n: 3 })));
+      expect((error as ShardRouterError).code).toBe('TRANSACTION_ABORTED');
+      await single.transaction([a!], (tx) => tx.publish(a!, 'deferred', { n: 4 }));
+      const { rows } = await single.executeOn<{ n: number; seq: number }>(
+        's1',
+        `SELECT (payload->>'n')::int AS n, seq::int AS seq FROM "${catalog}".outbox_events WHERE key = $1 ORDER BY seq`,
+        [a],
+      );
+      expect(rows).toEqual([
+        { n: 1, seq: 1 },
+        { n: 2, seq: 2 },
+        { n: 4, seq: 3 },
+      ]);
+    } finally {
+      await single.close();
+    }
+  });
 });
