@@ -91,20 +91,15 @@ export function copyInSql(shape: TableShape): string {
  * The session settings that make the source's text unambiguous to any target, in the snapshot's
  * COPY text and in the catch-up's JSON alike: ISO dates (year first, read alike whatever the
  * target's DateStyle), ISO 8601 intervals, every float digit (servers before 12 round by
- * default), hex bytea. SET LOCAL on the snapshot; for the session on the catch-up's connection
- * (the move's own, closed with it).
+ * default), hex bytea. Sent in the startup packet of the move's own source connections (opened
+ * and closed by the move), so every statement on them reads alike and none is spent setting them.
  */
-const TEXT_FORMS = [
-  ['DateStyle', 'ISO'],
-  ['IntervalStyle', 'iso_8601'],
-  ['extra_float_digits', '3'],
-  ['bytea_output', 'hex'],
-] as const;
-
-/** set_config calls for TEXT_FORMS, for the transaction (SET LOCAL) or the session. */
-function textForms(scope: 'transaction' | 'session'): string {
-  return TEXT_FORMS.map(([name, value]) => `set_config('${name}', '${value}', ${scope === 'transaction'})`).join(', ');
-}
+export const SOURCE_TEXT_FORMS: Readonly<Record<string, string>> = Object.freeze({
+  DateStyle: 'ISO',
+  IntervalStyle: 'iso_8601',
+  extra_float_digits: '3',
+  bytea_output: 'hex',
+});
 
 /**
  * The snapshot copy of the moving buckets: each table's rows piped with `COPY (SELECT ...) TO
@@ -122,13 +117,11 @@ export async function copySnapshot(
   bucketCount: number,
   onBatch: (rows: number, bytes: number) => void,
 ): Promise<void> {
-  // The catch-up reads rows as JSON on this connection: the same text forms, for its session.
-  await job.source.query(`SELECT ${textForms('session')}`);
   await job.source.query(`DELETE FROM ${q(job.schema)}.move_changes WHERE move_id = $1`, [job.moveId]);
   await snapshot.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   // The snapshot's first statement: it is taken here, so the emptiness test belongs to it.
   const filled = job.tables.map((table) => `EXISTS (SELECT FROM ${table.shape.name})`).join(', ');
-  const { rows } = await snapshot.query<{ filled: boolean[] }>(`SELECT ${textForms('transaction')}, ARRAY[${filled}]::boolean[] AS filled`);
+  const { rows } = await snapshot.query<{ filled: boolean[] }>(`SELECT ARRAY[${filled}]::boolean[] AS filled`);
   const nonEmpty = job.tables.filter((_, index) => rows[0]?.filled[index] !== false);
   for (const table of nonEmpty) {
     const out = snapshot.copyOut(`COPY (${bucketRowsSql(job.schema, table, bucketCount, buckets)}) TO STDOUT`);

@@ -7,7 +7,15 @@ import type { Transaction } from '../twopc/coordinator.js';
 import { resolveTransactionOptions } from '../twopc/transaction-options.js';
 import { q } from '../sql.js';
 import type { RebalanceContext } from './context.js';
-import { advanceSequences, catchUpAll, catchUpWhileWriting, copySnapshot, deleteBucketRowsSql, tablesToCopy } from './copy.js';
+import {
+  advanceSequences,
+  catchUpAll,
+  catchUpWhileWriting,
+  copySnapshot,
+  deleteBucketRowsSql,
+  SOURCE_TEXT_FORMS,
+  tablesToCopy,
+} from './copy.js';
 import type { CopyJob, TableCopy } from './copy.js';
 import { drainOlderTransactions, dropCaptureTriggers, installCaptureTriggers, withDdlRetries } from './ddl.js';
 import { notifyMapChange, switchMapIn } from './map-switch.js';
@@ -116,10 +124,11 @@ export async function runMove(context: RebalanceContext, request: MoveRequest, o
 }
 
 async function runMoveSteps(context: RebalanceContext, move: MoveRun, options: MoveOptions): Promise<MoveReport> {
-  const log = await context.pool(move.source).openDedicated({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer');
+  const settings = { ...SOURCE_TEXT_FORMS, [ROLE_SETTING]: 'rebalancer' };
+  const log = await context.pool(move.source).openDedicated(settings, 'rebalancer');
   const snapshot = await context
     .pool(move.source)
-    .openDedicated({ [ROLE_SETTING]: 'rebalancer' }, 'rebalancer')
+    .openDedicated(settings, 'rebalancer')
     .catch(async (error: unknown) => {
       await log.end();
       throw error;
