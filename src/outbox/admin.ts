@@ -151,12 +151,17 @@ export class OutboxAdmin {
     if (typeof id !== 'string' || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id))
       throw new ShardRouterError('INVALID_ARGUMENT', 'id must be an event id (a UUID)');
     const s = q(this.#context.catalogSchema);
+    // Only a parked event can be retried or skipped: found through the group's parked offsets,
+    // by (key, seq), the events' primary key.
     const found = await this.#onEveryShard(
-      (guard) => `SELECT key, seq::text AS seq FROM ${s}.outbox_events WHERE id = $1 AND ${guard}`,
-      [id.toLowerCase()],
+      (guard) => `SELECT o.key, o.parked_seq::text AS seq
+         FROM (SELECT * FROM ${s}.outbox_offsets WHERE group_name = $2 AND parked_seq IS NOT NULL AND ${guard}) o
+         JOIN ${s}.outbox_events e ON e.key = o.key AND e.seq = o.parked_seq
+        WHERE e.id = $1`,
+      [id.toLowerCase(), group],
     );
     const event = found.flatMap(({ rows }) => rows)[0];
-    if (!event) throw new ShardRouterError('INVALID_ARGUMENT', `no event ${id} (or it was deleted by retention)`);
+    if (!event) throw new ShardRouterError('INVALID_ARGUMENT', `event ${id} is not parked in group ${group}`);
     const changed = await this.#context.retryingStaleMap(async () => {
       const routing = this.#context.routing();
       const key = String(event.key);

@@ -7,33 +7,47 @@ import { ShardRouterError } from '../errors.js';
  * what a consumer receives is what the publisher passed.
  */
 export function checkJson(value: unknown, what: string): void {
-  const problem = jsonProblem(value, new Set(), 0);
+  const problem = jsonProblem(value, []);
   if (problem) throw new ShardRouterError('INVALID_ARGUMENT', `${what} must be JSON: ${problem}`);
 }
 
 const MAX_DEPTH = 100;
 
-function jsonProblem(value: unknown, seen: Set<object>, depth: number): string | undefined {
+/**
+ * The first reason `value` is not JSON, or undefined. `ancestors` holds the containers above
+ * it (a cycle is one that contains itself; at most MAX_DEPTH deep, so the search is short).
+ * Walks by index and key without copying: it runs on every publish.
+ */
+function jsonProblem(value: unknown, ancestors: object[]): string | undefined {
   if (value === null || typeof value === 'boolean') return undefined;
   if (typeof value === 'number') return Number.isFinite(value) ? undefined : `${value} is not a JSON number`;
   if (typeof value === 'string') return value.includes('\u0000') ? 'strings cannot contain \\u0000 (jsonb refuses it)' : undefined;
   if (typeof value !== 'object') return `a ${typeof value} is not JSON`;
-  if (depth > MAX_DEPTH) return `nested deeper than ${MAX_DEPTH} levels`;
-  if (seen.has(value)) return 'it contains a cycle';
+  if (ancestors.length > MAX_DEPTH) return `nested deeper than ${MAX_DEPTH} levels`;
+  if (ancestors.includes(value)) return 'it contains a cycle';
+  const isArray = Array.isArray(value);
   const proto = Object.getPrototypeOf(value);
-  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null)
+  if (!isArray && proto !== Object.prototype && proto !== null)
     return `a ${proto?.constructor?.name ?? 'non-plain'} object is not JSON (pass plain objects and arrays)`;
-  seen.add(value);
+  ancestors.push(value);
   try {
-    const entries = Array.isArray(value) ? value.map((item, index) => [String(index), item] as const) : Object.entries(value);
-    for (const [name, item] of entries) {
+    if (isArray) {
+      // A hole reads as undefined and is refused: JSON.stringify would turn it into null.
+      for (let index = 0; index < value.length; index++) {
+        const inner = jsonProblem(value[index], ancestors);
+        if (inner) return inner;
+      }
+      return undefined;
+    }
+    const object = value as Record<string, unknown>;
+    for (const name of Object.keys(object)) {
       if (name.includes('\u0000')) return 'keys cannot contain \\u0000';
-      const inner = jsonProblem(item, seen, depth + 1);
+      const inner = jsonProblem(object[name], ancestors);
       if (inner) return inner;
     }
     return undefined;
   } finally {
-    seen.delete(value);
+    ancestors.pop();
   }
 }
 

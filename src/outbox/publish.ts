@@ -54,7 +54,13 @@ export const MAX_TOPIC_LENGTH = 200;
 
 /** Throws INVALID_ARGUMENT unless `topic` is 1-200 printable characters. */
 export function checkTopic(topic: unknown, what = 'topic'): asserts topic is string {
-  if (typeof topic !== 'string' || topic.length === 0 || [...topic].length > MAX_TOPIC_LENGTH || !TOPIC.test(topic)) {
+  // Code points are counted only when the UTF-16 length could exceed the limit (it never undercounts).
+  if (
+    typeof topic !== 'string' ||
+    topic.length === 0 ||
+    (topic.length > MAX_TOPIC_LENGTH && [...topic].length > MAX_TOPIC_LENGTH) ||
+    !TOPIC.test(topic)
+  ) {
     throw new ShardRouterError('INVALID_ARGUMENT', `${what} must be 1-${MAX_TOPIC_LENGTH} printable characters`);
   }
 }
@@ -91,6 +97,15 @@ function publishStatement(schema: string): { readonly sql: string; readonly name
   return statement;
 }
 
+/** The headers option as stored: `{}` without options (the common case, no checks to run). */
+function headersJson(options: PublishOptions | undefined): string {
+  if (options === undefined) return '{}';
+  const { headers = {} } = checkOptionKeys(options, ['headers'], 'publish options') as PublishOptions;
+  if (!isPlainObject(headers)) throw new ShardRouterError('INVALID_ARGUMENT', 'headers must be a JSON object');
+  checkJson(headers, 'headers');
+  return JSON.stringify(headers);
+}
+
 /**
  * The router's transaction handle: the engine's, plus publish, whose statement the engine sends
  * with the shard's next message (`deferred`). `published` collects the shards that got an
@@ -108,11 +123,9 @@ export function withPublish(tx: CoreTransaction, deferred: DeferredWrites, schem
     async publish(key: ShardKey, topic: string, payload: JsonValue, options?: PublishOptions): Promise<PublishedEvent> {
       checkTopic(topic);
       checkJson(payload, 'payload');
-      const { headers = {} } = checkOptionKeys(options, ['headers'], 'publish options') as PublishOptions;
-      if (!isPlainObject(headers)) throw new ShardRouterError('INVALID_ARGUMENT', 'headers must be a JSON object');
-      checkJson(headers, 'headers');
       const id = randomUUID();
-      const shardId = await deferred.defer(key, sql, [String(key), id, topic, JSON.stringify(payload), JSON.stringify(headers)], name);
+      const values = [String(key), id, topic, JSON.stringify(payload), headersJson(options)];
+      const shardId = await deferred.defer(key, sql, values, name);
       published.add(shardId);
       return { id, shardId };
     },

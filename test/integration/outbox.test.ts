@@ -102,6 +102,9 @@ describe('publishing', () => {
       ['function', (tx) => tx.publish(a!, 't', { f: () => 1 } as never)],
       ['NUL in a string', (tx) => tx.publish(a!, 't', { s: 'a\u0000b' })],
       ['bigint', (tx) => tx.publish(a!, 't', { n: 1n } as never)],
+      // biome-ignore lint/suspicious/noSparseArray: the hole is the case under test
+      ['array with a hole', (tx) => tx.publish(a!, 't', [1, , 3] as never)],
+      ['nested too deep', (tx) => tx.publish(a!, 't', JSON.parse(`${'['.repeat(102)}${']'.repeat(102)}`))],
       ['headers an array', (tx) => tx.publish(a!, 't', {}, { headers: [] as never })],
       ['headers not JSON', (tx) => tx.publish(a!, 't', {}, { headers: { h: undefined } as never })],
       ['unknown option', (tx) => tx.publish(a!, 't', {}, { header: {} } as never)],
