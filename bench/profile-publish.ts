@@ -1,6 +1,8 @@
 /**
  * Where a publish's cost goes (not a bench section; run by hand):
  *   npx tsx bench/profile-publish.ts [transfersPerRound=3000] [rounds=5]
+ * (VARIANTS=onePhase,onePhasePublish,onePhaseHandwritten,... picks variants; onePhaseHandwritten
+ * writes the event with tx.execute into a plain table, as an application would by hand)
  * The bench's publish workload (bench/sections/outbox.ts: debit + credit, 16 in flight, 1PC on
  * one shard and 2PC over two, with and without one tx.publish), interleaved rounds, and per
  * variant: transfers/s, this process's CPU per transfer, and the CPU of the local shards' server
@@ -88,24 +90,34 @@ async function main(): Promise<void> {
       one.push([a[slot]!, a[slot + 1]!]);
       two.push([a[slot + 2]!, b[slot + 3]!]);
     }
-    for (const shardId of router.shardIds)
+    for (const shardId of router.shardIds) {
       await router.executeOn(shardId, 'CREATE TABLE public.accounts (id text PRIMARY KEY, balance bigint NOT NULL)');
+      // What an application writes by hand without tx.publish: one more statement, no per-key order.
+      await router.executeOn(
+        shardId,
+        'CREATE TABLE public.handwritten_outbox (id bigserial PRIMARY KEY, key text NOT NULL, topic text NOT NULL, payload jsonb NOT NULL)',
+      );
+    }
     for (const key of new Set([...one, ...two].flat()))
       await router.execute(key, 'INSERT INTO public.accounts VALUES ($1, 1000000)', [key]);
     const debit = 'UPDATE public.accounts SET balance = balance - 1 WHERE id = $1';
     const credit = 'UPDATE public.accounts SET balance = balance + 1 WHERE id = $1';
-    const transfer = (list: [string, string][], publish: boolean) => async (index: number) => {
+    const handwritten = 'INSERT INTO public.handwritten_outbox (key, topic, payload) VALUES ($1, $2, $3::jsonb)';
+    const transfer = (list: [string, string][], publish: boolean | 'handwritten') => async (index: number) => {
       const [from, to] = list[index % list.length]!;
       await router.transaction([from, to], async (tx) => {
         await tx.execute(from, debit, [from]);
         await tx.execute(to, credit, [to]);
-        if (publish) await tx.publish(from, 'bench.transfer', { from, to, amount: 1 });
+        if (publish === 'handwritten')
+          await tx.execute(from, handwritten, [from, 'bench.transfer', JSON.stringify({ from, to, amount: 1 })]);
+        else if (publish) await tx.publish(from, 'bench.transfer', { from, to, amount: 1 });
       });
       return true;
     };
     const base: Record<string, (index: number) => Promise<boolean>> = {
       onePhase: transfer(one, false),
       onePhasePublish: transfer(one, true),
+      onePhaseHandwritten: transfer(one, 'handwritten'),
       twoPhase: transfer(two, false),
       twoPhasePublish: transfer(two, true),
     };
@@ -146,7 +158,9 @@ async function main(): Promise<void> {
           `client ${median(measured.client).toFixed(0)} µs/op, server ${serverTotal.toFixed(0)} µs/op (${serverParts.join(', ')})`,
       );
     }
-    const pairs = VARIANTS.filter((v) => v.includes('Publish')).map((v) => [v, v.startsWith('one') ? 'onePhase' : 'twoPhase'] as const);
+    const pairs = VARIANTS.filter((v) => v.includes('Publish') || v.includes('Handwritten')).map(
+      (v) => [v, v.startsWith('one') ? 'onePhase' : 'twoPhase'] as const,
+    );
     for (const [publish, plain] of pairs.filter(([, p]) => totals.has(p))) {
       const ratios = totals
         .get(publish)!
