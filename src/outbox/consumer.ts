@@ -20,11 +20,29 @@ const BACKLOG_KEYS = 16;
 const MAX_BACKOFF_MS = 60_000;
 const REGISTER_RETRY_MS = 1_000;
 
+/** The run's abort signal, made on first use (already aborted if the run was told to stop before). */
+function signalOf(run: KeyRun): AbortSignal {
+  if (run.controller === undefined) {
+    run.controller = new AbortController();
+    if (run.abortedBy !== null) run.controller.abort(run.abortedBy);
+  }
+  return run.controller.signal;
+}
+
+/** Tells a run to stop: no further event starts, and a handler that holds its signal sees it aborted. */
+function abortRun(run: KeyRun, reason: Error): void {
+  run.abortedBy ??= reason;
+  run.controller?.abort(reason);
+}
+
 /** A key this consumer holds. */
 interface KeyRun {
   readonly shardId: string;
   readonly claimed: ClaimedKey;
-  readonly controller: AbortController;
+  /** Why the run was told to stop (lease lost, consumer stopped), or null. */
+  abortedBy: Error | null;
+  /** Made only when a handler reads `signal` (see signalOf): most never do, and one costs more than a delivery. */
+  controller: AbortController | undefined;
   /** The last seq handled successfully. */
   acked: number;
   /** Deliveries started for the event after `acked`. */
@@ -268,7 +286,8 @@ export class OutboxConsumer {
       claimedAt,
       shardId,
       claimed,
-      controller: new AbortController(),
+      abortedBy: null,
+      controller: undefined,
       acked: claimed.events[0]!.seq - 1,
       started: claimed.attempt - 1,
       settled: false,
@@ -301,7 +320,7 @@ export class OutboxConsumer {
     const events = run.claimed.events;
     const careful = run.claimed.attempt > 1;
     for (const [index, event] of events.entries()) {
-      if (run.controller.signal.aborted || this.#stopRequested) return null;
+      if (run.abortedBy !== null || this.#stopRequested) return null;
       // A margin of a tenth of the lease for the time the handler takes to get going.
       if (performance.now() > run.leaseEndsAt - this.#options.leaseMillis / 10) return null;
       if (index > 0 && careful) {
@@ -314,7 +333,7 @@ export class OutboxConsumer {
       }
       run.started = index === 0 ? run.claimed.attempt : 1;
       try {
-        await handler({
+        const handled = handler({
           id: event.id,
           topic: event.topic,
           key: event.key,
@@ -324,8 +343,12 @@ export class OutboxConsumer {
           attempt: run.started,
           publishedAt: event.publishedAt,
           shardId: run.shardId,
-          signal: run.controller.signal,
+          get signal() {
+            return signalOf(run);
+          },
         });
+        // A handler that returned without a promise is done: no turn of the microtask queue.
+        if (handled !== undefined) await handled;
       } catch (error) {
         return error instanceof Error ? error.message || error.name : String(error);
       }
@@ -392,7 +415,7 @@ export class OutboxConsumer {
       // Lost leases: another consumer may hold the key now; the run stops after its current event.
       for (const run of runs) {
         if (kept.has(run.claimed.key)) run.leaseEndsAt = sentAt + this.#options.leaseMillis;
-        else if (!run.settled) run.controller.abort(new Error('lease lost'));
+        else if (!run.settled) abortRun(run, new Error('lease lost'));
       }
     } catch (error) {
       this.#report(error);
@@ -416,7 +439,7 @@ export class OutboxConsumer {
     clearTimeout(timer);
     const late: Promise<void>[] = [];
     for (const run of this.#running.values()) {
-      run.controller.abort(new Error('consumer stopped'));
+      abortRun(run, new Error('consumer stopped'));
       if (!run.settled) late.push(this.#settle(run, null));
     }
     await Promise.all(late);

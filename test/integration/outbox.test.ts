@@ -179,6 +179,16 @@ describe('consuming', () => {
       }
       expect(seen.every((event) => event.attempt === 1 && event.topic === t && event.shardId === router.shardFor(event.key))).toBe(true);
     }
+    // publishedAt is the stored publish time, to the millisecond (what a Date holds).
+    const sample = first.seen[first.seen.length - 1]!;
+    const { rows } = await router.executeOn<{ ms: string }>(
+      sample.shardId,
+      `SELECT (extract(epoch FROM published_at) * 1000)::text AS ms FROM "${catalog}".outbox_events WHERE id = $1`,
+      [sample.id],
+    );
+    expect(sample.publishedAt).toBeInstanceOf(Date);
+    expect(sample.publishedAt.getTime()).toBe(Math.floor(Number(rows[0]!.ms)));
+    expect(Math.abs(sample.publishedAt.getTime() - Date.now())).toBeLessThan(600_000);
     const status = await router.outbox.status();
     const mine = status.groups.filter((row) => row.group === a.group || row.group === b.group);
     expect(mine.length).toBe(2 * router.shardIds.length);
@@ -196,6 +206,64 @@ describe('consuming', () => {
     await eventually('the later event arrived', async () => seen.seen.length >= 1);
     await consumer.stop();
     expect(seen.seen.map((event) => event.id)).toEqual([after.id]);
+  });
+
+  it("a handler's signal is aborted when stop() runs out of time; an event read from the stopped run sees it aborted too", async () => {
+    const t = topic();
+    const key = `signal-${serial}`;
+    await router.transaction([key], (tx) => tx.publish(key, t, { n: 1 }));
+    let started: () => void = () => undefined;
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let held: OutboxEvent | undefined;
+    const consumer = router.consume({
+      group: group(),
+      topics: [t],
+      pollIntervalMillis: 50,
+      handler: (event) => {
+        held = event;
+        started();
+        // Waits for its signal only: stop() must abort it, or the handler never ends.
+        return new Promise<void>((_, reject) => event.signal.addEventListener('abort', () => reject(event.signal.reason)));
+      },
+    });
+    await running;
+    expect(held!.signal.aborted).toBe(false);
+    await consumer.stop(200);
+    expect(held!.signal.aborted).toBe(true);
+    expect((held!.signal.reason as Error).message).toBe('consumer stopped');
+    // Spreading the event copies the signal (an accessor on the event itself).
+    expect({ ...held! }.signal).toBe(held!.signal);
+  });
+
+  it("a handler's signal first read after its run was told to stop is already aborted", async () => {
+    const t = topic();
+    const key = `late-signal-${serial}`;
+    await router.transaction([key], (tx) => tx.publish(key, t, { n: 1 }));
+    let started: () => void = () => undefined;
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let finish: () => void = () => undefined;
+    let held: OutboxEvent | undefined;
+    const consumer = router.consume({
+      group: group(),
+      topics: [t],
+      pollIntervalMillis: 50,
+      handler: (event) => {
+        held = event;
+        started();
+        return new Promise<void>((resolve) => {
+          finish = resolve;
+        });
+      },
+    });
+    await running;
+    await consumer.stop(200);
+    expect(held!.signal.aborted).toBe(true);
+    expect((held!.signal.reason as Error).message).toBe('consumer stopped');
+    finish();
   });
 
   it('retries with backoff, parks after maxAttempts (the key waits), then retry and skip release it', async () => {

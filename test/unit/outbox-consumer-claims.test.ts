@@ -49,7 +49,7 @@ function fakeShard() {
         topic: 't',
         payload: {},
         headers: {},
-        published_at: new Date(),
+        published_ms: Date.now(),
       }));
       return { rows, rowCount: rows.length };
     }
