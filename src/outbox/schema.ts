@@ -37,10 +37,11 @@ export function outboxDdl(schema: string): string[] {
        headers jsonb NOT NULL,
        published_at timestamptz NOT NULL,
        PRIMARY KEY (key, seq))`,
-    // Only retention searches by publish time, and events are appended about in that order: a
-    // BRIN index finds old ones at almost no cost per insert (a B-tree is an index entry and its
-    // WAL on every publish). Ids need no index: events are found by (key, seq).
-    `CREATE INDEX IF NOT EXISTS outbox_events_published ON ${s}.outbox_events USING brin (published_at)`,
+    // Publish time: retention's old events and the pending-events search's `published_at >=
+    // starts_at` (a 'latest' group). A B-tree, not BRIN: a BRIN scan reads whole block ranges, and
+    // every range not yet summarized by a vacuum, which made a caught-up group's claims read
+    // thousands of rows. Ids need no index: events are found by (key, seq).
+    `CREATE INDEX IF NOT EXISTS outbox_events_published ON ${s}.outbox_events (published_at)`,
     `CREATE TABLE IF NOT EXISTS ${s}.outbox_offsets (
        group_name text NOT NULL,
        key text NOT NULL,
