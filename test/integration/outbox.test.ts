@@ -208,61 +208,53 @@ describe('consuming', () => {
     expect(seen.seen.map((event) => event.id)).toEqual([after.id]);
   });
 
-  it("a handler's signal is aborted when stop() runs out of time; an event read from the stopped run sees it aborted too", async () => {
+  /** Publishes one event under `name` and consumes it with `handler`; resolves once the handler holds it. */
+  async function holdOneEvent(name: string, handler: (event: OutboxEvent) => Promise<void>) {
     const t = topic();
-    const key = `signal-${serial}`;
+    const key = `${name}-${serial}`;
     await router.transaction([key], (tx) => tx.publish(key, t, { n: 1 }));
-    let started: () => void = () => undefined;
-    const running = new Promise<void>((resolve) => {
-      started = resolve;
+    let held: (event: OutboxEvent) => void = () => undefined;
+    const handling = new Promise<OutboxEvent>((resolve) => {
+      held = resolve;
     });
-    let held: OutboxEvent | undefined;
     const consumer = router.consume({
       group: group(),
       topics: [t],
       pollIntervalMillis: 50,
       handler: (event) => {
-        held = event;
-        started();
-        // Waits for its signal only: stop() must abort it, or the handler never ends.
-        return new Promise<void>((_, reject) => event.signal.addEventListener('abort', () => reject(event.signal.reason)));
+        held(event);
+        return handler(event);
       },
     });
-    await running;
-    expect(held!.signal.aborted).toBe(false);
+    return { consumer, event: await handling };
+  }
+
+  it("a handler's signal is aborted when stop() runs out of time; an event read from the stopped run sees it aborted too", async () => {
+    // The handler waits for its signal only: stop() must abort it, or the handler never ends.
+    const { consumer, event } = await holdOneEvent(
+      'signal',
+      (event) => new Promise<void>((_, reject) => event.signal.addEventListener('abort', () => reject(event.signal.reason))),
+    );
+    expect(event.signal.aborted).toBe(false);
     await consumer.stop(200);
-    expect(held!.signal.aborted).toBe(true);
-    expect((held!.signal.reason as Error).message).toBe('consumer stopped');
+    expect(event.signal.aborted).toBe(true);
+    expect((event.signal.reason as Error).message).toBe('consumer stopped');
     // Spreading the event copies the signal (an accessor on the event itself).
-    expect({ ...held! }.signal).toBe(held!.signal);
+    expect({ ...event }.signal).toBe(event.signal);
   });
 
   it("a handler's signal first read after its run was told to stop is already aborted", async () => {
-    const t = topic();
-    const key = `late-signal-${serial}`;
-    await router.transaction([key], (tx) => tx.publish(key, t, { n: 1 }));
-    let started: () => void = () => undefined;
-    const running = new Promise<void>((resolve) => {
-      started = resolve;
-    });
     let finish: () => void = () => undefined;
-    let held: OutboxEvent | undefined;
-    const consumer = router.consume({
-      group: group(),
-      topics: [t],
-      pollIntervalMillis: 50,
-      handler: (event) => {
-        held = event;
-        started();
-        return new Promise<void>((resolve) => {
+    const { consumer, event } = await holdOneEvent(
+      'late-signal',
+      () =>
+        new Promise<void>((resolve) => {
           finish = resolve;
-        });
-      },
-    });
-    await running;
+        }),
+    );
     await consumer.stop(200);
-    expect(held!.signal.aborted).toBe(true);
-    expect((held!.signal.reason as Error).message).toBe('consumer stopped');
+    expect(event.signal.aborted).toBe(true);
+    expect((event.signal.reason as Error).message).toBe('consumer stopped');
     finish();
   });
 
