@@ -11,8 +11,7 @@
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { ShardRouter } from '../src/index.js';
-import { startLocalCluster } from '../src/local.js';
+import { withProfileCluster } from './profile-cluster.js';
 import { closedLoop, interleavedRounds } from './workload.js';
 
 const perRound = Number(process.argv[2] ?? 3_000);
@@ -69,14 +68,7 @@ const profiler = new Session();
 async function main(): Promise<void> {
   profiler.connect();
   await profiler.post('Profiler.enable');
-  const cluster = await startLocalCluster({ shards: 4 });
-  try {
-    const router = await ShardRouter.connect({
-      shards: cluster.shardConfigs(),
-      catalogSchema: `${schema}_catalog`,
-      pool: { max: 20 },
-      recovery: { intervalMillis: 0, atConnect: false },
-    });
+  await withProfileCluster(schema, async (router) => {
     const byShard = new Map<string, string[]>(router.shardIds.map((id) => [id, []]));
     for (let n = 0; [...byShard.values()].some((list) => list.length < 1024); n++)
       byShard.get(router.shardFor(`acct-${n}`))!.push(`acct-${n}`);
@@ -168,10 +160,7 @@ async function main(): Promise<void> {
         .map((value, index) => value / totals.get(plain)!.tps[index + 1]!);
       console.log(`${publish} / ${plain}: median ${median(ratios).toFixed(3)} (${ratios.map((r) => r.toFixed(3)).join(' ')})`);
     }
-    await router.close();
-  } finally {
-    await cluster.stop();
-  }
+  });
 }
 
 await main();

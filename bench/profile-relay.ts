@@ -9,8 +9,7 @@
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import pg from 'pg';
-import { ShardRouter } from '../src/index.js';
-import { startLocalCluster } from '../src/local.js';
+import { withProfileCluster } from './profile-cluster.js';
 import { nowNs, secondsSince } from './stats.js';
 import { closedLoop } from './workload.js';
 
@@ -92,14 +91,7 @@ async function main(): Promise<void> {
   profiler.connect();
   await profiler.post('Profiler.enable');
   await profiler.post('Profiler.setSamplingInterval', { interval: 200 });
-  const cluster = await startLocalCluster({ shards: 4 });
-  try {
-    const router = await ShardRouter.connect({
-      shards: cluster.shardConfigs(),
-      catalogSchema: `${schema}_catalog`,
-      pool: { max: 20 },
-      recovery: { intervalMillis: 0, atConnect: false },
-    });
+  await withProfileCluster(schema, async (router, cluster) => {
     const admin = new pg.Client({ connectionString: cluster.connectionStrings[0] });
     await admin.connect();
     const topic = 'bench.relay';
@@ -185,10 +177,7 @@ async function main(): Promise<void> {
       await admin.query('ROLLBACK');
     }
     await admin.end();
-    await router.close();
-  } finally {
-    await cluster.stop();
-  }
+  });
 }
 
 await main();
